@@ -1,0 +1,45 @@
+"""Generic pools of ranked candidates: the evaluator's view of a pack.
+
+A pack format adapter (``policy_engine.packs``) maps a concrete pack onto `Pools`, so
+the evaluator never reads the agent's JSON keys. Candidates keep their position in the
+pack (``rank``, 0-based, per pool) because trimming always removes the lowest-ranked first
+and ties are broken by that position (stable).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    id: str
+    pool: str  # one of policy.POOLS
+    lane: str  # "exploit" | "explore"
+    score: float
+    rank: int  # position within its pool in the pack (0-based); lower is better
+    #: the owning candidate's id in the cascade: a field's dataset, a dataset's
+    #: subcategory; None for subcategories and operators.
+    parent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pools:
+    """Candidates per pool in rank order, plus attributes guards can test.
+
+    ``source`` is the original document (never mutated) for renderers that need the
+    pack's own bytes; ``format`` names the adapter that produced this.
+    """
+
+    pools: Mapping[str, tuple[Candidate, ...]]
+    attributes: Mapping[str, Any]
+    format: str
+    source: Any = field(default=None, compare=False, repr=False)
+
+    def pool(self, name: str) -> tuple[Candidate, ...]:
+        return self.pools.get(name, ())
+
+
+#: A selection: for each pool, the ids kept, in rank order.
+Selection = Mapping[str, tuple[str, ...]]
