@@ -1,0 +1,101 @@
+"""Token counters: one interface for exact tiktoken counts and the named rough estimate.
+
+The evaluator adds up per-candidate pieces instead of re-counting the whole prompt per
+rung, so a counter exposes an *additive measure* (`measure`) and a final conversion
+(`finish`): for tiktoken the measure is tokens of a newline-terminated piece (per-line
+counts sum exactly to the whole prompt's count), for the rough estimator it is characters
+and `finish` applies ``ceil(chars / ratio)`` once, as upstream's chars/4 did.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_CEILING, Decimal
+from functools import cache, lru_cache
+from typing import Protocol
+
+from policy_engine.errors import Diagnostic, TokenizerError
+from policy_engine.policy import Tokenizer
+from policy_engine.tokens.resolve import encoding_for_model, resolve_encoding
+
+
+class TokenCounter(Protocol):
+    name: str
+    exact: bool
+    vocab_hash: str
+
+    def count(self, text: str) -> int: ...
+
+    def measure(self, text: str) -> int: ...
+
+    def finish(self, total_measure: int) -> int: ...
+
+
+class TiktokenCounter:
+    """Exact counts. Special-token text (``<|endoftext|>``) is counted as ordinary text:
+    a prompt is data, and the provider tokenises it the same way."""
+
+    exact = True
+
+    def __init__(self, encoding_name: str, *, model: str | None = None) -> None:
+        resolved = resolve_encoding(encoding_name)
+        self._encode = resolved.encoding.encode_ordinary
+        self.name = encoding_name if model is None else f"{encoding_name} (model {model})"
+        self.encoding_name = encoding_name
+        self.vocab_hash = resolved.sha256
+        self.source = resolved.source
+        self._cached = lru_cache(maxsize=65536)(self._count_uncached)
+
+    def _count_uncached(self, text: str) -> int:
+        return len(self._encode(text))
+
+    def count(self, text: str) -> int:
+        # Whole prompts are long and unique: do not let them evict the short pieces.
+        if len(text) > 4096:
+            return self._count_uncached(text)
+        return self._cached(text)
+
+    def measure(self, text: str) -> int:
+        return self.count(text)
+
+    def finish(self, total_measure: int) -> int:
+        return total_measure
+
+
+class RoughCounter:
+    """``ceil(chars / chars_per_token)``: upstream's estimator, available only by name."""
+
+    exact = False
+
+    def __init__(self, chars_per_token: Decimal) -> None:
+        if not chars_per_token.is_finite() or chars_per_token <= 0:
+            raise TokenizerError(
+                [Diagnostic("T105", f"rough tokenizer ratio must be > 0, got {chars_per_token}", hint="e.g. tokenizer rough 4 chars per token")]
+            )
+        self.ratio = chars_per_token
+        self.name = f"rough:chars/{chars_per_token.normalize()}"
+        self.vocab_hash = self.name
+
+    def count(self, text: str) -> int:
+        return self.finish(len(text))
+
+    def measure(self, text: str) -> int:
+        return len(text)
+
+    def finish(self, total_measure: int) -> int:
+        if self.ratio == 4:
+            return math.ceil(total_measure / 4) if total_measure % 4 else total_measure // 4
+        return int((Decimal(total_measure) / self.ratio).to_integral_value(rounding=ROUND_CEILING))
+
+
+@cache
+def get_counter(tokenizer: Tokenizer) -> TokenCounter:
+    if tokenizer.kind == "rough":
+        return RoughCounter(tokenizer.chars_per_token if tokenizer.chars_per_token is not None else Decimal(0))
+    if tokenizer.kind == "model":
+        return TiktokenCounter(encoding_for_model(tokenizer.name), model=tokenizer.name)
+    if tokenizer.kind == "tiktoken":
+        return TiktokenCounter(tokenizer.name)
+    raise TokenizerError(
+        [Diagnostic("T101", f"unknown tokenizer kind {tokenizer.kind!r}", hint="use tiktoken, model or rough")]
+    )

