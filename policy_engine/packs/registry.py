@@ -1,0 +1,75 @@
+"""Pack formats are plugins: a name, a detector and an adapter to `Pools`.
+
+Built-ins register through the same entry-point group third parties use
+(``policy_engine.pack_formats``), so another pack format plugs in without touching the
+evaluator. An entry point names a module attribute ``FORMAT = (name, detect, adapt)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, Callable, Mapping
+
+from policy_engine.errors import Diagnostic, PackError
+from policy_engine.pools import Pools
+
+GROUP = "policy_engine.pack_formats"
+
+
+@dataclass(frozen=True, slots=True)
+class PackFormat:
+    name: str
+    detect: Callable[[Any], bool]
+    adapt: Callable[..., Pools]
+    validate: Callable[[Any, str], list[Diagnostic]]
+
+
+_FORMATS: dict[str, PackFormat] = {}
+_loaded = False
+
+
+def register_format(fmt: PackFormat) -> None:
+    _FORMATS[fmt.name] = fmt
+
+
+def _load() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from policy_engine.packs import agent_format
+    from policy_engine.packs.validate import validate_pack_document
+
+    register_format(PackFormat(agent_format.NAME, agent_format.detect, agent_format.adapt, validate_pack_document))
+    for ep in entry_points(group=GROUP):
+        if ep.name in _FORMATS:
+            continue
+        value = ep.load()
+        if isinstance(value, PackFormat):
+            register_format(value)
+
+
+def formats() -> Mapping[str, PackFormat]:
+    _load()
+    return dict(_FORMATS)
+
+
+def find_format(doc: Any, file: str, name: str | None) -> PackFormat:
+    _load()
+    if name is not None:
+        if name not in _FORMATS:
+            raise PackError(
+                [Diagnostic("P111", f"unknown pack format {name!r}", hint="known: " + ", ".join(sorted(_FORMATS)), file=file, pointer="")]
+            )
+        return _FORMATS[name]
+    if not isinstance(doc, Mapping):
+        raise PackError(
+            [Diagnostic("P112", f"expected a JSON object (a retrieval pack), got {type(doc).__name__ if doc is not None else 'null'}",
+                        hint="a pack is one JSON object with candidate_datasets, candidate_fields, candidate_operators and lanes", file=file, pointer="")]
+        )
+    for fmt in _FORMATS.values():
+        if fmt.detect(doc):
+            return fmt
+    # Validate against the built-in schema so the user learns what is missing.
+    return _FORMATS["agent-retrieval-pack/v1"]
