@@ -1,0 +1,71 @@
+"""Prompt rendering: templates that turn a pack selection into the exact prompt text, and
+the incremental token cost of that text."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Protocol
+
+from policy_engine.errors import Diagnostic, RuleCheckError
+from policy_engine.pools import Pools, Selection
+from policy_engine.render.envelope import AgentEnvelopeModel, normalise_idea
+from policy_engine.render.knowledge import KnowledgePack, load_idea, load_knowledge
+
+__all__ = [
+    "KnowledgePack",
+    "PromptModel",
+    "build_prompt_model",
+    "load_idea",
+    "load_knowledge",
+    "normalise_idea",
+    "register_template",
+    "templates",
+]
+
+
+class PromptModel(Protocol):
+    def tokens(self, selection: Selection) -> int: ...
+
+    def measure(self, selection: Selection) -> int: ...
+
+    def render(self, selection: Selection) -> str: ...
+
+    def item_tokens(self, pool: str, ident: str) -> int: ...
+
+
+TemplateFactory = Callable[..., PromptModel]
+_TEMPLATES: dict[str, TemplateFactory] = {}
+GROUP = "policy_engine.templates"
+_loaded = False
+
+
+def register_template(name: str, factory: TemplateFactory) -> None:
+    _TEMPLATES[name] = factory
+
+
+def templates() -> Mapping[str, TemplateFactory]:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        register_template("agent_envelope", AgentEnvelopeModel)
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=GROUP):
+            _TEMPLATES.setdefault(ep.name, ep.load())
+    return dict(_TEMPLATES)
+
+
+def build_prompt_model(
+    template: str,
+    pools: Pools,
+    *,
+    idea: Mapping[str, Any] | None,
+    knowledge: KnowledgePack | None,
+    counter: Any,
+    limits: Mapping[str, int | None] | None = None,
+) -> PromptModel:
+    known = templates()
+    if template not in known:
+        raise RuleCheckError(
+            [Diagnostic("R105", f"unknown prompt template {template!r}", hint="known templates: " + ", ".join(sorted(known)))]
+        )
+    return known[template](pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits or {})

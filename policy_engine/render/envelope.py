@@ -1,0 +1,296 @@
+"""The agent's prompt envelope, rendered byte for byte, and its exact incremental cost.
+
+The agent sends ``json.dumps(envelope, indent=2)``. We render the envelope once as a
+*skeleton* in which every list that trimming shortens (candidates, lanes lists, operator
+signatures) and every number that follows the selection (``max_items``,
+``compact_policy``, ``operator_count``) is a placeholder. Splitting the skeleton at
+newlines leaves fixed lines, list slots and value lines. Each candidate's block is
+newline-terminated, so its token count is measured once (with and without the trailing
+comma JSON puts on all but the last element) and the prompt's count for any selection is
+integer arithmetic: fixed + slot openings/closings + kept items + value lines. Per-line
+counts of newline-terminated pieces sum exactly to the whole prompt's count under
+tiktoken's pre-tokenisation; the evaluator still counts the final prompt once as proof.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Callable, Mapping, Sequence
+
+from policy_engine.pools import Pools, Selection
+from policy_engine.render.knowledge import KnowledgePack
+
+_EXCLUDED = ("visual_graph", "token_estimate", "telemetry")
+_MARK = re.compile(r'"\\u0000(slot|value):([^"\\]+)\\u0000"')
+_LLM_BUDGET_KEYS = (
+    ("max_prompt_tokens", "request_prompt"),
+    ("max_completion_tokens", "request_completion"),
+    ("max_tokens_per_batch", "batch_total"),
+    ("max_tokens_per_day", "day_total"),
+)
+
+
+def _constants() -> dict[str, Any]:
+    text = resources.files("policy_engine.render").joinpath("agent_envelope.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def _slot(name: str) -> str:
+    return f"\x00slot:{name}\x00"
+
+
+def _value(name: str) -> str:
+    return f"\x00value:{name}\x00"
+
+
+def normalise_idea(idea: Mapping[str, Any] | None, pack: Mapping[str, Any]) -> dict[str, Any]:
+    """The agent fills three optional keys of an idea spec; without an idea spec we derive a
+    minimal one from the pack (its id, query and target) so the envelope keeps its shape."""
+    if idea is None:
+        idea = {
+            "idea_id": pack.get("idea_id"),
+            "hypothesis": pack.get("query"),
+            "theme_tags": [],
+            "target": pack.get("target"),
+            "candidate_datasets": [],
+            "keywords_for_retrieval": [],
+        }
+    out = dict(idea)
+    out.setdefault("candidate_subcategories", [])
+    out.setdefault("retrieval_context_id", None)
+    out.setdefault("exploration_intent", None)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    name: str
+    prefix: str  # text before the list on its line: indentation and `"key": `
+    suffix: str  # text after it: "," or ""
+    newline: str  # "\n" unless it is the prompt's last line
+
+
+@dataclass(frozen=True, slots=True)
+class _ValueLine:
+    name: str
+    before: str
+    after: str
+
+
+class AgentEnvelopeModel:
+    """Built once per (pack, idea, knowledge, limits, counter); then `tokens()` is
+    O(selected candidates) integer additions and `render()` builds the exact text."""
+
+    def __init__(
+        self,
+        pools: Pools,
+        *,
+        idea: Mapping[str, Any] | None,
+        knowledge: KnowledgePack | None,
+        counter: Any,
+        limits: Mapping[str, int | None],
+    ) -> None:
+        self._counter = counter
+        self._measure: Callable[[str], int] = counter.measure
+        pack = pools.source
+        consts = _constants()
+        self._max_examples = int(consts["max_examples"])
+        self._pools = pools
+        skeleton = self._skeleton(pack, idea, knowledge, limits, consts)
+        self._items: dict[str, Sequence[tuple[str, Any]]] = self._slot_items(pack, knowledge)
+        self._parts: list[str | _Slot | _ValueLine] = []
+        self._split(json.dumps(skeleton, indent=2))
+        self._fixed_measure = sum(self._measure(p) for p in self._parts if isinstance(p, str))
+        self._costs: dict[str, dict[str, tuple[int, int]]] = {}
+        self._blocks: dict[str, dict[str, str]] = {}
+        self._slot_meta: dict[str, tuple[int, int, int]] = {}
+        for part in self._parts:
+            if isinstance(part, _Slot):
+                self._prepare_slot(part)
+
+    # ---- building ---------------------------------------------------------------------
+
+    def _skeleton(self, pack: Mapping[str, Any], idea: Any, knowledge: KnowledgePack | None, limits: Mapping[str, int | None], consts: Mapping[str, Any]) -> dict[str, Any]:
+        rp: dict[str, Any] = {}
+        for key, value in pack.items():
+            if key in _EXCLUDED:
+                continue
+            rp[key] = value
+        rp["selected_subcategories"] = _slot("subcategories")
+        rp["candidate_datasets"] = _slot("datasets")
+        rp["candidate_fields"] = _slot("fields")
+        rp["candidate_operators"] = _slot("operators")
+        lanes: dict[str, Any] = {}
+        for lane, lists in pack["lanes"].items():
+            new = dict(lists)
+            if lane in ("exploit", "explore"):
+                new["field_ids"] = _slot(f"lane.{lane}.fields")
+                new["operator_names"] = _slot(f"lane.{lane}.operators")
+            lanes[lane] = new
+        rp["lanes"] = lanes
+        if isinstance(rp.get("budget_policy"), dict):
+            budget = dict(rp["budget_policy"])
+            budget["llm_budget"] = {key: limits.get(metric) for key, metric in _LLM_BUDGET_KEYS if limits.get(metric) is not None}
+            rp["budget_policy"] = budget
+        guard = rp.get("context_guard")
+        if isinstance(guard, dict) and isinstance(guard.get("max_items"), dict):
+            guard = dict(guard)
+            guard["max_items"] = {k: (_value(f"count.{k}") if k in self._pools.pools else v) for k, v in guard["max_items"].items()}
+            rp["context_guard"] = guard
+        kp: dict[str, Any] = {}
+        if knowledge is not None:
+            sig = knowledge["operator_signature_pack"]
+            kp["operator_signature_pack"] = {
+                "version": sig.get("version"),
+                "generated_at": sig.get("generated_at"),
+                "operator_count": _value("count.signatures"),
+                "operators": _slot("signatures"),
+            }
+            ex = knowledge["fastexpr_examples_pack"]
+            kp["fastexpr_examples_pack"] = {
+                "version": ex.get("version"),
+                "generated_at": ex.get("generated_at"),
+                "fallback_used": ex.get("fallback_used"),
+                "examples": ex["examples"][: self._max_examples],
+            }
+            kp["fastexpr_visual_pack"] = knowledge["fastexpr_visual_pack"]
+            kp["simulation_settings_allowed_pack"] = knowledge["simulation_settings_allowed_pack"]
+        kp["compact_policy"] = {
+            "operator_candidates": _value("count.operators"),
+            "field_candidates": _value("count.fields"),
+            "max_examples": self._max_examples,
+        }
+        return {
+            "agent": consts["agent"],
+            "idea": normalise_idea(idea, pack),
+            "retrieval_pack": rp,
+            "knowledge_pack": kp,
+            "rules": consts["rules"],
+            "output_schema": consts["output_schema"],
+        }
+
+    def _slot_items(self, pack: Mapping[str, Any], knowledge: KnowledgePack | None) -> dict[str, Sequence[tuple[str, Any]]]:
+        items: dict[str, Sequence[tuple[str, Any]]] = {
+            "subcategories": [(s, s) for s in pack["selected_subcategories"]],
+            "datasets": [(d["id"], d) for d in pack["candidate_datasets"]],
+            "fields": [(f["id"], f) for f in pack["candidate_fields"]],
+            "operators": [(o["name"], o) for o in pack["candidate_operators"]],
+        }
+        for lane in ("exploit", "explore"):
+            items[f"lane.{lane}.fields"] = [(x, x) for x in pack["lanes"][lane]["field_ids"]]
+            items[f"lane.{lane}.operators"] = [(x, x) for x in pack["lanes"][lane]["operator_names"]]
+        if knowledge is not None:
+            items["signatures"] = [(o["name"], o) for o in knowledge["operator_signature_pack"]["operators"]]
+        return items
+
+    def _split(self, text: str) -> None:
+        lines = text.split("\n")
+        fixed: list[str] = []
+        for i, line in enumerate(lines):
+            newline = "\n" if i < len(lines) - 1 else ""
+            match = _MARK.search(line)
+            if match is None:
+                fixed.append(line + newline)
+                continue
+            if fixed:
+                # one fixed part per line keeps every measured piece newline-terminated
+                self._parts.extend(fixed)
+                fixed = []
+            kind, name = match.group(1), match.group(2)
+            before, after = line[: match.start()], line[match.end():]
+            if kind == "slot":
+                self._parts.append(_Slot(name, before, after, newline))
+            else:
+                self._parts.append(_ValueLine(name, before, after + newline))
+        self._parts.extend(fixed)
+
+    def _prepare_slot(self, slot: _Slot) -> None:
+        indent = " " * (len(slot.prefix) - len(slot.prefix.lstrip(" ")) + 2)
+        costs: dict[str, tuple[int, int]] = {}
+        blocks: dict[str, str] = {}
+        for ident, item in self._items.get(slot.name, ()):
+            block = "\n".join(indent + line for line in json.dumps(item, indent=2).split("\n"))
+            blocks[ident] = block
+            costs[ident] = (self._measure(block + ",\n"), self._measure(block + "\n"))
+        closing_indent = indent[:-2]
+        self._costs[slot.name] = costs
+        self._blocks[slot.name] = blocks
+        self._slot_meta[slot.name] = (
+            self._measure(slot.prefix + "[\n"),
+            self._measure(closing_indent + "]" + slot.suffix + slot.newline),
+            self._measure(slot.prefix + "[]" + slot.suffix + slot.newline),
+        )
+
+    # ---- selection -> ordered ids per slot ----------------------------------------------
+
+    def _slot_ids(self, selection: Selection) -> dict[str, list[str]]:
+        chosen = {pool: set(ids) for pool, ids in selection.items()}
+        out: dict[str, list[str]] = {}
+        for name, items in self._items.items():
+            if name.startswith("lane."):
+                pool = name.rsplit(".", 1)[1]
+                keep = chosen.get(pool, set())
+            elif name == "signatures":
+                keep = chosen.get("operators", set())
+            else:
+                keep = chosen.get(name, set())
+            out[name] = [ident for ident, _ in items if ident in keep]
+        return out
+
+    def _value_of(self, name: str, ids: Mapping[str, list[str]]) -> int:
+        key = name.split(".", 1)[1]
+        return len(ids[key])
+
+    # ---- the model's interface ----------------------------------------------------------
+
+    def measure(self, selection: Selection) -> int:
+        ids = self._slot_ids(selection)
+        total = self._fixed_measure
+        for part in self._parts:
+            if isinstance(part, _Slot):
+                kept = ids.get(part.name, [])
+                opening, closing, empty = self._slot_meta[part.name]
+                if not kept:
+                    total += empty
+                    continue
+                costs = self._costs[part.name]
+                total += opening + closing + costs[kept[-1]][1]
+                for ident in kept[:-1]:
+                    total += costs[ident][0]
+            elif isinstance(part, _ValueLine):
+                total += self._measure(part.before + str(self._value_of(part.name, ids)) + part.after)
+        return total
+
+    def tokens(self, selection: Selection) -> int:
+        return self._counter.finish(self.measure(selection))
+
+    def render(self, selection: Selection) -> str:
+        ids = self._slot_ids(selection)
+        out: list[str] = []
+        for part in self._parts:
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, _Slot):
+                kept = ids.get(part.name, [])
+                if not kept:
+                    out.append(part.prefix + "[]" + part.suffix + part.newline)
+                    continue
+                blocks = self._blocks[part.name]
+                indent = " " * (len(part.prefix) - len(part.prefix.lstrip(" ")))
+                out.append(part.prefix + "[\n" + ",\n".join(blocks[i] for i in kept) + "\n" + indent + "]" + part.suffix + part.newline)
+            else:
+                out.append(part.before + str(self._value_of(part.name, ids)) + part.after)
+        return "".join(out)
+
+    def item_tokens(self, pool: str, ident: str) -> int:
+        """Marginal cost of one candidate: its block in every slot it appears in (its pool,
+        its lane list, its operator signature), counted with a trailing comma."""
+        total = 0
+        for name, costs in self._costs.items():
+            belongs = name == pool or (name.startswith("lane.") and name.endswith("." + pool)) or (name == "signatures" and pool == "operators")
+            if belongs and ident in costs:
+                total += costs[ident][0]
+        return self._counter.finish(total) if not self._counter.exact else total

@@ -1,0 +1,76 @@
+"""The knowledge pack: the fixed part of the prompt the agent compacts to the pack's
+candidates. A missing required file is an error (upstream behaviour, kept): a prompt built
+without it would be cheaper than the one really sent."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from policy_engine.errors import Diagnostic, PackError
+from policy_engine.packs.document import read_json_file
+
+REQUIRED = (
+    "operator_signature_pack",
+    "fastexpr_examples_pack",
+    "fastexpr_counterexamples_pack",
+    "fastexpr_visual_pack",
+    "simulation_settings_allowed_pack",
+)
+#: key -> (required list key inside the document)
+_SHAPE = {
+    "operator_signature_pack": "operators",
+    "fastexpr_examples_pack": "examples",
+    "fastexpr_counterexamples_pack": "cases",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgePack:
+    directory: str
+    documents: Mapping[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.documents[key]
+
+
+def load_knowledge(directory: str | os.PathLike[str]) -> KnowledgePack:
+    root = Path(directory)
+    label = str(directory)
+    if not root.is_dir():
+        raise PackError([Diagnostic("R101", f"{label}: knowledge pack directory not found", hint="pass the agent's knowledge pack directory (data/meta/index)", file=label, pointer="")])
+    docs: dict[str, Any] = {}
+    problems: list[Diagnostic] = []
+    for name in REQUIRED:
+        path = root / f"{name}.json"
+        if not path.is_file():
+            problems.append(Diagnostic("R102", f"{path}: required knowledge pack file is missing", hint="rebuild the knowledge pack or copy the file", file=str(path), pointer=""))
+            continue
+        doc, file = read_json_file(path)
+        if not isinstance(doc, dict):
+            problems.append(Diagnostic("R103", f"{file}: expected a JSON object", hint="see the agent's knowledge pack format", file=file, pointer=""))
+            continue
+        list_key = _SHAPE.get(name)
+        if list_key is not None and not isinstance(doc.get(list_key), list):
+            problems.append(Diagnostic("R103", f"/{list_key}: expected an array", hint="see the agent's knowledge pack format", file=file, pointer=f"/{list_key}"))
+            continue
+        if name == "operator_signature_pack":
+            for i, op in enumerate(doc["operators"]):
+                if not isinstance(op, dict) or not isinstance(op.get("name"), str):
+                    problems.append(Diagnostic("R103", f"/operators/{i}/name: expected a string", hint="every operator signature has a name", file=file, pointer=f"/operators/{i}/name"))
+        docs[name] = doc
+    if problems:
+        raise PackError(problems)
+    return KnowledgePack(label, docs)
+
+
+def load_idea(path: str | os.PathLike[str]) -> Mapping[str, Any]:
+    doc, label = read_json_file(path)
+    if not isinstance(doc, dict):
+        raise PackError([Diagnostic("R104", "an idea spec must be a JSON object", hint="see the agent's ideaspec format", file=label, pointer="")])
+    for key, kind in (("idea_id", str), ("theme_tags", list)):
+        if key in doc and not isinstance(doc[key], kind):
+            raise PackError([Diagnostic("R104", f"/{key}: expected {kind.__name__}", hint="fix the idea spec", file=label, pointer=f"/{key}")])
+    return doc
