@@ -81,7 +81,10 @@ class _ValueLine:
 
 
 class AgentEnvelopeModel:
-    """Built once per (pack, idea, knowledge, limits, counter); then `tokens()` is
+    """Examples follow the operators: the agent keeps the first ``max_examples`` examples
+    that use at least one selected operator.
+
+    Built once per (pack, idea, knowledge, limits, counter); then `tokens()` is
     O(selected candidates) integer additions and `render()` builds the exact text."""
 
     def __init__(
@@ -154,7 +157,7 @@ class AgentEnvelopeModel:
                 "version": ex.get("version"),
                 "generated_at": ex.get("generated_at"),
                 "fallback_used": ex.get("fallback_used"),
-                "examples": ex["examples"][: self._max_examples],
+                "examples": _slot("examples"),
             }
             kp["fastexpr_visual_pack"] = knowledge["fastexpr_visual_pack"]
             kp["simulation_settings_allowed_pack"] = knowledge["simulation_settings_allowed_pack"]
@@ -184,6 +187,9 @@ class AgentEnvelopeModel:
             items[f"lane.{lane}.operators"] = [(x, x) for x in pack["lanes"][lane]["operator_names"]]
         if knowledge is not None:
             items["signatures"] = [(o["name"], o) for o in knowledge["operator_signature_pack"]["operators"]]
+            examples = knowledge["fastexpr_examples_pack"]["examples"]
+            items["examples"] = [(str(i), e) for i, e in enumerate(examples)]
+            self._example_ops = [frozenset(e.get("used_operators") or ()) if isinstance(e, dict) else frozenset() for e in examples]
         return items
 
     def _split(self, text: str) -> None:
@@ -235,6 +241,11 @@ class AgentEnvelopeModel:
                 keep = chosen.get(pool, set())
             elif name == "signatures":
                 keep = chosen.get("operators", set())
+            elif name == "examples":
+                ops = chosen.get("operators", set())
+                matching = [str(i) for i, used in enumerate(self._example_ops) if used & ops]
+                out[name] = matching[: self._max_examples]
+                continue
             else:
                 keep = chosen.get(name, set())
             out[name] = [ident for ident, _ in items if ident in keep]

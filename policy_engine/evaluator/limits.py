@@ -1,0 +1,94 @@
+"""Metrics of one candidate state and the limits checked against them.
+
+Batch and day limits see the usage snapshot plus this request's projected tokens
+(prompt + completion budget). The expansion reserve is held back from the batch budget
+for ordinary requests; an expansion request may spend it and may exceed the request prompt
+limit by up to the reserve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policy_engine.policy import Limit, Price, Settings, Severity
+from policy_engine.usage import Request, UsageSnapshot
+
+#: metrics that trimming the prompt can lower; a failing limit on any other metric cannot be
+#: fixed by the ladder.
+PROMPT_DEPENDENT = frozenset({"request_prompt", "batch_total", "day_total", "request_usd", "batch_usd", "day_usd"})
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    prompt_tokens: int
+    completion_tokens: int
+    request_tokens: int
+    projected_batch_tokens: int
+    projected_day_tokens: int
+    request_micro_usd: int | None
+    projected_batch_micro_usd: int | None
+    projected_day_micro_usd: int | None
+
+    def value(self, metric: str) -> int | None:
+        return {
+            "request_prompt": self.prompt_tokens,
+            "request_completion": self.completion_tokens,
+            "batch_total": self.projected_batch_tokens,
+            "day_total": self.projected_day_tokens,
+            "request_usd": self.request_micro_usd,
+            "batch_usd": self.projected_batch_micro_usd,
+            "day_usd": self.projected_day_micro_usd,
+        }[metric]
+
+
+def measure_state(prompt_tokens: int, completion: int, usage: UsageSnapshot, price: Price | None) -> Measured:
+    request = prompt_tokens + completion
+    cost = price.cost_micro_usd(prompt_tokens, completion) if price is not None else None
+    return Measured(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion,
+        request_tokens=request,
+        projected_batch_tokens=usage.batch_tokens + request,
+        projected_day_tokens=usage.day_tokens + request,
+        request_micro_usd=cost,
+        projected_batch_micro_usd=None if cost is None else usage.batch_micro_usd + cost,
+        projected_day_micro_usd=None if cost is None else usage.day_micro_usd + cost,
+    )
+
+
+def effective_limit(limit: Limit, settings: Settings, request: Request) -> int:
+    """The value a limit is checked against for this request."""
+    reserve = settings.expansion_reserve
+    if limit.metric == "batch_total" and not request.expansion:
+        return limit.value - reserve
+    if limit.metric == "request_prompt" and request.expansion:
+        return limit.value + reserve
+    return limit.value
+
+
+def failing(settings: Settings, request: Request, measured: Measured, severity: Severity) -> tuple[str, ...]:
+    out = []
+    for limit in settings.limits:
+        if limit.severity is not severity:
+            continue
+        value = measured.value(limit.metric)
+        if value is None:
+            continue
+        if value > effective_limit(limit, settings, request):
+            out.append(limit.metric)
+    return tuple(out)
+
+
+def unfixable(settings: Settings, request: Request, usage: UsageSnapshot, completion: int, price: Price | None, metrics: tuple[str, ...]) -> tuple[str, ...]:
+    """Failing limits that an empty prompt would still fail: trimming cannot help."""
+    floor_state = measure_state(0, completion, usage, price)
+    out = []
+    for metric in metrics:
+        if metric not in PROMPT_DEPENDENT:
+            out.append(metric)
+            continue
+        limit = settings.limit(metric)
+        value = floor_state.value(metric)
+        if limit is not None and value is not None and value > effective_limit(limit, settings, request):
+            out.append(metric)
+    return tuple(out)
