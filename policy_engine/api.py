@@ -1,0 +1,75 @@
+"""The public, typed API: load a policy, evaluate a pack, get the trimmed pack.
+
+Evaluation is pure: the same inputs give the same decision (byte-identical JSON) and the
+input pack is never mutated. Errors are typed: `RuleSyntaxError`, `RuleCheckError`,
+`PackError`, `UsageInputError`, `TokenizerError` (all `PolicyError`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Mapping
+
+from policy_engine.decision import Decision
+from policy_engine.dsl import default_rules_path, load_policy, load_policy_text
+from policy_engine.evaluator import evaluate
+from policy_engine.packs import load_pack, read_pack_document
+from policy_engine.policy import Policy
+from policy_engine.render import load_idea, load_knowledge
+from policy_engine.usage import Request, UsageSnapshot
+
+__all__ = [
+    "Decision",
+    "Request",
+    "UsageSnapshot",
+    "default_rules_path",
+    "evaluate",
+    "evaluate_pack",
+    "load_policy",
+    "load_policy_text",
+    "read_pack_document",
+    "trimmed_pack",
+]
+
+
+def evaluate_pack(
+    policy: Policy,
+    pack: str | os.PathLike[str] | Mapping[str, Any],
+    *,
+    usage: UsageSnapshot = UsageSnapshot(),
+    request: Request = Request(),
+    seen_combos: frozenset[str] = frozenset(),
+    knowledge_dir: str | os.PathLike[str] | None = None,
+    idea: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    explain: str = "rules",
+) -> Decision:
+    """Load (and validate) the pack, the optional knowledge pack and idea spec, then
+    evaluate."""
+    idea_doc = load_idea(idea) if isinstance(idea, (str, os.PathLike)) else idea
+    pools = load_pack(pack, idea=idea_doc)
+    knowledge = load_knowledge(knowledge_dir) if knowledge_dir is not None else None
+    return evaluate(policy, pools, usage=usage, request=request, seen_combos=seen_combos, idea=idea_doc, knowledge=knowledge, explain=explain)
+
+
+def trimmed_pack(pack: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
+    """The pack restricted to the decision's selection, in the pack's own format (lanes
+    lists and `context_guard.max_items` kept consistent), as the orchestrator sends it on.
+    The input is not modified."""
+    out = copy.deepcopy(dict(pack))
+    kept = {pool: {i for lane in lanes.values() for i in lane} for pool, lanes in decision.selection.items()}
+    out["selected_subcategories"] = [s for s in out["selected_subcategories"] if s in kept["subcategories"]]
+    out["candidate_datasets"] = [d for d in out["candidate_datasets"] if d["id"] in kept["datasets"]]
+    out["candidate_fields"] = [f for f in out["candidate_fields"] if f["id"] in kept["fields"]]
+    out["candidate_operators"] = [o for o in out["candidate_operators"] if o["name"] in kept["operators"]]
+    for lane in ("exploit", "explore"):
+        lists = out["lanes"][lane]
+        lists["field_ids"] = [x for x in lists["field_ids"] if x in kept["fields"]]
+        lists["operator_names"] = [x for x in lists["operator_names"] if x in kept["operators"]]
+    guard = out.get("context_guard")
+    if isinstance(guard, dict) and isinstance(guard.get("max_items"), dict):
+        for pool in guard["max_items"]:
+            if pool in kept:
+                guard["max_items"][pool] = len(kept[pool])
+    return out
+

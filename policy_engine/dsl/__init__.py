@@ -1,0 +1,115 @@
+"""The rules DSL: parse rule text, check it into a `Policy`, format it canonically, and
+import the agent's JSON configs. See docs/rules-reference.md."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import resources
+from pathlib import Path
+
+from policy_engine.dsl.ast import PolicyFile
+from policy_engine.dsl.checker import build_policy
+from policy_engine.dsl.formatter import format_ast
+from policy_engine.dsl.importer import import_config
+from policy_engine.dsl.includes import SourceSet, collect, entry_files
+from policy_engine.dsl.parser import parse
+from policy_engine.errors import Diagnostic, RuleCheckError, RuleSyntaxError, Span
+from policy_engine.policy import Policy
+
+__all__ = [
+    "check_paths",
+    "default_rules_path",
+    "format_text",
+    "import_config",
+    "load_policy",
+    "load_policy_text",
+    "parse",
+]
+
+
+def default_rules_path() -> Path:
+    return Path(str(resources.files("policy_engine.rules").joinpath("default.policy")))
+
+
+def _digest(sources: SourceSet) -> str:
+    h = hashlib.sha256()
+    for tree, _text in sources.files:
+        h.update(tree.file.rsplit("/", 1)[-1].encode() + b"\0" + format_ast(tree).encode() + b"\0")
+    return "sha256:" + h.hexdigest()
+
+
+def _raise(problems: list[Diagnostic]) -> None:
+    syntax = [d for d in problems if d.code.startswith("E1")]
+    if syntax:
+        raise RuleSyntaxError(problems)
+    raise RuleCheckError(problems)
+
+
+def _compile(entry: Path, root: Path) -> tuple[Policy | None, list[Diagnostic], dict[str, str]]:
+    sources = collect(entry, root)
+    if sources.problems:
+        return None, sources.problems, sources.texts
+    policy, problems = build_policy(sources.files, _digest(sources))
+    return policy, problems, sources.texts
+
+
+def load_policy(path: str | os.PathLike[str]) -> Policy:
+    p = Path(path)
+    if not p.exists():
+        raise RuleCheckError([Diagnostic("E307", f"{p}: no such rule file or directory", hint="pass a .policy file or a policy directory", span=Span(str(p), 0, 0))])
+    root, entries = entry_files(p)
+    if len(entries) != 1:
+        found = ", ".join(e.name for e in entries) or "none"
+        raise RuleCheckError([Diagnostic("E306", f"{p}: a policy directory needs main.policy or exactly one .policy file (found {found})", hint="add main.policy that includes the others", span=Span(str(p), 0, 0))])
+    policy, problems, _ = _compile(entries[0], root)
+    if problems:
+        _raise(problems)
+    assert policy is not None
+    return policy
+
+
+def load_policy_text(text: str, file: str = "<string>") -> Policy:
+    tree = parse(text, file)
+    if any(n.__class__.__name__ == "Include" for n in tree.statements):
+        raise RuleCheckError([Diagnostic("E301", "include needs a rule file on disk", hint="use load_policy(path)", span=Span(file, 1, 1))])
+    sources = SourceSet([(tree, text)], {file: text}, [])
+    policy, problems = build_policy(sources.files, _digest(sources))
+    if problems:
+        _raise(problems)
+    assert policy is not None
+    return policy
+
+
+def check_paths(paths: list[str | os.PathLike[str]]) -> tuple[list[Diagnostic], dict[str, str], int]:
+    """Every problem in every policy under the paths (files or directories), without
+    raising; also the texts read (for caret snippets) and how many policies were checked."""
+    problems: list[Diagnostic] = []
+    texts: dict[str, str] = {}
+    checked = 0
+    for raw in paths:
+        p = Path(raw)
+        if not p.exists():
+            problems.append(Diagnostic("E307", f"{p}: no such rule file or directory", hint="check the path", span=Span(str(p), 0, 0)))
+            continue
+        root, entries = entry_files(p)
+        if not entries:
+            problems.append(Diagnostic("E306", f"{p}: no .policy files here", hint="give a .policy file or a directory holding some", span=Span(str(p), 0, 0)))
+        for entry in entries:
+            checked += 1
+            _, found, read = _compile(entry, root)
+            problems.extend(found)
+            texts.update(read)
+    return problems, texts, checked
+
+
+def format_text(text: str, file: str = "<string>") -> str:
+    """Canonical text; verifies, as black does, that the result parses to the same AST and
+    formats to itself."""
+    tree = parse(text, file)
+    out = format_ast(tree)
+    again = parse(out, file)
+    if again != tree or format_ast(again) != out:
+        raise AssertionError(f"formatter bug on {file}: output is not equivalent or not stable")
+    return out
+

@@ -1,0 +1,393 @@
+"""AST → checked `Policy`. Every check is a small function that yields diagnostics; all of
+them run, so one pass reports every independent mistake in the file, each once."""
+
+from __future__ import annotations
+
+import difflib
+from decimal import Decimal
+from typing import Any, Iterator
+
+import tiktoken.model
+
+from policy_engine.dsl import ast as A
+from policy_engine.errors import Diagnostic, Span
+from policy_engine.policy import (
+    LANES, METRICS, POOLS, AllOf, AnyOf, Compare, Conditional, Ladder, Lanes, Limit, Not, Policy, Price, Settings,
+    Severity, Stage, Step, StepKind, Tokenizer, TopK,
+)
+from policy_engine.tokens.resolve import KNOWN_ENCODINGS
+
+STRING_ATTRIBUTES = ("region", "universe", "instrument_type", "query", "idea_id")
+NUMBER_ATTRIBUTES = ("delay",)
+LIST_ATTRIBUTES = ("tags",)
+COUNT_ATTRIBUTES = tuple(f"{p}.count" for p in POOLS) + tuple(f"{p}.{l}.count" for p in POOLS for l in LANES)
+ATTRIBUTES = STRING_ATTRIBUTES + NUMBER_ATTRIBUTES + LIST_ATTRIBUTES + COUNT_ATTRIBUTES
+TEMPLATES = ("agent_envelope",)
+_ALLOWED_IN_WHEN = (A.LimitDecl, A.LadderDecl, A.TopKDecl, A.FloorDecl, A.ReserveDecl, A.CompletionDecl, A.Comment)
+_STEP_KIND = {"factor": StepKind.FACTOR, "share": StepKind.SHARE, "keep": StepKind.COUNT}
+
+
+def _d(code: str, message: str, hint: str, span: Span) -> Diagnostic:
+    return Diagnostic(code, message, hint=hint, span=span)
+
+
+def _did_you_mean(word: str, known: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    if close:
+        return f"did you mean `{close[0]}`?"
+    if len(known) <= 8:
+        return "known: " + ", ".join(known)
+    return ""
+
+
+class Collector:
+    """Builds the model while collecting diagnostics; never stops at the first mistake."""
+
+    def __init__(self) -> None:
+        self.problems: list[Diagnostic] = []
+
+    def add(self, diag: Diagnostic) -> None:
+        self.problems.append(diag)
+
+    # ---- numbers ---------------------------------------------------------------------
+
+    def whole(self, num: A.Num, what: str, *, minimum: int = 1) -> int | None:
+        if num.is_percent:
+            self.add(_d("E215", f"{what} cannot be a percentage ({num.text})", "write a plain number", num.span))
+            return None
+        value = num.value
+        if value != value.to_integral_value():
+            self.add(_d("E214", f"{what} must be a whole number, got {num.text}", "token and candidate counts are whole numbers", num.span))
+            return None
+        if value < minimum:
+            self.add(_d("E203", f"{what} must be at least {minimum}, got {num.text}", "use a positive number" if minimum > 0 else "use 0 or more", num.span))
+            return None
+        return int(value)
+
+    def ratio(self, num: A.Num, what: str) -> Decimal | None:
+        value = num.value
+        if not (Decimal(0) < value <= Decimal(1)):
+            self.add(_d("E204", f"{what} must be in (0, 1], got {num.text}", "write a share such as 0.85 or 85%", num.span))
+            return None
+        return value
+
+    # ---- statements ------------------------------------------------------------------
+
+    def limit(self, node: A.LimitDecl) -> Limit | None:
+        if node.metric not in METRICS:
+            self.add(_d("E201", f"unknown metric `{node.metric}`", _did_you_mean(node.metric, tuple(METRICS)) or "see docs/rules-reference.md", node.metric_span))
+            return None
+        unit = METRICS[node.metric]
+        severity = Severity(node.severity) if node.severity else Severity.BLOCK
+        if unit == "tokens":
+            if not isinstance(node.amount, A.Num):
+                self.add(_d("E202", f"`{node.metric}` is counted in tokens, not dollars", f"write `{node.metric} <= 12_000 tokens`", node.amount.span))
+                return None
+            value = self.whole(node.amount, f"limit `{node.name}`")
+            return None if value is None else Limit(node.name, node.metric, value, severity, span=node.span)
+        if not isinstance(node.amount, A.Money):
+            self.add(_d("E202", f"`{node.metric}` is in USD, not tokens", f"write `{node.metric} <= $5`", node.amount.span))
+            return None
+        micro = node.amount.value * 1_000_000
+        if micro <= 0:
+            self.add(_d("E203", f"limit `{node.name}` must be more than $0", "use a positive amount", node.amount.span))
+            return None
+        if micro != micro.to_integral_value():
+            self.add(_d("E214", f"limit `{node.name}` is finer than a micro-dollar ({node.amount.text})", "use at most 6 decimal places", node.amount.span))
+            return None
+        return Limit(node.name, node.metric, int(micro), severity, span=node.span)
+
+    def stage(self, node: A.StageDecl) -> Stage | None:
+        ok = True
+        if node.pool not in POOLS:
+            self.add(_d("E207", f"unknown pool `{node.pool}`", _did_you_mean(node.pool, POOLS), node.pool_span))
+            ok = False
+        steps: list[Step] = []
+        for group in node.groups:
+            kind = _STEP_KIND[group.kind]
+            previous: Decimal | None = None
+            for num in group.values:
+                if kind is StepKind.COUNT:
+                    n = self.whole(num, "a keep count")
+                    value = None if n is None else Decimal(n)
+                else:
+                    value = self.ratio(num, f"a {group.kind} step")
+                if value is None:
+                    ok = False
+                    continue
+                if previous is not None and value >= previous:
+                    self.add(_d("E206", f"steps must strictly decrease: {num.text} follows {previous.normalize()}", "order the steps from the largest to the smallest", num.span))
+                    ok = False
+                previous = value
+                steps.append(Step(kind, value, span=num.span))
+        minimum = 1
+        if node.minimum is not None:
+            m = self.whole(node.minimum, "a stage minimum", minimum=0)
+            ok = ok and m is not None
+            minimum = m if m is not None else 1
+        return Stage(node.name, node.pool, tuple(steps), minimum, span=node.span) if ok else None
+
+    def ladder(self, node: A.LadderDecl) -> tuple[list[Stage], str | None, bool]:
+        stages: list[Stage] = []
+        reason: str | None = None
+        seen_pools: dict[str, A.StageDecl] = {}
+        seen_names: set[str] = set()
+        exhausted_seen = False
+        for item in node.items:
+            if isinstance(item, A.StageDecl):
+                if item.name in seen_names:
+                    self.add(_d("E205", f"stage name `{item.name}` is used twice", "give each stage its own name", item.span))
+                seen_names.add(item.name)
+                if item.pool in seen_pools:
+                    self.add(_d("E205", f"pool `{item.pool}` has two stages in one ladder", "merge them: `stage x: fields factor 0.85 then keep 5`", item.span))
+                seen_pools[item.pool] = item
+                stage = self.stage(item)
+                if stage is not None:
+                    stages.append(stage)
+            elif isinstance(item, A.ExhaustedDecl):
+                if exhausted_seen:
+                    self.add(_d("E205", "`on exhausted` appears twice", "keep one", item.span))
+                exhausted_seen = True
+                reason = item.reason.value if item.reason else None
+        return stages, reason, exhausted_seen
+
+    def guard(self, node: Any) -> Any:
+        if isinstance(node, A.AllOfNode):
+            return AllOf(tuple(self.guard(i) for i in node.items), span=node.span)
+        if isinstance(node, A.AnyOfNode):
+            return AnyOf(tuple(self.guard(i) for i in node.items), span=node.span)
+        if isinstance(node, A.NotNode):
+            return Not(self.guard(node.item), span=node.span)
+        attr = node.attribute
+        if attr not in ATTRIBUTES:
+            self.add(_d("E212", f"unknown attribute `{attr}`", _did_you_mean(attr, ATTRIBUTES), node.span))
+            return Compare(attr, node.op, None, span=node.span)
+        numeric = attr in NUMBER_ATTRIBUTES or attr in COUNT_ATTRIBUTES
+        values = node.values
+        for v in values:
+            if numeric and not isinstance(v, A.Num):
+                self.add(_d("E213", f"`{attr}` is a number; compare it with a number", f"e.g. {attr} > 100", v.span))
+            if not numeric and isinstance(v, A.Num) and attr not in LIST_ATTRIBUTES:
+                self.add(_d("E213", f"`{attr}` is text; quote the value", f'e.g. {attr} == "USA"', v.span))
+        if node.op in ("<", "<=", ">", ">=") and not numeric:
+            self.add(_d("E213", f"`{node.op}` compares numbers, but `{attr}` is text", "use == != or in", node.span))
+        if node.op == "contains" and attr not in LIST_ATTRIBUTES:
+            self.add(_d("E213", f"`contains` tests a list, but `{attr}` is not one", 'use tags contains "momentum"', node.span))
+        if attr in LIST_ATTRIBUTES and node.op != "contains":
+            self.add(_d("E213", f"`{attr}` is a list; test it with contains", f'{attr} contains "momentum"', node.span))
+        plain = tuple(v.value for v in values)
+        value: Any = plain if node.op == "in" else plain[0]
+        return Compare(attr, node.op, value, span=node.span)
+
+
+def _tokenizer(col: Collector, node: A.TokenizerDecl) -> Tokenizer | None:
+    if node.kind == "rough":
+        ratio = node.ratio.value  # type: ignore[union-attr]
+        if ratio <= 0:
+            col.add(_d("E203", f"chars per token must be more than 0, got {node.ratio.text}", "upstream used 4", node.ratio.span))  # type: ignore[union-attr]
+            return None
+        return Tokenizer("rough", chars_per_token=ratio, span=node.span)
+    name = node.name.value  # type: ignore[union-attr]
+    if node.kind == "tiktoken":
+        if name not in KNOWN_ENCODINGS:
+            col.add(_d("E208", f"unknown tiktoken encoding `{name}`", _did_you_mean(name, KNOWN_ENCODINGS), node.name.span))  # type: ignore[union-attr]
+            return None
+        return Tokenizer("tiktoken", name, span=node.span)
+    try:
+        tiktoken.model.encoding_name_for_model(name)
+    except KeyError:
+        known = sorted(tiktoken.model.MODEL_TO_ENCODING)
+        col.add(_d("E208", f"tiktoken maps no encoding to model `{name}`", _did_you_mean(name, known) or "name an encoding instead: tokenizer tiktoken \"o200k_base\"", node.name.span))  # type: ignore[union-attr]
+        return None
+    return Tokenizer("model", name, span=node.span)
+
+
+def _duplicates(col: Collector, statements: tuple[Any, ...], where: str) -> None:
+    singles = (A.PolicyName, A.TokenizerDecl, A.TemplateDecl, A.PricingDecl, A.CompletionDecl, A.ReserveDecl, A.LanesDecl, A.FloorDecl, A.LadderDecl)
+    seen: dict[Any, Any] = {}
+    for node in statements:
+        key: Any = None
+        if isinstance(node, singles):
+            key = type(node)
+        elif isinstance(node, A.LimitDecl):
+            key = ("metric", node.metric)
+            if ("rule", node.name) in seen:
+                col.add(_d("E205", f"rule name `{node.name}` is used twice in {where}", "give each rule its own name", node.span))
+            seen[("rule", node.name)] = node
+        elif isinstance(node, A.PriceDecl):
+            key = ("price", node.model.value)
+        elif isinstance(node, A.TopKDecl):
+            key = ("topk", node.pool)
+        elif isinstance(node, A.WhenDecl):
+            key = ("when", node.name)
+        if key is None:
+            continue
+        if key in seen:
+            first = seen[key].span
+            col.add(_d("E205", f"this repeats the statement at line {first.line} in {where}", "keep one; to override a value, put it in a file that includes this one", node.span))
+        else:
+            seen[key] = node
+
+
+def check_file_statements(col: Collector, statements: tuple[Any, ...], *, in_when: bool = False) -> None:
+    _duplicates(col, statements, "this block" if in_when else "this file")
+    for node in statements:
+        if in_when and not isinstance(node, _ALLOWED_IN_WHEN):
+            col.add(_d("E218", f"`{_keyword(node)}` cannot appear inside `when`", "move it to the top level", node.span))
+
+
+def _keyword(node: Any) -> str:
+    return {A.PolicyName: "policy", A.Include: "include", A.TokenizerDecl: "tokenizer", A.TemplateDecl: "template", A.PriceDecl: "price",
+            A.PricingDecl: "pricing", A.LanesDecl: "lanes", A.WhenDecl: "when"}.get(type(node), type(node).__name__)
+
+
+def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str) -> tuple[Policy | None, list[Diagnostic]]:
+    """``files`` in precedence order, lowest first (included files before the files that
+    include them); a later file's statement overrides an earlier one with the same key."""
+    col = Collector()
+    merged: dict[Any, Any] = {}
+    limits: dict[str, Any] = {}
+    prices: dict[str, Any] = {}
+    topk: dict[str, Any] = {}
+    whens: dict[str, Any] = {}
+    for tree, _text in files:
+        check_file_statements(col, tree.statements)
+        for node in tree.statements:
+            if isinstance(node, A.LimitDecl):
+                limits[node.metric] = node
+            elif isinstance(node, A.PriceDecl):
+                prices[node.model.value] = node
+            elif isinstance(node, A.TopKDecl):
+                topk[node.pool] = node
+            elif isinstance(node, A.WhenDecl):
+                whens[node.name] = node
+            elif isinstance(node, (A.Comment, A.Include)):
+                continue
+            else:
+                merged[type(node)] = node
+
+    top = files[-1][0]
+    name_node = merged.get(A.PolicyName)
+    name = name_node.name.value if name_node else top.file.rsplit("/", 1)[-1].removesuffix(".policy")
+    tok_node = merged.get(A.TokenizerDecl)
+    tokenizer = None
+    if tok_node is None:
+        col.add(_d("E216", "the policy names no tokenizer", 'add `tokenizer tiktoken "o200k_base"` (or `tokenizer rough 4 chars per token` for upstream parity)', Span(top.file, 1, 1)))
+    else:
+        tokenizer = _tokenizer(col, tok_node)
+    template = "agent_envelope"
+    if A.TemplateDecl in merged:
+        node = merged[A.TemplateDecl]
+        if node.name.value not in TEMPLATES:
+            col.add(_d("E217", f"unknown prompt template `{node.name.value}`", _did_you_mean(node.name.value, TEMPLATES), node.name.span))
+        template = node.name.value
+
+    price_list = []
+    for node in prices.values():
+        per_p = Decimal(1000) if node.prompt_per == "1k" else Decimal(1)
+        per_c = Decimal(1000) if node.completion_per == "1k" else Decimal(1)
+        price_list.append(Price(node.model.value, node.prompt.value * per_p, node.completion.value * per_c, span=node.span))
+    pricing = merged.get(A.PricingDecl)
+    price_model = pricing.model.value if pricing else None
+    if pricing is not None and price_model not in prices:
+        col.add(_d("E211", f"no price for model `{price_model}`", _did_you_mean(price_model, list(prices)) or f'add `price "{price_model}": prompt $0.15 per 1M, completion $0.60 per 1M`', pricing.model.span))
+
+    built_limits = [l for l in (col.limit(n) for n in limits.values()) if l is not None]
+    if any(METRICS[l.metric] == "usd" for l in built_limits) and (pricing is None or price_model not in prices):
+        first = next(n for n in limits.values() if n.metric in METRICS and METRICS[n.metric] == "usd")
+        if pricing is None:
+            col.add(_d("E211", f"limit `{first.name}` is in USD but no `pricing model` is named", "add `pricing model \"...\"` and its `price`", first.span))
+
+    lanes = Lanes()
+    if A.LanesDecl in merged:
+        node = merged[A.LanesDecl]
+        exploit, explore = col.ratio(node.exploit, "the exploit ratio"), col.ratio(node.explore, "the explore ratio")
+        if exploit is not None and explore is not None:
+            if exploit + explore != 1:
+                col.add(_d("E210", f"exploit {node.exploit.text} + explore {node.explore.text} is not 100%", "make them add up to 1 (e.g. 70% and 30%)", node.span))
+            lanes = Lanes(exploit, explore, lanes.explore_floor, span=node.span)
+    floor_value = lanes.explore_floor
+    if A.FloorDecl in merged:
+        node = merged[A.FloorDecl]
+        f = col.whole(node.count, "the explore floor", minimum=0)
+        floor_value = f if f is not None else floor_value
+        lanes = Lanes(lanes.exploit_ratio, lanes.explore_ratio, floor_value, span=node.span)
+
+    built_topk: list[TopK] = []
+    for node in topk.values():
+        if node.pool not in POOLS:
+            col.add(_d("E207", f"unknown pool `{node.pool}`", _did_you_mean(node.pool, POOLS), node.span))
+            continue
+        for lane, num in (("exploit", node.exploit), ("explore", node.explore)):
+            v = col.whole(num, f"top-k of {node.pool} {lane}", minimum=0)
+            if v is not None:
+                built_topk.append(TopK(node.pool, lane, v, span=num.span))
+    for t in built_topk:
+        if t.lane == "explore" and floor_value > t.value and floor_value > 0 and t.value > 0:
+            col.add(_d("E209", f"explore floor {floor_value} is larger than the explore top-k of {t.pool} ({t.value})", "lower the floor or raise the top-k", t.span))
+
+    stages: list[Stage] = []
+    reason = None
+    if A.LadderDecl in merged:
+        stages, reason, _ = col.ladder(merged[A.LadderDecl])
+
+    def scalar(cls: type, attr: str, what: str, minimum: int) -> int | None:
+        node = merged.get(cls)
+        return None if node is None else col.whole(getattr(node, attr), what, minimum=minimum)
+
+    completion = scalar(A.CompletionDecl, "tokens", "the completion budget", 1)
+    reserve = scalar(A.ReserveDecl, "tokens", "the expansion reserve", 0)
+    batch = next((l for l in built_limits if l.metric == "batch_total"), None)
+    if reserve and batch is not None and reserve >= batch.value:
+        col.add(_d("E203", f"the expansion reserve ({reserve}) leaves nothing of the batch limit ({batch.value})", "keep the reserve below the batch limit", merged[A.ReserveDecl].span))
+
+    conditionals: list[Conditional] = []
+    for node in whens.values():
+        check_file_statements(col, node.body, in_when=True)
+        guard = col.guard(node.guard)
+        c_limits = tuple(l for l in (col.limit(n) for n in node.body if isinstance(n, A.LimitDecl)) if l is not None)
+        c_stages: tuple[Stage, ...] = ()
+        for n in node.body:
+            if isinstance(n, A.LadderDecl):
+                s, _, exhausted = col.ladder(n)
+                if exhausted:
+                    col.add(_d("E218", "`on exhausted` cannot be changed inside `when`", "set it in the top-level ladder", n.span))
+                c_stages = tuple(s)
+        c_topk: list[TopK] = []
+        for n in node.body:
+            if isinstance(n, A.TopKDecl):
+                if n.pool not in POOLS:
+                    col.add(_d("E207", f"unknown pool `{n.pool}`", _did_you_mean(n.pool, POOLS), n.span))
+                    continue
+                for lane, num in (("exploit", n.exploit), ("explore", n.explore)):
+                    v = col.whole(num, f"top-k of {n.pool} {lane}", minimum=0)
+                    if v is not None:
+                        c_topk.append(TopK(n.pool, lane, v, span=num.span))
+        c_floor = next((col.whole(n.count, "the explore floor", minimum=0) for n in node.body if isinstance(n, A.FloorDecl)), None)
+        c_reserve = next((col.whole(n.tokens, "the expansion reserve", minimum=0) for n in node.body if isinstance(n, A.ReserveDecl)), None)
+        c_completion = next((col.whole(n.tokens, "the completion budget") for n in node.body if isinstance(n, A.CompletionDecl)), None)
+        conditionals.append(Conditional(node.name, guard, c_limits, c_stages, tuple(c_topk), c_floor, c_reserve, c_completion, span=node.span))
+
+    if col.problems or tokenizer is None:
+        return None, _sorted(col.problems)
+    settings = Settings(
+        limits=tuple(sorted(built_limits, key=lambda l: list(METRICS).index(l.metric))),
+        ladder=Ladder(tuple(stages), reason, span=merged[A.LadderDecl].span if A.LadderDecl in merged else Span("<builtin>", 0, 0)),
+        lanes=lanes,
+        topk=tuple(built_topk),
+        expansion_reserve=reserve or 0,
+        completion_budget=completion or 0,
+    )
+    policy = Policy(
+        name=name, tokenizer=tokenizer, settings=settings, prices=tuple(price_list), price_model=price_model,
+        template=template, conditionals=tuple(conditionals), digest=digest, source_files=tuple(t.file for t, _ in files),
+    )
+    return policy, []
+
+
+def _sorted(items: list[Diagnostic]) -> list[Diagnostic]:
+    unique: dict[tuple[Any, ...], Diagnostic] = {}
+    for d in items:
+        key = (d.span.file if d.span else "", d.span.line if d.span else 0, d.span.column if d.span else 0, d.code, d.message)
+        unique.setdefault(key, d)
+    return [unique[k] for k in sorted(unique)]
