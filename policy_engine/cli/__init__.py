@@ -1,0 +1,1 @@
+"""The `policy` command line: parsing, formats and exit codes; no policy logic."""

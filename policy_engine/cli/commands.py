@@ -1,0 +1,383 @@
+"""The commands: each parses nothing and decides nothing, it calls the API and renders."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import sys
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from policy_engine.cli.exit_codes import ExitCode
+from policy_engine.cli.formats import DECISION_FORMATS, PackResult, blocked_line, check_output, summary_line
+from policy_engine.errors import Diagnostic, PackError, PolicyError, RuleCheckError, UsageInputError
+
+RULES_ENV = "POLICY_RULES"
+
+
+def _err(code: str, message: str, hint: str, file: str | None = None) -> UsageInputError:
+    return UsageInputError([Diagnostic(code, message, hint=hint, file=file, pointer="" if file else None)])
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    colour = stream.isatty() and "NO_COLOR" not in os.environ
+    width = None if stream.isatty() else 200
+    return Console(file=stream, no_color=not colour, highlight=False, width=width, soft_wrap=True)
+
+
+def rules_path(args: argparse.Namespace) -> Path:
+    from policy_engine.dsl import default_rules_path
+
+    chosen = getattr(args, "rules", None) or os.environ.get(RULES_ENV)
+    return Path(chosen) if chosen else default_rules_path()
+
+
+def load_rules(args: argparse.Namespace) -> Any:
+    from policy_engine.dsl import load_policy
+
+    return load_policy(rules_path(args))
+
+
+def pack_paths(items: list[str]) -> list[str]:
+    out: list[str] = []
+    for item in items:
+        if item == "-":
+            out.append(item)
+            continue
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(x) for x in p.rglob("*.json") if x.is_file())
+            if not found:
+                raise _err("P117", f"{item}: directory holds no *.json packs", "pass pack files, or a directory containing them", file=item)
+            out.extend(found)
+        elif not p.exists():
+            raise PackError([Diagnostic("P101", f"{item}: no such file", hint="check the path; pass a pack file, a directory of packs, or - for stdin", file=item, pointer="")])
+        else:
+            out.append(item)
+    return out
+
+
+def _inputs(args: argparse.Namespace) -> dict[str, Any]:
+    from policy_engine.packs import load_seen_combos, load_usage
+    from policy_engine.render import load_idea, load_knowledge
+    from policy_engine.usage import Request, UsageSnapshot
+
+    if args.completion_tokens is not None and args.completion_tokens <= 0:
+        raise _err("C101", f"--completion-tokens must be positive, got {args.completion_tokens}", "give a positive number of tokens")
+    return {
+        "usage": load_usage(args.usage) if args.usage else UsageSnapshot(),
+        "knowledge": load_knowledge(args.knowledge_pack_dir) if args.knowledge_pack_dir else None,
+        "idea": load_idea(args.idea) if args.idea else None,
+        "seen_combos": load_seen_combos(args.seen) if args.seen else frozenset(),
+        "request": Request(completion_tokens=args.completion_tokens, expansion=args.expansion),
+    }
+
+
+def _evaluate_one(policy: Any, path: str, common: dict[str, Any], explain: str) -> tuple[PackResult, Any]:
+    from policy_engine.evaluator import evaluate
+    from policy_engine.packs import load_pack, read_pack_document
+
+    try:
+        doc, label = read_pack_document(path)
+        pools = load_pack(doc, file=label, idea=common["idea"])
+    except PackError as exc:
+        return PackResult(path if path != "-" else "<stdin>", problems=exc.diagnostics), None
+    decision = evaluate(policy, pools, usage=common["usage"], request=common["request"], seen_combos=common["seen_combos"],
+                        idea=common["idea"], knowledge=common["knowledge"], explain=explain)
+    return PackResult(label, decision), doc
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    policy = load_rules(args)
+    paths = pack_paths(args.packs)
+    common = _inputs(args)
+    fmt = args.format or ("text" if sys.stdout.isatty() else "json")
+    results: list[PackResult] = []
+    docs: list[Any] = []
+    show_progress = len(paths) > 1 and sys.stderr.isatty()
+    if show_progress:
+        from rich.progress import Progress
+
+        with Progress(console=_console(stderr=True), transient=True) as progress:
+            task = progress.add_task("evaluating", total=len(paths))
+            for path in paths:
+                result, doc = _evaluate_one(policy, path, common, args.explain)
+                results.append(result)
+                docs.append(doc)
+                progress.advance(task)
+    else:
+        for path in paths:
+            result, doc = _evaluate_one(policy, path, common, args.explain)
+            results.append(result)
+            docs.append(doc)
+    text = DECISION_FORMATS[fmt](results, sources=None)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        if len(results) > 1 or fmt != "text":
+            print(summary_line(results), file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    if args.trimmed_pack:
+        if len(results) != 1 or results[0].decision is None:
+            raise _err("C102", "--trimmed-pack needs exactly one valid pack", "evaluate one pack at a time")
+        from policy_engine.api import trimmed_pack
+
+        Path(args.trimmed_pack).write_text(json.dumps(trimmed_pack(docs[0], results[0].decision), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    for r in results:
+        if r.decision is not None and r.decision.outcome == "blocked" and fmt == "json":
+            print(blocked_line(r.decision), file=sys.stderr)
+    if any(r.decision is None for r in results):
+        if fmt not in ("text", "github") or args.output:
+            for r in results:
+                if r.decision is None:
+                    from policy_engine.diagnostics import render_text
+
+                    sys.stderr.write(render_text(r.problems))
+        return ExitCode.INVALID_INPUT
+    if any(r.decision.outcome == "blocked" for r in results if r.decision):
+        return ExitCode.BLOCKED
+    if args.fail_on_warn and any(r.decision.warnings for r in results if r.decision):
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from policy_engine.cli.explain import decision_tree
+
+    policy = load_rules(args)
+    common = _inputs(args)
+    (path,) = pack_paths([args.pack])
+    result, _ = _evaluate_one(policy, path, common, "rules")
+    if result.decision is None:
+        raise PackError(result.problems)
+    _console().print(decision_tree(result.decision, result.file))
+    return ExitCode.BLOCKED if result.decision.outcome == "blocked" else ExitCode.OK
+
+
+def _rule_targets(paths: list[str]) -> list[str]:
+    if paths:
+        return paths
+    if Path("rules").is_dir():
+        return ["rules"]
+    raise _err("C103", "no rule files given and no rules/ directory here", "pass rule files or directories")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from policy_engine.dsl import check_paths
+
+    targets = _rule_targets(args.paths)
+    problems, sources, checked = check_paths(targets)
+    names = sorted({str(p) for p in _policy_files(targets)})
+    sys.stdout.write(check_output(args.format, problems, sources, names or targets))
+    return ExitCode.INVALID_RULES if problems else ExitCode.OK
+
+
+def _policy_files(targets: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for t in targets:
+        p = Path(t)
+        if p.is_dir():
+            out.extend(sorted(x for x in p.rglob("*.policy") if x.is_file()))
+        elif p.is_file():
+            out.append(p)
+    return out
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    from policy_engine.dsl import format_text
+    from policy_engine.errors import RuleSyntaxError
+
+    targets = _rule_targets(args.paths)
+    files = _policy_files(targets)
+    missing = [t for t in targets if not Path(t).exists()]
+    if missing:
+        raise RuleCheckError([Diagnostic("E307", f"{missing[0]}: no such rule file or directory", hint="check the path", file=missing[0])])
+    changed = 0
+    problems: list[Diagnostic] = []
+    sources: dict[str, str] = {}
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        try:
+            out = format_text(text, str(path))
+        except RuleSyntaxError as exc:
+            problems.extend(exc.diagnostics)
+            sources[str(path)] = text
+            continue
+        if out == text:
+            continue
+        changed += 1
+        if args.diff:
+            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), out.splitlines(True), f"{path}", f"{path} (formatted)"))
+        elif args.check:
+            print(f"would reformat {path}")
+        else:
+            path.write_text(out, encoding="utf-8")
+            print(f"reformatted {path}")
+    if problems:
+        raise RuleSyntaxError(problems)
+    if (args.check or args.diff) and changed:
+        print(f"{changed} file{'s' if changed != 1 else ''} would be reformatted, {len(files) - changed} already formatted", file=sys.stderr)
+        return ExitCode.FAILED
+    return ExitCode.OK
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from policy_engine.cli.casefile import CaseResult, compare, load_cases
+    from policy_engine.dsl import load_policy
+    from policy_engine.evaluator import evaluate
+    from policy_engine.packs import load_pack, usage_from_document
+    from policy_engine.packs import load_usage
+    from policy_engine.render import load_idea, load_knowledge
+    from policy_engine.usage import Request, UsageSnapshot
+
+    files: list[Path] = []
+    for item in args.paths:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(x for x in p.rglob("*") if x.suffix in (".yaml", ".yml", ".json") and x.is_file())
+            if not found:
+                raise _err("P117", f"{item}: no *.yaml, *.yml or *.json case files", "pass case files", file=item)
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise _err("P101", f"{item}: no such file", "check the path", file=item)
+    policies: dict[str, Any] = {}
+    results: list[CaseResult] = []
+    exercised: set[str] = set()
+    universe: dict[str, set[str]] = {}
+    for f in files:
+        for case in load_cases(f):
+            rules = case.rules or rules_path(args)
+            key = str(rules)
+            if key not in policies:
+                policies[key] = load_policy(rules)
+                universe[key] = _rule_universe(policies[key])
+            res = CaseResult(case)
+            try:
+                if isinstance(case.usage, Path):
+                    usage = load_usage(case.usage)
+                elif case.usage is not None:
+                    usage = usage_from_document(case.usage, f"{case.file} ({case.name})")
+                else:
+                    usage = UsageSnapshot()
+                idea = load_idea(case.idea) if case.idea else None
+                pools = load_pack(case.pack, idea=idea)
+                knowledge = load_knowledge(case.knowledge) if case.knowledge else None
+                decision = evaluate(policies[key], pools, usage=usage, request=Request(case.completion_tokens, case.expansion), idea=idea, knowledge=knowledge)
+                res.decision = decision
+                res.failures = compare(case.expect, decision)
+                exercised |= _exercised(decision)
+            except PolicyError as exc:
+                res.error = "; ".join(f"{d.location}: {d.message}" for d in exc.diagnostics)
+            results.append(res)
+    out = _console()
+    failed = 0
+    for r in results:
+        if r.error:
+            failed += 1
+            out.print(f"ERROR {r.case.name} ({r.case.file}): {r.error}")
+        elif r.failures:
+            failed += 1
+            out.print(f"FAIL  {r.case.name} ({r.case.file})")
+            for line in r.failures:
+                out.print(f"      {line}")
+        else:
+            out.print(f"ok    {r.case.name}")
+    missing = sorted(set().union(*universe.values()) - exercised) if universe else []
+    if missing:
+        out.print("not exercised by any case: " + ", ".join(missing))
+    out.print(f"{len(results) - failed} passed, {failed} failed")
+    return ExitCode.FAILED if failed else ExitCode.OK
+
+
+def _rule_universe(policy: Any) -> set[str]:
+    names = {f"limit {l.rule}" for l in policy.settings.limits}
+    rung = 0
+    for stage in policy.settings.ladder.stages:
+        for step in stage.steps:
+            rung += 1
+            names.add(f"rung {rung} ({stage.rule} {step.kind.value} {step.value})")
+    names |= {f"condition {c.rule}" for c in policy.conditionals}
+    return names
+
+
+def _exercised(decision: Any) -> set[str]:
+    out: set[str] = set()
+    failing: set[str] = set()
+    for step in decision.trace:
+        failing |= set(step.failing)
+        if step.kind == "rung" and step.verdict in ("pass", "fail"):
+            out.add(f"rung {step.rung} ({step.rule} {step.step_kind} {step.step_value})")
+        if step.kind == "condition":
+            out.add(f"condition {step.rule}")
+    for metric, info in decision.limits.items():
+        if metric in failing or info["verdict"] == "fail":
+            out.add(f"limit {info['rule']}")
+    return out
+
+
+def cmd_tokens(args: argparse.Namespace) -> int:
+    from policy_engine.policy import Tokenizer
+    from policy_engine.tokens import get_counter
+
+    if (args.text is None) == (args.file is None):
+        raise _err("C104", "give either TEXT or --file", "policy tokens 'some text'  or  policy tokens --file prompt.txt")
+    if args.file == "-":
+        text = sys.stdin.read()
+    elif args.file:
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise _err("P102", f"{args.file}: cannot read ({getattr(exc, 'strerror', None) or 'not UTF-8'})", "check the path", file=args.file) from None
+    else:
+        text = args.text
+    if args.rough:
+        try:
+            ratio = Decimal(args.rough)
+        except InvalidOperation:
+            raise _err("C105", f"--rough needs a number, got {args.rough!r}", "e.g. --rough 4") from None
+        tokenizer = Tokenizer("rough", chars_per_token=ratio)
+    elif args.model:
+        tokenizer = Tokenizer("model", args.model)
+    else:
+        tokenizer = Tokenizer("tiktoken", args.encoding or "o200k_base")
+    counter = get_counter(tokenizer)
+    print(f"{counter.count(text)}\t{counter.name}")
+    return ExitCode.OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from policy_engine.dsl import import_config
+    from policy_engine.packs.document import read_json_file
+
+    llm, llm_label = read_json_file(args.llm_budget, error=RuleCheckError)
+    retrieval, r_label = (read_json_file(args.retrieval_budget, error=RuleCheckError) if args.retrieval_budget else (None, None))
+    text = import_config(llm, retrieval, llm_file=llm_label, retrieval_file=r_label, tokenizer=args.tokenizer)
+    if args.tokenizer:
+        from policy_engine.dsl import load_policy_text
+
+        load_policy_text(text, "<imported>")  # an unknown --tokenizer fails here, with a hint
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return ExitCode.OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    folder = resources.files("policy_engine.schemas")
+    known = sorted(p.name.removesuffix(".schema.json") for p in folder.iterdir() if p.name.endswith(".schema.json"))
+    name = args.name.removesuffix(".schema.json").removesuffix(".json")
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        raise _err("C106", f"no shipped schema named {args.name!r}", (f"did you mean {close[0]!r}? " if close else "") + "known: " + ", ".join(known))
+    sys.stdout.write(folder.joinpath(f"{name}.schema.json").read_text(encoding="utf-8"))
+    return ExitCode.OK

@@ -1,0 +1,162 @@
+"""The `policy` command: argument parsing, one error boundary, stable exit codes.
+
+Every command is a few lines over the core API; no policy logic lives here. Results go to
+stdout, diagnostics to stderr; colour only on a terminal, never with NO_COLOR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from typing import Sequence
+
+import policy_engine
+from policy_engine.cli.exit_codes import ExitCode, table_text
+from policy_engine.diagnostics import render_text
+from policy_engine.errors import Diagnostic, PackError, PolicyError, RuleCheckError, RuleSyntaxError, TokenizerError, UsageInputError
+
+
+class UsageProblem(Exception):
+    """Bad command-line usage: reported in one paragraph, exit code 64."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would exit 2, our BLOCKED code
+        raise UsageProblem(f"{self.prog}: {message}. Run `{self.prog} --help` for usage.")
+
+
+def _code_for(exc: PolicyError) -> ExitCode:
+    if isinstance(exc, (RuleSyntaxError, RuleCheckError)):
+        return ExitCode.INVALID_RULES
+    if isinstance(exc, TokenizerError):
+        return ExitCode.TOKENIZER
+    if isinstance(exc, (PackError, UsageInputError)):
+        return ExitCode.INVALID_INPUT
+    return ExitCode.INVALID_INPUT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from policy_engine.cli import commands
+    from policy_engine.cli.formats import FORMATS
+
+    parser = _Parser(
+        prog="policy",
+        description="Keep an LLM agent's prompts inside their token and cost budget, by rules.",
+        epilog="exit codes:\n" + table_text() + "\n\nDefault rules: --rules, else $POLICY_RULES, else the shipped rules/default.policy.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"policy_engine {policy_engine.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show a traceback for unexpected errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def rules_opt(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--rules", metavar="PATH", help="rule file or policy directory (default: $POLICY_RULES or the shipped default)")
+
+    def inputs(p: argparse.ArgumentParser) -> None:
+        rules_opt(p)
+        p.add_argument("--usage", metavar="FILE", help="usage snapshot JSON (tokens/USD already spent in the batch and day)")
+        p.add_argument("--knowledge-pack-dir", metavar="DIR", help="the agent's knowledge pack directory (fixed prompt part)")
+        p.add_argument("--idea", metavar="FILE", help="the idea spec JSON the prompt carries")
+        p.add_argument("--seen", metavar="FILE", help="JSON list of already-seen field::operator combos (novelty KPI)")
+        p.add_argument("--expansion", action="store_true", help="mark the request as a repair-loop expansion (may spend the reserve)")
+        p.add_argument("--completion-tokens", type=int, metavar="N", help="completion budget asked for (default: the policy's)")
+
+    p = sub.add_parser("eval", help="evaluate packs against the rules", description="Evaluate retrieval packs (files, directories of *.json, or - for stdin).")
+    p.add_argument("packs", nargs="+", metavar="PACK")
+    inputs(p)
+    p.add_argument("--format", choices=FORMATS, help="output format (default: text on a terminal, json otherwise)")
+    p.add_argument("--explain", choices=("off", "rules", "full"), default="rules", help="trace detail in JSON (default: rules)")
+    p.add_argument("--output", metavar="FILE", help="write the result here instead of stdout")
+    p.add_argument("--trimmed-pack", metavar="FILE", help="also write the trimmed pack (single pack only)")
+    p.add_argument("--fail-on-warn", action="store_true", help="exit 1 when a decision has warnings")
+    p.set_defaults(run=commands.cmd_eval)
+
+    p = sub.add_parser("explain", help="show a decision as a readable tree")
+    p.add_argument("pack", metavar="PACK")
+    inputs(p)
+    p.set_defaults(run=commands.cmd_explain)
+
+    p = sub.add_parser("check", help="parse and check rule files")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories (default: rules/ if present)")
+    p.add_argument("--format", choices=FORMATS, default="text")
+    p.set_defaults(run=commands.cmd_check)
+
+    p = sub.add_parser("fmt", help="format rule files canonically")
+    p.add_argument("paths", nargs="*", metavar="PATH")
+    p.add_argument("--check", action="store_true", help="exit 1 if a file would change; change nothing")
+    p.add_argument("--diff", action="store_true", help="print the changes as a unified diff; change nothing")
+    p.set_defaults(run=commands.cmd_fmt)
+
+    p = sub.add_parser("test", help="run policy test cases (YAML or JSON)")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="case files or directories of *.yaml/*.yml/*.json case files")
+    rules_opt(p)
+    p.set_defaults(run=commands.cmd_test)
+
+    p = sub.add_parser("tokens", help="count tokens as the engine counts them")
+    p.add_argument("text", nargs="?", help="text to count (or use --file)")
+    p.add_argument("--file", metavar="F", help="count this file's text (- for stdin)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--encoding", metavar="E", help="tiktoken encoding (default o200k_base)")
+    g.add_argument("--model", metavar="M", help="a model name tiktoken maps to an encoding")
+    g.add_argument("--rough", metavar="RATIO", help="the rough chars-per-token estimate")
+    p.set_defaults(run=commands.cmd_tokens)
+
+    p = sub.add_parser("import-config", help="convert the agent's llm_budget.json (+ retrieval_budget.json) to a rule file")
+    p.add_argument("llm_budget", metavar="LLM_BUDGET_JSON")
+    p.add_argument("retrieval_budget", nargs="?", metavar="RETRIEVAL_BUDGET_JSON")
+    p.add_argument("--tokenizer", metavar="ENCODING", help="use this exact encoding instead of upstream's chars/4")
+    p.add_argument("--output", metavar="FILE")
+    p.set_defaults(run=commands.cmd_import)
+
+    p = sub.add_parser("schema", help="print a shipped JSON Schema")
+    p.add_argument("name", metavar="NAME", help="retrieval_pack, decision or usage")
+    p.set_defaults(run=commands.cmd_schema)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "command", None):
+            parser.print_help(sys.stderr)
+            return int(ExitCode.USAGE)
+        return int(args.run(args))
+    except UsageProblem as exc:
+        print(str(exc), file=sys.stderr)
+        return int(ExitCode.USAGE)
+    except PolicyError as exc:
+        sources = getattr(exc, "sources", None)
+        sys.stderr.write(render_text(exc.diagnostics, sources or _sources_for(exc.diagnostics)))
+        return int(_code_for(exc))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return int(ExitCode.OK)
+    except Exception as exc:  # the single place an unexpected error is turned into a message
+        if debug:
+            traceback.print_exc()
+        else:
+            print(f"policy: internal error: {type(exc).__name__}: {exc}. This is a bug; rerun with --debug for the traceback.", file=sys.stderr)
+        return int(ExitCode.INTERNAL)
+
+
+def _sources_for(diagnostics: Sequence[Diagnostic]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for d in diagnostics:
+        if d.span is not None and d.span.file not in out and os.path.isfile(d.span.file):
+            try:
+                out[d.span.file] = open(d.span.file, encoding="utf-8").read()
+            except (OSError, UnicodeDecodeError):
+                pass
+    return out
+
+
+def entry() -> None:
+    sys.exit(main())
