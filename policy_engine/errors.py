@@ -24,6 +24,8 @@ class Span:
     end_column: int = 0
 
     def __str__(self) -> str:
+        if self.line <= 0:
+            return self.file
         return f"{self.file}:{self.line}:{self.column}"
 
 
@@ -52,8 +54,8 @@ class Diagnostic:
     def location(self) -> str:
         if self.span is not None:
             return str(self.span)
-        if self.file is not None and self.pointer is not None:
-            return f"{self.file}#{self.pointer or '/'}"
+        if self.file is not None and self.pointer:
+            return f"{self.file}#{self.pointer}"
         return self.file or "<input>"
 
     def to_dict(self) -> dict[str, object]:
@@ -118,6 +120,12 @@ class TokenizerError(PolicyError):
     """A tokenizer cannot be resolved (unknown encoding/model, BPE file unavailable)."""
 
     kind = "tokenizer"
+
+
+class CommandLineError(PolicyError):
+    """Bad command-line usage found after parsing (a flag's value, a missing argument)."""
+
+    kind = "usage"
 
 
 class LedgerError(PolicyError):

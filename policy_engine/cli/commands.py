@@ -14,13 +14,15 @@ from typing import Any
 
 from policy_engine.cli.exit_codes import ExitCode
 from policy_engine.cli.formats import DECISION_FORMATS, PackResult, blocked_line, check_output, summary_line
-from policy_engine.errors import Diagnostic, PackError, PolicyError, RuleCheckError, UsageInputError
+from policy_engine.errors import CommandLineError, Diagnostic, PackError, PolicyError, RuleCheckError, UsageInputError
 
 RULES_ENV = "POLICY_RULES"
 
 
-def _err(code: str, message: str, hint: str, file: str | None = None) -> UsageInputError:
-    return UsageInputError([Diagnostic(code, message, hint=hint, file=file, pointer="" if file else None)])
+def _err(code: str, message: str, hint: str, file: str | None = None) -> PolicyError:
+    """C1xx codes are command-line usage problems (exit 64); others are bad inputs."""
+    diag = Diagnostic(code, message, hint=hint, file=file, pointer="" if file else None)
+    return CommandLineError([diag]) if code.startswith("C") else UsageInputError([diag])
 
 
 def _console(stderr: bool = False) -> Any:
@@ -55,10 +57,10 @@ def pack_paths(items: list[str]) -> list[str]:
         if p.is_dir():
             found = sorted(str(x) for x in p.rglob("*.json") if x.is_file())
             if not found:
-                raise _err("P117", f"{item}: directory holds no *.json packs", "pass pack files, or a directory containing them", file=item)
+                raise _err("P117", "directory holds no *.json packs", "pass pack files, or a directory containing them", file=item)
             out.extend(found)
         elif not p.exists():
-            raise PackError([Diagnostic("P101", f"{item}: no such file", hint="check the path; pass a pack file, a directory of packs, or - for stdin", file=item, pointer="")])
+            raise PackError([Diagnostic("P101", "no such file", hint="check the path; pass a pack file, a directory of packs, or - for stdin", file=item, pointer="")])
         else:
             out.append(item)
     return out
@@ -243,12 +245,12 @@ def cmd_test(args: argparse.Namespace) -> int:
         if p.is_dir():
             found = sorted(x for x in p.rglob("*") if x.suffix in (".yaml", ".yml", ".json") and x.is_file())
             if not found:
-                raise _err("P117", f"{item}: no *.yaml, *.yml or *.json case files", "pass case files", file=item)
+                raise _err("P117", "no *.yaml, *.yml or *.json case files", "pass case files", file=item)
             files.extend(found)
         elif p.is_file():
             files.append(p)
         else:
-            raise _err("P101", f"{item}: no such file", "check the path", file=item)
+            raise _err("P101", "no such file", "check the path", file=item)
     policies: dict[str, Any] = {}
     results: list[CaseResult] = []
     exercised: set[str] = set()

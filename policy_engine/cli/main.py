@@ -15,7 +15,7 @@ from typing import Sequence
 import policy_engine
 from policy_engine.cli.exit_codes import ExitCode, table_text
 from policy_engine.diagnostics import render_text
-from policy_engine.errors import Diagnostic, PackError, PolicyError, RuleCheckError, RuleSyntaxError, TokenizerError, UsageInputError
+from policy_engine.errors import CommandLineError, Diagnostic, PackError, PolicyError, RuleCheckError, RuleSyntaxError, TokenizerError, UsageInputError
 
 
 class UsageProblem(Exception):
@@ -30,6 +30,8 @@ class _Parser(argparse.ArgumentParser):
 def _code_for(exc: PolicyError) -> ExitCode:
     if isinstance(exc, (RuleSyntaxError, RuleCheckError)):
         return ExitCode.INVALID_RULES
+    if isinstance(exc, CommandLineError):
+        return ExitCode.USAGE
     if isinstance(exc, TokenizerError):
         return ExitCode.TOKENIZER
     if isinstance(exc, (PackError, UsageInputError)):

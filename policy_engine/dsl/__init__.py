@@ -57,11 +57,11 @@ def _compile(entry: Path, root: Path) -> tuple[Policy | None, list[Diagnostic], 
 def load_policy(path: str | os.PathLike[str]) -> Policy:
     p = Path(path)
     if not p.exists():
-        raise RuleCheckError([Diagnostic("E307", f"{p}: no such rule file or directory", hint="pass a .policy file or a policy directory", span=Span(str(p), 0, 0))])
+        raise RuleCheckError([Diagnostic("E307", "no such rule file or directory", hint="pass a .policy file or a policy directory", span=Span(str(p), 0, 0))])
     root, entries = entry_files(p)
     if len(entries) != 1:
         found = ", ".join(e.name for e in entries) or "none"
-        raise RuleCheckError([Diagnostic("E306", f"{p}: a policy directory needs main.policy or exactly one .policy file (found {found})", hint="add main.policy that includes the others", span=Span(str(p), 0, 0))])
+        raise RuleCheckError([Diagnostic("E306", f"a policy directory needs main.policy or exactly one .policy file (found {found})", hint="add main.policy that includes the others", span=Span(str(p), 0, 0))])
     policy, problems, _ = _compile(entries[0], root)
     if problems:
         _raise(problems)
@@ -90,11 +90,11 @@ def check_paths(paths: list[str | os.PathLike[str]]) -> tuple[list[Diagnostic], 
     for raw in paths:
         p = Path(raw)
         if not p.exists():
-            problems.append(Diagnostic("E307", f"{p}: no such rule file or directory", hint="check the path", span=Span(str(p), 0, 0)))
+            problems.append(Diagnostic("E307", "no such rule file or directory", hint="check the path", span=Span(str(p), 0, 0)))
             continue
         root, entries = entry_files(p)
         if not entries:
-            problems.append(Diagnostic("E306", f"{p}: no .policy files here", hint="give a .policy file or a directory holding some", span=Span(str(p), 0, 0)))
+            problems.append(Diagnostic("E306", "no .policy files here", hint="give a .policy file or a directory holding some", span=Span(str(p), 0, 0)))
         for entry in entries:
             checked += 1
             _, found, read = _compile(entry, root)

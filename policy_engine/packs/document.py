@@ -87,22 +87,22 @@ def read_json_file(path: str | os.PathLike[str], *, error: type = PackError, cod
         return parse_json_text(sys.stdin.read(), "<stdin>", error=error, code_prefix=code_prefix), "<stdin>"
     p = Path(path)
     if not p.exists():
-        raise error([Diagnostic(f"{code_prefix}101", f"{label}: no such file", hint="check the path", file=label, pointer="")])
+        raise error([Diagnostic(f"{code_prefix}101", "no such file", hint="check the path", file=label, pointer="")])
     if p.is_dir():
-        raise error([Diagnostic(f"{code_prefix}102", f"{label} is a directory, not a JSON file", hint="pass a file", file=label, pointer="")])
+        raise error([Diagnostic(f"{code_prefix}102", "is a directory, not a JSON file", hint="pass a file", file=label, pointer="")])
     try:
         size = p.stat().st_size
         if size > MAX_BYTES:
             raise error(
-                [Diagnostic(f"{code_prefix}106", f"{label} is {size} bytes; the limit is {MAX_BYTES}", hint="trim it upstream", file=label, pointer="")]
+                [Diagnostic(f"{code_prefix}106", f"is {size} bytes; the limit is {MAX_BYTES}", hint="trim it upstream", file=label, pointer="")]
             )
         raw = p.read_bytes()
     except OSError as exc:
-        raise error([Diagnostic(f"{code_prefix}102", f"{label}: cannot read ({exc.strerror})", hint="check permissions", file=label, pointer="")]) from None
+        raise error([Diagnostic(f"{code_prefix}102", f"cannot read ({exc.strerror})", hint="check permissions", file=label, pointer="")]) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(
-            [Diagnostic(f"{code_prefix}103", f"{label}: not UTF-8 (byte {exc.start})", hint="save the file as UTF-8", file=label, pointer="")]
+            [Diagnostic(f"{code_prefix}103", f"not UTF-8 (byte {exc.start})", hint="save the file as UTF-8", file=label, pointer="")]
         ) from None
     return parse_json_text(text, label, error=error, code_prefix=code_prefix), label

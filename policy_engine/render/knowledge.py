@@ -40,7 +40,7 @@ def load_knowledge(directory: str | os.PathLike[str]) -> KnowledgePack:
     root = Path(directory)
     label = str(directory)
     if not root.is_dir():
-        raise PackError([Diagnostic("R101", f"{label}: knowledge pack directory not found", hint="pass the agent's knowledge pack directory (data/meta/index)", file=label, pointer="")])
+        raise PackError([Diagnostic("R101", "knowledge pack directory not found", hint="pass the agent's knowledge pack directory (data/meta/index)", file=label, pointer="")])
     docs: dict[str, Any] = {}
     problems: list[Diagnostic] = []
     for name in REQUIRED:
