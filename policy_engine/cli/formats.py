@@ -246,8 +246,8 @@ def check_junit(problems: Sequence[Diagnostic], checked: Sequence[str]) -> str:
 def check_output(fmt: str, problems: Sequence[Diagnostic], sources: Mapping[str, str], checked: Sequence[str]) -> str:
     if fmt == "text":
         if not problems:
-            return f"{len(checked)} polic{'ies' if len(checked) != 1 else 'y'} checked: no problems\n"
-        return render_text(problems, sources) + f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {len(checked)} polic{'ies' if len(checked) != 1 else 'y'}\n"
+            return f"{len(checked)} rule file{'s' if len(checked) != 1 else ''} checked: no problems\n"
+        return render_text(problems, sources) + f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {len(checked)} rule file{'s' if len(checked) != 1 else ''}\n"
     if fmt == "json":
         return json.dumps({"checked": list(checked), "problems": [d.to_dict() for d in problems]}, sort_keys=True, indent=2) + "\n"
     if fmt == "junit":
