@@ -28,8 +28,7 @@ def _guard(node: Any, parent: str = "") -> str:
             return f"{node.attribute} in [" + ", ".join(_value(v) for v in node.values) + "]"
         return f"{node.attribute} {node.op} {_value(node.values[0])}"
     if isinstance(node, A.NotNode):
-        inner = _guard(node.item, "not")
-        return "not " + (inner if isinstance(node.item, (A.CompareNode, A.NotNode)) else f"({inner})")
+        return "not " + _guard(node.item, "not")
     if isinstance(node, A.AllOfNode):
         text = " and ".join(_guard(i, "and") for i in node.items)
         return f"({text})" if parent == "not" else text

@@ -18,4 +18,6 @@ CODES: dict[str, tuple[str, str]] = {
     "P113": ("invalid usage snapshot", "see policy schema usage: {\"batch\": {\"tokens\": N, \"usd\": \"0.01\"}, \"day\": {...}}"),
     "P114": ("invalid seen-combos file", "give a JSON list of \"<field_id>::<operator_name>\" strings"),
     "P115": ("empty input", "the file is empty: give a JSON document"),
+    "P116": ("invalid policy test-case file", "see `policy test` in the README: a mapping with a `cases` list"),
+    "P117": ("no inputs in directory", "pass files, or a directory that contains *.json packs (or case files)"),
 }

@@ -1,0 +1,13 @@
+"""Command-line usage codes (C1xx) and evaluation-input codes (V1xx)."""
+
+from __future__ import annotations
+
+CODES: dict[str, tuple[str, str]] = {
+    "C101": ("invalid --completion-tokens", "give a positive number of tokens"),
+    "C102": ("--trimmed-pack needs one valid pack", "evaluate one pack at a time"),
+    "C103": ("no rule files given", "pass rule files or directories, or run where rules/ exists"),
+    "C104": ("policy tokens needs text", "give TEXT or --file"),
+    "C105": ("invalid --rough ratio", "give a number, e.g. --rough 4"),
+    "C106": ("unknown schema name", "use retrieval_pack, decision or usage"),
+    "V101": ("USD limit without a price", "add a price table and `pricing model`"),
+}
