@@ -33,16 +33,17 @@ def read_pack_document(path: str | os.PathLike[str]) -> tuple[Any, str]:
 
 
 def load_pack(
-    source: str | os.PathLike[str] | Mapping[str, Any],
+    source: str | os.PathLike[str] | Mapping[str, Any] | Any,
     *,
     file: str | None = None,
     format: str | None = None,
     idea: Mapping[str, Any] | None = None,
 ) -> Pools:
-    """Validate and map a pack. A mapping is deep-copied first, so the caller's document is
-    never shared with (or mutated through) the returned pools."""
-    if isinstance(source, Mapping):
-        doc, label = copy.deepcopy(dict(source)), file or "<pack>"
+    """Validate and map a pack: a path, or an already-parsed document. A document is
+    deep-copied first, so the caller's object is never shared with (or mutated through)
+    the returned pools."""
+    if not isinstance(source, (str, os.PathLike)):
+        doc, label = copy.deepcopy(source), file or "<pack>"
     else:
         doc, label = read_json_file(source)
         label = file or label

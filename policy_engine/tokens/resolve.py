@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.resources
+import importlib.util
 import os
 import tempfile
 import threading
@@ -80,7 +80,7 @@ def _read_candidate(path: Path) -> bytes:
     return gzip.decompress(data) if path.suffix == ".gz" else data
 
 
-def _candidates(file_name: str) -> list[tuple[str, Path | None, bytes | None]]:
+def _all_candidates(file_name: str) -> list[tuple[str, Path | None, bytes | None]]:
     """(label, path, data) triples in resolution order; data is read lazily by the caller."""
     found: list[tuple[str, Path | None, bytes | None]] = []
     env_dir = os.environ.get(ENV_DIR)
@@ -95,13 +95,18 @@ def _candidates(file_name: str) -> list[tuple[str, Path | None, bytes | None]]:
         path = Path(cache_dir) / key
         if path.is_file():
             found.append(("tiktoken cache", path, None))
-    try:
-        bundled = importlib.resources.files("bpe_openai.data").joinpath(f"{file_name}.tiktoken.gz")
+    # Locate the package's data folder without importing it (its import loads tokenizers).
+    spec = importlib.util.find_spec("bpe_openai")
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        bundled = Path(location) / "data" / f"{file_name}.tiktoken.gz"
         if bundled.is_file():
-            found.append(("bpe-openai package", Path(str(bundled)), None))
-    except ModuleNotFoundError:
-        pass
+            found.append(("bpe-openai package", bundled, None))
+            break
     return found
+
+
+def _candidates(file_name: str) -> list[tuple[str, Path | None, bytes | None]]:
+    return _all_candidates(file_name)
 
 
 def _seed_tiktoken_cache(file_name: str, data: bytes) -> str:

@@ -1,0 +1,113 @@
+"""The default template renders the agent's prompt byte for byte, and its arithmetic token
+count equals a real count of the rendered text for any selection."""
+
+from __future__ import annotations
+
+import json
+import random
+from decimal import Decimal
+
+import pytest
+
+from policy_engine.errors import PackError, RuleCheckError
+from policy_engine.packs import load_pack
+from policy_engine.policy import Tokenizer
+from policy_engine.render import build_prompt_model, load_idea, load_knowledge
+from policy_engine.tokens import get_counter
+from tests.conftest import SHARED
+
+UNTRIMMED_LIMITS = {"request_prompt": 10_000_000, "request_completion": 1600, "batch_total": 100_000_000, "day_total": 1_000_000_000}
+DEFAULT_LIMITS = {"request_prompt": 12000, "request_completion": 1600, "batch_total": 52000, "day_total": 1500000}
+KNOWLEDGE = load_knowledge(SHARED / "knowledge")
+IDEA = load_idea(SHARED / "ideaspec.example.json")
+CL100K = get_counter(Tokenizer("tiktoken", "cl100k_base"))
+
+
+def model(pack: str, limits: dict, counter=CL100K, knowledge=KNOWLEDGE, idea=IDEA):
+    pools = load_pack(SHARED / "packs" / f"{pack}.json")
+    return pools, build_prompt_model("agent_envelope", pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits)
+
+
+def everything(pools) -> dict:
+    return {name: tuple(c.id for c in items) for name, items in pools.pools.items()}
+
+
+@pytest.mark.parametrize("pack", ["small_2x4x10x8", "seed_5x15x72x60"])
+def test_untrimmed_prompt_is_byte_identical(pack: str) -> None:
+    pools, m = model(pack, UNTRIMMED_LIMITS)
+    expected = (SHARED / "agent_prompts" / f"{pack}.untrimmed.prompt.txt").read_bytes()
+    assert m.render(everything(pools)).encode("utf-8") == expected
+
+
+def test_prompt_after_the_default_ladder_is_byte_identical() -> None:
+    pools, m = model("seed_5x15x72x60", DEFAULT_LIMITS)
+    decision = json.loads((SHARED / "agent_decisions" / "seed_5x15x72x60.llm_budget.json").read_text())
+    selection = everything(pools)
+    selection["fields"] = tuple(decision["fields"])
+    expected = (SHARED / "agent_prompts" / "seed_5x15x72x60.after-default-ladder.prompt.txt").read_bytes()
+    assert m.render(selection).encode("utf-8") == expected
+    assert m.tokens(selection) == CL100K.count(expected.decode()) == 12002
+
+
+COUNTERS = [
+    get_counter(Tokenizer("tiktoken", "cl100k_base")),
+    get_counter(Tokenizer("tiktoken", "o200k_base")),
+    get_counter(Tokenizer("rough", chars_per_token=Decimal(4))),
+]
+
+
+@pytest.mark.parametrize("counter", COUNTERS, ids=lambda c: c.name)
+@pytest.mark.parametrize("pack", ["small_2x4x10x8", "seed_5x15x72x60", "large_8x30x400x120"])
+def test_arithmetic_equals_real_count_for_random_selections(counter, pack: str) -> None:
+    pools, m = model(pack, DEFAULT_LIMITS, counter=counter)
+    rng = random.Random(f"{pack}-{counter.name}")
+    for _ in range(12):
+        keep = rng.choice([0.0, 0.1, 0.5, 0.9, 1.0])
+        selection = {name: tuple(c.id for c in items if rng.random() < keep) for name, items in pools.pools.items()}
+        assert m.tokens(selection) == counter.count(m.render(selection))
+
+
+def test_without_knowledge_or_idea_the_envelope_keeps_its_shape() -> None:
+    pools, m = model("small_2x4x10x8", DEFAULT_LIMITS, knowledge=None, idea=None)
+    doc = json.loads(m.render(everything(pools)))
+    assert list(doc) == ["agent", "idea", "retrieval_pack", "knowledge_pack", "rules", "output_schema"]
+    assert doc["idea"]["idea_id"] == pools.attributes["idea_id"]
+    assert list(doc["knowledge_pack"]) == ["compact_policy"]
+    assert m.tokens(everything(pools)) == CL100K.count(m.render(everything(pools)))
+
+
+def test_examples_follow_the_selected_operators() -> None:
+    pools, m = model("small_2x4x10x8", DEFAULT_LIMITS)
+    selection = everything(pools)
+    selection["operators"] = ("ts_rank", "ts_mean")
+    doc = json.loads(m.render(selection))
+    used = [e["used_operators"][0] for e in doc["knowledge_pack"]["fastexpr_examples_pack"]["examples"]]
+    assert used == ["ts_rank", "ts_mean"]
+    assert doc["knowledge_pack"]["operator_signature_pack"]["operator_count"] == 2
+    assert doc["knowledge_pack"]["compact_policy"]["operator_candidates"] == 2
+
+
+def test_item_tokens_is_the_marginal_cost() -> None:
+    pools, m = model("seed_5x15x72x60", DEFAULT_LIMITS)
+    full = everything(pools)
+    victim = full["fields"][3]
+    without = {**full, "fields": tuple(f for f in full["fields"] if f != victim)}
+    assert m.tokens(full) - m.tokens(without) == m.item_tokens("fields", victim)
+
+
+def test_knowledge_pack_errors(tmp_path) -> None:
+    with pytest.raises(PackError) as err:
+        load_knowledge(tmp_path / "none")
+    assert err.value.diagnostics[0].code == "R101"
+    (tmp_path / "operator_signature_pack.json").write_text('{"operators": 3}')
+    with pytest.raises(PackError) as err:
+        load_knowledge(tmp_path)
+    codes = sorted(d.code for d in err.value.diagnostics)
+    assert codes.count("R102") == 4 and "R103" in codes
+
+
+def test_unknown_template() -> None:
+    pools = load_pack(SHARED / "packs" / "small_2x4x10x8.json")
+    with pytest.raises(RuleCheckError) as err:
+        build_prompt_model("nope", pools, idea=None, knowledge=None, counter=CL100K)
+    assert err.value.diagnostics[0].code == "R105"

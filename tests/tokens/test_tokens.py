@@ -1,0 +1,118 @@
+"""Exact, offline token counting; the additivity the evaluator's arithmetic relies on."""
+
+from __future__ import annotations
+
+import gzip
+import re
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import tiktoken_ext.openai_public as openai_public
+
+from policy_engine.errors import TokenizerError
+from policy_engine.policy import Tokenizer
+from policy_engine.tokens import get_counter, resolve_encoding
+from policy_engine.tokens import resolve as resolve_module
+from tests.conftest import SHARED
+
+PROMPTS = sorted((SHARED / "agent_prompts").glob("*.txt"))
+
+
+def test_expected_hashes_equal_tiktokens_own() -> None:
+    source = Path(openai_public.__file__).read_text()
+    for name, digest in resolve_module.EXPECTED_SHA256.items():
+        assert re.search(rf"{name}\.tiktoken\",\s*expected_hash=\"{digest}\"", source), name
+
+
+@pytest.mark.parametrize("encoding", ["cl100k_base", "o200k_base"])
+def test_encodings_load_offline_and_count(encoding: str) -> None:
+    counter = get_counter(Tokenizer("tiktoken", encoding))
+    assert counter.exact and counter.vocab_hash == resolve_module.EXPECTED_SHA256[encoding]
+    assert counter.count("hello world") == 2
+
+
+def test_reference_counts_of_the_agents_final_prompt() -> None:
+    # step20-reference.md: the agent's allowed seed prompt is 12,002 tokens in cl100k_base.
+    text = (SHARED / "agent_prompts" / "seed_5x15x72x60.after-default-ladder.prompt.txt").read_text()
+    assert get_counter(Tokenizer("tiktoken", "cl100k_base")).count(text) == 12002
+
+
+@pytest.mark.parametrize("encoding", ["cl100k_base", "o200k_base"])
+@pytest.mark.parametrize("prompt", PROMPTS, ids=lambda p: p.name)
+def test_newline_terminated_pieces_sum_to_the_whole(encoding: str, prompt: Path) -> None:
+    counter = get_counter(Tokenizer("tiktoken", encoding))
+    text = prompt.read_text()
+    pieces = text.splitlines(keepends=True)
+    assert sum(counter.measure(p) for p in pieces) == counter.count(text)
+
+
+def test_model_names_map_through_tiktoken() -> None:
+    assert get_counter(Tokenizer("model", "gpt-4o")).encoding_name == "o200k_base"
+    assert get_counter(Tokenizer("model", "gpt-4")).encoding_name == "cl100k_base"
+
+
+def test_special_token_text_is_ordinary_text() -> None:
+    assert get_counter(Tokenizer("tiktoken", "cl100k_base")).count("<|endoftext|>") > 1
+
+
+def test_rough_counter_is_ceil_chars_over_ratio() -> None:
+    rough = get_counter(Tokenizer("rough", chars_per_token=Decimal(4)))
+    assert (rough.count("a" * 8), rough.count("a" * 9), rough.exact) == (2, 3, False)
+    assert rough.finish(rough.measure("abc") + rough.measure("de")) == 2
+    assert get_counter(Tokenizer("rough", chars_per_token=Decimal("3.5"))).count("a" * 8) == 3
+
+
+@pytest.mark.parametrize("bad", [Decimal(0), Decimal(-1), Decimal("NaN")])
+def test_rough_ratio_must_be_positive(bad: Decimal) -> None:
+    with pytest.raises(TokenizerError):
+        get_counter(Tokenizer("rough", chars_per_token=bad))
+
+
+def test_unknown_encoding_and_model() -> None:
+    with pytest.raises(TokenizerError) as err:
+        resolve_encoding("cl100k_bse")
+    assert err.value.diagnostics[0].code == "T101" and "cl100k_base" in err.value.diagnostics[0].hint
+    with pytest.raises(TokenizerError) as err:
+        get_counter(Tokenizer("model", "no-such-model"))
+    assert err.value.diagnostics[0].code == "T102"
+
+
+def test_env_dir_is_used_and_a_corrupt_file_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLICY_ENGINE_TIKTOKEN_DIR", str(tmp_path))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(resolve_module, "_candidates", lambda name: [c for c in resolve_module.__dict__["_all_candidates"](name) if "bpe-openai" not in c[0]])
+    (tmp_path / "p50k_base.tiktoken").write_bytes(b"garbage 1\n")
+    resolve_encoding.cache_clear()
+    with pytest.raises(TokenizerError) as err:
+        resolve_encoding("p50k_base")
+    d = err.value.diagnostics[0]
+    assert d.code == "T104" and "sha256 mismatch" in d.message
+    resolve_encoding.cache_clear()
+
+
+def test_unavailable_encoding_says_how_to_provide_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("POLICY_ENGINE_TIKTOKEN_DIR", raising=False)
+    resolve_encoding.cache_clear()
+    with pytest.raises(TokenizerError) as err:
+        resolve_encoding("r50k_base")
+    d = err.value.diagnostics[0]
+    assert d.code == "T103"
+    assert "POLICY_ENGINE_TIKTOKEN_DIR" in d.hint and "r50k_base.tiktoken" in d.hint and resolve_module.EXPECTED_SHA256["r50k_base"] in d.hint
+    resolve_encoding.cache_clear()
+
+
+def test_env_dir_with_a_good_gzipped_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    bundled = Path(importlib.util.find_spec("bpe_openai").submodule_search_locations[0]) / "data" / "cl100k_base.tiktoken.gz"
+    (tmp_path / "cl100k_base.tiktoken.gz").write_bytes(bundled.read_bytes())
+    monkeypatch.setenv("POLICY_ENGINE_TIKTOKEN_DIR", str(tmp_path))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "cache"))
+    resolve_encoding.cache_clear()
+    resolved = resolve_encoding("cl100k_base")
+    assert "POLICY_ENGINE_TIKTOKEN_DIR" in resolved.source
+    assert resolved.encoding.encode_ordinary("hello world") == [15339, 1917]
+    assert len(gzip.decompress(bundled.read_bytes())) > 1_000_000
+    resolve_encoding.cache_clear()
