@@ -3,6 +3,7 @@ import the agent's JSON configs. See docs/rules-reference.md."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from importlib import resources
@@ -51,6 +52,10 @@ def _compile(entry: Path, root: Path) -> tuple[Policy | None, list[Diagnostic], 
     if sources.problems:
         return None, sources.problems, sources.texts
     policy, problems = build_policy(sources.files, _digest(sources))
+    if policy is not None:
+        # Relative to the policy's root, so a decision's manifest is the same on every machine.
+        rel = tuple(os.path.relpath(f, root) for f in policy.source_files)
+        policy = dataclasses.replace(policy, source_files=rel)
     return policy, problems, sources.texts
 
 
