@@ -82,7 +82,9 @@ class _Walk:
                 current = state[stage.pool]
                 exploit_items = [c for c in current if c.lane == "exploit"]
                 explore_items = [c for c in current if c.lane == "explore"]
-                target = resize(step, len(current), original[stage.pool], stage.minimum)
+                # A rung never takes the pool below the explore floor's worth of explore
+                # candidates: with fewer slots than the floor, the floor could not hold.
+                target = max(resize(step, len(current), original[stage.pool], stage.minimum), min(floor, len(explore_items)))
                 common = dict(
                     rule=stage.rule, span=step.span, stage=stage.rule, pool=stage.pool, step_kind=step.kind.value,
                     step_value=str(step.value), rung=rung, counts_before=lane_counts(state), prompt_tokens_before=now.prompt_tokens,

@@ -263,3 +263,19 @@ def test_pure_and_deterministic() -> None:
     a = evaluate(p, load_pack(doc)).to_json()
     b = evaluate(p, load_pack(doc)).to_json()
     assert a == b and json.dumps(doc) == before
+
+
+def test_a_rung_never_shrinks_a_pool_below_the_explore_floor() -> None:
+    """Regression (found by tests/verify, the `floors` property): with `explore floor 3`
+    and `min 1`, a factor step took 8 operators (6 exploit, 2 explore) down to one slot, so
+    one explore operator survived although two were available and the floor asked for 3;
+    the decision then blamed the cascade."""
+    p = load_policy_text(HEAD + "limit p: request_prompt <= 10 tokens\nlanes exploit 70% explore 30%\nexplore floor 3\n"
+                         "ladder {\n  stage o: operators factor 0.1 min 1\n  on exhausted block\n}\n", "t.policy")
+    d = evaluate(p, SMALL)
+    rung = d.rungs[0]
+    explore_before = rung.counts_before["operators"]["explore"]
+    assert explore_before == 2
+    assert rung.counts_after["operators"]["explore"] == explore_before
+    assert sum(rung.counts_after["operators"].values()) == explore_before
+    assert [f.status for f in d.explore_floor if f.pool == "operators"] == ["pack_short"]
