@@ -9,5 +9,7 @@ CODES: dict[str, tuple[str, str]] = {
     "C104": ("policy tokens needs text", "give TEXT or --file"),
     "C105": ("invalid --rough ratio", "give a number, e.g. --rough 4"),
     "C106": ("unknown schema name", "use retrieval_pack, decision or usage"),
+    "C107": ("invalid --examples", "give a whole number from 1 to 100000"),
+    "C108": ("--out is not a usable directory", "give a directory path (created if missing)"),
     "V101": ("USD limit without a price", "add a price table and `pricing model`"),
 }

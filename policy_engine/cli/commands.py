@@ -383,3 +383,29 @@ def cmd_schema(args: argparse.Namespace) -> int:
         raise _err("C106", f"no shipped schema named {args.name!r}", (f"did you mean {close[0]!r}? " if close else "") + "known: " + ", ".join(known))
     sys.stdout.write(folder.joinpath(f"{name}.schema.json").read_text(encoding="utf-8"))
     return ExitCode.OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Run the ladder invariants on generated packs against the user's policy; on a failure
+    print (and with --out, save) the shrunk counterexample with its replay command."""
+    from policy_engine.verify.runner import report_text, verify_policy
+
+    if not 1 <= args.examples <= 100_000:
+        raise _err("C107", f"--examples must be from 1 to 100000, got {args.examples}", "e.g. --examples 200")
+    policy = load_rules(args)
+    report = verify_policy(policy, examples=args.examples, seed=args.seed)
+    if args.out and report.counterexample is not None:
+        out = Path(args.out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "pack.json").write_text(json.dumps(report.counterexample.pack, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            (out / "usage.json").write_text(json.dumps(report.usage_json(), indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise _err("C108", f"cannot write the counterexample to {args.out}: {exc.strerror}", "give a writable directory") from None
+    if args.format == "json":
+        sys.stdout.write(json.dumps(report.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(report_text(report))
+        if args.out and report.counterexample is not None:
+            sys.stdout.write(f"saved {args.out}/pack.json and {args.out}/usage.json\n")
+    return ExitCode.OK if report.ok else ExitCode.FAILED

@@ -112,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE")
     p.set_defaults(run=commands.cmd_import)
 
+    p = sub.add_parser("verify", help="check the ladder's invariants on generated packs against your rules",
+                       description="Generate packs and usage near your limits, evaluate them, and check every ladder invariant; "
+                                   "on a failure print the shrunk counterexample pack, ready to save and replay with `policy eval`.")
+    rules_opt(p)
+    p.add_argument("--examples", type=int, default=200, metavar="N", help="generated cases to try (default 200)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; the same seed tries the same cases (default 0)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--out", metavar="DIR", help="on a failure, also save pack.json and usage.json here")
+    p.set_defaults(run=commands.cmd_verify)
+
     p = sub.add_parser("schema", help="print a shipped JSON Schema")
     p.add_argument("name", metavar="NAME", help="retrieval_pack, decision or usage")
     p.set_defaults(run=commands.cmd_schema)

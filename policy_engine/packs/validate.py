@@ -6,6 +6,7 @@ because JSON Schema cannot express them."""
 from __future__ import annotations
 
 import json
+import math
 from functools import cache
 from importlib import resources
 from typing import Any, Iterator, Mapping
@@ -120,7 +121,33 @@ def _semantic(doc: Mapping[str, Any], file: str) -> Iterator[Diagnostic]:
                 yield diag("P110", f"/lanes/{lane}/{list_key}", "; ".join(parts), "keep lanes lists and candidates' lane values in agreement")
 
 
+def non_json_diagnostics(doc: Any, file: str, code_prefix: str = "P") -> list[Diagnostic]:
+    """Values a JSON file cannot hold but a Python caller can pass: NaN and infinities
+    (JSON Schema's "number" accepts them), non-string keys, tuples, sets, bytes, objects.
+    Walked iteratively, so a deeply nested document cannot exhaust the stack."""
+    found: list[Diagnostic] = []
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(doc, ())]
+    while stack and len(found) < 50:
+        value, path = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            found.append(Diagnostic(f"{code_prefix}105", f"{pointer(path) or '/'}: {value!r} is not a JSON number", hint="use a finite number", file=file, pointer=pointer(path)))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    found.append(Diagnostic(f"{code_prefix}107", f"{pointer(path) or '/'}: key {key!r} is not a string", hint="JSON object keys are strings", file=file, pointer=pointer(path)))
+                else:
+                    stack.append((item, path + (key,)))
+        elif isinstance(value, list):
+            stack.extend((item, path + (i,)) for i, item in enumerate(value))
+        elif value is not None and not isinstance(value, (str, int, float, bool)):
+            found.append(Diagnostic(f"{code_prefix}107", f"{pointer(path) or '/'}: a {type(value).__name__} is not a JSON value", hint="pass lists, dicts, strings, numbers, booleans or None", file=file, pointer=pointer(path)))
+    return sorted(found, key=lambda d: (d.pointer or "", d.code))
+
+
 def validate_pack_document(doc: Any, file: str) -> list[Diagnostic]:
+    odd = non_json_diagnostics(doc, file)
+    if odd:
+        return odd
     found = schema_diagnostics(doc, "retrieval_pack", file, "P107", "see `policy schema retrieval_pack`")
     if found:
         return found

@@ -123,7 +123,15 @@ def _with_limit(policy: Policy, metric: str, value: int) -> Policy:
 def monotonicity(c: Checked) -> None:
     """Raising a blocking limit never removes a candidate from what is sent and never turns
     allowed into blocked; lowering it never adds one and never turns blocked into allowed.
-    (A blocked call sends nothing.)"""
+    (A blocked call sends nothing.)
+
+    The prompt text is held fixed: the agent's envelope echoes the policy's limits into the
+    prompt (budget_policy.llm_budget), so a limit with more digits can add a token to the
+    prompt itself, which is what the agent really sends. `policy verify` found that on
+    rules/tight.policy (tests/verify/test_properties.py keeps the case)."""
+    from policy_engine.verify.reference import prompt_model_for
+
+    model, counter = prompt_model_for(c.policy, c.pools)
     base = _sent(c.decision)
     for limit in _settings(c).limits:
         if limit.severity is not Severity.BLOCK:
@@ -131,7 +139,7 @@ def monotonicity(c: Checked) -> None:
         for value, direction in ((limit.value * 2 + 1, "raised"), (max(1, limit.value // 2), "lowered")):
             if value == limit.value:
                 continue
-            other = evaluate(_with_limit(c.policy, limit.metric, value), c.pools, usage=c.case.usage, request=c.case.request)
+            other = evaluate(_with_limit(c.policy, limit.metric, value), c.pools, usage=c.case.usage, request=c.case.request, prompt_model=model, counter=counter)
             sent = _sent(other)
             small, large = (base, sent) if direction == "raised" else (sent, base)
             if not small <= large:

@@ -174,9 +174,8 @@ def reference_evaluate(
     return result(state, prompt, fails, rungs)
 
 
-def reference_for(policy: Policy, pools: Pools, *, idea: Any = None, knowledge: Any = None) -> tuple[Callable[..., str], Callable[[str], int]]:
-    """The render and count functions the reference uses: the policy's own template and
-    tokenizer, with no incremental arithmetic."""
+def prompt_model_for(policy: Policy, pools: Pools, *, idea: Any = None, knowledge: Any = None) -> tuple[Any, Any]:
+    """(prompt model, counter) as the evaluator builds them for this policy and pack."""
     from policy_engine.evaluator.core import _limits_view
     from policy_engine.render import build_prompt_model
     from policy_engine.tokens import get_counter
@@ -184,4 +183,11 @@ def reference_for(policy: Policy, pools: Pools, *, idea: Any = None, knowledge: 
     settings, _ = policy.resolve(pools.attributes)
     counter = get_counter(policy.tokenizer)
     model = build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=_limits_view(settings))
+    return model, counter
+
+
+def reference_for(policy: Policy, pools: Pools, *, idea: Any = None, knowledge: Any = None) -> tuple[Callable[..., str], Callable[[str], int]]:
+    """The render and count functions the reference uses: the policy's own template and
+    tokenizer, with no incremental arithmetic."""
+    model, counter = prompt_model_for(policy, pools, idea=idea, knowledge=knowledge)
     return model.render, counter.count

@@ -37,3 +37,31 @@ def test_invariant(name: str) -> None:
         check(c)
 
     prop()
+
+
+def test_kept_case_limits_echoed_in_the_prompt() -> None:
+    """Found by `policy verify --rules rules/tight.policy`: the agent's envelope echoes the
+    limits into the prompt, so raising `request_completion` from 800 to 1601 added a token
+    to the (empty) pack's prompt and a case that fit the day exactly became blocked. That is
+    the prompt really sent, so the engine is right to count it; the monotonicity property
+    therefore holds the prompt text fixed, and with it fixed the raise keeps the call allowed."""
+    from policy_engine.dsl import load_policy
+    from policy_engine.evaluator import evaluate
+    from policy_engine.packs import load_pack
+    from policy_engine.usage import UsageSnapshot
+    from policy_engine.verify.invariants import _with_limit
+    from policy_engine.verify.reference import prompt_model_for
+    from tests.conftest import ROOT
+
+    tight = load_policy(ROOT / "rules" / "tight.policy")
+    pack = json.loads((ROOT / "tests" / "fixtures" / "verify" / "echoed_limits_pack.json").read_text(encoding="utf-8"))
+    pools = load_pack(pack)
+    fixed = prompt_model_for(tight, pools)[0].tokens({p: () for p in ("subcategories", "datasets", "fields", "operators")})
+    usage = UsageSnapshot(day_tokens=1_500_000 - fixed - 800)  # the day has room for exactly this call
+    base = evaluate(tight, pools, usage=usage)
+    assert base.allowed and base.metrics["projected_day_tokens"] == 1_500_000
+    raised = _with_limit(tight, "request_completion", 1601)
+    echoed = evaluate(raised, pools, usage=usage)
+    assert echoed.metrics["prompt_tokens"] == base.metrics["prompt_tokens"] + 1 and not echoed.allowed
+    model, counter = prompt_model_for(tight, pools)
+    assert evaluate(raised, pools, usage=usage, prompt_model=model, counter=counter).allowed
