@@ -46,6 +46,27 @@ def _value(name: str) -> str:
     return f"\x00value:{name}\x00"
 
 
+_BLOCK_CACHE: dict[tuple[str, str], tuple[str, str, str]] = {}  # cleared when full
+_BLOCK_CACHE_MAX = 65536
+
+
+def _pretty_block(indent: str, item: Any) -> tuple[str, str, str]:
+    """(block, head, last line) of one candidate as the agent's ``json.dumps(indent=2)``
+    prints it, indented for its slot. The pretty printer is pure Python and dominated
+    decision time, so blocks are cached by the item's ``repr`` (C code; for JSON values,
+    equal reprs mean equal JSON): the same candidate in the next pack costs one repr."""
+    key = (indent, repr(item))
+    hit = _BLOCK_CACHE.get(key)
+    if hit is None:
+        lines = [indent + line for line in json.dumps(item, indent=2).split("\n")]
+        head = "".join(line + "\n" for line in lines[:-1])
+        hit = (head + lines[-1], head, lines[-1])
+        if len(_BLOCK_CACHE) >= _BLOCK_CACHE_MAX:
+            _BLOCK_CACHE.clear()
+        _BLOCK_CACHE[key] = hit
+    return hit
+
+
 def normalise_idea(idea: Mapping[str, Any] | None, pack: Mapping[str, Any]) -> dict[str, Any]:
     """The agent fills three optional keys of an idea spec; without an idea spec we derive a
     minimal one from the pack (its id, query and target) so the envelope keeps its shape."""
@@ -218,9 +239,13 @@ class AgentEnvelopeModel:
         costs: dict[str, tuple[int, int]] = {}
         blocks: dict[str, str] = {}
         for ident, item in self._items.get(slot.name, ()):
-            block = "\n".join(indent + line for line in json.dumps(item, indent=2).split("\n"))
+            block, head, last = _pretty_block(indent, item)
             blocks[ident] = block
-            costs[ident] = (self._measure(block + ",\n"), self._measure(block + "\n"))
+            # newline-terminated pieces add up exactly (the final count proves it): the
+            # head once, then its last line with and without the comma (shared by most
+            # items, so counted once per run).
+            head_measure = self._measure(head) if head else 0
+            costs[ident] = (head_measure + self._measure(last + ",\n"), head_measure + self._measure(last + "\n"))
         closing_indent = indent[:-2]
         self._costs[slot.name] = costs
         self._blocks[slot.name] = blocks

@@ -1,0 +1,208 @@
+"""Benchmarks: one command, numbers as ratios against baselines measured in the same run.
+
+    .venv/bin/python benchmarks/run.py            # full: 1,000 generated packs
+    .venv/bin/python benchmarks/run.py --quick    # 100 packs, fewer repeats
+
+Prints:
+1. decision time on the seed-size pack (5 subcategories, 15 datasets, 72 fields,
+   60 operators; with the knowledge pack and idea, as the README's main job), exact and
+   rough, cold (fresh token caches) and warm (caches filled by an earlier decision);
+2. the baseline: one tiktoken ``encode`` of that decision's final prompt, and the ratios;
+3. the upstream design for comparison: re-render and re-count the whole prompt per rung
+   (the naive reference ladder in policy_engine/verify/reference.py);
+4. packs per second over a generated corpus from 10 to 2,000 candidates, and the time per
+   candidate by size band (flat bands mean cost linear in the candidate count);
+5. peak traced memory of one decision on the largest pack, and the process's max RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import statistics
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from policy_engine.dsl import default_rules_path, load_policy, load_policy_text  # noqa: E402
+from policy_engine.evaluator import evaluate  # noqa: E402
+from policy_engine.packs import load_pack  # noqa: E402
+from policy_engine.render import load_idea, load_knowledge  # noqa: E402
+from policy_engine.tokens import get_counter  # noqa: E402
+from policy_engine.tokens.resolve import resolve_encoding  # noqa: E402
+from policy_engine.usage import UsageSnapshot  # noqa: E402
+from policy_engine.verify.reference import reference_evaluate, reference_for  # noqa: E402
+
+SEED_PACK = ROOT / "examples" / "packs" / "seed_5x15x72x60.json"
+KNOWLEDGE = ROOT / "examples" / "knowledge"
+IDEA = ROOT / "examples" / "ideaspec.json"
+
+
+def best_of(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time in seconds (median: robust to a noisy neighbour on 2 cores)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def fresh_caches() -> None:
+    """Cold mode: forget every token count (the counter cache lives on the counter) and
+    every rendered candidate block."""
+    from policy_engine.render import envelope
+
+    get_counter.cache_clear()
+    envelope._BLOCK_CACHE.clear()
+
+
+def synth_pack(rng: random.Random, candidates: int, index: int) -> dict[str, Any]:
+    """A pack in the agent's format with about ``candidates`` candidates, shaped like the
+    seed pack (fields ~ 48%, operators ~ 40%, datasets ~ 10%, subcategories ~ 2%)."""
+    n_sub = max(1, candidates * 2 // 100)
+    n_ds = max(1, candidates * 10 // 100)
+    n_op = max(1, candidates * 40 // 100)
+    n_f = max(1, candidates - n_sub - n_ds - n_op)
+    words = ["eps", "capx", "ret", "vol", "rev", "assets", "debt", "cash", "sales", "margin", "beta", "mom"]
+    subs = [f"sub-{index}-{i}" for i in range(n_sub)]
+
+    def lane(i: int, n: int) -> str:
+        return "explore" if i >= n * 0.8 else "exploit"
+
+    datasets = [{"id": f"ds{index}_{i}", "name": f"Dataset {i}", "subcategory_id": subs[i % n_sub], "lane": lane(i, n_ds), "score": round(1 - i / n_ds, 4)} for i in range(n_ds)]
+    fields = [{"id": f"{rng.choice(words)}_{rng.choice(words)}_{i}", "dataset_id": datasets[rng.randrange(n_ds)]["id"], "type": rng.choice(["MATRIX", "VECTOR", "GROUP"]),
+               "lane": lane(i, n_f), "score": round(1 - i / n_f, 4)} for i in range(n_f)]
+    operators = [{"name": f"op_{rng.choice(words)}_{i}", "definition": f"op_{i}(x, d)", "scope": ["REGULAR"], "category": "Time Series",
+                  "lane": lane(i, n_op), "score": round(1 - i / n_op, 4)} for i in range(n_op)]
+    return {
+        "idea_id": f"idea-{index:04d}", "query": "earnings surprise mean reversion",
+        "target": {"instrumentType": "EQUITY", "region": "USA", "universe": "TOP3000", "delay": 1},
+        "selected_subcategories": subs, "candidate_datasets": datasets, "candidate_fields": fields, "candidate_operators": operators,
+        "lanes": {ln: {"field_ids": [f["id"] for f in fields if f["lane"] == ln], "operator_names": [o["name"] for o in operators if o["lane"] == ln]}
+                  for ln in ("exploit", "explore")},
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="100 corpus packs and fewer repeats (about 20 s)")
+    ap.add_argument("--packs", type=int, help="corpus size (default 1000, --quick 100)")
+    ap.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+    args = ap.parse_args()
+    repeats = 7 if args.quick else 21
+    n_packs = args.packs or (100 if args.quick else 1000)
+    out: dict[str, Any] = {"python": sys.version.split()[0]}
+
+    exact = load_policy(default_rules_path())
+    rough_text = default_rules_path().read_text(encoding="utf-8").replace('tokenizer tiktoken "o200k_base"', "tokenizer rough 4 chars per token")
+    rough = load_policy_text(rough_text, "rough.policy")
+    knowledge, idea = load_knowledge(KNOWLEDGE), load_idea(IDEA)
+    pools = load_pack(SEED_PACK, idea=idea)
+
+    def decide(policy: Any) -> Any:
+        return evaluate(policy, pools, knowledge=knowledge, idea=idea)
+
+    decision = decide(exact)  # also loads the BPE file: not part of any timing below
+    counter = get_counter(exact.tokenizer)
+    encoding = resolve_encoding(counter.encoding_name).encoding
+    final_ids = {pool: tuple(i for ids in lanes.values() for i in ids) for pool, lanes in decision.selection.items()}
+    ranked = {pool: tuple(c.id for c in pools.pool(pool) if c.id in set(final_ids[pool])) for pool in final_ids}
+    from policy_engine.verify.reference import prompt_model_for
+
+    model, _ = prompt_model_for(exact, pools, idea=idea, knowledge=knowledge)
+    final_text = model.render(ranked)
+    assert len(encoding.encode_ordinary(final_text)) == decision.metrics["prompt_tokens"]
+
+    encode = best_of(lambda: encoding.encode_ordinary(final_text), repeats * 3)
+    warm_exact = best_of(lambda: decide(exact), repeats)
+    warm_rough = best_of(lambda: decide(rough), repeats)
+
+    def cold() -> None:
+        fresh_caches()
+        decide(exact)
+
+    cold_exact = best_of(cold, repeats)
+    render, count = reference_for(exact, pools, idea=idea, knowledge=knowledge)
+    naive = best_of(lambda: reference_evaluate(exact, pools, UsageSnapshot(), __import__("policy_engine").usage.Request(), render, count), max(3, repeats // 3))
+
+    print(f"seed pack: {decision.outcome} after {decision.fallback_count} rungs, final prompt {decision.metrics['prompt_tokens']:,} tokens ({len(final_text):,} chars)")
+    print(f"  baseline: one tiktoken encode of the final prompt     {encode * 1e3:8.2f} ms   1.00x")
+    print(f"  decision, exact, warm (token caches filled)          {warm_exact * 1e3:8.2f} ms   {warm_exact / encode:5.2f}x")
+    print(f"  decision, exact, cold (fresh caches)                 {cold_exact * 1e3:8.2f} ms   {cold_exact / encode:5.2f}x")
+    print(f"  decision, rough                                      {warm_rough * 1e3:8.2f} ms   {warm_rough / encode:5.2f}x")
+    print(f"  upstream design: re-render and re-count every rung   {naive * 1e3:8.2f} ms   {naive / encode:5.2f}x  ({naive / cold_exact:.1f}x the cold decision)")
+    out["seed"] = {"encode_ms": encode * 1e3, "warm_exact_ms": warm_exact * 1e3, "cold_exact_ms": cold_exact * 1e3, "rough_ms": warm_rough * 1e3,
+                   "naive_per_rung_ms": naive * 1e3, "warm_ratio": warm_exact / encode, "cold_ratio": cold_exact / encode, "rungs": decision.fallback_count}
+
+    # the whole ladder (rules/tight.policy blocks the seed pack after every rung): the
+    # naive design's cost grows with the rungs, the engine's does not
+    tight = load_policy(ROOT / "rules" / "tight.policy")
+    tight_decision = evaluate(tight, pools, knowledge=knowledge, idea=idea)
+
+    def cold_tight() -> None:
+        fresh_caches()
+        evaluate(tight, pools, knowledge=knowledge, idea=idea)
+
+    tight_cold = best_of(cold_tight, max(3, repeats // 3))
+    t_render, t_count = reference_for(tight, pools, idea=idea, knowledge=knowledge)
+    tight_naive = best_of(lambda: reference_evaluate(tight, pools, UsageSnapshot(), __import__("policy_engine").usage.Request(), t_render, t_count), max(3, repeats // 3))
+    print(f"whole ladder (rules/tight.policy, {tight_decision.fallback_count} rungs, {tight_decision.outcome}): engine cold {tight_cold * 1e3:.2f} ms, "
+          f"re-count per rung {tight_naive * 1e3:.2f} ms ({tight_naive / tight_cold:.1f}x slower)")
+    out["whole_ladder"] = {"rungs": tight_decision.fallback_count, "engine_cold_ms": tight_cold * 1e3, "naive_ms": tight_naive * 1e3}
+
+    # ---- the corpus -------------------------------------------------------------------
+    rng = random.Random(20261126)
+    sizes = [10 + (1990 * i) // max(1, n_packs - 1) for i in range(n_packs)]
+    corpus = [synth_pack(rng, size, i) for i, size in enumerate(sizes)]
+    loaded = [load_pack(doc) for doc in corpus]
+    fresh_caches()
+    per_pack: list[tuple[int, float]] = []
+    outcomes: dict[str, int] = {}
+    start = time.perf_counter()
+    for size, p in zip(sizes, loaded):
+        t0 = time.perf_counter()
+        d = evaluate(exact, p)
+        per_pack.append((size, time.perf_counter() - t0))
+        outcomes[d.outcome] = outcomes.get(d.outcome, 0) + 1
+    total = time.perf_counter() - start
+    print(f"corpus: {n_packs} generated packs, 10 to 2,000 candidates, exact o200k_base, no knowledge pack: {n_packs / total:,.1f} packs/s "
+          f"({total:.1f} s; {', '.join(f'{v} {k}' for k, v in sorted(outcomes.items()))})")
+    bands = [(10, 500), (500, 1000), (1000, 1500), (1500, 2001)]
+    band_rows = {}
+    for lo, hi in bands:
+        rows = [(s, t) for s, t in per_pack if lo <= s < hi]
+        if rows:
+            us = sum(t for _, t in rows) / sum(s for s, _ in rows) * 1e6
+            band_rows[f"{lo}-{hi - 1 if hi == 2001 else hi}"] = us
+            print(f"  {lo:>5}-{min(hi, 2000):<5} candidates: {us:6.1f} us per candidate ({len(rows)} packs)")
+    first = next(iter(band_rows.values()))
+    print("  per-candidate cost relative to the first band: " + ", ".join(f"{k} {v / first:.2f}x" for k, v in band_rows.items()))
+    out["corpus"] = {"packs": n_packs, "packs_per_s": n_packs / total, "seconds": total, "us_per_candidate": band_rows, "outcomes": outcomes}
+
+    # ---- memory -----------------------------------------------------------------------
+    biggest = loaded[-1]
+    fresh_caches()
+    evaluate(exact, biggest)  # warm the encoder outside the trace
+    fresh_caches()
+    tracemalloc.start()
+    evaluate(exact, biggest)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"memory: peak traced {peak / 1e6:.1f} MB for one decision on the largest pack ({sizes[-1]} candidates); process max RSS {rss:.0f} MB")
+    out["memory"] = {"peak_traced_mb": peak / 1e6, "max_rss_mb": rss}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
