@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from policy_engine.adapters.codes import CODES as ADAPTERS
 from policy_engine.cli.codes import CODES as CLI
 from policy_engine.dsl.codes import CODES as DSL
 from policy_engine.packs.codes import CODES as PACKS
@@ -12,7 +13,7 @@ from policy_engine.render.codes import CODES as RENDER
 from policy_engine.tokens.codes import CODES as TOKENS
 from tests.conftest import ROOT
 
-CATALOGUE = {**DSL, **PACKS, **RENDER, **TOKENS, **CLI}
+CATALOGUE = {**DSL, **PACKS, **RENDER, **TOKENS, **CLI, **ADAPTERS}
 
 
 def test_every_raised_code_is_catalogued() -> None:
@@ -20,7 +21,7 @@ def test_every_raised_code_is_catalogued() -> None:
     for path in (ROOT / "policy_engine").rglob("*.py"):
         if path.name == "codes.py":
             continue
-        used |= set(re.findall(r'"([EPRTCV]\d{3})"', path.read_text()))
+        used |= set(re.findall(r'"([EPRTCVL]\d{3})"', path.read_text()))
         used |= {f"P{m}" for m in re.findall(r'f"\{code_prefix\}(\d{3})"', path.read_text())}
     assert used, "no codes found"
     assert used - set(CATALOGUE) == set()

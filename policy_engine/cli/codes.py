@@ -11,5 +11,8 @@ CODES: dict[str, tuple[str, str]] = {
     "C106": ("unknown schema name", "use retrieval_pack, decision or usage"),
     "C107": ("invalid --examples", "give a whole number from 1 to 100000"),
     "C108": ("--out is not a usable directory", "give a directory path (created if missing)"),
+    "C109": ("no ledger at --db", "run `policy demo-run` or the gate first, or pass the right --db"),
+    "C110": ("cannot serve on that port", "pick another --port (0-65535)"),
+    "C111": ("demo-run has nothing to run", "give a directory of packs and --calls of at least 1"),
     "V101": ("USD limit without a price", "add a price table and `pricing model`"),
 }

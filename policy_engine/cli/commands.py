@@ -409,3 +409,51 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if args.out and report.counterexample is not None:
             sys.stdout.write(f"saved {args.out}/pack.json and {args.out}/usage.json\n")
     return ExitCode.OK if report.ok else ExitCode.FAILED
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from policy_engine.adapters.ledger import Ledger
+    from policy_engine.adapters.server import make_server
+
+    if not Path(args.db).is_file():
+        raise _err("C109", f"no ledger at {args.db}", "run `policy demo-run` or the gate first, or pass the right --db")
+    if not 0 <= args.port <= 65535:
+        raise _err("C110", f"--port must be 0-65535, got {args.port}", "e.g. --port 8765")
+    Ledger(args.db).close()  # fails clearly now if it is not a ledger
+    policy = load_rules(args)
+    try:
+        server = make_server(args.db, policy, args.host, args.port)
+    except OSError as exc:
+        raise _err("C110", f"cannot listen on {args.host}:{args.port}: {exc.strerror}", "pick another --port") from None
+    host, port = server.server_address[:2]
+    print(f"serving {args.db} read-only on http://{host}:{port}/api/runs/<run_id>/budget and /kpi (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return ExitCode.OK
+
+
+def cmd_demo_run(args: argparse.Namespace) -> int:
+    from policy_engine.adapters.demo import MockLLM, demo_run
+    from policy_engine.adapters.events import JsonlSink
+    from policy_engine.adapters.gate import BudgetGate
+    from policy_engine.adapters.ledger import Ledger
+
+    folder = Path(args.packs)
+    packs = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not packs:
+        raise _err("C111", f"no *.json packs in {args.packs}", "give a directory of retrieval packs, e.g. examples/packs")
+    if args.calls < 1:
+        raise _err("C111", f"--calls must be at least 1, got {args.calls}", "e.g. --calls 12")
+    policy = load_rules(args)
+    ledger = Ledger(args.db)
+    sinks = [JsonlSink(args.events_jsonl)] if args.events_jsonl else []
+    gate = BudgetGate(policy, ledger, sinks=sinks, knowledge_dir=args.knowledge_pack_dir)
+    summary = demo_run(gate, args.run_id, packs, args.calls, MockLLM())
+    ledger.close()
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    print(f"see it: policy serve --db {args.db} --rules {rules_path(args)}  then GET /api/runs/{args.run_id}/budget", file=sys.stderr)
+    return ExitCode.OK

@@ -15,7 +15,7 @@ from typing import Sequence
 import policy_engine
 from policy_engine.cli.exit_codes import ExitCode, table_text
 from policy_engine.diagnostics import render_text
-from policy_engine.errors import CommandLineError, Diagnostic, PackError, PolicyError, RuleCheckError, RuleSyntaxError, TokenizerError, UsageInputError
+from policy_engine.errors import CommandLineError, Diagnostic, LedgerError, PackError, PolicyError, RuleCheckError, RuleSyntaxError, TokenizerError, UsageInputError
 
 
 class UsageProblem(Exception):
@@ -34,7 +34,7 @@ def _code_for(exc: PolicyError) -> ExitCode:
         return ExitCode.USAGE
     if isinstance(exc, TokenizerError):
         return ExitCode.TOKENIZER
-    if isinstance(exc, (PackError, UsageInputError)):
+    if isinstance(exc, (PackError, UsageInputError, LedgerError)):
         return ExitCode.INVALID_INPUT
     return ExitCode.INVALID_INPUT
 
@@ -121,6 +121,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--out", metavar="DIR", help="on a failure, also save pack.json and usage.json here")
     p.set_defaults(run=commands.cmd_verify)
+
+    p = sub.add_parser("serve", help="serve the budget and KPI dashboards of a ledger, read-only, over HTTP")
+    p.add_argument("--db", required=True, metavar="PATH", help="the ledger's SQLite file")
+    rules_opt(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    p.set_defaults(run=commands.cmd_serve)
+
+    p = sub.add_parser("demo-run", help="walk packs through the budget gate with a mock LLM, recording usage and events in a ledger")
+    p.add_argument("--run-id", required=True, metavar="R")
+    p.add_argument("--packs", required=True, metavar="DIR", help="directory of pack JSON files (cycled through)")
+    p.add_argument("--db", required=True, metavar="PATH", help="the ledger's SQLite file (created if missing)")
+    p.add_argument("--mock-llm", action="store_true", required=True, help="use the built-in mock provider (the only provider in the demo)")
+    p.add_argument("--calls", type=int, default=12, metavar="N", help="LLM calls to gate (default 12)")
+    p.add_argument("--events-jsonl", metavar="FILE", help="also append every event here as JSON lines")
+    p.add_argument("--knowledge-pack-dir", metavar="DIR")
+    rules_opt(p)
+    p.set_defaults(run=commands.cmd_demo_run)
 
     p = sub.add_parser("schema", help="print a shipped JSON Schema")
     p.add_argument("name", metavar="NAME", help="retrieval_pack, decision or usage")

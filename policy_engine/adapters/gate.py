@@ -1,0 +1,145 @@
+"""The budget gate the orchestrator calls before every LLM call, and `record_usage` after.
+
+`check()` validates the pack (outside the lock), then in one ledger write transaction reads
+the run's and day's usage (settled + live reservations), evaluates the policy, reserves the
+request's worst case when allowed and writes the telemetry events. The evaluation is pure;
+all I/O is here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from policy_engine.api import trimmed_pack
+from policy_engine.decision import Decision
+from policy_engine.errors import Diagnostic, LedgerError
+from policy_engine.evaluator import evaluate
+from policy_engine.packs import load_pack
+from policy_engine.policy import METRICS, Policy
+from policy_engine.render import load_knowledge
+from policy_engine.usage import Request
+from policy_engine.adapters.events import Event, EventSink, budget_events, usage_event
+from policy_engine.adapters.ledger import Ledger, utc_iso
+
+
+class BudgetBlocked(Exception):
+    """The policy blocked the call. ``reason`` is the decision's reason code (the agent's
+    names: request_prompt, request_completion, batch_total, day_total, or a USD metric)."""
+
+    def __init__(self, reason: str, decision: Decision) -> None:
+        super().__init__(f"alpha generation blocked by budget policy: {reason}")
+        self.reason = reason
+        self.decision = decision
+
+    def to_json(self) -> dict[str, str]:
+        return {"error": "budget_blocked", "message": str(self)}
+
+
+@dataclass(frozen=True)
+class GateResult:
+    decision: Decision
+    pack: dict[str, Any]  # the trimmed pack to send on
+    reservation_id: str
+
+
+def parse_provider_usage(usage: Any) -> tuple[int, int]:
+    """(prompt, completion) tokens from an OpenAI-style (prompt_tokens / completion_tokens /
+    total_tokens) or Anthropic-style (input_tokens / output_tokens, plus cache tokens, which
+    are prompt tokens too) usage, as a dict or an SDK object."""
+
+    def get(name: str) -> Any:
+        return usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
+
+    def whole(name: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise LedgerError([Diagnostic("L104", f"usage {name} must be a whole number >= 0, got {value!r}", hint="pass the provider's usage object as returned")])
+        return value
+
+    if get("prompt_tokens") is not None or get("completion_tokens") is not None:
+        prompt, completion = whole("prompt_tokens", get("prompt_tokens") or 0), whole("completion_tokens", get("completion_tokens") or 0)
+        total = get("total_tokens")
+        if total is not None and whole("total_tokens", total) != prompt + completion:
+            raise LedgerError([Diagnostic("L104", f"usage total_tokens {total} != prompt_tokens {prompt} + completion_tokens {completion}", hint="pass the provider's usage unchanged")])
+        return prompt, completion
+    if get("input_tokens") is not None or get("output_tokens") is not None:
+        prompt = whole("input_tokens", get("input_tokens") or 0)
+        for extra in ("cache_creation_input_tokens", "cache_read_input_tokens"):
+            if get(extra) is not None:
+                prompt += whole(extra, get(extra))
+        return prompt, whole("output_tokens", get("output_tokens") or 0)
+    raise LedgerError([Diagnostic("L104", "usage has neither prompt_tokens/completion_tokens nor input_tokens/output_tokens", hint="pass the provider's usage object (OpenAI or Anthropic shape)")])
+
+
+class BudgetGate:
+    def __init__(self, policy: Policy, ledger: Ledger, *, sinks: Iterable[EventSink] = (), reservation_ttl_s: float = 600.0,
+                 knowledge_dir: str | os.PathLike[str] | None = None) -> None:
+        if not reservation_ttl_s > 0:
+            raise ValueError("reservation_ttl_s must be > 0")
+        self.policy, self.ledger, self.sinks, self.ttl = policy, ledger, tuple(sinks), reservation_ttl_s
+        self.knowledge = load_knowledge(knowledge_dir) if knowledge_dir is not None else None
+
+    def _seen(self, db: Any, run_id: str) -> frozenset[str]:
+        """The agent's seen set: combo_sample lists of earlier budget events in the run."""
+        seen: set[str] = set()
+        for (payload,) in db.execute("SELECT payload_json FROM event_log WHERE run_id = ? AND event_type = 'budget.check_passed'", (run_id,)):
+            seen.update(json.loads(payload).get("combo_sample") or ())
+        return frozenset(seen)
+
+    def check(self, pack: Mapping[str, Any], run_id: str, *, request: Request = Request(), idea: Mapping[str, Any] | None = None) -> GateResult:
+        pools = load_pack(pack, idea=idea)  # validation errors raise PackError before any lock
+        now = self.ledger.clock()
+        created = utc_iso(now)
+        with self.ledger.transaction() as db:
+            usage = self.ledger.snapshot(run_id, now=now, db=db)
+            decision = evaluate(self.policy, pools, usage=usage, request=request, seen_combos=self._seen(db, run_id), idea=idea, knowledge=self.knowledge)
+            reservation = None
+            if decision.allowed:
+                reservation = self.ledger.reserve(db, run_id, decision.metrics["request_tokens"], decision.metrics["request_micro_usd"] or 0, now=now, ttl_s=self.ttl)
+            settings = self.policy.resolve(pools.attributes)[0]
+            events = budget_events(decision, settings, run_id=run_id, idea_id=pack.get("idea_id"), created_at=created)
+            for event in events:
+                self.ledger.add_event(run_id, event.event_type, json.dumps(event.payload, sort_keys=True), created, db=db)
+        self._publish(events)
+        if reservation is None:
+            raise BudgetBlocked(decision.reason or "blocked", decision)
+        return GateResult(decision, trimmed_pack(pack, decision), reservation.id)
+
+    def record_usage(self, run_id: str, usage: Any = None, *, prompt_tokens: int | None = None, completion_tokens: int | None = None,
+                     model: str | None = None, reservation_id: str | None = None, provider: str | None = None, response_id: str | None = None,
+                     prompt_chars: int | None = None, completion_chars: int | None = None, idea_id: str | None = None) -> Event:
+        """Settle real usage: either the provider's ``usage`` (OpenAI or Anthropic shape) or
+        ``prompt_tokens`` and ``completion_tokens``. Replaces the reservation when given."""
+        if usage is not None:
+            prompt, completion = parse_provider_usage(usage)
+        elif prompt_tokens is not None and completion_tokens is not None:
+            prompt, completion = parse_provider_usage({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens})
+        else:
+            raise LedgerError([Diagnostic("L104", "record_usage needs the provider's usage or both prompt_tokens and completion_tokens", hint="pass usage=response.usage")])
+        micro_usd = self._cost(model, prompt, completion)
+        self.ledger.settle(run_id, prompt, completion, micro_usd or 0, model=model, reservation_id=reservation_id)
+        raw = usage if isinstance(usage, Mapping) else (None if usage is None else {k: getattr(usage, k) for k in dir(usage) if k.endswith("tokens")})
+        event = usage_event(run_id, idea_id, utc_iso(self.ledger.clock()), prompt_tokens=prompt, completion_tokens=completion, micro_usd=micro_usd,
+                            prompt_chars=prompt_chars, completion_chars=completion_chars, provider=provider, model=model, response_id=response_id, raw_usage=raw)
+        self.ledger.add_event(run_id, event.event_type, json.dumps(event.payload, sort_keys=True), event.created_at)
+        self._publish([event])
+        return event
+
+    def _cost(self, model: str | None, prompt: int, completion: int) -> int | None:
+        """Price by the reported model when the table has it, else by the policy's pricing
+        model when no model is reported. An unpriced model is refused when the policy has
+        USD limits (its spend would go uncounted), else its cost is unknown (null)."""
+        prices = {p.model: p for p in self.policy.prices}
+        price = prices.get(model) if model is not None else self.policy.price
+        if price is not None:
+            return price.cost_micro_usd(prompt, completion)
+        if any(METRICS[l.metric] == "usd" for l in self.policy.settings.limits):
+            raise LedgerError([Diagnostic("L105", f"model {model!r} has no price in the policy, which has USD limits", hint=f"add `price \"{model}\": ...` to the rules")])
+        return None
+
+    def _publish(self, events: list[Event]) -> None:
+        for event in events:
+            for sink in self.sinks:
+                sink.emit(event)
