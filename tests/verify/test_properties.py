@@ -7,16 +7,20 @@ Run the thorough profile with POLICY_ENGINE_HYPOTHESIS_PROFILE=thorough.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
-import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 from policy_engine.dsl import load_policy_text
-from policy_engine.verify.invariants import INVARIANTS, run_case
-from policy_engine.verify.strategies import cases, packs, policy_specs
+from policy_engine.packs import load_pack
+from policy_engine.usage import Request, UsageSnapshot
+from policy_engine.verify.invariants import INVARIANTS, Case, run_case
+from policy_engine.verify.reference import reference_for
+from policy_engine.verify.strategies import POOL_ORDER as POOLS
+from policy_engine.verify.strategies import cases, packs, policy_specs, stage_specs
 
 
 @st.composite
@@ -28,15 +32,45 @@ def checked_cases(draw: Any) -> Any:
     return run_case(policy, draw(cases(policy, pack=pack)))
 
 
-@pytest.mark.parametrize("name", list(INVARIANTS))
-def test_invariant(name: str) -> None:
+@st.composite
+def ladder_cases(draw: Any) -> Any:
+    """Cases that must trim: a non-empty pack, a ladder over every pool, and a prompt limit
+    set between the fixed part and the full prompt (counted exactly), nothing else binding."""
+    pack = draw(packs().filter(lambda p: len(p["candidate_fields"]) + len(p["candidate_operators"]) >= 4))
+    spec = draw(policy_specs(with_conditions=False))
+    stages = tuple(draw(stage_specs(pool, f"trim_{pool}")) for pool in ("fields", "operators", "subcategories", "datasets"))
+    base = dataclasses.replace(spec, limits=(), stages=stages, exhausted_reason=None)
+    probe = load_policy_text(base.text(), "probe.policy")
+    pools = load_pack(pack)
+    render, count = reference_for(probe, pools)
+    fixed = count(render({pool: () for pool in POOLS}))
+    full = count(render({pool: tuple(c.id for c in pools.pool(pool)) for pool in POOLS}))
+    # the limit is echoed into the prompt only when the pack carries budget_policy; a few
+    # tokens of slack either way keeps the case honest
+    limit = fixed + 5 + (full - fixed) * draw(st.integers(0, 100)) // 100
+    policy = load_policy_text(dataclasses.replace(base, limits=(("lim_prompt", "request_prompt", str(limit), "block"),)).text(), "ladder.policy")
+    return run_case(policy, Case(pack, UsageSnapshot(), Request()))
+
+
+def _property(name: str, source: Any) -> Any:
     check = INVARIANTS[name]
 
-    @given(checked_cases())
+    @given(source)
     def prop(c: Any) -> None:
+        event(f"outcome: {c.decision.outcome}")
+        event(f"rungs applied: {min(c.decision.fallback_count, 5)}{'+' if c.decision.fallback_count >= 5 else ''}")
         check(c)
 
-    prop()
+    prop.__name__ = f"test_{name}"
+    prop.__doc__ = check.__doc__
+    return prop
+
+
+# one test per invariant and case source, so a failure (and hypothesis's statistics) names it
+for _name in INVARIANTS:
+    globals()[f"test_{_name}"] = _property(_name, checked_cases())
+    globals()[f"test_{_name}_when_trimming"] = _property(_name, ladder_cases())
+del _name
 
 
 def test_kept_case_limits_echoed_in_the_prompt() -> None:
