@@ -12,7 +12,9 @@ Prints:
    (the naive reference ladder in policy_engine/verify/reference.py);
 4. packs per second over a generated corpus from 10 to 2,000 candidates, and the time per
    candidate by size band (flat bands mean cost linear in the candidate count);
-5. peak traced memory of one decision on the largest pack, and the process's max RSS.
+5. the budget gate's overhead per call (ledger transaction, events, settlement) against
+   a bare evaluation;
+6. peak traced memory of one decision on the largest pack, and the process's max RSS.
 """
 
 from __future__ import annotations
@@ -157,6 +159,29 @@ def main() -> int:
     print(f"whole ladder (rules/tight.policy, {tight_decision.fallback_count} rungs, {tight_decision.outcome}): engine cold {tight_cold * 1e3:.2f} ms, "
           f"re-count per rung {tight_naive * 1e3:.2f} ms ({tight_naive / tight_cold:.1f}x slower)")
     out["whole_ladder"] = {"rungs": tight_decision.fallback_count, "engine_cold_ms": tight_cold * 1e3, "naive_ms": tight_naive * 1e3}
+
+    # ---- the gate: ledger transaction + reservation + events + settlement, per call -------
+    import tempfile
+
+    from policy_engine.adapters.gate import BudgetGate
+    from policy_engine.adapters.ledger import Ledger
+
+    small_doc = json.loads((ROOT / "examples" / "packs" / "small_2x4x10x8.json").read_text(encoding="utf-8"))
+    small = load_pack(small_doc)
+    bare = best_of(lambda: evaluate(exact, small), repeats * 3)
+    with tempfile.TemporaryDirectory() as tmp:
+        gate = BudgetGate(exact, Ledger(Path(tmp) / "ledger.db"))
+
+        def gated() -> None:
+            result = gate.check(small_doc, "bench")
+            gate.record_usage("bench", prompt_tokens=result.decision.metrics["prompt_tokens"], completion_tokens=100, reservation_id=result.reservation_id)
+
+        gated()
+        gate_time = best_of(gated, repeats * 3)
+        gate.ledger.close()
+    print(f"gate: check + record_usage on the small pack {gate_time * 1e3:.2f} ms vs bare evaluation {bare * 1e3:.2f} ms: "
+          f"{gate_time / bare:.2f}x (+{(gate_time - bare) * 1e3:.2f} ms per call: pack validation, one SQLite write transaction with the events, settlement)")
+    out["gate"] = {"gated_ms": gate_time * 1e3, "bare_ms": bare * 1e3, "ratio": gate_time / bare}
 
     # ---- the corpus -------------------------------------------------------------------
     rng = random.Random(20261126)

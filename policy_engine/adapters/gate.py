@@ -81,20 +81,13 @@ class BudgetGate:
         self.policy, self.ledger, self.sinks, self.ttl = policy, ledger, tuple(sinks), reservation_ttl_s
         self.knowledge = load_knowledge(knowledge_dir) if knowledge_dir is not None else None
 
-    def _seen(self, db: Any, run_id: str) -> frozenset[str]:
-        """The agent's seen set: combo_sample lists of earlier budget events in the run."""
-        seen: set[str] = set()
-        for (payload,) in db.execute("SELECT payload_json FROM event_log WHERE run_id = ? AND event_type = 'budget.check_passed'", (run_id,)):
-            seen.update(json.loads(payload).get("combo_sample") or ())
-        return frozenset(seen)
-
     def check(self, pack: Mapping[str, Any], run_id: str, *, request: Request = Request(), idea: Mapping[str, Any] | None = None) -> GateResult:
         pools = load_pack(pack, idea=idea)  # validation errors raise PackError before any lock
         now = self.ledger.clock()
         created = utc_iso(now)
         with self.ledger.transaction() as db:
             usage = self.ledger.snapshot(run_id, now=now, db=db)
-            decision = evaluate(self.policy, pools, usage=usage, request=request, seen_combos=self._seen(db, run_id), idea=idea, knowledge=self.knowledge)
+            decision = evaluate(self.policy, pools, usage=usage, request=request, seen_combos=self.ledger.seen_combos(run_id, db=db), idea=idea, knowledge=self.knowledge)
             reservation = None
             if decision.allowed:
                 reservation = self.ledger.reserve(db, run_id, decision.metrics["request_tokens"], decision.metrics["request_micro_usd"] or 0, now=now, ttl_s=self.ttl)
@@ -102,6 +95,8 @@ class BudgetGate:
             events = budget_events(decision, settings, run_id=run_id, idea_id=pack.get("idea_id"), created_at=created)
             for event in events:
                 self.ledger.add_event(run_id, event.event_type, json.dumps(event.payload, sort_keys=True), created, db=db)
+            if decision.allowed:
+                self.ledger.add_seen(run_id, list(decision.kpis.get("combo_sample") or ()), db=db)
         self._publish(events)
         if reservation is None:
             raise BudgetBlocked(decision.reason or "blocked", decision)

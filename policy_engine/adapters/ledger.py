@@ -61,6 +61,11 @@ CREATE TABLE IF NOT EXISTS event_log (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS event_log_run ON event_log (run_id, id);
+CREATE TABLE IF NOT EXISTS seen_combos (
+    run_id TEXT NOT NULL,
+    combo TEXT NOT NULL,
+    PRIMARY KEY (run_id, combo)
+) WITHOUT ROWID;
 """
 
 
@@ -174,6 +179,15 @@ class Ledger:
                 (run_id, day, prompt_tokens, completion_tokens, prompt_tokens + completion_tokens, micro_usd, model, reservation_id, now),
             )
             return int(cur.lastrowid or 0)
+
+    def seen_combos(self, run_id: str, db: sqlite3.Connection | None = None) -> frozenset[str]:
+        """The novelty KPI's seen set: the combo samples of the run's earlier passed checks
+        (the agent re-parsed every earlier event's payload for this, on every call)."""
+        rows = (db or self._db).execute("SELECT combo FROM seen_combos WHERE run_id = ?", (run_id,)).fetchall()
+        return frozenset(r[0] for r in rows)
+
+    def add_seen(self, run_id: str, combos: list[str], db: sqlite3.Connection | None = None) -> None:
+        (db or self._db).executemany("INSERT OR IGNORE INTO seen_combos VALUES (?, ?)", [(run_id, c) for c in combos])
 
     def add_event(self, run_id: str | None, event_type: str, payload_json: str, created_at: str, db: sqlite3.Connection | None = None) -> None:
         (db or self._db).execute("INSERT INTO event_log (run_id, event_type, payload_json, created_at) VALUES (?, ?, ?, ?)", (run_id, event_type, payload_json, created_at))

@@ -179,3 +179,13 @@ def test_dashboard_payloads_follow_the_contract_and_are_null_safe(setup) -> None
     empty = kpi_payload(ledger, "run-none", gate.policy)
     assert empty["gauges"]["coverage"]["value"] is None and empty["flags"]["low_novelty"] is None
     assert budget_payload(ledger, "run-none", gate.policy)["flags"]["over_prompt_budget"] is None
+
+
+def test_novelty_uses_the_runs_earlier_combo_samples(setup) -> None:
+    gate, ledger, *_ = setup
+    first = gate.check(SMALL, "run-n").decision
+    second = gate.check(SMALL, "run-n").decision
+    other_run = gate.check(SMALL, "run-o").decision
+    assert first.kpis["novelty"] == 1.0
+    assert second.kpis["novelty"] < 1.0  # the first call's combo sample is now seen
+    assert other_run.kpis["novelty"] == 1.0  # seen sets are per run
