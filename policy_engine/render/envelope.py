@@ -48,6 +48,8 @@ def _value(name: str) -> str:
 
 _BLOCK_CACHE: dict[tuple[str, str], tuple[str, str, str]] = {}  # cleared when full
 _BLOCK_CACHE_MAX = 65536
+#: (counter, indent, repr(item)) -> (block, (measure with comma, measure without))
+_COST_CACHE: dict[tuple[Any, str, str], tuple[str, tuple[int, int]]] = {}
 
 
 def _pretty_block(indent: str, item: Any) -> tuple[str, str, str]:
@@ -238,14 +240,21 @@ class AgentEnvelopeModel:
         indent = " " * (len(slot.prefix) - len(slot.prefix.lstrip(" ")) + 2)
         costs: dict[str, tuple[int, int]] = {}
         blocks: dict[str, str] = {}
+        counter_key = (self._counter.name, getattr(self._counter, "vocab_hash", ""))
         for ident, item in self._items.get(slot.name, ()):
-            block, head, last = _pretty_block(indent, item)
-            blocks[ident] = block
-            # newline-terminated pieces add up exactly (the final count proves it): the
-            # head once, then its last line with and without the comma (shared by most
-            # items, so counted once per run).
-            head_measure = self._measure(head) if head else 0
-            costs[ident] = (head_measure + self._measure(last + ",\n"), head_measure + self._measure(last + "\n"))
+            key = (counter_key, indent, repr(item))
+            hit = _COST_CACHE.get(key)
+            if hit is None:
+                block, head, last = _pretty_block(indent, item)
+                # newline-terminated pieces add up exactly (the final count proves it): the
+                # head once, then its last line with and without the comma (shared by most
+                # items, so counted once per run).
+                head_measure = self._measure(head) if head else 0
+                hit = (block, (head_measure + self._measure(last + ",\n"), head_measure + self._measure(last + "\n")))
+                if len(_COST_CACHE) >= _BLOCK_CACHE_MAX:
+                    _COST_CACHE.clear()
+                _COST_CACHE[key] = hit
+            blocks[ident], costs[ident] = hit
         closing_indent = indent[:-2]
         self._costs[slot.name] = costs
         self._blocks[slot.name] = blocks
