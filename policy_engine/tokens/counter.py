@@ -9,6 +9,8 @@ and `finish` applies ``ceil(chars / ratio)`` once, as upstream's chars/4 did.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from decimal import ROUND_CEILING, Decimal
 from functools import cache, lru_cache
@@ -90,6 +92,17 @@ class RoughCounter:
 
 @cache
 def get_counter(tokenizer: Tokenizer) -> TokenCounter:
+    """The counter a rule file's `tokenizer` line asks for. Errors point at that line."""
+    try:
+        return _make_counter(tokenizer)
+    except TokenizerError as exc:
+        span = tokenizer.span if tokenizer.span.line > 0 else None
+        if span is None:
+            raise
+        raise TokenizerError([d if d.span is not None or d.pointer else dataclasses.replace(d, span=span) for d in exc.diagnostics]) from None
+
+
+def _make_counter(tokenizer: Tokenizer) -> TokenCounter:
     if tokenizer.kind == "rough":
         return RoughCounter(tokenizer.chars_per_token if tokenizer.chars_per_token is not None else Decimal(0))
     if tokenizer.kind == "model":

@@ -88,6 +88,9 @@ def verify_policy(
     sizes: PackSizes = VERIFY_SIZES,
     invariants: Mapping[str, Callable[[Checked], None]] = INVARIANTS,
 ) -> VerifyReport:
+    from policy_engine.tokens import get_counter
+
+    get_counter(policy.tokenizer)  # an unusable tokenizer fails here, once, not per case
     report = VerifyReport(policy.name, examples, seed, invariants=tuple(invariants))
     failures: list[tuple[Case, Violation]] = []
 

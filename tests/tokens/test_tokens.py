@@ -116,3 +116,24 @@ def test_env_dir_with_a_good_gzipped_file(tmp_path: Path, monkeypatch: pytest.Mo
     assert resolved.encoding.encode_ordinary("hello world") == [15339, 1917]
     assert len(gzip.decompress(bundled.read_bytes())) > 1_000_000
     resolve_encoding.cache_clear()
+
+
+def test_an_unavailable_encoding_points_at_the_rules_tokenizer_line(tmp_path, monkeypatch) -> None:
+    """T103 names the rule file, line and column of the `tokenizer` statement, not `<input>`."""
+    from policy_engine.dsl import load_policy
+    from policy_engine.errors import TokenizerError
+    from policy_engine.tokens import get_counter
+
+    rules = tmp_path / "r.policy"
+    rules.write_text('# header\ntokenizer tiktoken "r50k_base"\n', encoding="utf-8")
+    monkeypatch.setenv("POLICY_ENGINE_TIKTOKEN_DIR", str(tmp_path))
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    policy = load_policy(rules)
+    try:
+        get_counter(policy.tokenizer)
+    except TokenizerError as exc:
+        span = exc.diagnostics[0].span
+        assert exc.diagnostics[0].code == "T103"
+        assert span is not None and (span.file, span.line, span.column) == (str(rules), 2, 1)
+    else:
+        raise AssertionError("r50k_base resolved without its file")
