@@ -97,15 +97,28 @@ def check_paths(paths: list[str | os.PathLike[str]]) -> tuple[list[Diagnostic], 
         if not p.exists():
             problems.append(Diagnostic("E307", "no such rule file or directory", hint="check the path", span=Span(str(p), 0, 0)))
             continue
-        root, entries = entry_files(p)
-        if not entries:
+        found = _policies_under(p)
+        if not found:
             problems.append(Diagnostic("E306", "no .policy files here", hint="give a .policy file or a directory holding some", span=Span(str(p), 0, 0)))
-        for entry in entries:
+        for root, entry in found:
             checked += 1
             _, found, read = _compile(entry, root)
             problems.extend(found)
             texts.update(read)
     return problems, texts, checked
+
+
+def _policies_under(path: Path) -> list[tuple[Path, Path]]:
+    """(root, entry) pairs: a file, a policy directory (main.policy or its *.policy files),
+    and, for a directory without main.policy, also the policies in its subdirectories (so
+    `policy check examples` checks every example policy)."""
+    root, entries = entry_files(path)
+    if not path.is_dir() or (path / "main.policy").is_file():
+        return [(root, e) for e in entries]
+    out: list[tuple[Path, Path]] = [(root, e) for e in entries]
+    for sub in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        out.extend(_policies_under(sub))
+    return out
 
 
 def format_text(text: str, file: str = "<string>") -> str:

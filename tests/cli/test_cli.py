@@ -241,3 +241,14 @@ def test_exit_code_table_matches_help_and_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     block = readme.split("<!-- exit-codes -->")[1].split("<!-- /exit-codes -->")[0].strip()
     assert block == table_markdown()
+
+
+def test_check_walks_subdirectories_of_a_directory_without_main_policy(capsys, tmp_path) -> None:
+    code, out, err = call(capsys, "check", str(EX))
+    assert code == ExitCode.OK and "3 rule files checked: no problems" in out, (out, err)
+    nested = tmp_path / "team" / "inner"
+    nested.mkdir(parents=True)
+    (nested / "bad.policy").write_text('tokenizer tiktoken "o200k_base"\nlimit x: request_prompt <= -5 tokens\n', encoding="utf-8")
+    code, out, err = call(capsys, "check", str(tmp_path))
+    assert code == ExitCode.INVALID_RULES
+    assert "bad.policy:2:" in out + err
