@@ -189,3 +189,23 @@ def test_novelty_uses_the_runs_earlier_combo_samples(setup) -> None:
     assert first.kpis["novelty"] == 1.0
     assert second.kpis["novelty"] < 1.0  # the first call's combo sample is now seen
     assert other_run.kpis["novelty"] == 1.0  # seen sets are per run
+
+
+def test_ledger_refuses_a_missing_directory_and_a_non_sqlite_file(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError) as info:
+        Ledger(tmp_path / "nope" / "ledger.db")
+    assert info.value.diagnostics[0].code == "L101"
+    junk = tmp_path / "junk.db"
+    junk.write_text("this is not a database, just text that is long enough to be read as a header " * 20)
+    with pytest.raises(LedgerError) as info:
+        Ledger(junk)
+    assert info.value.diagnostics[0].code == "L102"
+
+
+def test_demo_run_cli_on_a_bad_db_path_is_an_input_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from policy_engine.cli.exit_codes import ExitCode
+    from policy_engine.cli.main import main
+
+    code = main(["demo-run", "--run-id", "R", "--packs", str(ROOT / "examples" / "packs"), "--db", str(tmp_path / "missing" / "x.db"), "--mock-llm"])
+    assert code == ExitCode.INVALID_INPUT
+    assert "L101" in capsys.readouterr().err
