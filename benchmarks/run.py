@@ -65,6 +65,8 @@ def fresh_caches() -> None:
     get_counter.cache_clear()
     envelope._BLOCK_CACHE.clear()
     envelope._COST_CACHE.clear()
+    envelope._SKELETON_CACHE.clear()
+    envelope._SLOT_CACHE.clear()
 
 
 def synth_pack(rng: random.Random, candidates: int, index: int) -> dict[str, Any]:

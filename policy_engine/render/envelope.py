@@ -48,6 +48,11 @@ def _value(name: str) -> str:
 
 _BLOCK_CACHE: dict[tuple[str, str], tuple[str, str, str]] = {}  # cleared when full
 _BLOCK_CACHE_MAX = 65536
+_SKELETON_CACHE_MAX = 256
+#: (counter, repr(skeleton)) -> (parts, fixed measure)
+_SKELETON_CACHE: dict[tuple[Any, str], tuple[tuple[Any, ...], int]] = {}
+#: (counter, indent, repr(slot items)) -> (blocks, costs): a whole slot seen before
+_SLOT_CACHE: dict[tuple[Any, str, str], tuple[dict[str, str], dict[str, tuple[int, int]]]] = {}
 #: (counter, indent, repr(item)) -> (block, (measure with comma, measure without))
 _COST_CACHE: dict[tuple[Any, str, str], tuple[str, tuple[int, int]]] = {}
 
@@ -127,9 +132,20 @@ class AgentEnvelopeModel:
         self._pools = pools
         skeleton = self._skeleton(pack, idea, knowledge, limits, consts)
         self._items: dict[str, Sequence[tuple[str, Any]]] = self._slot_items(pack, knowledge)
-        self._parts: list[str | _Slot | _ValueLine] = []
-        self._split(json.dumps(skeleton, indent=2))
-        self._fixed_measure = sum(self._measure(p) for p in self._parts if isinstance(p, str))
+        self._counter_key = (counter.name, getattr(counter, "vocab_hash", ""))
+        # Content-addressed: packs in one run share the knowledge pack, rules and most of
+        # the skeleton; the same skeleton is printed, split and measured once.
+        skeleton_key = (self._counter_key, repr(skeleton))
+        cached = _SKELETON_CACHE.get(skeleton_key)
+        if cached is None:
+            self._parts: list[str | _Slot | _ValueLine] = []
+            self._split(json.dumps(skeleton, indent=2))
+            cached = (tuple(self._parts), sum(self._measure(p) for p in self._parts if isinstance(p, str)))
+            if len(_SKELETON_CACHE) >= _SKELETON_CACHE_MAX:
+                _SKELETON_CACHE.clear()
+            _SKELETON_CACHE[skeleton_key] = cached
+        self._parts = list(cached[0])
+        self._fixed_measure = cached[1]
         self._costs: dict[str, dict[str, tuple[int, int]]] = {}
         self._blocks: dict[str, dict[str, str]] = {}
         self._slot_meta: dict[str, tuple[int, int, int]] = {}
@@ -240,8 +256,14 @@ class AgentEnvelopeModel:
         indent = " " * (len(slot.prefix) - len(slot.prefix.lstrip(" ")) + 2)
         costs: dict[str, tuple[int, int]] = {}
         blocks: dict[str, str] = {}
-        counter_key = (self._counter.name, getattr(self._counter, "vocab_hash", ""))
-        for ident, item in self._items.get(slot.name, ()):
+        counter_key = self._counter_key
+        items = self._items.get(slot.name, ())
+        slot_key = (counter_key, indent, repr(items))
+        whole = _SLOT_CACHE.get(slot_key)
+        if whole is not None:
+            blocks, costs = whole
+            items = ()
+        for ident, item in items:
             key = (counter_key, indent, repr(item))
             hit = _COST_CACHE.get(key)
             if hit is None:
@@ -255,6 +277,10 @@ class AgentEnvelopeModel:
                     _COST_CACHE.clear()
                 _COST_CACHE[key] = hit
             blocks[ident], costs[ident] = hit
+        if whole is None:
+            if len(_SLOT_CACHE) >= _SKELETON_CACHE_MAX:
+                _SLOT_CACHE.clear()
+            _SLOT_CACHE[slot_key] = (blocks, costs)
         closing_indent = indent[:-2]
         self._costs[slot.name] = costs
         self._blocks[slot.name] = blocks
