@@ -41,7 +41,7 @@ def cascade(state: State) -> State:
 def lane_counts(state: Mapping[str, tuple[Candidate, ...]]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for pool, items in state.items():
-        exploit = sum(1 for c in items if c.lane == "exploit")
+        exploit = [c.lane for c in items].count("exploit")
         out[pool] = {"exploit": exploit, "explore": len(items) - exploit}
     return out
 

@@ -146,7 +146,12 @@ class AgentEnvelopeModel:
             _SKELETON_CACHE[skeleton_key] = cached
         self._parts = list(cached[0])
         self._fixed_measure = cached[1]
+        #: the parts whose cost depends on the selection (the fixed ones are summed above)
+        self._dynamic = [p for p in self._parts if not isinstance(p, str)]
         self._costs: dict[str, dict[str, tuple[int, int]]] = {}
+        self._comma_costs: dict[str, dict[str, int]] = {}
+        self._plain_costs: dict[str, dict[str, int]] = {}
+        self._slot_order = {name: tuple(ident for ident, _ in items) for name, items in self._items.items()}
         self._blocks: dict[str, dict[str, str]] = {}
         self._slot_meta: dict[str, tuple[int, int, int]] = {}
         for part in self._parts:
@@ -283,6 +288,8 @@ class AgentEnvelopeModel:
             _SLOT_CACHE[slot_key] = (blocks, costs)
         closing_indent = indent[:-2]
         self._costs[slot.name] = costs
+        self._comma_costs[slot.name] = {ident: c[0] for ident, c in costs.items()}
+        self._plain_costs[slot.name] = {ident: c[1] for ident, c in costs.items()}
         self._blocks[slot.name] = blocks
         self._slot_meta[slot.name] = (
             self._measure(slot.prefix + "[\n"),
@@ -308,7 +315,7 @@ class AgentEnvelopeModel:
                 continue
             else:
                 keep = chosen.get(name, set())
-            out[name] = [ident for ident, _ in items if ident in keep]
+            out[name] = list(filter(keep.__contains__, self._slot_order[name]))
         return out
 
     def _value_of(self, name: str, ids: Mapping[str, list[str]]) -> int:
@@ -320,17 +327,16 @@ class AgentEnvelopeModel:
     def measure(self, selection: Selection) -> int:
         ids = self._slot_ids(selection)
         total = self._fixed_measure
-        for part in self._parts:
+        for part in self._dynamic:
             if isinstance(part, _Slot):
                 kept = ids.get(part.name, [])
                 opening, closing, empty = self._slot_meta[part.name]
                 if not kept:
                     total += empty
                     continue
-                costs = self._costs[part.name]
-                total += opening + closing + costs[kept[-1]][1]
-                for ident in kept[:-1]:
-                    total += costs[ident][0]
+                with_comma, without = self._comma_costs[part.name], self._plain_costs[part.name]
+                last = kept[-1]
+                total += opening + closing + sum(map(with_comma.__getitem__, kept)) - with_comma[last] + without[last]
             elif isinstance(part, _ValueLine):
                 total += self._measure(part.before + str(self._value_of(part.name, ids)) + part.after)
         return total
