@@ -36,6 +36,9 @@ class Pools:
     attributes: Mapping[str, Any]
     format: str
     source: Any = field(default=None, compare=False, repr=False)
+    #: sha256 of the source document's JSON, set by `load_pack`; lets renderers cache by
+    #: content without re-reading the document. Empty when a caller built the pools itself.
+    digest: str = field(default="", compare=False, repr=False)
 
     def pool(self, name: str) -> tuple[Candidate, ...]:
         return self.pools.get(name, ())

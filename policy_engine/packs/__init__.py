@@ -4,6 +4,9 @@ through a pack-format registry."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
+import json
 import os
 from typing import Any, Mapping
 
@@ -51,4 +54,11 @@ def load_pack(
     problems = fmt.validate(doc, label)
     if problems:
         raise PackError(problems)
-    return fmt.adapt(doc, idea=idea)
+    pools = fmt.adapt(doc, idea=idea)
+    return dataclasses.replace(pools, digest=document_digest(doc))
+
+
+def document_digest(doc: Any) -> str:
+    """Content digest of a validated JSON document (key order kept: it shapes the prompt)."""
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

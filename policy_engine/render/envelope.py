@@ -135,7 +135,13 @@ class AgentEnvelopeModel:
         self._counter_key = (counter.name, getattr(counter, "vocab_hash", ""))
         # Content-addressed: packs in one run share the knowledge pack, rules and most of
         # the skeleton; the same skeleton is printed, split and measured once.
-        skeleton_key = (self._counter_key, repr(skeleton))
+        self._knowledge_digest = getattr(knowledge, "digest", "") if knowledge is not None else "none"
+        self._pack_digest = pools.digest
+        if self._pack_digest and self._knowledge_digest:
+            inputs = (self._pack_digest, self._knowledge_digest, repr(idea), repr(sorted(limits.items())), self._max_examples)
+            skeleton_key = (self._counter_key, repr(inputs))
+        else:
+            skeleton_key = (self._counter_key, repr(skeleton))
         cached = _SKELETON_CACHE.get(skeleton_key)
         if cached is None:
             self._parts: list[str | _Slot | _ValueLine] = []
@@ -263,7 +269,8 @@ class AgentEnvelopeModel:
         blocks: dict[str, str] = {}
         counter_key = self._counter_key
         items = self._items.get(slot.name, ())
-        slot_key = (counter_key, indent, repr(items))
+        source_digest = self._knowledge_digest if slot.name in ("signatures", "examples") else self._pack_digest
+        slot_key = (counter_key, indent, slot.name + ":" + source_digest if source_digest and source_digest != "none" else repr(items))
         whole = _SLOT_CACHE.get(slot_key)
         if whole is not None:
             blocks, costs = whole

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from policy_engine.errors import Diagnostic, PackError
@@ -29,8 +30,12 @@ _SHAPE = {
 
 @dataclass(frozen=True, slots=True)
 class KnowledgePack:
+    """The agent's knowledge pack documents. Treated as immutable once loaded: ``digest``
+    (of the documents' JSON) keys the renderer's caches."""
+
     directory: str
     documents: Mapping[str, Any]
+    digest: str = ""
 
     def __getitem__(self, key: str) -> Any:
         return self.documents[key]
@@ -63,7 +68,9 @@ def load_knowledge(directory: str | os.PathLike[str]) -> KnowledgePack:
         docs[name] = doc
     if problems:
         raise PackError(problems)
-    return KnowledgePack(label, docs)
+    from policy_engine.packs import document_digest
+
+    return KnowledgePack(label, MappingProxyType(docs), document_digest(docs))
 
 
 def load_idea(path: str | os.PathLike[str]) -> Mapping[str, Any]:

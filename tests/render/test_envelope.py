@@ -111,3 +111,32 @@ def test_unknown_template() -> None:
     with pytest.raises(RuleCheckError) as err:
         build_prompt_model("nope", pools, idea=None, knowledge=None, counter=CL100K)
     assert err.value.diagnostics[0].code == "R105"
+
+
+def test_content_caches_never_serve_a_changed_pack_or_knowledge_pack() -> None:
+    """The renderer caches by content digest (pack, knowledge pack) or, for pools built
+    without a digest, by the items' repr: a one-character change anywhere is a miss."""
+    import dataclasses
+
+    doc = json.loads((SHARED / "packs" / "small_2x4x10x8.json").read_text())
+    everything = {"subcategories": (), "datasets": (), "fields": (), "operators": ()}
+
+    def render(pack_doc, knowledge=KNOWLEDGE, strip_digest=False):
+        pools = load_pack(pack_doc)
+        if strip_digest:
+            pools = dataclasses.replace(pools, digest="")
+        sel = {pool: tuple(c.id for c in pools.pool(pool)) for pool in everything}
+        m = build_prompt_model("agent_envelope", pools, idea=IDEA, knowledge=knowledge, counter=CL100K, limits=DEFAULT_LIMITS)
+        return m.render(sel), m.tokens(sel)
+
+    first_text, _ = render(doc)
+    changed = json.loads(json.dumps(doc))
+    changed["candidate_fields"][0]["type"] = "VECTOR" if doc["candidate_fields"][0]["type"] != "VECTOR" else "MATRIX"
+    for strip in (False, True):
+        text, tokens = render(changed, strip_digest=strip)
+        assert text != first_text and '"' + changed["candidate_fields"][0]["type"] + '"' in text
+        assert tokens == CL100K.count(text)
+    other_knowledge = dataclasses.replace(KNOWLEDGE, documents={**KNOWLEDGE.documents, "fastexpr_visual_pack": {"changed": True}}, digest="other")
+    text, tokens = render(doc, knowledge=other_knowledge)
+    assert '"changed": true' in text and tokens == CL100K.count(text)
+    assert render(doc)[0] == first_text
