@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from policy_engine.dsl import format_text, load_policy_text, parse
 from policy_engine.dsl.formatter import format_ast
 from policy_engine.errors import RuleCheckError, RuleSyntaxError
-from policy_engine.verify.strategies import policy_specs
+from tests.strategies import policy_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [p.read_text(encoding="utf-8") for p in sorted(ROOT.glob("rules/**/*.policy")) + sorted(ROOT.glob("examples/**/*.policy"))]

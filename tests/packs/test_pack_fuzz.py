@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from policy_engine.errors import PackError
 from policy_engine.packs import load_pack, parse_json_text
-from policy_engine.verify.strategies import packs
+from tests.strategies import packs
 from tests.conftest import SHARED
 
 json_values = st.recursive(

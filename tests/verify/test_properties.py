@@ -20,7 +20,7 @@ from policy_engine.usage import Request, UsageSnapshot
 from policy_engine.verify.invariants import INVARIANTS, Case, run_case
 from policy_engine.verify.reference import reference_for
 from policy_engine.verify.strategies import POOL_ORDER as POOLS
-from policy_engine.verify.strategies import cases, packs, policy_specs, stage_specs
+from policy_engine.verify.strategies import cases, packs, policy_specs, requests, stage_specs, usage_snapshots
 
 
 @st.composite
@@ -52,6 +52,16 @@ def ladder_cases(draw: Any) -> Any:
     return run_case(policy, Case(pack, UsageSnapshot(), Request()))
 
 
+@st.composite
+def any_usage_cases(draw: Any) -> Any:
+    """Arbitrary usage snapshots and requests (not placed near the limits): the ladder rarely
+    runs, but unfixable limits, expansion requests and USD metrics are exercised."""
+    pack = draw(packs())
+    spec = draw(policy_specs(scale=700 + len(json.dumps(pack, ensure_ascii=False)) // 3))
+    policy = load_policy_text(spec.text(), "generated.policy")
+    return run_case(policy, Case(pack, draw(usage_snapshots(max_tokens=50_000, max_micro_usd=50_000)), draw(requests)))
+
+
 def _property(name: str, source: Any) -> Any:
     check = INVARIANTS[name]
 
@@ -70,6 +80,9 @@ def _property(name: str, source: Any) -> Any:
 for _name in INVARIANTS:
     globals()[f"test_{_name}"] = _property(_name, checked_cases())
     globals()[f"test_{_name}_when_trimming"] = _property(_name, ladder_cases())
+del _name
+for _name in ("differential", "limits", "minimality"):
+    globals()[f"test_{_name}_with_any_usage"] = _property(_name, any_usage_cases())
 del _name
 
 
