@@ -78,10 +78,7 @@ def fresh_caches() -> None:
     from policy_engine.render import envelope
 
     get_counter.cache_clear()
-    envelope._BLOCK_CACHE.clear()
-    envelope._COST_CACHE.clear()
-    envelope._SKELETON_CACHE.clear()
-    envelope._SLOT_CACHE.clear()
+    envelope.clear_caches()
 
 
 def synth_pack(rng: random.Random, candidates: int, index: int) -> dict[str, Any]:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import os
 from typing import Any, Mapping
 
 from policy_engine.errors import PackError
-from policy_engine.packs.document import parse_json_text, read_json_file
+from policy_engine.packs.document import document_digest, parse_json_text, read_json_file
 from policy_engine.packs.registry import PackFormat, find_format, formats, register_format
 from policy_engine.packs.usage_input import load_seen_combos, load_usage, usage_from_document
 from policy_engine.packs.validate import validate_pack_document
@@ -57,8 +55,3 @@ def load_pack(
     pools = fmt.adapt(doc, idea=idea)
     return dataclasses.replace(pools, digest=document_digest(doc))
 
-
-def document_digest(doc: Any) -> str:
-    """Content digest of a validated JSON document (key order kept: it shapes the prompt)."""
-    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -6,6 +6,7 @@ mean something other than what its author sees, so both are errors with a positi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -106,3 +107,9 @@ def read_json_file(path: str | os.PathLike[str], *, error: type = PackError, cod
             [Diagnostic(f"{code_prefix}103", f"not UTF-8 (byte {exc.start})", hint="save the file as UTF-8", file=label, pointer="")]
         ) from None
     return parse_json_text(text, label, error=error, code_prefix=code_prefix), label
+
+
+def document_digest(doc: Any) -> str:
+    """Content digest of a validated JSON document (key order kept: it shapes the prompt)."""
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -46,32 +46,29 @@ def _value(name: str) -> str:
     return f"\x00value:{name}\x00"
 
 
-_BLOCK_CACHE: dict[tuple[str, str], tuple[str, str, str]] = {}  # cleared when full
-_BLOCK_CACHE_MAX = 65536
-_SKELETON_CACHE_MAX = 256
-#: (counter, repr(skeleton)) -> (parts, fixed measure)
+# Content-addressed caches (a key is the content itself or its digest, so an entry can
+# never serve another input's text); each is bounded and simply cleared when full.
+_ITEM_CACHE_MAX = 65536
+_DOC_CACHE_MAX = 256
+#: (counter, indent, repr(item)) -> (block, measure with a trailing comma, measure without)
+_ITEM_CACHE: dict[tuple[Any, str, str], tuple[str, int, int]] = {}
+#: (counter, skeleton key) -> (parts, fixed measure)
 _SKELETON_CACHE: dict[tuple[Any, str], tuple[tuple[Any, ...], int]] = {}
-#: (counter, indent, repr(slot items)) -> (blocks, costs): a whole slot seen before
-_SLOT_CACHE: dict[tuple[Any, str, str], tuple[dict[str, str], dict[str, tuple[int, int]]]] = {}
-#: (counter, indent, repr(item)) -> (block, (measure with comma, measure without))
-_COST_CACHE: dict[tuple[Any, str, str], tuple[str, tuple[int, int]]] = {}
+#: (counter, indent, slot key) -> (blocks, comma measures, plain measures) of a whole slot
+_SLOT_CACHE: dict[tuple[Any, str, str], tuple[dict[str, str], dict[str, int], dict[str, int]]] = {}
 
 
-def _pretty_block(indent: str, item: Any) -> tuple[str, str, str]:
-    """(block, head, last line) of one candidate as the agent's ``json.dumps(indent=2)``
-    prints it, indented for its slot. The pretty printer is pure Python and dominated
-    decision time, so blocks are cached by the item's ``repr`` (C code; for JSON values,
-    equal reprs mean equal JSON): the same candidate in the next pack costs one repr."""
-    key = (indent, repr(item))
-    hit = _BLOCK_CACHE.get(key)
-    if hit is None:
-        lines = [indent + line for line in json.dumps(item, indent=2).split("\n")]
-        head = "".join(line + "\n" for line in lines[:-1])
-        hit = (head + lines[-1], head, lines[-1])
-        if len(_BLOCK_CACHE) >= _BLOCK_CACHE_MAX:
-            _BLOCK_CACHE.clear()
-        _BLOCK_CACHE[key] = hit
-    return hit
+def _remember(cache: dict[Any, Any], key: Any, value: Any, bound: int) -> Any:
+    if len(cache) >= bound:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def clear_caches() -> None:
+    """Forget every rendered and measured piece (benchmarks use it to measure cold runs)."""
+    for cache in (_ITEM_CACHE, _SKELETON_CACHE, _SLOT_CACHE):
+        cache.clear()
 
 
 def normalise_idea(idea: Mapping[str, Any] | None, pack: Mapping[str, Any]) -> dict[str, Any]:
@@ -133,28 +130,25 @@ class AgentEnvelopeModel:
         skeleton = self._skeleton(pack, idea, knowledge, limits, consts)
         self._items: dict[str, Sequence[tuple[str, Any]]] = self._slot_items(pack, knowledge)
         self._counter_key = (counter.name, getattr(counter, "vocab_hash", ""))
-        # Content-addressed: packs in one run share the knowledge pack, rules and most of
-        # the skeleton; the same skeleton is printed, split and measured once.
-        self._knowledge_digest = getattr(knowledge, "digest", "") if knowledge is not None else "none"
+        # Packs in one run share the knowledge pack, rules and most of the skeleton: with
+        # digests (set when pack and knowledge pack are loaded) the skeleton is keyed by its
+        # inputs; without, by its own repr. "none": no knowledge pack at all.
+        self._knowledge_digest = "none" if knowledge is None else getattr(knowledge, "digest", "")
         self._pack_digest = pools.digest
         if self._pack_digest and self._knowledge_digest:
-            inputs = (self._pack_digest, self._knowledge_digest, repr(idea), repr(sorted(limits.items())), self._max_examples)
-            skeleton_key = (self._counter_key, repr(inputs))
+            skeleton_key = repr((pools.format, self._pack_digest, self._knowledge_digest, idea, sorted(limits.items()), self._max_examples))
         else:
-            skeleton_key = (self._counter_key, repr(skeleton))
-        cached = _SKELETON_CACHE.get(skeleton_key)
+            skeleton_key = repr(skeleton)
+        cached = _SKELETON_CACHE.get((self._counter_key, skeleton_key))
         if cached is None:
             self._parts: list[str | _Slot | _ValueLine] = []
             self._split(json.dumps(skeleton, indent=2))
-            cached = (tuple(self._parts), sum(self._measure(p) for p in self._parts if isinstance(p, str)))
-            if len(_SKELETON_CACHE) >= _SKELETON_CACHE_MAX:
-                _SKELETON_CACHE.clear()
-            _SKELETON_CACHE[skeleton_key] = cached
+            fixed = sum(self._measure(p) for p in self._parts if isinstance(p, str))
+            cached = _remember(_SKELETON_CACHE, (self._counter_key, skeleton_key), (tuple(self._parts), fixed), _DOC_CACHE_MAX)
         self._parts = list(cached[0])
         self._fixed_measure = cached[1]
         #: the parts whose cost depends on the selection (the fixed ones are summed above)
         self._dynamic = [p for p in self._parts if not isinstance(p, str)]
-        self._costs: dict[str, dict[str, tuple[int, int]]] = {}
         self._comma_costs: dict[str, dict[str, int]] = {}
         self._plain_costs: dict[str, dict[str, int]] = {}
         self._slot_order = {name: tuple(ident for ident, _ in items) for name, items in self._items.items()}
@@ -265,44 +259,42 @@ class AgentEnvelopeModel:
 
     def _prepare_slot(self, slot: _Slot) -> None:
         indent = " " * (len(slot.prefix) - len(slot.prefix.lstrip(" ")) + 2)
-        costs: dict[str, tuple[int, int]] = {}
-        blocks: dict[str, str] = {}
-        counter_key = self._counter_key
         items = self._items.get(slot.name, ())
         source_digest = self._knowledge_digest if slot.name in ("signatures", "examples") else self._pack_digest
-        slot_key = (counter_key, indent, slot.name + ":" + source_digest if source_digest and source_digest != "none" else repr(items))
-        whole = _SLOT_CACHE.get(slot_key)
-        if whole is not None:
-            blocks, costs = whole
-            items = ()
-        for ident, item in items:
-            key = (counter_key, indent, repr(item))
-            hit = _COST_CACHE.get(key)
-            if hit is None:
-                block, head, last = _pretty_block(indent, item)
-                # newline-terminated pieces add up exactly (the final count proves it): the
-                # head once, then its last line with and without the comma (shared by most
-                # items, so counted once per run).
-                head_measure = self._measure(head) if head else 0
-                hit = (block, (head_measure + self._measure(last + ",\n"), head_measure + self._measure(last + "\n")))
-                if len(_COST_CACHE) >= _BLOCK_CACHE_MAX:
-                    _COST_CACHE.clear()
-                _COST_CACHE[key] = hit
-            blocks[ident], costs[ident] = hit
-        if whole is None:
-            if len(_SLOT_CACHE) >= _SKELETON_CACHE_MAX:
-                _SLOT_CACHE.clear()
-            _SLOT_CACHE[slot_key] = (blocks, costs)
+        slot_key = (self._counter_key, indent, f"{slot.name}:{source_digest}" if source_digest else repr(items))
+        cached = _SLOT_CACHE.get(slot_key)
+        if cached is None:
+            cached = _remember(_SLOT_CACHE, slot_key, self._measure_items(indent, items), _DOC_CACHE_MAX)
+        self._blocks[slot.name], self._comma_costs[slot.name], self._plain_costs[slot.name] = cached
         closing_indent = indent[:-2]
-        self._costs[slot.name] = costs
-        self._comma_costs[slot.name] = {ident: c[0] for ident, c in costs.items()}
-        self._plain_costs[slot.name] = {ident: c[1] for ident, c in costs.items()}
-        self._blocks[slot.name] = blocks
         self._slot_meta[slot.name] = (
             self._measure(slot.prefix + "[\n"),
             self._measure(closing_indent + "]" + slot.suffix + slot.newline),
             self._measure(slot.prefix + "[]" + slot.suffix + slot.newline),
         )
+
+    def _measure_items(self, indent: str, items: Sequence[tuple[str, Any]]) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
+        """Each candidate's block as the agent's ``json.dumps(indent=2)`` prints it, and its
+        cost with and without a trailing comma. The pretty printer is pure Python and
+        dominated decision time, so items are cached by ``repr`` (C code; for JSON values,
+        equal reprs mean equal JSON)."""
+        blocks: dict[str, str] = {}
+        comma: dict[str, int] = {}
+        plain: dict[str, int] = {}
+        for ident, item in items:
+            key = (self._counter_key, indent, repr(item))
+            hit = _ITEM_CACHE.get(key)
+            if hit is None:
+                lines = [indent + line for line in json.dumps(item, indent=2).split("\n")]
+                head = "".join(line + "\n" for line in lines[:-1])
+                last = lines[-1]
+                # newline-terminated pieces add up exactly (the final count proves it): the
+                # head once, then its last line with and without the comma (shared by most
+                # items, so counted once per run).
+                head_measure = self._measure(head) if head else 0
+                hit = _remember(_ITEM_CACHE, key, (head + last, head_measure + self._measure(last + ",\n"), head_measure + self._measure(last + "\n")), _ITEM_CACHE_MAX)
+            blocks[ident], comma[ident], plain[ident] = hit
+        return blocks, comma, plain
 
     # ---- selection -> ordered ids per slot ----------------------------------------------
 
@@ -373,8 +365,8 @@ class AgentEnvelopeModel:
         """Marginal cost of one candidate: its block in every slot it appears in (its pool,
         its lane list, its operator signature), counted with a trailing comma."""
         total = 0
-        for name, costs in self._costs.items():
+        for name, costs in self._comma_costs.items():
             belongs = name == pool or (name.startswith("lane.") and name.endswith("." + pool)) or (name == "signatures" and pool == "operators")
             if belongs and ident in costs:
-                total += costs[ident][0]
+                total += costs[ident]
         return self._counter.finish(total) if not self._counter.exact else total

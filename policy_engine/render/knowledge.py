@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from policy_engine.errors import Diagnostic, PackError
-from policy_engine.packs.document import read_json_file
+from policy_engine.packs.document import document_digest, read_json_file
 
 REQUIRED = (
     "operator_signature_pack",
@@ -68,8 +68,6 @@ def load_knowledge(directory: str | os.PathLike[str]) -> KnowledgePack:
         docs[name] = doc
     if problems:
         raise PackError(problems)
-    from policy_engine.packs import document_digest
-
     return KnowledgePack(label, MappingProxyType(docs), document_digest(docs))
 
 

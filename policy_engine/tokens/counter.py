@@ -10,7 +10,6 @@ and `finish` applies ``ceil(chars / ratio)`` once, as upstream's chars/4 did.
 from __future__ import annotations
 
 import dataclasses
-
 import math
 from decimal import ROUND_CEILING, Decimal
 from functools import cache, lru_cache
