@@ -26,15 +26,6 @@ from policy_engine.usage import Request, UsageSnapshot
 EXPLAIN_LEVELS = ("off", "rules", "full")
 
 
-def _limits_view(settings: Settings) -> dict[str, int | None]:
-    view: dict[str, int | None] = {metric: None for metric in METRICS}
-    for limit in settings.limits:
-        view[limit.metric] = limit.value
-    if view["request_completion"] is None and settings.completion_budget:
-        view["request_completion"] = settings.completion_budget
-    return view
-
-
 class _Walk:
     """One walk of the ladder with a given token function."""
 
@@ -128,7 +119,7 @@ def evaluate(
     explain: str = "rules",
     counter: Any = None,
 ) -> Decision:
-    from policy_engine.render import build_prompt_model
+    from policy_engine.render import build_prompt_model, limits_view
     from policy_engine.tokens import get_counter
 
     if explain not in EXPLAIN_LEVELS:
@@ -139,7 +130,7 @@ def evaluate(
         first = usd_limits[0]
         raise RuleCheckError([Diagnostic("V101", f"limit {first.rule!r} is in USD but the policy prices no model", hint="add a price table and `price model \"...\"`", span=first.span)])
     counter = counter or get_counter(policy.tokenizer)
-    model = prompt_model or build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=_limits_view(settings))
+    model = prompt_model or build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits_view(settings))
     completion = request.completion_tokens if request.completion_tokens is not None else settings.completion_budget
 
     walk = _Walk(policy, settings, pools, usage, request, completion, model.tokens, model, explain)

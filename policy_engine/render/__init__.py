@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping, Protocol
 
 from policy_engine.errors import Diagnostic, RuleCheckError
+from policy_engine.policy import METRICS, Settings
 from policy_engine.pools import Pools, Selection
 from policy_engine.render.envelope import AgentEnvelopeModel, normalise_idea
 from policy_engine.render.knowledge import KnowledgePack, load_idea, load_knowledge
@@ -14,6 +15,7 @@ __all__ = [
     "KnowledgePack",
     "PromptModel",
     "build_prompt_model",
+    "limits_view",
     "load_idea",
     "load_knowledge",
     "normalise_idea",
@@ -52,6 +54,18 @@ def templates() -> Mapping[str, TemplateFactory]:
         for ep in entry_points(group=GROUP):
             _TEMPLATES.setdefault(ep.name, ep.load())
     return dict(_TEMPLATES)
+
+
+def limits_view(settings: Settings) -> dict[str, int | None]:
+    """The limit values a template may echo into the prompt (the agent's envelope writes its
+    llm_budget into budget_policy): every metric, None when absent; the completion budget
+    stands in for a missing request_completion limit."""
+    view: dict[str, int | None] = {metric: None for metric in METRICS}
+    for limit in settings.limits:
+        view[limit.metric] = limit.value
+    if view["request_completion"] is None and settings.completion_budget:
+        view["request_completion"] = settings.completion_budget
+    return view
 
 
 def build_prompt_model(

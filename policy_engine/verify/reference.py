@@ -176,13 +176,12 @@ def reference_evaluate(
 
 def prompt_model_for(policy: Policy, pools: Pools, *, idea: Any = None, knowledge: Any = None) -> tuple[Any, Any]:
     """(prompt model, counter) as the evaluator builds them for this policy and pack."""
-    from policy_engine.evaluator.core import _limits_view
-    from policy_engine.render import build_prompt_model
+    from policy_engine.render import build_prompt_model, limits_view
     from policy_engine.tokens import get_counter
 
     settings, _ = policy.resolve(pools.attributes)
     counter = get_counter(policy.tokenizer)
-    model = build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=_limits_view(settings))
+    model = build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits_view(settings))
     return model, counter
 
 
