@@ -36,20 +36,15 @@ def budget_payload(ledger: Ledger, run_id: str, policy: Policy) -> dict[str, Any
     completion = [{"ts": ts, "value": p.get("completion_tokens"), "limit": (p.get("limits") or {}).get("max_completion_tokens")} for p, ts in checks]
     timeline = [{"ts": ts, "phase": p.get("fallback_phase"), "factor": p.get("fallback_factor"), "fallback_count": p.get("fallback_count"), "selected_topk": p.get("selected_topk")}
                 for t, p, ts in events if t == "budget.fallback_applied"]
-    run_tokens, _, _ = ledger.settled_totals(run_id=run_id)
-    day = None
-    usage_days = [p for t, p, ts in events if t == "llm.usage_point"]
-    last_ts = events[-1][2] if events else None
-    if last_ts:
-        day = last_ts[:10]
-    day_tokens = ledger.settled_totals(day=day)[0] if day else None
+    run_tokens, _, usage_points = ledger.settled_totals(run_id=run_id)
+    day = events[-1][2][:10] if events else None  # the UTC day of the run's last event
     gauges = {
         "prompt_tokens": {"value": _last(prompt), "limit": limit("request_prompt")},
         "completion_tokens": {"value": _last(completion), "limit": limit("request_completion")},
-        "batch_tokens": {"value": run_tokens if (usage_days or checks) else None, "limit": limit("batch_total")},
-        "day_tokens": {"value": day_tokens, "limit": limit("day_total")},
+        "batch_tokens": {"value": run_tokens if (usage_points or checks) else None, "limit": limit("batch_total")},
+        "day_tokens": {"value": ledger.settled_totals(day=day)[0] if day else None, "limit": limit("day_total")},
     }
-    floors = [p.get("explore_floor_preserved") for t, p, ts in events if t in CHECK_EVENTS]
+    floors = [p.get("explore_floor_preserved") for p, _ in checks]
     flags = {
         "budget_blocked": any(t == "budget.blocked" for t, _, _ in events),
         "over_prompt_budget": _over(gauges["prompt_tokens"]["value"], gauges["prompt_tokens"]["limit"]),
