@@ -194,7 +194,8 @@ def floors(c: Checked) -> None:
 
 def accounting(c: Checked) -> None:
     """The reported prompt tokens are the tokenizer's count of the final prompt, rendered
-    afresh (no caches), and the trimmed pack the caller sends on is itself valid."""
+    from the decision's selection and counted afresh by tiktoken itself (none of the
+    engine's count caches), and the trimmed pack the caller sends on is itself valid."""
     from policy_engine.api import trimmed_pack
     from policy_engine.tokens import get_counter
     from policy_engine.tokens.resolve import resolve_encoding

@@ -39,7 +39,6 @@ class VerifyReport:
     invariants: tuple[str, ...] = ()
     failure: Violation | None = None
     counterexample: Case | None = None
-    counterexample_decision: Mapping[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -123,10 +122,6 @@ def verify_policy(
     except Violation:
         case, violation = failures[-1]
         report.failure, report.counterexample = violation, case
-        try:
-            report.counterexample_decision = run_case(policy, case).decision.to_dict()
-        except Exception:  # the crash case: there is no decision to show
-            report.counterexample_decision = None
     return report
 
 
