@@ -114,11 +114,12 @@ class BudgetGate:
         else:
             raise LedgerError([Diagnostic("L104", "record_usage needs the provider's usage or both prompt_tokens and completion_tokens", hint="pass usage=response.usage")])
         micro_usd = self._cost(model, prompt, completion)
-        self.ledger.settle(run_id, prompt, completion, micro_usd or 0, model=model, reservation_id=reservation_id)
         raw = usage if isinstance(usage, Mapping) else (None if usage is None else {k: getattr(usage, k) for k in dir(usage) if k.endswith("tokens")})
         event = usage_event(run_id, idea_id, utc_iso(self.ledger.clock()), prompt_tokens=prompt, completion_tokens=completion, micro_usd=micro_usd,
                             prompt_chars=prompt_chars, completion_chars=completion_chars, provider=provider, model=model, response_id=response_id, raw_usage=raw)
-        self.ledger.add_event(run_id, event.event_type, json.dumps(event.payload, sort_keys=True), event.created_at)
+        # the usage point and its event land together or not at all
+        self.ledger.settle(run_id, prompt, completion, micro_usd or 0, model=model, reservation_id=reservation_id,
+                           event=(event.event_type, json.dumps(event.payload, sort_keys=True), event.created_at))
         self._publish([event])
         return event
 

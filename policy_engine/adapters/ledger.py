@@ -161,10 +161,12 @@ class Ledger:
         db.execute("INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?, ?, 'held')", (res.id, run_id, res.day, tokens, micro_usd, now, res.expires_at))
         return res
 
-    def settle(self, run_id: str, prompt_tokens: int, completion_tokens: int, micro_usd: int, *, model: str | None = None, reservation_id: str | None = None) -> int:
-        """Record actual usage (replacing the reservation, if any) in one transaction.
-        Usage is never dropped: a late settlement of an expired reservation still counts,
-        on the day the reservation was made. Returns the usage point's id."""
+    def settle(self, run_id: str, prompt_tokens: int, completion_tokens: int, micro_usd: int, *, model: str | None = None, reservation_id: str | None = None,
+               event: tuple[str, str, str] | None = None) -> int:
+        """Record actual usage (replacing the reservation, if any) and its ``event``
+        (type, payload JSON, created_at) in one transaction. Usage is never dropped: a late
+        settlement of an expired reservation still counts, on the day the reservation was
+        made. Returns the usage point's id."""
         now = self.clock()
         with self.transaction() as db:
             day = utc_day(now)
@@ -178,6 +180,8 @@ class Ledger:
                 "INSERT INTO usage_points (run_id, day, prompt_tokens, completion_tokens, total_tokens, micro_usd, model, reservation_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, day, prompt_tokens, completion_tokens, prompt_tokens + completion_tokens, micro_usd, model, reservation_id, now),
             )
+            if event is not None:
+                self.add_event(run_id, *event, db=db)
             return int(cur.lastrowid or 0)
 
     def seen_combos(self, run_id: str, db: sqlite3.Connection | None = None) -> frozenset[str]:
