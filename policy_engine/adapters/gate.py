@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
@@ -21,6 +22,7 @@ from policy_engine.packs import load_pack
 from policy_engine.policy import METRICS, Policy
 from policy_engine.render import load_knowledge
 from policy_engine.usage import Request
+from policy_engine.adapters.call_log import gated_call
 from policy_engine.adapters.events import Event, EventSink, budget_events, usage_event
 from policy_engine.adapters.ledger import Ledger, utc_iso
 
@@ -87,6 +89,7 @@ class BudgetGate:
         created = utc_iso(now)
         with self.ledger.transaction() as db:
             usage = self.ledger.snapshot(run_id, now=now, db=db)
+            started = time.perf_counter()
             decision = evaluate(self.policy, pools, usage=usage, request=request, seen_combos=self.ledger.seen_combos(run_id, db=db), idea=idea, knowledge=self.knowledge)
             reservation = None
             if decision.allowed:
@@ -95,6 +98,8 @@ class BudgetGate:
             events = budget_events(decision, settings, run_id=run_id, idea_id=pack.get("idea_id"), created_at=created)
             for event in events:
                 self.ledger.add_event(run_id, event.event_type, json.dumps(event.payload, sort_keys=True), created, db=db)
+            self.ledger.record_call(gated_call(decision, settings, run_id=run_id, created_at=now, decision_ms=(time.perf_counter() - started) * 1000,
+                                               reservation_id=None if reservation is None else reservation.id), db=db)
             if decision.allowed:
                 self.ledger.add_seen(run_id, list(decision.kpis.get("combo_sample") or ()), db=db)
         self._publish(events)

@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from policy_engine.adapters.call_log import CALLS_SCHEMA, GatedCall, insert_call
 from policy_engine.errors import Diagnostic, LedgerError
 from policy_engine.usage import UsageSnapshot
 
@@ -102,6 +103,7 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(SCHEMA)
+            self._db.executescript(CALLS_SCHEMA)  # the dashboard's call log (call_log.py)
         except sqlite3.DatabaseError as exc:
             raise LedgerError([Diagnostic("L102", f"cannot open the ledger: {exc}", hint="is it an SQLite file written by policy_engine?", file=self.path)]) from None
 
@@ -201,3 +203,10 @@ class Ledger:
 
         rows = self._db.execute("SELECT event_type, payload_json, created_at FROM event_log WHERE run_id = ? ORDER BY id", (run_id,)).fetchall()
         return [(t, json.loads(p), c) for t, p, c in rows]
+
+    # ---- the call log (dashboards) ------------------------------------------------------
+
+    def record_call(self, call: GatedCall, db: sqlite3.Connection | None = None) -> None:
+        """One row per gated call; pass the gate's transaction so the call lands with its
+        reservation and events."""
+        insert_call(db or self._db, call)

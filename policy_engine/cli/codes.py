@@ -14,5 +14,7 @@ CODES: dict[str, tuple[str, str]] = {
     "C109": ("no ledger at --db", "run `policy demo-run` or the gate first, or pass the right --db"),
     "C110": ("cannot serve on that port", "pick another --port (0-65535)"),
     "C111": ("demo-run has nothing to run", "give a directory of packs and --calls of at least 1"),
+    "C112": ("the dashboard extra is not installed", "pip install 'policy-engine[dashboard]'"),
+    "C113": ("cannot write the report", "give a writable --output path"),
     "V101": ("USD limit without a price", "add a price table and `pricing model`"),
 }

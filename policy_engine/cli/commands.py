@@ -411,31 +411,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return ExitCode.OK if report.ok else ExitCode.FAILED
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from policy_engine.adapters.ledger import Ledger
-    from policy_engine.adapters.server import make_server
-
-    if not Path(args.db).is_file():
-        raise _err("C109", f"no ledger at {args.db}", "run `policy demo-run` or the gate first, or pass the right --db")
-    if not 0 <= args.port <= 65535:
-        raise _err("C110", f"--port must be 0-65535, got {args.port}", "e.g. --port 8765")
-    Ledger(args.db).close()  # fails clearly now if it is not a ledger
-    policy = load_rules(args)
-    try:
-        server = make_server(args.db, policy, args.host, args.port)
-    except OSError as exc:
-        raise _err("C110", f"cannot listen on {args.host}:{args.port}: {exc.strerror}", "pick another --port") from None
-    host, port = server.server_address[:2]
-    print(f"serving {args.db} read-only on http://{host}:{port}/api/runs/<run_id>/budget and /kpi (Ctrl-C stops)", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return ExitCode.OK
-
-
 def cmd_demo_run(args: argparse.Namespace) -> int:
     from policy_engine.adapters.demo import MockLLM, demo_run
     from policy_engine.adapters.events import JsonlSink
@@ -455,5 +430,5 @@ def cmd_demo_run(args: argparse.Namespace) -> int:
     summary = demo_run(gate, args.run_id, packs, args.calls, MockLLM())
     ledger.close()
     print(json.dumps(summary, indent=2, sort_keys=True))
-    print(f"see it: policy serve --db {args.db} --rules {rules_path(args)}  then GET /api/runs/{args.run_id}/budget", file=sys.stderr)
+    print(f"see it: policy serve --db {args.db}  then open http://127.0.0.1:8765/runs/{args.run_id}", file=sys.stderr)
     return ExitCode.OK

@@ -221,7 +221,14 @@ DECISION_FORMATS: dict[str, Callable[..., str]] = {
     "junit": lambda results, sources=None: decision_junit(results),
     "sarif": lambda results, sources=None: decision_sarif(results),
     "github": lambda results, sources=None: decision_github(results),
+    "html": lambda results, sources=None: _html(results),
 }
+
+
+def _html(results: Sequence[PackResult]) -> str:
+    from policy_engine.cli.html_report import decision_html  # the dashboard extra, on demand
+
+    return decision_html(results)
 
 
 # ---- diagnostics (policy check) -------------------------------------------------------

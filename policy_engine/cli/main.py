@@ -40,7 +40,7 @@ def _code_for(exc: PolicyError) -> ExitCode:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from policy_engine.cli import commands
+    from policy_engine.cli import commands, dashboard_commands
     from policy_engine.cli.formats import FORMATS
 
     parser = _Parser(
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate packs against the rules", description="Evaluate retrieval packs (files, directories of *.json, or - for stdin).")
     p.add_argument("packs", nargs="+", metavar="PACK")
     inputs(p)
-    p.add_argument("--format", choices=FORMATS, help="output format (default: text on a terminal, json otherwise)")
+    p.add_argument("--format", choices=(*FORMATS, "html"), help="output format (default: text on a terminal, json otherwise; html: a corpus report)")
     p.add_argument("--explain", choices=("off", "rules", "full"), default="rules", help="trace detail in JSON (default: rules)")
     p.add_argument("--output", metavar="FILE", help="write the result here instead of stdout")
     p.add_argument("--trimmed-pack", metavar="FILE", help="also write the trimmed pack (single pack only)")
@@ -122,12 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="on a failure, also save pack.json and usage.json here")
     p.set_defaults(run=commands.cmd_verify)
 
-    p = sub.add_parser("serve", help="serve the budget and KPI dashboards of a ledger, read-only, over HTTP")
-    p.add_argument("--db", required=True, metavar="PATH", help="the ledger's SQLite file")
-    rules_opt(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
-    p.set_defaults(run=commands.cmd_serve)
+    dashboard_commands.add_parsers(sub)  # serve, report
 
     p = sub.add_parser("demo-run", help="walk packs through the budget gate with a mock LLM, recording usage and events in a ledger")
     p.add_argument("--run-id", required=True, metavar="R")
