@@ -187,7 +187,7 @@ class HeadTimeoutH11Protocol(H11Protocol):
 
     def handle_events(self) -> None:
         super().handle_events()
-        if self.conn.their_state in (h11.SEND_BODY, h11.DONE):  # the head arrived
+        if self.conn.their_state is not h11.IDLE:  # the head arrived (or the connection is done)
             self._disarm()
 
     def on_response_complete(self) -> None:
@@ -209,8 +209,9 @@ class HeadTimeoutH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before the server starts so port 0 can be reported."""
+def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
+    """The listening socket, bound and listening before the server starts, so port 0 can
+    be reported and a client that connects at once waits in the backlog, not refused."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -219,7 +220,7 @@ def bind(host: str, port: int) -> socket.socket:
     except OSError:
         sock.close()
         raise
-    sock.set_inheritable(True)
+    sock.listen(backlog)
     return sock
 
 
