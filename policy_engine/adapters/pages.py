@@ -147,7 +147,7 @@ def corpus_figure(corpus: dict[str, Any]) -> dict[str, Any]:
     packs = [p for p in corpus["packs"] if p["prompt_tokens"] is not None]
     if not packs:
         return _empty("no valid pack")
-    x = [p["file"] for p in packs]
+    x = [f"{i}. {p['file'].replace(chr(92), '/').rsplit('/', 1)[-1]}" for i, p in enumerate(packs, start=1)]  # unique labels: a category axis merges equal ones
     return {"data": [
         {"type": "bar", "name": "prompt tokens", "x": x, "y": [p["prompt_tokens"] for p in packs], "marker": {"color": [OUTCOME_COLOURS[p["outcome"]] for p in packs]},
          "text": [p["reason"] or "" for p in packs], "textposition": "outside", "cliponaxis": False},
