@@ -38,6 +38,9 @@ def test_wheel_ships_rules_schemas_grammar_and_marker(wheel: Path) -> None:
         "policy_engine/schemas/decision.schema.json",
         "policy_engine/dsl/grammar.lark",
         "policy_engine/py.typed",
+        "policy_engine/adapters/templates/run.html",
+        "policy_engine/schemas/budget.schema.json",
+        "policy_engine/schemas/openapi.json",
     ):
         assert required in names, f"{required} missing from the wheel"
 
