@@ -164,6 +164,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sources = getattr(exc, "sources", None)
         sys.stderr.write(render_text(exc.diagnostics, sources or _sources_for(exc.diagnostics)))
         return int(_code_for(exc))
+    except OSError as exc:
+        # A path the user named cannot be probed or read (too long, permissions, a loop of
+        # symlinks, a full disk on output): bad input from the environment, not a bug.
+        if isinstance(exc, BrokenPipeError):
+            return int(ExitCode.OK)
+        target = exc.filename if isinstance(exc.filename, str) else None
+        shown = target if target is None or len(target) <= 120 else target[:100] + f"... ({len(target)} characters)"
+        diag = Diagnostic("P102", f"cannot access {shown or 'a file'}: {exc.strerror or type(exc).__name__}", hint="check the path, its length and its permissions", file=shown, pointer="" if shown else None)
+        sys.stderr.write(render_text([diag], {}))
+        return int(ExitCode.INVALID_INPUT)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
