@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="show a decision as a readable tree")
     p.add_argument("pack", metavar="PACK")
     inputs(p)
+    p.add_argument("--breakdown", action="store_true", help="also show where the tokens go: tokens by prompt section and the most expensive items")
     p.set_defaults(run=commands.cmd_explain)
 
     p = sub.add_parser("check", help="parse and check rule files")
