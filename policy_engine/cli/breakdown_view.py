@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-BAR_WIDTH = 24
+BAR_WIDTH = 16
 
 
 def _bar(tokens: int, total: int) -> Text:
@@ -22,13 +22,9 @@ def _bar(tokens: int, total: int) -> Text:
 def breakdown_view(breakdown: Mapping[str, Any], *, bars: bool) -> Group:
     final, untrimmed = breakdown["final"], breakdown["untrimmed"]
     table = Table(title="tokens by section", title_justify="left", show_edge=False, pad_edge=False)
-    table.add_column("section", no_wrap=True)
-    table.add_column("final", justify="right")
-    table.add_column("share", justify="right")
-    if bars:
-        table.add_column("", no_wrap=True, min_width=BAR_WIDTH)
-    table.add_column("untrimmed", justify="right")
-    table.add_column("share", justify="right")
+    table.add_column("section", overflow="ellipsis", no_wrap=True, min_width=12, ratio=1)
+    for name in ("final", "share") + (("",) if bars else ()) + ("untrimmed", "share"):
+        table.add_column(name, justify="right", no_wrap=True, min_width=max(len(name), 6) if name else BAR_WIDTH)
     before = {s["section"]: s for s in untrimmed["sections"]}
     names = [s["section"] for s in final["sections"]] + [n for n in before if n not in {s["section"] for s in final["sections"]}]
     after = {s["section"]: s for s in final["sections"]}
