@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     rules_opt(p)
     p.set_defaults(run=commands.cmd_demo_run)
 
+    from policy_engine.cli import replay as replay_cmd
+
+    replay_cmd.register(sub, rules_opt)
+
     p = sub.add_parser("schema", help="print a shipped JSON Schema")
     p.add_argument("name", metavar="NAME", help="retrieval_pack, decision or usage")
     p.set_defaults(run=commands.cmd_schema)
