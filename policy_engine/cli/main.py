@@ -143,7 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from policy_engine.cli import replay as replay_cmd
 
+    from policy_engine.cli import diff as diff_cmd
+
     replay_cmd.register(sub, rules_opt)
+    diff_cmd.register(sub)
 
     p = sub.add_parser("schema", help="print a shipped JSON Schema")
     p.add_argument("name", metavar="NAME", help="retrieval_pack, decision or usage")
