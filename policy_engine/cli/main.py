@@ -145,8 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from policy_engine.cli import diff as diff_cmd
 
+    from policy_engine.cli import fit as fit_cmd
+
     replay_cmd.register(sub, rules_opt)
     diff_cmd.register(sub)
+    fit_cmd.register(sub, inputs)
 
     p = sub.add_parser("schema", help="print a shipped JSON Schema")
     p.add_argument("name", metavar="NAME", help="retrieval_pack, decision or usage")
