@@ -15,4 +15,6 @@ CODES: dict[str, tuple[str, str]] = {
     "C110": ("cannot serve on that port", "pick another --port (0-65535)"),
     "C111": ("demo-run has nothing to run", "give a directory of packs and --calls of at least 1"),
     "V101": ("USD limit without a price", "add a price table and `pricing model`"),
+    "V150": ("not a decision", "pass the JSON `policy eval --format json` wrote for one pack"),
+    "V151": ("no single decision for --pack in JSON lines", "pass --pack exactly as the record's `file` names it"),
 }

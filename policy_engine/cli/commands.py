@@ -157,10 +157,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     policy = load_rules(args)
     common = _inputs(args)
     (path,) = pack_paths([args.pack])
-    result, _ = _evaluate_one(policy, path, common, "rules")
+    result, _ = _evaluate_one(policy, path, common, "full" if getattr(args, "breakdown", False) else "rules")
     if result.decision is None:
         raise PackError(result.problems)
-    _console().print(decision_tree(result.decision, result.file))
+    console = _console()
+    console.print(decision_tree(result.decision, result.file))
+    if result.decision.breakdown is not None:
+        from policy_engine.cli.breakdown_view import breakdown_view
+
+        console.print()
+        console.print(breakdown_view(result.decision.breakdown, bars=console.is_terminal))
     return ExitCode.BLOCKED if result.decision.outcome == "blocked" else ExitCode.OK
 
 

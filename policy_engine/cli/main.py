@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="show a decision as a readable tree")
     p.add_argument("pack", metavar="PACK")
     inputs(p)
+    p.add_argument("--breakdown", action="store_true", help="also show where the tokens go: tokens by prompt section and the most expensive items")
     p.set_defaults(run=commands.cmd_explain)
 
     p = sub.add_parser("check", help="parse and check rule files")
@@ -139,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--knowledge-pack-dir", metavar="DIR")
     rules_opt(p)
     p.set_defaults(run=commands.cmd_demo_run)
+
+    from policy_engine.cli import replay as replay_cmd
+
+    from policy_engine.cli import diff as diff_cmd
+
+    from policy_engine.cli import fit as fit_cmd
+
+    replay_cmd.register(sub, rules_opt)
+    diff_cmd.register(sub)
+    fit_cmd.register(sub, inputs)
 
     p = sub.add_parser("schema", help="print a shipped JSON Schema")
     p.add_argument("name", metavar="NAME", help="retrieval_pack, decision or usage")
