@@ -14,7 +14,7 @@ from hypothesis import given
 from policy_engine.breakdown import Line, breakdown, prompt_lines, section_of, share_text, _paths
 from policy_engine.dsl import load_policy, load_policy_text
 from policy_engine.evaluator import evaluate
-from policy_engine.packs import load_pack
+from policy_engine.packs import load_pack, load_pack_file
 from policy_engine.render import load_idea, load_knowledge
 from policy_engine.tokens import get_counter
 from tests.conftest import ROOT, SHARED
@@ -48,7 +48,7 @@ def _sums(decision) -> None:
 def test_parts_sum_to_prompt_tokens_on_every_suite_pack(pack: Path, rules: Path, knowledge: bool) -> None:
     policy = load_policy(rules)
     idea = IDEA if knowledge else None
-    decision = evaluate(policy, load_pack(pack, idea=idea), idea=idea, knowledge=KNOWLEDGE if knowledge else None, explain="full")
+    decision = evaluate(policy, load_pack_file(pack, idea=idea), idea=idea, knowledge=KNOWLEDGE if knowledge else None, explain="full")
     _sums(decision)
 
 
@@ -62,7 +62,7 @@ def test_parts_sum_to_prompt_tokens_on_generated_packs_and_policies(spec, pack) 
 
 def test_breakdown_only_with_explain_full() -> None:
     policy = load_policy(ROOT / "rules" / "default.policy")
-    pools = load_pack(SHARED / "packs" / "seed_5x15x72x60.json", idea=IDEA)
+    pools = load_pack_file(SHARED / "packs" / "seed_5x15x72x60.json", idea=IDEA)
     for explain in ("off", "rules"):
         decision = evaluate(policy, pools, idea=IDEA, knowledge=KNOWLEDGE, explain=explain)
         assert decision.breakdown is None and "breakdown" not in json.loads(decision.to_json())
@@ -72,7 +72,7 @@ def test_breakdown_only_with_explain_full() -> None:
 
 def test_sections_of_the_seed_pack_are_the_ones_a_reader_expects() -> None:
     policy = load_policy(ROOT / "rules" / "default.policy")
-    pools = load_pack(SHARED / "packs" / "seed_5x15x72x60.json", idea=IDEA)
+    pools = load_pack_file(SHARED / "packs" / "seed_5x15x72x60.json", idea=IDEA)
     d = evaluate(policy, pools, idea=IDEA, knowledge=KNOWLEDGE, explain="full")
     final = {s["section"]: s["tokens"] for s in d.breakdown["final"]["sections"]}
     untrimmed = {s["section"]: s["tokens"] for s in d.breakdown["untrimmed"]["sections"]}
@@ -92,7 +92,7 @@ def test_the_limits_echo_is_the_llm_budget_lines() -> None:
     policy = load_policy(ROOT / "rules" / "default.policy")
     from policy_engine.render import build_prompt_model, limits_view
 
-    pools = load_pack(SHARED / "packs" / "small_2x4x10x8.json", idea=IDEA)
+    pools = load_pack_file(SHARED / "packs" / "small_2x4x10x8.json", idea=IDEA)
     model = build_prompt_model(policy.template, pools, idea=IDEA, knowledge=KNOWLEDGE, counter=counter, limits=limits_view(policy.settings))
     lines = prompt_lines(model, {p: tuple(c.id for c in pools.pool(p)) for p in pools.pools})
     echo = [line.text.strip() for line in lines if section_of(line.path) == "limits_echo"]

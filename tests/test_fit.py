@@ -11,7 +11,7 @@ import pytest
 from policy_engine.dsl import load_policy_text
 from policy_engine.evaluator import evaluate
 from policy_engine.fit import fit
-from policy_engine.packs import load_pack
+from policy_engine.packs import load_pack, load_pack_file
 from policy_engine.render import load_knowledge
 from policy_engine.usage import UsageSnapshot
 from tests.conftest import ROOT
@@ -19,9 +19,9 @@ from tests.conftest import ROOT
 EX = ROOT / "examples"
 KNOWLEDGE = load_knowledge(EX / "knowledge")
 DEFAULT = (ROOT / "rules" / "default.policy").read_text()
-SEED = load_pack(EX / "packs" / "seed_5x15x72x60.json")
-BLOCKED = load_pack(EX / "packs" / "blocked_oversized_guard.json")
-SMALL = load_pack(EX / "packs" / "small_2x4x10x8.json")
+SEED = load_pack_file(EX / "packs" / "seed_5x15x72x60.json")
+BLOCKED = load_pack_file(EX / "packs" / "blocked_oversized_guard.json")
+SMALL = load_pack_file(EX / "packs" / "small_2x4x10x8.json")
 
 FIELDS_ONLY = """policy "fields_only"
 tokenizer tiktoken "o200k_base"
@@ -147,6 +147,6 @@ def test_calls_left_in_the_batch_and_day() -> None:
 def test_json_is_plain(pack: str) -> None:
     import json
 
-    report = fit(load_policy_text(DEFAULT, "default.policy"), load_pack(EX / "packs" / f"{pack}.json"), knowledge=KNOWLEDGE)
+    report = fit(load_policy_text(DEFAULT, "default.policy"), load_pack_file(EX / "packs" / f"{pack}.json"), knowledge=KNOWLEDGE)
     data = json.loads(json.dumps(report.to_json()))
     assert data["untrimmed_prompt_tokens"] >= data["prompt_tokens"]
