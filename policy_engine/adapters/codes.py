@@ -8,4 +8,9 @@ CODES: dict[str, tuple[str, str]] = {
     "L103": ("unknown reservation", "pass the reservation id the gate returned"),
     "L104": ("unreadable provider usage", "pass the provider's usage object unchanged (OpenAI or Anthropic shape)"),
     "L105": ("unpriced model under USD limits", "add a price for the model to the rules"),
+    "L106": ("reservation already settled with other numbers", "settle each reservation once; a retry must repeat the same numbers"),
+    "L107": ("reservation cannot be renewed", "renew well inside the TTL (gate.lease renews every TTL/3) and stop after record_usage"),
+    "L108": ("quantity over the ledger's bound", "no call uses more than 10**15 tokens or 10**18 micro-USD; check the caller's arithmetic"),
+    "L109": ("invalid run id", "pass a non-empty run id of at most 200 characters"),
+    "L110": ("the ledger refused a write", "a quantity or id is out of range; see docs/reservations.md"),
 }
