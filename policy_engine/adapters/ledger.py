@@ -87,6 +87,21 @@ MAX_MICRO_USD = 10**18
 MAX_RUN_ID = 200  # the HTTP route's run id limit
 
 
+SQLITE_SCHEMA_VERSION = 1  # bump with a migration when a table changes shape
+
+
+class LedgerUnavailable(LedgerError):
+    """The ledger cannot be reached right now (server restarting, connection lost, lock
+    wait over). Nothing half-done was kept: retry the call."""
+
+    retryable = True
+
+
+def schema_too_new(found: int, supported: int, where: str) -> LedgerError:
+    return LedgerError([Diagnostic("L112", f"the ledger's schema is version {found}; this engine understands up to {supported}",
+                                   hint="upgrade policy_engine on this machine (a newer engine migrated the ledger); it will not write to a schema it does not know", file=where)])
+
+
 def utc_day(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
 
@@ -170,12 +185,27 @@ class Ledger:
             self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise LedgerError([Diagnostic("L102", f"cannot open the ledger: {exc}", hint="is it an SQLite file written by policy_engine?", file=self.path)]) from None
 
     def close(self) -> None:
         self._db.close()
+
+    def _migrate(self) -> None:
+        """Create the schema on first use and record its version; refuse a newer one
+        (L112) before touching it."""
+        self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        found = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+        if found > SQLITE_SCHEMA_VERSION:
+            self._db.close()
+            raise schema_too_new(found, SQLITE_SCHEMA_VERSION, self.path)
+        self._db.executescript(SCHEMA)
+        if found < SQLITE_SCHEMA_VERSION:
+            self._db.execute("INSERT INTO schema_version VALUES (?)", (SQLITE_SCHEMA_VERSION,))
+
+    def schema_version(self) -> int:
+        return int(self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -183,7 +213,10 @@ class Ledger:
         only one writer at a time reads-and-reserves. SQLite's own refusals of a value
         (64-bit overflow, a constraint) become the engine's typed error L110."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise LedgerUnavailable([Diagnostic("L111", f"the ledger is unavailable: {exc}", hint="another process held the write lock past the busy timeout; retry the call", file=self.path)]) from None
             try:
                 yield self._db
             except (OverflowError, sqlite3.IntegrityError) as exc:
