@@ -13,4 +13,8 @@ CODES: dict[str, tuple[str, str]] = {
     "L108": ("quantity over the ledger's bound", "no call uses more than 10**15 tokens or 10**18 micro-USD; check the caller's arithmetic"),
     "L109": ("invalid run id", "pass a non-empty run id of at most 200 characters"),
     "L110": ("the ledger refused a write", "a quantity or id is out of range; see docs/reservations.md"),
+    "L111": ("the ledger is unavailable (retryable)", "retry the call; check the PostgreSQL server or the SQLite write lock"),
+    "L112": ("the ledger's schema is newer than this engine", "upgrade policy_engine on this machine"),
+    "L113": ("unsupported ledger URL", "use a path, sqlite:///path or postgresql://user@host:port/db"),
+    "L114": ("unknown run", "check --run-id and --ledger"),
 }
