@@ -112,8 +112,9 @@ class PgLedger:
         timeout_s = float(query.pop("timeout_s", timeout_s))
         query.setdefault("connect_timeout", str(max(1, int(timeout_s))))
         conninfo = urlunsplit(parts._replace(scheme="postgresql", query=urlencode(query)))
-        self.pool = ConnectionPool(conninfo, min_size=1, max_size=max(1, pool_size), timeout=timeout_s, open=False,
-                                   check=ConnectionPool.check_connection, name="policy-ledger")
+        # No per-checkout health check (a round trip per call): a connection broken by a
+        # server restart fails its transaction once (L111, retryable) and the pool drops it.
+        self.pool = ConnectionPool(conninfo, min_size=1, max_size=max(1, pool_size), timeout=timeout_s, open=False, name="policy-ledger")
         try:
             self.pool.open(wait=True, timeout=timeout_s)
         except Exception as exc:  # noqa: BLE001 - PoolTimeout and friends: the server is not there
@@ -163,11 +164,11 @@ class PgLedger:
                                                 hint="retry the call: nothing half-done was kept (a retried settlement is a no-op if the first one landed)", file=self.path)]) from None
 
     def _lock_totals(self, db: Any, day: str, run_id: str) -> None:
-        """Take the day's and then the run's counter-row locks (created on first use)."""
-        db.execute("INSERT INTO day_totals (day) VALUES (%s) ON CONFLICT DO NOTHING", (day,))
-        db.execute("INSERT INTO run_totals (run_id) VALUES (%s) ON CONFLICT DO NOTHING", (run_id,))
-        db.execute("SELECT 1 FROM day_totals WHERE day = %s FOR UPDATE", (day,))
-        db.execute("SELECT 1 FROM run_totals WHERE run_id = %s FOR UPDATE", (run_id,))
+        """Take the day's and then the run's counter-row locks, creating the rows on first
+        use: an upsert whose no-op update locks the row like SELECT ... FOR UPDATE, in one
+        round trip per row."""
+        db.execute("INSERT INTO day_totals (day) VALUES (%s) ON CONFLICT (day) DO UPDATE SET tokens = day_totals.tokens", (day,))
+        db.execute("INSERT INTO run_totals (run_id) VALUES (%s) ON CONFLICT (run_id) DO UPDATE SET tokens = run_totals.tokens", (run_id,))
 
     # ---- reading -----------------------------------------------------------------------
 
