@@ -37,14 +37,14 @@ ladder {{
 CTX = mp.get_context("fork")  # the parent holds no ledger connection when it forks
 
 
-def gated_calls(url: str, run_id: str, calls: int, seed: int, log: str, ttl_s: float = 60.0, ledger=None) -> dict[str, int]:
+def gated_calls(url: str, run_id: str, calls: int, seed: int, log: str, ttl_s: float = 60.0, ledger=None, rules: str = RULES) -> dict[str, int]:
     """``calls`` gated LLM calls with a mock provider; retries a call whose ledger is
     unavailable (L111). Appends each settled reservation id to ``log`` once
     record_usage has returned (one write, O_APPEND)."""
     rng = random.Random(seed)
     own = ledger is None
     ledger = ledger or open_ledger(url, pool_size=1)
-    gate = BudgetGate(load_policy_text(RULES, "w.policy"), ledger, reservation_ttl_s=ttl_s)
+    gate = BudgetGate(load_policy_text(rules, "w.policy"), ledger, reservation_ttl_s=ttl_s)
     stats = {"allowed": 0, "blocked": 0, "settled_tokens": 0, "retries": 0}
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
@@ -164,8 +164,11 @@ def test_workers_sharing_a_daily_cap_never_exceed_it(ledger_url: str, tmp_path: 
           f"{sum(t for _, t, _ in a['per_day'])} tokens settled, {sum(r['retries'] for r in results)} retries")
 
 
+WIDE = RULES.replace(f"<= {DAY_CAP} tokens", "<= 1000000000 tokens")  # killed workers never fill the day
+
+
 def _loop_forever(url: str, seed: int, log: str) -> None:
-    gated_calls(url, f"run-k{seed}", 10**9, seed, log, ttl_s=5.0)
+    gated_calls(url, f"run-k{seed}", 10**9, seed, log, ttl_s=5.0, rules=WIDE)
 
 
 def test_killed_workers_leave_a_consistent_ledger_and_their_holds_expire(ledger_url: str, tmp_path: Path) -> None:
@@ -194,7 +197,7 @@ def test_killed_workers_leave_a_consistent_ledger_and_their_holds_expire(ledger_
     assert a["held"] == 0, "the killed workers' reservations expired"
     ledger = open_ledger(ledger_url, clock=lambda: later)
     try:
-        gate = BudgetGate(load_policy_text(RULES, "w.policy"), ledger)
+        gate = BudgetGate(load_policy_text(WIDE, "w.policy"), ledger)
         assert ledger.snapshot("run-k0").day_tokens == sum(t for _, t, _ in a["per_day"]), "only settled usage counts once holds expire"
         res = gate.check(SMALL, "run-after")  # the next call works
         gate.record_usage("run-after", prompt_tokens=10, completion_tokens=10, reservation_id=res.reservation_id)
