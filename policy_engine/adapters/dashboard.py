@@ -53,7 +53,10 @@ def budget_payload(ledger: Ledger, run_id: str, policy: Policy) -> dict[str, Any
         "over_day_budget": _over(gauges["day_tokens"]["value"], gauges["day_tokens"]["limit"]),
         "explore_floor_breached": (False in floors) if floors else None,
     }
-    return {"run_id": run_id, "series": {"prompt_tokens": prompt, "completion_tokens": completion, "fallback_timeline": timeline}, "gauges": gauges, "flags": flags}
+    overspends = [p for t, p, _ in events if t == "budget.overspend"]  # settlements the reservations did not cover
+    overspend = {"events": len(overspends), "tokens": sum(p.get("tokens") or 0 for p in overspends), "micro_usd": sum(p.get("micro_usd") or 0 for p in overspends)}
+    return {"run_id": run_id, "series": {"prompt_tokens": prompt, "completion_tokens": completion, "fallback_timeline": timeline}, "gauges": gauges, "flags": flags,
+            "overspend": overspend}
 
 
 def kpi_payload(ledger: Ledger, run_id: str, policy: Policy) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from policy_engine.adapters.dashboard import budget_payload, kpi_payload
-from policy_engine.adapters.ledger import Ledger
+from policy_engine.adapters.ledger_url import open_ledger
 from policy_engine.policy import Policy
 
 ROUTE = re.compile(r"^/api/runs/([^/]{1,200})/(budget|kpi)$")
@@ -40,7 +40,7 @@ def make_server(db_path: str, policy: Policy, host: str = "127.0.0.1", port: int
                 self._send(HTTPStatus.NOT_FOUND, {"error": "not_found", "message": "use GET /api/runs/{run_id}/budget or /api/runs/{run_id}/kpi"})
                 return
             run_id, view = unquote(match.group(1)), match.group(2)
-            ledger = Ledger(db_path)
+            ledger = open_ledger(db_path)  # a path or any ledger URL
             try:
                 if not ledger.run_exists(run_id):
                     self._send(HTTPStatus.NOT_FOUND, {"error": "unknown_run", "message": f"no events or usage for run {run_id!r}"})

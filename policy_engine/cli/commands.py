@@ -427,15 +427,23 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return ExitCode.OK if report.ok else ExitCode.FAILED
 
 
+def _existing_ledger(url: str) -> Any:
+    """Open a ledger that must already exist (serve, report): a missing SQLite file is
+    C109 rather than a new empty ledger."""
+    from policy_engine.adapters.ledger_url import open_ledger, sqlite_path
+
+    path = sqlite_path(url)
+    if path is not None and not Path(path).is_file():
+        raise _err("C109", f"no ledger at {url}", "run `policy demo-run` or the gate first, or pass the right --ledger")
+    return open_ledger(url)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from policy_engine.adapters.ledger import Ledger
     from policy_engine.adapters.server import make_server
 
-    if not Path(args.db).is_file():
-        raise _err("C109", f"no ledger at {args.db}", "run `policy demo-run` or the gate first, or pass the right --db")
     if not 0 <= args.port <= 65535:
         raise _err("C110", f"--port must be 0-65535, got {args.port}", "e.g. --port 8765")
-    Ledger(args.db).close()  # fails clearly now if it is not a ledger
+    _existing_ledger(args.db).close()  # fails clearly now if it is not a ledger
     policy = load_rules(args)
     try:
         server = make_server(args.db, policy, args.host, args.port)
@@ -456,7 +464,7 @@ def cmd_demo_run(args: argparse.Namespace) -> int:
     from policy_engine.adapters.demo import MockLLM, demo_run
     from policy_engine.adapters.events import JsonlSink
     from policy_engine.adapters.gate import BudgetGate
-    from policy_engine.adapters.ledger import Ledger
+    from policy_engine.adapters.ledger_url import open_ledger
 
     folder = Path(args.packs)
     packs = sorted(folder.glob("*.json")) if folder.is_dir() else []
@@ -465,11 +473,33 @@ def cmd_demo_run(args: argparse.Namespace) -> int:
     if args.calls < 1:
         raise _err("C111", f"--calls must be at least 1, got {args.calls}", "e.g. --calls 12")
     policy = load_rules(args)
-    ledger = Ledger(args.db)
+    ledger = open_ledger(args.db)
     sinks = [JsonlSink(args.events_jsonl)] if args.events_jsonl else []
     gate = BudgetGate(policy, ledger, sinks=sinks, knowledge_dir=args.knowledge_pack_dir)
     summary = demo_run(gate, args.run_id, packs, args.calls, MockLLM())
     ledger.close()
     print(json.dumps(summary, indent=2, sort_keys=True))
-    print(f"see it: policy serve --db {args.db} --rules {rules_path(args)}  then GET /api/runs/{args.run_id}/budget", file=sys.stderr)
+    print(f"see it: policy serve --ledger {args.db} --rules {rules_path(args)}  then GET /api/runs/{args.run_id}/budget", file=sys.stderr)
+    return ExitCode.OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """A run's accounts from any ledger backend (the same numbers the dashboard shows)."""
+    from policy_engine.adapters.dashboard import budget_payload
+    from policy_engine.errors import LedgerError
+
+    policy = load_rules(args)
+    ledger = _existing_ledger(args.db)
+    try:
+        if not ledger.run_exists(args.run_id):
+            raise LedgerError([Diagnostic("L114", f"no events or usage for run {args.run_id!r} in this ledger", hint="check --run-id and --ledger", file=ledger.path)])
+        tokens, micro_usd, points = ledger.settled_totals(run_id=args.run_id)
+        budget = budget_payload(ledger, args.run_id, policy)
+        report = {"run_id": args.run_id, "ledger": ledger.path, "schema_version": ledger.schema_version(),
+                  "settled": {"tokens": tokens, "micro_usd": micro_usd, "usage_points": points},
+                  "live_reservations": ledger.snapshot(args.run_id).batch_tokens - tokens,
+                  "overspend": budget.get("overspend"), "budget": budget}
+    finally:
+        ledger.close()
+    print(json.dumps(report, indent=2, sort_keys=True))
     return ExitCode.OK

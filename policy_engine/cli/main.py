@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.cmd_verify)
 
     p = sub.add_parser("serve", help="serve the budget and KPI dashboards of a ledger, read-only, over HTTP")
-    p.add_argument("--db", required=True, metavar="PATH", help="the ledger's SQLite file")
+    p.add_argument("--ledger", "--db", dest="db", required=True, metavar="URL", help="the ledger: a path or sqlite:///path (SQLite), or postgresql://user@host:port/db")
     rules_opt(p)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-run", help="walk packs through the budget gate with a mock LLM, recording usage and events in a ledger")
     p.add_argument("--run-id", required=True, metavar="R")
     p.add_argument("--packs", required=True, metavar="DIR", help="directory of pack JSON files (cycled through)")
-    p.add_argument("--db", required=True, metavar="PATH", help="the ledger's SQLite file (created if missing)")
+    p.add_argument("--ledger", "--db", dest="db", required=True, metavar="URL", help="the ledger (created if missing): a path or sqlite:///path, or postgresql://user@host:port/db")
     p.add_argument("--mock-llm", action="store_true", required=True, help="use the built-in mock provider (the only provider in the demo)")
     p.add_argument("--calls", type=int, default=12, metavar="N", help="LLM calls to gate (default 12)")
     p.add_argument("--events-jsonl", metavar="FILE", help="also append every event here as JSON lines")
@@ -150,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay_cmd.register(sub, rules_opt)
     diff_cmd.register(sub)
     fit_cmd.register(sub, inputs)
+
+    p = sub.add_parser("report", help="print a run's settled usage, live reservations, overspend and budget dashboard payload from a ledger, as JSON")
+    p.add_argument("--ledger", "--db", dest="db", required=True, metavar="URL", help="the ledger: a path or sqlite:///path, or postgresql://user@host:port/db")
+    p.add_argument("--run-id", required=True, metavar="R")
+    rules_opt(p)
+    p.set_defaults(run=commands.cmd_report)
 
     p = sub.add_parser("schema", help="print a shipped JSON Schema")
     p.add_argument("name", metavar="NAME", help="retrieval_pack, decision or usage")

@@ -165,7 +165,8 @@ def test_dashboard_payloads_follow_the_contract_and_are_null_safe(setup) -> None
     res = gate.check(SEED, "run-k")
     gate.record_usage("run-k", prompt_tokens=res.decision.metrics["prompt_tokens"], completion_tokens=300, reservation_id=res.reservation_id, model="mock-1")
     budget = budget_payload(ledger, "run-k", gate.policy)
-    assert set(budget) == {"run_id", "series", "gauges", "flags"}
+    assert set(budget) == {"run_id", "series", "gauges", "flags", "overspend"}
+    assert budget["overspend"] == {"events": 0, "tokens": 0, "micro_usd": 0}
     assert set(budget["series"]) == {"prompt_tokens", "completion_tokens", "fallback_timeline"}
     assert set(budget["gauges"]) == {"prompt_tokens", "completion_tokens", "batch_tokens", "day_tokens"}
     assert set(budget["flags"]) == {"budget_blocked", "over_prompt_budget", "over_completion_budget", "over_batch_budget", "over_day_budget", "explore_floor_breached"}
