@@ -12,6 +12,7 @@ import os
 from typing import Any, Mapping
 
 from policy_engine.decision import Decision
+from policy_engine.packs.idea_input import idea_from_document
 from policy_engine.dsl import default_rules_path, load_policy, load_policy_text
 from policy_engine.evaluator import evaluate
 from policy_engine.packs import load_pack, read_pack_document
@@ -27,6 +28,7 @@ __all__ = [
     "evaluate",
     "evaluate_pack",
     "load_policy",
+    "load_idea",
     "load_policy_text",
     "read_pack_document",
     "trimmed_pack",
@@ -35,21 +37,25 @@ __all__ = [
 
 def evaluate_pack(
     policy: Policy,
-    pack: str | os.PathLike[str] | Mapping[str, Any],
+    pack: Mapping[str, Any],
     *,
     usage: UsageSnapshot = UsageSnapshot(),
     request: Request = Request(),
     seen_combos: frozenset[str] = frozenset(),
     knowledge_dir: str | os.PathLike[str] | None = None,
-    idea: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    idea: Mapping[str, Any] | None = None,
     explain: str = "rules",
 ) -> Decision:
-    """Load (and validate) the pack, the optional knowledge pack and idea spec, then
-    evaluate."""
-    idea_doc = load_idea(idea) if isinstance(idea, (str, os.PathLike)) else idea
-    pools = load_pack(pack, idea=idea_doc)
+    """Validate the pack document (and load the optional knowledge pack), then evaluate.
+
+    ``pack`` and ``idea`` are documents (dicts), never paths: a string is refused with
+    P112, so a pack's content can never make the engine read a file. Read files explicitly
+    with `read_pack_document(path)` and `load_idea(path)`."""
+    if idea is not None:
+        idea = idea_from_document(idea)
+    pools = load_pack(pack, idea=idea)
     knowledge = load_knowledge(knowledge_dir) if knowledge_dir is not None else None
-    return evaluate(policy, pools, usage=usage, request=request, seen_combos=seen_combos, idea=idea_doc, knowledge=knowledge, explain=explain)
+    return evaluate(policy, pools, usage=usage, request=request, seen_combos=seen_combos, idea=idea, knowledge=knowledge, explain=explain)
 
 
 def trimmed_pack(pack: Mapping[str, Any], decision: Decision) -> dict[str, Any]:

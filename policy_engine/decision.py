@@ -64,6 +64,9 @@ class Decision:
     trace: tuple[TraceStep, ...]
     manifest: Mapping[str, Any]
     explain: str = "rules"
+    #: tokens by prompt section, final and untrimmed (`policy_engine.breakdown`); only with
+    #: explain "full", so other decisions serialise exactly as before
+    breakdown: Mapping[str, Any] | None = None
 
     @property
     def selected_topk(self) -> dict[str, int]:
@@ -94,6 +97,8 @@ class Decision:
         }
         if self.explain != "off":
             out["trace"] = [step.to_json() for step in self.trace]
+        if self.breakdown is not None:
+            out["breakdown"] = dict(self.breakdown)
         return out
 
     def to_json(self) -> str:

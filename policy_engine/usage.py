@@ -2,12 +2,31 @@
 kind of request this is.
 
 Both are plain values passed in, never read from a clock or a database inside the core:
-the adapters (ledger, gate) build them, so evaluation stays a pure function.
+the adapters (ledger, gate) build them, so evaluation stays a pure function. They are also
+the core's boundary for quantities: a negative completion budget would reserve negative
+tokens and switch the day's cap off for every later call, so every quantity is checked
+here, whoever constructs it (API, CLI, test cases, gate), not in one front end.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from policy_engine.errors import Diagnostic, UsageInputError
+from policy_engine.reading.bounds import MAX_QUANTITY
+
+
+def check_quantity(owner: str, name: str, value: object) -> None:
+    """Refuse anything but a whole number from 0 to 10^15 (bool is not a number here)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        problem = f"{owner}.{name} must be a whole number, got {type(value).__name__} {value!r:.40}"
+    elif value < 0:
+        problem = f"{owner}.{name} must not be negative, got {value}"
+    elif value > MAX_QUANTITY:
+        problem = f"{owner}.{name} is above the bound of 10^15"
+    else:
+        return
+    raise UsageInputError([Diagnostic("P120", problem, hint="token counts and micro-USD amounts are whole numbers from 0 to 10^15", file=owner, pointer=f"/{name}")])
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +39,10 @@ class UsageSnapshot:
     day_tokens: int = 0
     batch_micro_usd: int = 0
     day_micro_usd: int = 0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            check_quantity("UsageSnapshot", f.name, getattr(self, f.name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,3 +58,11 @@ class Request:
 
     completion_tokens: int | None = None
     expansion: bool = False
+
+    def __post_init__(self) -> None:
+        if self.completion_tokens is not None:
+            check_quantity("Request", "completion_tokens", self.completion_tokens)
+            if self.completion_tokens == 0:
+                raise UsageInputError([Diagnostic("P120", "Request.completion_tokens must be positive, got 0", hint="ask for at least one completion token, or None for the policy's budget", file="Request", pointer="/completion_tokens")])
+        if not isinstance(self.expansion, bool):
+            raise UsageInputError([Diagnostic("P120", f"Request.expansion must be true or false, got {self.expansion!r:.40}", hint="pass a bool", file="Request", pointer="/expansion")])

@@ -13,7 +13,6 @@ and is written in the gate's transaction, so a call and its reservation land tog
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -102,13 +101,16 @@ def gated_call(decision: Decision, settings: Settings, *, run_id: str, created_a
     )
 
 
-def insert_call(db: sqlite3.Connection, call: GatedCall) -> None:
+def insert_call(db: Any, call: GatedCall, placeholder: str = "?") -> None:
+    """Insert one call through a DB-API connection; ``placeholder`` is the driver's
+    parameter marker (``?`` for sqlite3, ``%s`` for psycopg)."""
+
     def dump(value: Any) -> str:
         return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
     db.execute(
         "INSERT INTO gated_calls (call_id, run_id, created_at, outcome, reason, reasons_json, rules_digest, limits_json, prompt_tokens, completion_tokens,"
-        " request_micro_usd, rungs_json, kpis_json, decision_ms, reservation_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " request_micro_usd, rungs_json, kpis_json, decision_ms, reservation_id) VALUES (" + ", ".join([placeholder] * 15) + ")",
         (call.call_id, call.run_id, call.created_at, call.outcome, call.reason, dump(list(call.reasons)), call.rules_digest, dump(call.limits),
          call.prompt_tokens, call.completion_tokens, call.request_micro_usd, dump(call.rungs), dump(call.kpis), call.decision_ms, call.reservation_id),
     )

@@ -144,6 +144,8 @@ def budget_payload(reader: LedgerReader, run_id: str) -> dict[str, Any]:
         "limits": limits, "gated_with": _gated_with(calls), "totals": totals, "days": days, "calls": call_json,
         "series": {"prompt_tokens": prompt, "completion_tokens": completion, "fallback_timeline": timeline, "day_spend": day_spend},
         "gauges": gauges, "flags": flags, "flag_meanings": FLAG_MEANINGS,
+        # settlements the reservations did not cover (`budget.overspend` events): never silent
+        "overspend": reader.overspend(run_id),
     }
 
 

@@ -1,7 +1,8 @@
 """Telemetry events with the agent's names and payload keys, so its dashboards keep
 working: `budget.fallback_applied` (one per rung), `budget.check_passed`,
 `budget.check_failed`, `budget.explore_floor_preserved`, `budget.blocked`, and
-`llm.usage_point`. Sinks: the ledger's `event_log` table (always, in the gate's
+`llm.usage_point`; plus `budget.overspend` (ours: a settlement the reservation did not
+cover, with its amount). Sinks: the ledger's `event_log` table (always, in the gate's
 transaction), JSON lines, or anything with an `emit(event)` method."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from policy_engine.policy import Settings
 
 SEVERITY = {
     "budget.fallback_applied": "warn", "budget.check_passed": "info", "budget.explore_floor_preserved": "info",
-    "budget.check_failed": "warn", "budget.blocked": "error", "llm.usage_point": "info",
+    "budget.check_failed": "warn", "budget.blocked": "error", "llm.usage_point": "info", "budget.overspend": "error",
 }
 
 
@@ -154,3 +155,10 @@ def usage_event(run_id: str, idea_id: str | None, created_at: str, *, prompt_tok
     if provider is not None or raw_usage is not None:
         payload |= {"provider": provider, "model": model, "response_id": response_id, "usage": dict(raw_usage or {})}
     return Event("llm.usage_point", run_id, idea_id, f"usage {prompt_tokens}+{completion_tokens} tokens", payload, created_at, stage="llm")
+
+
+def overspend_event(run_id: str, idea_id: str | None, created_at: str, payload: Mapping[str, Any]) -> Event:
+    """A settlement the policy's accounting did not cover (payload from the ledger's
+    `overspend_payload`): never silent, always in the event log with its amount."""
+    what = "after its reservation expired" if payload["reason"] == "settled_after_expiry" else "over its reservation"
+    return Event("budget.overspend", run_id, idea_id, f"overspend: {payload['tokens']} tokens settled {what}", dict(payload), created_at)

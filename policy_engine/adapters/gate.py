@@ -4,15 +4,21 @@
 the run's and day's usage (settled + live reservations), evaluates the policy, reserves the
 request's worst case when allowed and writes the telemetry events. The evaluation is pure;
 all I/O is here.
+
+The reservation is a lease: hold it across the LLM call with `with gate.lease(run_id,
+result.reservation_id):` (renews every TTL/3 from a background thread) or call
+`gate.renew()` yourself; docs/reservations.md sizes the TTL against the provider timeout.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from policy_engine.api import trimmed_pack
 from policy_engine.decision import Decision
@@ -23,8 +29,8 @@ from policy_engine.policy import METRICS, Policy
 from policy_engine.render import load_knowledge
 from policy_engine.usage import Request
 from policy_engine.adapters.call_log import gated_call
-from policy_engine.adapters.events import Event, EventSink, budget_events, usage_event
-from policy_engine.adapters.ledger import Ledger, utc_iso
+from policy_engine.adapters.events import Event, EventSink, budget_events, overspend_event, usage_event
+from policy_engine.adapters.ledger import Ledger, Settlement, check_quantity, check_run_id, utc_iso
 
 
 class BudgetBlocked(Exception):
@@ -45,6 +51,7 @@ class GateResult:
     decision: Decision
     pack: dict[str, Any]  # the trimmed pack to send on
     reservation_id: str
+    expires_at: float = 0.0  # the lease's expiry (ledger clock); renew before it
 
 
 def parse_provider_usage(usage: Any) -> tuple[int, int]:
@@ -56,9 +63,7 @@ def parse_provider_usage(usage: Any) -> tuple[int, int]:
         return usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
 
     def whole(name: str, value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise LedgerError([Diagnostic("L104", f"usage {name} must be a whole number >= 0, got {value!r}", hint="pass the provider's usage object as returned")])
-        return value
+        return check_quantity(f"usage {name}", value)
 
     if get("prompt_tokens") is not None or get("completion_tokens") is not None:
         prompt, completion = whole("prompt_tokens", get("prompt_tokens") or 0), whole("completion_tokens", get("completion_tokens") or 0)
@@ -78,12 +83,13 @@ def parse_provider_usage(usage: Any) -> tuple[int, int]:
 class BudgetGate:
     def __init__(self, policy: Policy, ledger: Ledger, *, sinks: Iterable[EventSink] = (), reservation_ttl_s: float = 600.0,
                  knowledge_dir: str | os.PathLike[str] | None = None) -> None:
-        if not reservation_ttl_s > 0:
-            raise ValueError("reservation_ttl_s must be > 0")
+        if not 0 < reservation_ttl_s <= 86_400:
+            raise ValueError("reservation_ttl_s must be > 0 and at most a day (renew a lease instead of a longer TTL)")
         self.policy, self.ledger, self.sinks, self.ttl = policy, ledger, tuple(sinks), reservation_ttl_s
         self.knowledge = load_knowledge(knowledge_dir) if knowledge_dir is not None else None
 
     def check(self, pack: Mapping[str, Any], run_id: str, *, request: Request = Request(), idea: Mapping[str, Any] | None = None) -> GateResult:
+        check_run_id(run_id)
         pools = load_pack(pack, idea=idea)  # validation errors raise PackError before any lock
         now = self.ledger.clock()
         created = utc_iso(now)
@@ -105,13 +111,52 @@ class BudgetGate:
         self._publish(events)
         if reservation is None:
             raise BudgetBlocked(decision.reason or "blocked", decision)
-        return GateResult(decision, trimmed_pack(pack, decision), reservation.id)
+        return GateResult(decision, trimmed_pack(pack, decision), reservation.id, reservation.expires_at)
+
+    def renew(self, run_id: str, reservation_id: str, *, ttl_s: float | None = None) -> float:
+        """Extend the reservation's lease to now + TTL while its LLM call runs; returns the
+        new expiry. An expired or settled reservation raises L107."""
+        return self.ledger.renew(check_run_id(run_id), reservation_id, ttl_s=self.ttl if ttl_s is None else ttl_s)
+
+    @contextmanager
+    def lease(self, run_id: str, reservation_id: str, *, every_s: float | None = None) -> Iterator[None]:
+        """Hold the reservation for the duration of the block: a daemon thread renews it
+        every ``every_s`` (default TTL/3, so two missed beats still leave it live). A
+        renewal failure (ledger down, lease already lost) is kept and raised when the
+        block ends, so the caller learns that its settlement may be reported as overspend."""
+        interval = self.ttl / 3 if every_s is None else every_s
+        stop, failure = threading.Event(), []
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                try:
+                    self.renew(run_id, reservation_id)
+                except Exception as exc:  # noqa: BLE001 - reported to the caller below
+                    failure.append(exc)
+                    return
+
+        thread = threading.Thread(target=beat, name=f"lease-{reservation_id[:8]}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+        if failure:
+            raise failure[0]
 
     def record_usage(self, run_id: str, usage: Any = None, *, prompt_tokens: int | None = None, completion_tokens: int | None = None,
                      model: str | None = None, reservation_id: str | None = None, provider: str | None = None, response_id: str | None = None,
                      prompt_chars: int | None = None, completion_chars: int | None = None, idea_id: str | None = None) -> Event:
         """Settle real usage: either the provider's ``usage`` (OpenAI or Anthropic shape) or
-        ``prompt_tokens`` and ``completion_tokens``. Replaces the reservation when given."""
+        ``prompt_tokens`` and ``completion_tokens``. Replaces the reservation when given.
+        Idempotent per reservation: a retry with the same numbers returns the same event
+        and writes and publishes nothing; other numbers raise L106. A settlement after the
+        reservation expired (or above it) also writes and publishes `budget.overspend`."""
+        check_run_id(run_id)
+        for name, chars in (("prompt_chars", prompt_chars), ("completion_chars", completion_chars)):
+            if chars is not None:
+                check_quantity(name, chars)
         if usage is not None:
             prompt, completion = parse_provider_usage(usage)
         elif prompt_tokens is not None and completion_tokens is not None:
@@ -122,10 +167,18 @@ class BudgetGate:
         raw = usage if isinstance(usage, Mapping) else (None if usage is None else {k: getattr(usage, k) for k in dir(usage) if k.endswith("tokens")})
         event = usage_event(run_id, idea_id, utc_iso(self.ledger.clock()), prompt_tokens=prompt, completion_tokens=completion, micro_usd=micro_usd,
                             prompt_chars=prompt_chars, completion_chars=completion_chars, provider=provider, model=model, response_id=response_id, raw_usage=raw)
-        # the usage point and its event land together or not at all
-        self.ledger.settle(run_id, prompt, completion, micro_usd or 0, model=model, reservation_id=reservation_id,
-                           event=(event.event_type, json.dumps(event.payload, sort_keys=True), event.created_at))
-        self._publish([event])
+        published: list[Event] = [event]
+
+        def rows(done: Settlement) -> list[tuple[str, str, str]]:
+            del published[1:]  # called once per transaction attempt
+            if done.overspend is not None:
+                published.append(overspend_event(run_id, idea_id, event.created_at, done.overspend))
+            return [(e.event_type, json.dumps(e.payload, sort_keys=True), e.created_at) for e in published]
+
+        # the usage point and its events land together or not at all
+        done = self.ledger.settle(run_id, prompt, completion, micro_usd or 0, model=model, reservation_id=reservation_id, events=rows)
+        if not done.repeated:
+            self._publish(published)
         return event
 
     def _cost(self, model: str | None, prompt: int, completion: int) -> int | None:

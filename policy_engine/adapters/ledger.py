@@ -9,16 +9,25 @@ provider's actual usage. A crashed worker's reservation expires after its TTL an
 counting. Usage is summed in SQL over the whole run or day (the agent summed only the
 latest 5,000 events and undercounted, defect 2). A reservation counts against the UTC
 day on which it was made, and so does its settlement.
+
+Leases (docs/reservations.md): a reservation is a lease the caller renews (`renew`) while
+its LLM call runs, so the TTL can stay short (a crashed worker's hold is released soon)
+without a slow call losing its hold. A settlement is keyed by its reservation: repeated
+with the same numbers it is a no-op, with other numbers a coded error (L106). Usage is
+never dropped; a settlement that arrives after its reservation expired (its room may have
+been given to another caller) or that exceeds what was reserved is recorded as a
+`budget.overspend` event carrying the amount, in the settlement's transaction.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -70,6 +79,34 @@ CREATE TABLE IF NOT EXISTS seen_combos (
 """
 
 
+# The largest token quantity the ledger accepts in one reservation or usage point. No LLM
+# call comes near it (the largest context windows are ~10**7 tokens), and sums of 10**3
+# such points still fit SQLite's and PostgreSQL's signed 64-bit integers (2**63 ~ 9.2e18).
+MAX_TOKENS = 10**15
+# Micro-USD bound: $10**12 for one call; below 2**63 with the same headroom.
+MAX_MICRO_USD = 10**18
+MAX_RUN_ID = 200  # the HTTP route's run id limit
+
+
+# Migration n brings the schema from version n-1 to n: 1 the ledger, 2 the dashboard's
+# call log (call_log.py). Each script is idempotent (IF NOT EXISTS), so a ledger written
+# before versioning (tables, no schema_version rows) is adopted, not recreated.
+SQLITE_MIGRATIONS: tuple[str, ...] = (SCHEMA, CALLS_SCHEMA)
+SQLITE_SCHEMA_VERSION = len(SQLITE_MIGRATIONS)  # add a migration when a table changes shape
+
+
+class LedgerUnavailable(LedgerError):
+    """The ledger cannot be reached right now (server restarting, connection lost, lock
+    wait over). Nothing half-done was kept: retry the call."""
+
+    retryable = True
+
+
+def schema_too_new(found: int, supported: int, where: str) -> LedgerError:
+    return LedgerError([Diagnostic("L112", f"the ledger's schema is version {found}; this engine understands up to {supported}",
+                                   hint="upgrade policy_engine on this machine (a newer engine migrated the ledger); it will not write to a schema it does not know", file=where)])
+
+
 def utc_day(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
 
@@ -88,13 +125,64 @@ class Reservation:
     expires_at: float
 
 
+@dataclass(frozen=True)
+class Settlement:
+    """What one `settle` did. ``repeated``: the reservation was already settled with these
+    numbers, nothing was written. ``overspend``: the payload of the `budget.overspend`
+    event written with it (None when the settlement stayed inside a live reservation)."""
+
+    usage_id: int
+    run_id: str
+    day: str
+    prompt_tokens: int
+    completion_tokens: int
+    micro_usd: int
+    reservation_id: str | None
+    repeated: bool = False
+    overspend: dict[str, Any] | None = field(default=None)
+
+
+def check_run_id(run_id: Any) -> str:
+    if not isinstance(run_id, str) or not 0 < len(run_id) <= MAX_RUN_ID:
+        raise LedgerError([Diagnostic("L109", f"run id must be a non-empty string of at most {MAX_RUN_ID} characters, got {_short(run_id)}",
+                                      hint="pass the orchestrator's run (batch) id, e.g. 'run-2026-09-21-a'")])
+    return run_id
+
+
+def check_quantity(name: str, value: Any, bound: int = MAX_TOKENS) -> int:
+    """Every quantity the ledger stores: an integer (not a bool), 0 <= value <= bound."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise LedgerError([Diagnostic("L104", f"{name} must be a whole number >= 0, got {_short(value)}", hint="pass the provider's usage object as returned")])
+    if value > bound:
+        raise LedgerError([Diagnostic("L108", f"{name} {value} is over the ledger's bound of {bound}", hint=f"no LLM call uses more than {bound} tokens; check the caller's arithmetic")])
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def overspend_payload(reason: str, *, reservation_id: str | None, day: str, tokens: int, micro_usd: int, reserved_tokens: int,
+                      expires_at: float, settled_at: float) -> dict[str, Any]:
+    """The `budget.overspend` payload: ``tokens`` / ``micro_usd`` are the amount that went
+    past the policy's accounting: the whole settlement when the reservation had expired
+    (its room was free for others), the excess over the reservation otherwise."""
+    return {"reason": reason, "reservation_id": reservation_id, "day": day, "tokens": tokens, "micro_usd": micro_usd,
+            "reserved_tokens": reserved_tokens, "expired_at": utc_iso(expires_at), "settled_at": utc_iso(settled_at),
+            "late_by_s": round(max(0.0, settled_at - expires_at), 3)}
+
+
 class Ledger:
     """One SQLite file. Each process opens its own `Ledger` (connections are not shared
     across processes or threads)."""
 
     def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time, busy_timeout_s: float = 30.0) -> None:
         self.path = str(path)
+        self.url = "sqlite:///" + os.path.abspath(self.path)
         self.clock = clock
+        # one connection per Ledger: a lease's heartbeat thread and the caller take turns
+        self._lock = threading.RLock()
         parent = Path(self.path).parent
         if not parent.is_dir():
             raise LedgerError([Diagnostic("L101", f"the ledger's directory {str(parent)!r} does not exist", hint="create it, or pass another --db path", file=self.path)])
@@ -102,26 +190,49 @@ class Ledger:
             self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
-            self._db.executescript(CALLS_SCHEMA)  # the dashboard's call log (call_log.py)
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise LedgerError([Diagnostic("L102", f"cannot open the ledger: {exc}", hint="is it an SQLite file written by policy_engine?", file=self.path)]) from None
 
     def close(self) -> None:
         self._db.close()
 
+    def _migrate(self) -> None:
+        """Create the schema on first use and record its version; refuse a newer one
+        (L112) before touching it."""
+        self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        found = self._db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
+        if found > SQLITE_SCHEMA_VERSION:
+            self._db.close()
+            raise schema_too_new(found, SQLITE_SCHEMA_VERSION, self.path)
+        for version in range(1, SQLITE_SCHEMA_VERSION + 1):
+            self._db.executescript(SQLITE_MIGRATIONS[version - 1])  # idempotent: re-run to adopt pre-versioning ledgers
+            if version > found:
+                self._db.execute("INSERT INTO schema_version VALUES (?)", (version,))
+
+    def schema_version(self) -> int:
+        return int(self._db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
+
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """A write transaction taken up front (BEGIN IMMEDIATE): readers never block, and
-        only one writer at a time reads-and-reserves."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        else:
-            self._db.execute("COMMIT")
+        only one writer at a time reads-and-reserves. SQLite's own refusals of a value
+        (64-bit overflow, a constraint) become the engine's typed error L110."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise LedgerUnavailable([Diagnostic("L111", f"the ledger is unavailable: {exc}", hint="another process held the write lock past the busy timeout; retry the call", file=self.path)]) from None
+            try:
+                yield self._db
+            except (OverflowError, sqlite3.IntegrityError) as exc:
+                self._db.execute("ROLLBACK")
+                raise LedgerError([Diagnostic("L110", f"the ledger refused the write: {exc}", hint="a quantity or id is out of range; see the ledger bounds in docs/reservations.md", file=self.path)]) from None
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
 
     # ---- reading ----------------------------------------------------------------------
 
@@ -159,32 +270,63 @@ class Ledger:
 
     def reserve(self, db: sqlite3.Connection, run_id: str, tokens: int, micro_usd: int, *, now: float, ttl_s: float) -> Reservation:
         """Insert a reservation; call inside `transaction()` after checking the snapshot."""
+        check_quantity("reserved tokens", tokens)
+        check_quantity("reserved micro-USD", micro_usd, MAX_MICRO_USD)
         res = Reservation(uuid.uuid4().hex, run_id, utc_day(now), tokens, micro_usd, now + ttl_s)
         db.execute("INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?, ?, 'held')", (res.id, run_id, res.day, tokens, micro_usd, now, res.expires_at))
         return res
 
-    def settle(self, run_id: str, prompt_tokens: int, completion_tokens: int, micro_usd: int, *, model: str | None = None, reservation_id: str | None = None,
-               event: tuple[str, str, str] | None = None) -> int:
-        """Record actual usage (replacing the reservation, if any) and its ``event``
-        (type, payload JSON, created_at) in one transaction. Usage is never dropped: a late
-        settlement of an expired reservation still counts, on the day the reservation was
-        made. Returns the usage point's id."""
+    def renew(self, run_id: str, reservation_id: str, *, ttl_s: float) -> float:
+        """Extend a live reservation to now + ``ttl_s`` (a lease heartbeat). Returns the new
+        expiry. A reservation that has already expired is not revived (its room may have
+        been given away: L107); one already settled needs no renewal (L107)."""
         now = self.clock()
         with self.transaction() as db:
-            day = utc_day(now)
+            row = db.execute("SELECT state, expires_at FROM reservations WHERE id = ? AND run_id = ?", (reservation_id, run_id)).fetchone()
+            if row is None:
+                raise self._unknown(reservation_id, run_id)
+            state, expires_at = row
+            _check_renewable(reservation_id, state, expires_at, now, self.path)
+            new_expiry = max(expires_at, now + ttl_s)
+            db.execute("UPDATE reservations SET expires_at = ? WHERE id = ?", (new_expiry, reservation_id))
+        return new_expiry
+
+    def settle(self, run_id: str, prompt_tokens: int, completion_tokens: int, micro_usd: int, *, model: str | None = None, reservation_id: str | None = None,
+               event: tuple[str, str, str] | None = None, events: Callable[[Settlement], list[tuple[str, str, str]]] | None = None) -> Settlement:
+        """Record actual usage (replacing the reservation, if any) and its events in one
+        transaction: ``event`` (type, payload JSON, created_at), or ``events``, called
+        inside the transaction with the settlement (so a `budget.overspend` event lands
+        with it). Usage is never dropped: a late settlement of an expired reservation
+        still counts, on the day the reservation was made, and is reported as overspend.
+        A repeat of a settled reservation with the same numbers changes nothing."""
+        check_quantity("prompt_tokens", prompt_tokens)
+        check_quantity("completion_tokens", completion_tokens)
+        check_quantity("micro_usd", micro_usd, MAX_MICRO_USD)
+        now = self.clock()
+        with self.transaction() as db:
+            day, overspend = utc_day(now), None
             if reservation_id is not None:
-                row = db.execute("SELECT day FROM reservations WHERE id = ? AND run_id = ?", (reservation_id, run_id)).fetchone()
+                row = db.execute("SELECT day, state, tokens, micro_usd, expires_at FROM reservations WHERE id = ? AND run_id = ?", (reservation_id, run_id)).fetchone()
                 if row is None:
-                    raise LedgerError([Diagnostic("L103", f"no reservation {reservation_id!r} for run {run_id!r}", hint="pass the reservation id the gate returned", file=self.path)])
-                day = row[0]
+                    raise self._unknown(reservation_id, run_id)
+                day, state, reserved, reserved_usd, expires_at = row
+                if state == "settled":
+                    prior = db.execute("SELECT id, prompt_tokens, completion_tokens, micro_usd, model FROM usage_points WHERE reservation_id = ?", (reservation_id,)).fetchone()
+                    return _repeat(prior, run_id, day, prompt_tokens, completion_tokens, micro_usd, model, reservation_id, self.path)
+                overspend = _overspend(reservation_id, day, prompt_tokens + completion_tokens, micro_usd, reserved, reserved_usd, expires_at, now)
                 db.execute("UPDATE reservations SET state = 'settled' WHERE id = ?", (reservation_id,))
             cur = db.execute(
                 "INSERT INTO usage_points (run_id, day, prompt_tokens, completion_tokens, total_tokens, micro_usd, model, reservation_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (run_id, day, prompt_tokens, completion_tokens, prompt_tokens + completion_tokens, micro_usd, model, reservation_id, now),
             )
-            if event is not None:
-                self.add_event(run_id, *event, db=db)
-            return int(cur.lastrowid or 0)
+            done = Settlement(int(cur.lastrowid or 0), run_id, day, prompt_tokens, completion_tokens, micro_usd, reservation_id, overspend=overspend)
+            rows = ([event] if event is not None else []) + (events(done) if events is not None else [])
+            for row in rows:
+                self.add_event(run_id, *row, db=db)
+            return done
+
+    def _unknown(self, reservation_id: str, run_id: str) -> LedgerError:
+        return LedgerError([Diagnostic("L103", f"no reservation {reservation_id!r} for run {run_id!r}", hint="pass the reservation id the gate returned", file=self.path)])
 
     def seen_combos(self, run_id: str, db: sqlite3.Connection | None = None) -> frozenset[str]:
         """The novelty KPI's seen set: the combo samples of the run's earlier passed checks
@@ -210,3 +352,31 @@ class Ledger:
         """One row per gated call; pass the gate's transaction so the call lands with its
         reservation and events."""
         insert_call(db or self._db, call)
+
+
+def _check_renewable(reservation_id: str, state: str, expires_at: float, now: float, where: str) -> None:
+    if state == "settled":
+        raise LedgerError([Diagnostic("L107", f"reservation {reservation_id!r} is already settled", hint="renew only while the LLM call runs; stop the heartbeat after record_usage", file=where)])
+    if expires_at <= now:
+        raise LedgerError([Diagnostic("L107", f"reservation {reservation_id!r} expired {now - expires_at:.1f} s ago and cannot be renewed",
+                                      hint="renew well inside the TTL (gate.lease renews every TTL/3); settle it anyway: the usage is recorded as overspend", file=where)])
+
+
+def _overspend(reservation_id: str, day: str, tokens: int, micro_usd: int, reserved: int, reserved_usd: int, expires_at: float, now: float) -> dict[str, Any] | None:
+    if expires_at <= now:
+        return overspend_payload("settled_after_expiry", reservation_id=reservation_id, day=day, tokens=tokens, micro_usd=micro_usd,
+                                 reserved_tokens=reserved, expires_at=expires_at, settled_at=now)
+    if tokens > reserved:
+        return overspend_payload("settled_over_reservation", reservation_id=reservation_id, day=day, tokens=tokens - reserved, micro_usd=max(0, micro_usd - reserved_usd),
+                                 reserved_tokens=reserved, expires_at=expires_at, settled_at=now)
+    return None
+
+
+def _repeat(prior: Any, run_id: str, day: str, prompt: int, completion: int, micro_usd: int, model: str | None, reservation_id: str, where: str) -> Settlement:
+    """A second settlement of one reservation: the same numbers are a retry (no-op), other
+    numbers a conflict the caller must resolve (L106)."""
+    if prior is None or tuple(prior[1:]) != (prompt, completion, micro_usd, model):
+        had = "no usage point" if prior is None else f"{prior[1]}+{prior[2]} tokens, {prior[3]} micro-USD, model {prior[4]!r}"
+        raise LedgerError([Diagnostic("L106", f"reservation {reservation_id!r} is already settled ({had}); this settlement says {prompt}+{completion} tokens, {micro_usd} micro-USD, model {model!r}",
+                                      hint="settle each reservation once; a retry must repeat the same numbers", file=where)])
+    return Settlement(int(prior[0]), run_id, day, prompt, completion, micro_usd, reservation_id, repeated=True)

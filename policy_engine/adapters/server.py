@@ -2,9 +2,10 @@
 
 Pages (``/``, ``/runs/{run_id}``), the JSON API (``/api/runs``, ``/api/runs/{id}/budget``,
 ``/api/runs/{id}/kpi``, ``/api/openapi.json``, ``/api/schemas/{name}``), ``/healthz`` and
-``/metrics`` (Prometheus text). Every request opens the ledger read-only (``mode=ro``), so
-the server can neither create a ledger nor write to one, and a ledger deleted while serving
-answers 503 instead of being recreated.
+``/metrics`` (Prometheus text). Every request opens the ledger read-only (SQLite
+``mode=ro``; on PostgreSQL a read-only transaction, ledger_pg_reader.py), so the server can
+neither create, migrate nor write a ledger, and a ledger deleted (or a server stopped)
+while serving answers 503 instead of being recreated.
 
 Why an asyncio server: the old threading server held a thread per connection, and ~1,000
 slow clients exhausted it. Here an idle connection is a socket, not a thread; a client that
@@ -32,7 +33,8 @@ from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from policy_engine.adapters.dashboard import budget_payload, kpi_payload, runs_payload
-from policy_engine.adapters.ledger_reader import LedgerReader
+from policy_engine.adapters.ledger_reader import LedgerReader, open_reader
+from policy_engine.adapters.ledger_url import sqlite_path
 from policy_engine.adapters.metrics import ledger_registry
 from policy_engine.adapters.pages import plotly_js, run_page, runs_page
 from policy_engine.errors import LedgerError
@@ -67,21 +69,26 @@ def _schema_text(filename: str) -> str:
     return resources.files("policy_engine.schemas").joinpath(filename).read_text(encoding="utf-8")
 
 
-def create_app(db_path: str) -> Starlette:
-    db_label = os.path.basename(db_path)
+def create_app(ledger_url: str) -> Starlette:
+    file = sqlite_path(ledger_url)  # None for a PostgreSQL URL
 
     def with_reader(request: Request, build: Callable[[LedgerReader], Response]) -> Response:
         try:
-            reader = LedgerReader(db_path)
+            reader = open_reader(ledger_url)
         except LedgerError as exc:
-            d = exc.diagnostics[0]
-            if _is_json_path(request.url.path):
-                return _error(503, "ledger_unavailable", d.message, d.code)
-            return _html_error(503, "Ledger unavailable", f"{d.code} {d.message}")
+            return unavailable(request, exc)
         try:
             return build(reader)
+        except LedgerError as exc:  # the server went away mid-request
+            return unavailable(request, exc)
         finally:
             reader.close()
+
+    def unavailable(request: Request, exc: LedgerError) -> Response:
+        d = exc.diagnostics[0]
+        if _is_json_path(request.url.path):
+            return _error(503, "ledger_unavailable", d.message, d.code)
+        return _html_error(503, "Ledger unavailable", f"{d.code} {d.message}")
 
     def unknown_run(request: Request, run_id: str) -> Response:
         if _is_json_path(request.url.path):
@@ -105,7 +112,7 @@ def create_app(db_path: str) -> Starlette:
         return with_reader(request, build)
 
     def page_runs(request: Request) -> Response:
-        return with_reader(request, lambda r: HTMLResponse(runs_page(runs_payload(r), db_label=db_label, root=_root(request)), headers=HEADERS))
+        return with_reader(request, lambda r: HTMLResponse(runs_page(runs_payload(r), db_label=r.label, root=_root(request)), headers=HEADERS))
 
     def page_run(request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -113,14 +120,15 @@ def create_app(db_path: str) -> Starlette:
         def build(reader: LedgerReader) -> Response:
             if not reader.run_exists(run_id):
                 return unknown_run(request, run_id)
-            html = run_page(budget_payload(reader, run_id), kpi_payload(reader, run_id), db_label=db_label, root=_root(request))
+            html = run_page(budget_payload(reader, run_id), kpi_payload(reader, run_id), db_label=reader.label, root=_root(request))
             return HTMLResponse(html, headers=HEADERS)
 
         return with_reader(request, build)
 
     async def healthz(request: Request) -> Response:
         # answered on the event loop: never queued behind ledger reads in the thread pool
-        return _Json({"status": "ok", "ledger_file": os.path.isfile(db_path)}, headers=HEADERS)
+        # a server ledger is not probed here (that would queue liveness behind the network)
+        return _Json({"status": "ok", "ledger_file": os.path.isfile(file) if file is not None else None}, headers=HEADERS)
 
     def metrics(request: Request) -> Response:
         def build(reader: LedgerReader) -> Response:
@@ -224,11 +232,11 @@ def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
     return sock
 
 
-def serve(db_path: str, sock: socket.socket, *, header_timeout: float = 10.0, backlog: int = 2048) -> None:
+def serve(ledger_url: str, sock: socket.socket, *, header_timeout: float = 10.0, backlog: int = 2048) -> None:
     """Run until SIGINT/SIGTERM."""
     import uvicorn
 
     protocol = type("HeadTimeoutH11", (HeadTimeoutH11Protocol,), {"header_timeout": header_timeout})
-    config = uvicorn.Config(create_app(db_path), http=protocol, log_level="warning", access_log=False, backlog=backlog, timeout_keep_alive=5,
+    config = uvicorn.Config(create_app(ledger_url), http=protocol, log_level="warning", access_log=False, backlog=backlog, timeout_keep_alive=5,
                             lifespan="off", server_header=False)
     uvicorn.Server(config).run(sockets=[sock])

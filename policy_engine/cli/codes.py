@@ -17,4 +17,6 @@ CODES: dict[str, tuple[str, str]] = {
     "C112": ("the dashboard extra is not installed", "pip install 'policy-engine[dashboard]'"),
     "C113": ("cannot write the report", "give a writable --output path"),
     "V101": ("USD limit without a price", "add a price table and `pricing model`"),
+    "V150": ("not a decision", "pass the JSON `policy eval --format json` wrote for one pack"),
+    "V151": ("no single decision for --pack in JSON lines", "pass --pack exactly as the record's `file` names it"),
 }

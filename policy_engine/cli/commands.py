@@ -127,8 +127,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     if args.trimmed_pack:
-        if len(results) != 1 or results[0].decision is None:
-            raise _err("C102", "--trimmed-pack needs exactly one valid pack", "evaluate one pack at a time")
+        if len(results) != 1:
+            raise _err("C102", "--trimmed-pack needs exactly one pack", "evaluate one pack at a time")
+    if args.trimmed_pack and results[0].decision is not None:
         from policy_engine.api import trimmed_pack
 
         Path(args.trimmed_pack).write_text(json.dumps(trimmed_pack(docs[0], results[0].decision), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -156,10 +157,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     policy = load_rules(args)
     common = _inputs(args)
     (path,) = pack_paths([args.pack])
-    result, _ = _evaluate_one(policy, path, common, "rules")
+    result, _ = _evaluate_one(policy, path, common, "full" if getattr(args, "breakdown", False) else "rules")
     if result.decision is None:
         raise PackError(result.problems)
-    _console().print(decision_tree(result.decision, result.file))
+    console = _console()
+    console.print(decision_tree(result.decision, result.file))
+    if result.decision.breakdown is not None:
+        from policy_engine.cli.breakdown_view import breakdown_view
+
+        console.print()
+        console.print(breakdown_view(result.decision.breakdown, bars=console.is_terminal))
     return ExitCode.BLOCKED if result.decision.outcome == "blocked" else ExitCode.OK
 
 
@@ -194,6 +201,7 @@ def _policy_files(targets: list[str]) -> list[Path]:
 
 def cmd_fmt(args: argparse.Namespace) -> int:
     from policy_engine.dsl import format_text
+    from policy_engine.dsl.includes import read_text
     from policy_engine.errors import RuleSyntaxError
 
     targets = _rule_targets(args.paths)
@@ -205,7 +213,10 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     problems: list[Diagnostic] = []
     sources: dict[str, str] = {}
     for path in files:
-        text = path.read_text(encoding="utf-8")
+        text, unreadable = read_text(path, str(path))
+        if unreadable is not None or text is None:
+            problems.append(unreadable)  # type: ignore[arg-type]
+            continue
         try:
             out = format_text(text, str(path))
         except RuleSyntaxError as exc:
@@ -234,7 +245,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from policy_engine.cli.casefile import CaseResult, compare, load_cases
     from policy_engine.dsl import load_policy
     from policy_engine.evaluator import evaluate
-    from policy_engine.packs import load_pack, usage_from_document
+    from policy_engine.packs import load_pack_file, usage_from_document
     from policy_engine.packs import load_usage
     from policy_engine.render import load_idea, load_knowledge
     from policy_engine.usage import Request, UsageSnapshot
@@ -255,6 +266,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     results: list[CaseResult] = []
     exercised: set[str] = set()
     universe: dict[str, set[str]] = {}
+    input_errors = 0
     for f in files:
         for case in load_cases(f):
             rules = case.rules or rules_path(args)
@@ -271,14 +283,15 @@ def cmd_test(args: argparse.Namespace) -> int:
                 else:
                     usage = UsageSnapshot()
                 idea = load_idea(case.idea) if case.idea else None
-                pools = load_pack(case.pack, idea=idea)
+                pools = load_pack_file(case.pack, idea=idea)
                 knowledge = load_knowledge(case.knowledge) if case.knowledge else None
                 decision = evaluate(policies[key], pools, usage=usage, request=Request(case.completion_tokens, case.expansion), idea=idea, knowledge=knowledge)
                 res.decision = decision
                 res.failures = compare(case.expect, decision)
                 exercised |= _exercised(decision)
             except PolicyError as exc:
-                res.error = "; ".join(f"{d.location}: {d.message}" for d in exc.diagnostics)
+                res.error = "; ".join(f"{d.location}: {d.code} {d.message}" for d in exc.diagnostics)
+                input_errors += 1
             results.append(res)
     out = _console()
     failed = 0
@@ -296,7 +309,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     missing = sorted(set().union(*universe.values()) - exercised) if universe else []
     if missing:
         out.print("not exercised by any case: " + ", ".join(missing))
-    out.print(f"{len(results) - failed} passed, {failed} failed")
+    out.print(f"{len(results) - failed} passed, {failed} failed" + (f" ({input_errors} with invalid inputs)" if input_errors else ""))
+    if input_errors:  # a case that could not run is bad input, not a failed expectation
+        return ExitCode.INVALID_INPUT
     return ExitCode.FAILED if failed else ExitCode.OK
 
 
@@ -332,13 +347,12 @@ def cmd_tokens(args: argparse.Namespace) -> int:
 
     if (args.text is None) == (args.file is None):
         raise _err("C104", "give either TEXT or --file", "policy tokens 'some text'  or  policy tokens --file prompt.txt")
-    if args.file == "-":
-        text = sys.stdin.read()
-    elif args.file:
-        try:
-            text = Path(args.file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise _err("P102", f"{args.file}: cannot read ({getattr(exc, 'strerror', None) or 'not UTF-8'})", "check the path", file=args.file) from None
+    if args.file:
+        from policy_engine.reading import decode_utf8, read_bounded
+        from policy_engine.reading.bounds import TEXT_BOUNDS
+
+        raw, label = read_bounded(args.file, TEXT_BOUNDS, error=UsageInputError)
+        text = decode_utf8(raw, label, error=UsageInputError, code="P103")
     else:
         text = args.text
     if args.rough:
@@ -346,6 +360,8 @@ def cmd_tokens(args: argparse.Namespace) -> int:
             ratio = Decimal(args.rough)
         except InvalidOperation:
             raise _err("C105", f"--rough needs a number, got {args.rough!r}", "e.g. --rough 4") from None
+        if not ratio.is_finite() or not Decimal("0.1") <= ratio <= 100:
+            raise _err("C105", f"--rough needs a number of characters per token from 0.1 to 100, got {args.rough!r}", "e.g. --rough 4")
         tokenizer = Tokenizer("rough", chars_per_token=ratio)
     elif args.model:
         tokenizer = Tokenizer("model", args.model)
@@ -415,7 +431,7 @@ def cmd_demo_run(args: argparse.Namespace) -> int:
     from policy_engine.adapters.demo import MockLLM, demo_run
     from policy_engine.adapters.events import JsonlSink
     from policy_engine.adapters.gate import BudgetGate
-    from policy_engine.adapters.ledger import Ledger
+    from policy_engine.adapters.ledger_url import open_ledger
 
     folder = Path(args.packs)
     packs = sorted(folder.glob("*.json")) if folder.is_dir() else []
@@ -424,11 +440,11 @@ def cmd_demo_run(args: argparse.Namespace) -> int:
     if args.calls < 1:
         raise _err("C111", f"--calls must be at least 1, got {args.calls}", "e.g. --calls 12")
     policy = load_rules(args)
-    ledger = Ledger(args.db)
+    ledger = open_ledger(args.db)
     sinks = [JsonlSink(args.events_jsonl)] if args.events_jsonl else []
     gate = BudgetGate(policy, ledger, sinks=sinks, knowledge_dir=args.knowledge_pack_dir)
     summary = demo_run(gate, args.run_id, packs, args.calls, MockLLM())
     ledger.close()
     print(json.dumps(summary, indent=2, sort_keys=True))
-    print(f"see it: policy serve --db {args.db}  then open http://127.0.0.1:8765/runs/{args.run_id}", file=sys.stderr)
+    print(f"see it: policy serve --ledger {args.db}  then open http://127.0.0.1:8765/runs/{args.run_id}  (or: policy report --ledger {args.db} --run-id {args.run_id} --output run.html)", file=sys.stderr)
     return ExitCode.OK

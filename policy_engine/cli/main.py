@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="show a decision as a readable tree")
     p.add_argument("pack", metavar="PACK")
     inputs(p)
+    p.add_argument("--breakdown", action="store_true", help="also show where the tokens go: tokens by prompt section and the most expensive items")
     p.set_defaults(run=commands.cmd_explain)
 
     p = sub.add_parser("check", help="parse and check rule files")
@@ -127,13 +128,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-run", help="walk packs through the budget gate with a mock LLM, recording usage and events in a ledger")
     p.add_argument("--run-id", required=True, metavar="R")
     p.add_argument("--packs", required=True, metavar="DIR", help="directory of pack JSON files (cycled through)")
-    p.add_argument("--db", required=True, metavar="PATH", help="the ledger's SQLite file (created if missing)")
+    p.add_argument("--ledger", "--db", dest="db", required=True, metavar="URL", help="the ledger (created if missing): a path or sqlite:///path, or postgresql://user@host:port/db")
     p.add_argument("--mock-llm", action="store_true", required=True, help="use the built-in mock provider (the only provider in the demo)")
     p.add_argument("--calls", type=int, default=12, metavar="N", help="LLM calls to gate (default 12)")
     p.add_argument("--events-jsonl", metavar="FILE", help="also append every event here as JSON lines")
     p.add_argument("--knowledge-pack-dir", metavar="DIR")
     rules_opt(p)
     p.set_defaults(run=commands.cmd_demo_run)
+
+    from policy_engine.cli import replay as replay_cmd
+
+    from policy_engine.cli import diff as diff_cmd
+
+    from policy_engine.cli import fit as fit_cmd
+
+    replay_cmd.register(sub, rules_opt)
+    diff_cmd.register(sub)
+    fit_cmd.register(sub, inputs)
 
     p = sub.add_parser("schema", help="print a shipped JSON Schema")
     p.add_argument("name", metavar="NAME", help="retrieval_pack, decision or usage")
@@ -159,6 +170,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         sources = getattr(exc, "sources", None)
         sys.stderr.write(render_text(exc.diagnostics, sources or _sources_for(exc.diagnostics)))
         return int(_code_for(exc))
+    except OSError as exc:
+        # A path the user named cannot be probed or read (too long, permissions, a loop of
+        # symlinks, a full disk on output): bad input from the environment, not a bug.
+        if isinstance(exc, BrokenPipeError):
+            return int(ExitCode.OK)
+        target = exc.filename if isinstance(exc.filename, str) else None
+        shown = target if target is None or len(target) <= 120 else target[:100] + f"... ({len(target)} characters)"
+        diag = Diagnostic("P102", f"cannot access {shown or 'a file'}: {exc.strerror or type(exc).__name__}", hint="check the path, its length and its permissions", file=shown, pointer="" if shown else None)
+        sys.stderr.write(render_text([diag], {}))
+        return int(ExitCode.INVALID_INPUT)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -11,6 +11,7 @@ import tiktoken.model
 
 from policy_engine.dsl import ast as A
 from policy_engine.errors import Diagnostic, Span
+from policy_engine.reading.bounds import MAX_QUANTITY
 from policy_engine.policy import (
     LANES, METRICS, POOLS, AllOf, AnyOf, Compare, Conditional, Ladder, Lanes, Limit, Not, Policy, Price, Settings,
     Severity, Stage, Step, StepKind, Tokenizer, TopK,
@@ -25,6 +26,12 @@ ATTRIBUTES = STRING_ATTRIBUTES + NUMBER_ATTRIBUTES + LIST_ATTRIBUTES + COUNT_ATT
 TEMPLATES = ("agent_envelope",)
 _ALLOWED_IN_WHEN = (A.LimitDecl, A.LadderDecl, A.TopKDecl, A.FloorDecl, A.ReserveDecl, A.CompletionDecl, A.Comment)
 _STEP_KIND = {"factor": StepKind.FACTOR, "share": StepKind.SHARE, "keep": StepKind.COUNT}
+
+
+#: Work bounds: each step is one ladder rung (evaluated, traced, written to JSON), each
+#: condition is tested on every evaluation; real policies use a handful of each.
+MAX_STEPS_PER_STAGE = 32
+MAX_CONDITIONS = 64
 
 
 def _d(code: str, message: str, hint: str, span: Span) -> Diagnostic:
@@ -62,6 +69,9 @@ class Collector:
         if value < minimum:
             self.add(_d("E203", f"{what} must be at least {minimum}, got {num.text}", "use a positive number" if minimum > 0 else "use 0 or more", num.span))
             return None
+        if value > MAX_QUANTITY:
+            self.add(_d("E203", f"{what} is above the bound of 10^15", "no budget or count has business above a quadrillion", num.span))
+            return None
         return int(value)
 
     def ratio(self, num: A.Num, what: str) -> Decimal | None:
@@ -92,6 +102,9 @@ class Collector:
         if micro <= 0:
             self.add(_d("E203", f"limit `{node.name}` must be more than $0", "use a positive amount", node.amount.span))
             return None
+        if micro > MAX_QUANTITY:
+            self.add(_d("E203", f"limit `{node.name}` is above the bound of $1,000,000,000", "amounts are held in micro-dollars up to 10^15", node.amount.span))
+            return None
         if micro != micro.to_integral_value():
             self.add(_d("E214", f"limit `{node.name}` is finer than a micro-dollar ({node.amount.text})", "use at most 6 decimal places", node.amount.span))
             return None
@@ -103,6 +116,10 @@ class Collector:
             self.add(_d("E207", f"unknown pool `{node.pool}`", _did_you_mean(node.pool, POOLS), node.pool_span))
             ok = False
         steps: list[Step] = []
+        count = sum(len(group.values) for group in node.groups)
+        if count > MAX_STEPS_PER_STAGE:
+            self.add(_d("E220", f"stage `{node.name}` has {count} steps; the limit is {MAX_STEPS_PER_STAGE}", "a few steps per stage suffice: each is one rung of the ladder", node.span))
+            return None
         for group in node.groups:
             kind = _STEP_KIND[group.kind]
             previous: Decimal | None = None
@@ -183,8 +200,8 @@ class Collector:
 def _tokenizer(col: Collector, node: A.TokenizerDecl) -> Tokenizer | None:
     if node.kind == "rough":
         ratio = node.ratio.value  # type: ignore[union-attr]
-        if ratio <= 0:
-            col.add(_d("E203", f"chars per token must be more than 0, got {node.ratio.text}", "upstream used 4", node.ratio.span))  # type: ignore[union-attr]
+        if not Decimal("0.1") <= ratio <= 100:
+            col.add(_d("E203", f"chars per token must be from 0.1 to 100, got {node.ratio.text}", "upstream used 4", node.ratio.span))  # type: ignore[union-attr]
             return None
         return Tokenizer("rough", chars_per_token=ratio, span=node.span)
     name = node.name.value  # type: ignore[union-attr]
@@ -282,8 +299,14 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str) -> tuple[Po
             col.add(_d("E217", f"unknown prompt template `{node.name.value}`", _did_you_mean(node.name.value, TEMPLATES), node.name.span))
         template = node.name.value
 
+    if len(whens) > MAX_CONDITIONS:
+        extra = list(whens.values())[MAX_CONDITIONS]
+        col.add(_d("E221", f"the policy has {len(whens)} `when` conditions; the limit is {MAX_CONDITIONS}", "merge conditions with `or`", extra.span))
     price_list = []
     for node in prices.values():
+        if max(node.prompt.value, node.completion.value) > 1_000_000:
+            col.add(_d("E203", f"price for `{node.model.value}` is above $1,000,000 per unit", "prices are per 1M or per 1k tokens", node.span))
+            continue
         per_p = Decimal(1000) if node.prompt_per == "1k" else Decimal(1)
         per_c = Decimal(1000) if node.completion_per == "1k" else Decimal(1)
         price_list.append(Price(node.model.value, node.prompt.value * per_p, node.completion.value * per_c, span=node.span))

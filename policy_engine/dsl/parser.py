@@ -22,6 +22,7 @@ from policy_engine.errors import Diagnostic, RuleSyntaxError, Span
 MAX_FILE_BYTES = 512 * 1024
 MAX_DEPTH = 48
 MAX_ERRORS = 20
+MAX_RECOVERIES = 200
 
 _DESCRIBE = {
     "NAME": "a name",
@@ -160,8 +161,15 @@ def parse(text: str, file: str = "<string>") -> A.PolicyFile:
     comments: list[Token] = []
     errors: list[Diagnostic] = []
 
+    recoveries = [0]
+
     def on_error(err: UnexpectedInput) -> bool:
         # One report per line: errors after the first on a line are usually its echoes.
+        # Recovery itself is bounded too: a 512 KB line of debris after an unterminated
+        # string would otherwise be re-lexed token by token (seconds) for no new report.
+        recoveries[0] += 1
+        if recoveries[0] > MAX_RECOVERIES:
+            return False
         line = getattr(err, "line", 0)
         if not errors or errors[-1].span is None or errors[-1].span.line != line:
             errors.append(_syntax_diagnostic(err, file, lines))
@@ -176,7 +184,9 @@ def parse(text: str, file: str = "<string>") -> A.PolicyFile:
             _comment_sink.reset(token)
     except UnexpectedInput as err:
         # after an earlier error, running out of input is that error's echo
-        if not errors or not isinstance(err, UnexpectedEOF) and getattr(err, "token", None) is not None and err.token.type != "$END":  # type: ignore[attr-defined]
+        if recoveries[0] > MAX_RECOVERIES and errors:
+            pass  # recovery gave up on debris already reported
+        elif not errors or not isinstance(err, UnexpectedEOF) and getattr(err, "token", None) is not None and err.token.type != "$END":  # type: ignore[attr-defined]
             errors.append(_syntax_diagnostic(err, file, lines))
         tree = None
     except RecursionError:

@@ -206,6 +206,11 @@ def evaluate(
         "expansion": request.expansion,
         "expansion_reserve": settings.expansion_reserve,
     }
+    breakdown = None
+    if explain == "full":
+        from policy_engine.breakdown import prompt_breakdown
+
+        breakdown = prompt_breakdown(model, counter, as_selection(state), exact, as_selection(start), walk.trace[0].prompt_tokens_after)
     price = policy.price
     manifest = {
         "engine_version": policy_engine.__version__,
@@ -234,4 +239,5 @@ def evaluate(
         trace=tuple(trace),
         manifest=manifest,
         explain=explain,
+        breakdown=breakdown,
     )

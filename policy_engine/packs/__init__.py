@@ -8,17 +8,20 @@ import dataclasses
 import os
 from typing import Any, Mapping
 
-from policy_engine.errors import PackError
+from policy_engine.errors import Diagnostic, PackError
 from policy_engine.packs.document import document_digest, parse_json_text, read_json_file
 from policy_engine.packs.registry import PackFormat, find_format, formats, register_format
 from policy_engine.packs.usage_input import load_seen_combos, load_usage, usage_from_document
 from policy_engine.packs.validate import validate_pack_document
 from policy_engine.pools import Pools
+from policy_engine.reading.bounds import PACK_BOUNDS
+from policy_engine.reading.json_text import depth_exceeds, json_pointer
 
 __all__ = [
     "PackFormat",
     "formats",
     "load_pack",
+    "load_pack_file",
     "load_seen_combos",
     "load_usage",
     "parse_json_text",
@@ -30,24 +33,29 @@ __all__ = [
 
 
 def read_pack_document(path: str | os.PathLike[str]) -> tuple[Any, str]:
+    """Read a pack file (``-`` for standard input) as a document, strictly and bounded."""
     return read_json_file(path)
 
 
 def load_pack(
-    source: str | os.PathLike[str] | Mapping[str, Any] | Any,
+    document: Mapping[str, Any],
     *,
     file: str | None = None,
     format: str | None = None,
     idea: Mapping[str, Any] | None = None,
 ) -> Pools:
-    """Validate and map a pack: a path, or an already-parsed document. A document is
-    deep-copied first, so the caller's object is never shared with (or mutated through)
-    the returned pools."""
-    if not isinstance(source, (str, os.PathLike)):
-        doc, label = copy.deepcopy(source), file or "<pack>"
-    else:
-        doc, label = read_json_file(source)
-        label = file or label
+    """Validate and map a pack document. A pack is a JSON object, full stop: a string is
+    never taken for a path (that would let a pack's content read any file); loading from a
+    path is the separate `load_pack_file`. The document is deep-copied first, so the
+    caller's object is never shared with (or mutated through) the returned pools."""
+    label = file or "<pack>"
+    if not isinstance(document, Mapping):
+        kind = "JSON string" if isinstance(document, str) else type(document).__name__
+        raise PackError([Diagnostic("P112", f"a retrieval pack is a JSON object, got a {kind}", hint="pass the pack document (a dict); to read a file use load_pack_file(path)", file=label, pointer="")])
+    deep = depth_exceeds(document, PACK_BOUNDS.max_depth)
+    if deep is not None:  # before deepcopy, which recurses (and a cyclic dict is infinitely deep)
+        raise PackError([Diagnostic("P119", f"nested deeper than {PACK_BOUNDS.max_depth} levels", hint="flatten the document", file=label, pointer=json_pointer(deep))])
+    doc = copy.deepcopy(dict(document))
     fmt = find_format(doc, label, format)
     problems = fmt.validate(doc, label)
     if problems:
@@ -55,3 +63,8 @@ def load_pack(
     pools = fmt.adapt(doc, idea=idea)
     return dataclasses.replace(pools, digest=document_digest(doc))
 
+
+def load_pack_file(path: str | os.PathLike[str], *, format: str | None = None, idea: Mapping[str, Any] | None = None) -> Pools:
+    """Read a pack file (``-`` for standard input) and load it: the explicit path form."""
+    doc, label = read_json_file(path)
+    return load_pack(doc, file=label, format=format, idea=idea)

@@ -20,4 +20,7 @@ CODES: dict[str, tuple[str, str]] = {
     "P115": ("empty input", "the file is empty: give a JSON document"),
     "P116": ("invalid policy test-case file", "see `policy test` in the README: a mapping with a `cases` list"),
     "P117": ("no inputs in directory", "pass files, or a directory that contains *.json packs (or case files)"),
+    "P118": ("number out of range", "integers must lie within ±(2^53 - 1) and numbers must be finite; quantities within 0..10^15"),
+    "P119": ("nested too deeply", "documents are limited to 64 levels of nesting; flatten it"),
+    "P120": ("invalid request or usage quantity", "token counts and micro-USD amounts are whole numbers from 0 to 10^15"),
 }

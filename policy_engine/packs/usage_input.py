@@ -8,7 +8,8 @@ from typing import Any
 
 from policy_engine.errors import Diagnostic, UsageInputError
 from policy_engine.packs.document import read_json_file
-from policy_engine.packs.validate import schema_diagnostics
+from policy_engine.packs.validate import non_json_diagnostics, schema_diagnostics
+from policy_engine.reading.bounds import SMALL_DOCUMENT_BOUNDS
 from policy_engine.usage import UsageSnapshot
 
 
@@ -18,7 +19,7 @@ def _micro_usd(value: Any) -> int:
 
 
 def usage_from_document(doc: Any, file: str) -> UsageSnapshot:
-    problems = schema_diagnostics(doc, "usage", file, "P113", "see `policy schema usage`")
+    problems = non_json_diagnostics(doc, file, "P") or schema_diagnostics(doc, "usage", file, "P113", "see `policy schema usage`")
     if problems:
         raise UsageInputError(problems)
     try:
@@ -35,14 +36,14 @@ def usage_from_document(doc: Any, file: str) -> UsageSnapshot:
 
 
 def load_usage(path: str | os.PathLike[str]) -> UsageSnapshot:
-    doc, label = read_json_file(path, error=UsageInputError)
+    doc, label = read_json_file(path, error=UsageInputError, bounds=SMALL_DOCUMENT_BOUNDS)
     return usage_from_document(doc, label)
 
 
 def load_seen_combos(path: str | os.PathLike[str]) -> frozenset[str]:
     """A JSON list of ``"<field_id>::<operator_name>"`` strings (the agent's
     ``combo_sample`` format)."""
-    doc, label = read_json_file(path, error=UsageInputError)
+    doc, label = read_json_file(path, error=UsageInputError, bounds=SMALL_DOCUMENT_BOUNDS)
     if not isinstance(doc, list):
         raise UsageInputError([Diagnostic("P114", "expected a JSON list of combo strings", hint="[\"fnd6_epspxq::ts_rank\", ...]", file=label, pointer="")])
     bad = [i for i, item in enumerate(doc) if not isinstance(item, str) or "::" not in item]

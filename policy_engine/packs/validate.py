@@ -14,6 +14,7 @@ from typing import Any, Iterator, Mapping
 import jsonschema
 
 from policy_engine.errors import Diagnostic
+from policy_engine.reading.bounds import MAX_JSON_INTEGER, PACK_BOUNDS
 
 _TYPE_NAMES = {
     "object": "object", "array": "array", "string": "string", "number": "number",
@@ -150,7 +151,12 @@ def non_json_diagnostics(doc: Any, file: str, code_prefix: str = "P") -> list[Di
     stack: list[tuple[Any, tuple[Any, ...]]] = [(doc, ())]
     while stack and len(found) < 50:
         value, path = stack.pop()
-        if isinstance(value, float) and not math.isfinite(value):
+        if len(path) > PACK_BOUNDS.max_depth:
+            found.append(Diagnostic(f"{code_prefix}119", f"{pointer(path)}: nested deeper than {PACK_BOUNDS.max_depth} levels", hint="flatten the document", file=file, pointer=pointer(path)))
+            break
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_JSON_INTEGER:
+            found.append(Diagnostic(f"{code_prefix}118", f"{pointer(path) or '/'}: integer out of range", hint=f"integers must lie within ±{MAX_JSON_INTEGER:,} (2^53 - 1)", file=file, pointer=pointer(path)))
+        elif isinstance(value, float) and not math.isfinite(value):
             found.append(Diagnostic(f"{code_prefix}105", f"{pointer(path) or '/'}: {value!r} is not a JSON number", hint="use a finite number", file=file, pointer=pointer(path)))
         elif isinstance(value, dict):
             for key, item in value.items():

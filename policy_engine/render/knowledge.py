@@ -72,10 +72,7 @@ def load_knowledge(directory: str | os.PathLike[str]) -> KnowledgePack:
 
 
 def load_idea(path: str | os.PathLike[str]) -> Mapping[str, Any]:
-    doc, label = read_json_file(path)
-    if not isinstance(doc, dict):
-        raise PackError([Diagnostic("R104", "an idea spec must be a JSON object", hint="see the agent's ideaspec format", file=label, pointer="")])
-    for key, kind in (("idea_id", str), ("theme_tags", list)):
-        if key in doc and not isinstance(doc[key], kind):
-            raise PackError([Diagnostic("R104", f"/{key}: expected {kind.__name__}", hint="fix the idea spec", file=label, pointer=f"/{key}")])
-    return doc
+    """Kept here for importers of `policy_engine.render`; the reader is the pack layer's."""
+    from policy_engine.packs.idea_input import load_idea as load
+
+    return load(path)

@@ -169,6 +169,7 @@ def test_dashboard_payloads_follow_the_contract_and_are_null_safe(setup) -> None
     budget = budget_payload(reader, "run-k")
     assert {"run_id", "series", "gauges", "flags"} <= set(budget)  # the agent's contract, extended
     assert {"prompt_tokens", "completion_tokens", "fallback_timeline"} <= set(budget["series"])
+    assert budget["overspend"] == {"events": 0, "tokens": 0, "micro_usd": 0}
     assert set(budget["gauges"]) == {"prompt_tokens", "completion_tokens", "batch_tokens", "day_tokens"}
     assert {"budget_blocked", "over_prompt_budget", "over_completion_budget", "over_batch_budget", "over_day_budget", "explore_floor_breached"} <= set(budget["flags"])
     assert len(budget["series"]["fallback_timeline"]) == res.decision.fallback_count

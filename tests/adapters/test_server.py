@@ -214,7 +214,7 @@ def test_a_sqlite_file_that_is_not_a_ledger_is_refused_untouched(tmp_path: Path,
     con.close()
     before = _digest(str(other))
     assert main(["serve", "--db", str(other), "--port", "0"]) == ExitCode.INVALID_INPUT
-    assert "L107" in capsys.readouterr().err
+    assert "L116" in capsys.readouterr().err
     assert _digest(str(other)) == before
     con = sqlite3.connect(other)
     assert [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")] == ["notes"]
@@ -223,7 +223,7 @@ def test_a_sqlite_file_that_is_not_a_ledger_is_refused_untouched(tmp_path: Path,
     text = tmp_path / "notes.txt"
     text.write_text("hello, not a database\n" * 100)
     assert main(["serve", "--db", str(text), "--port", "0"]) == ExitCode.INVALID_INPUT
-    assert "L107" in capsys.readouterr().err
+    assert "L116" in capsys.readouterr().err
 
 
 def test_serve_without_a_ledger_is_a_usage_error_and_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -239,7 +239,7 @@ def test_a_ledger_deleted_while_serving_is_not_recreated(tmp_path: Path) -> None
         for suffix in ("", "-wal", "-shm"):
             Path(db + suffix).unlink(missing_ok=True)
         status, body = get_json(f"{url}/api/runs")
-        assert status == 503 and body["code"] == "L106"
+        assert status == 503 and body["code"] == "L115"
         assert get(f"{url}/runs/R1")[0] == 503
         assert get_json(f"{url}/healthz") == (200, {"status": "ok", "ledger_file": False})
     assert not Path(db).exists()

@@ -50,10 +50,10 @@ def test_report_writes_the_run_page_as_one_file(ledger_db: str, tmp_path: Path) 
 def test_report_refuses_an_unknown_run_and_a_non_ledger(ledger_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", "--db", ledger_db, "--run-id", "nope", "--output", str(tmp_path / "r.html")]) == ExitCode.INVALID_INPUT
     err = capsys.readouterr().err
-    assert "L108" in err and "R1" in err  # the hint lists the runs there are
+    assert "L114" in err and "R1" in err  # the hint lists the runs there are
     assert not (tmp_path / "r.html").exists()
     assert main(["report", "--db", str(tmp_path / "none.db"), "--run-id", "R1", "--output", str(tmp_path / "r.html")]) == ExitCode.INVALID_INPUT
-    assert "L106" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
+    assert "L115" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
     assert main(["report", "--db", ledger_db, "--run-id", "R1", "--output", str(tmp_path / "no" / "dir" / "r.html")]) == ExitCode.USAGE
     assert "C113" in capsys.readouterr().err
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from policy_engine.dsl import check_paths, load_policy
-from policy_engine.errors import RuleCheckError
+from policy_engine.errors import PolicyError, RuleCheckError
 
 BASE = 'tokenizer tiktoken "o200k_base"\nlimit p: request_prompt <= 100 tokens\nlimit d: day_total <= 900 tokens\n'
 
@@ -112,3 +112,72 @@ def test_check_paths_reports_all_files(tmp_path: Path) -> None:
     assert checked == 2
     assert sorted(d.code for d in problems) == ["E203", "E208", "E216"]
     assert len(texts) == 2
+
+
+# ---- amplification bounds (security issue, item 3) ------------------------------------------
+
+
+def test_diamond_includes_parse_each_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five levels of five files, each including every file of the next level: 5^5 include
+    paths, 21 distinct files. Each is parsed once; the policy loads."""
+    from policy_engine.dsl import includes
+
+    parsed: list[str] = []
+    real_parse = includes.parse
+    monkeypatch.setattr(includes, "parse", lambda text, file: parsed.append(file) or real_parse(text, file))
+    levels = 4
+    for level in range(levels):
+        for i in range(5):
+            body = "".join(f'include "l{level + 1}_{j}.policy"\n' for j in range(5)) if level < levels - 1 else "explore floor 1\n"
+            write(tmp_path / f"l{level}_{i}.policy", body)
+    main = write(tmp_path / "main.policy", 'tokenizer tiktoken "o200k_base"\nlimit p: request_prompt <= 12_000 tokens\n' + "".join(f'include "l0_{i}.policy"\n' for i in range(5)))
+    load_policy(main)
+    assert len(parsed) == len(set(parsed)) == 1 + 5 * levels
+
+
+def test_same_file_included_twice_by_one_file_is_e308(tmp_path: Path) -> None:
+    write(tmp_path / "common.policy", "explore floor 1\n")
+    main = write(tmp_path / "main.policy", 'tokenizer tiktoken "o200k_base"\ninclude "common.policy"\ninclude "common.policy"\n')
+    with pytest.raises(RuleCheckError) as err:
+        load_policy(main)
+    (diag,) = err.value.diagnostics
+    assert diag.code == "E308" and diag.span is not None and diag.span.line == 3 and "line 2" in diag.message
+
+
+def test_include_file_count_is_bounded(tmp_path: Path) -> None:
+    from policy_engine.dsl.includes import MAX_INCLUDE_FILES
+
+    for i in range(MAX_INCLUDE_FILES + 5):
+        write(tmp_path / f"f{i}.policy", "# empty\n")
+    main = write(tmp_path / "main.policy", 'tokenizer tiktoken "o200k_base"\n' + "".join(f'include "f{i}.policy"\n' for i in range(MAX_INCLUDE_FILES + 5)))
+    assert codes(main) == ["E309"]
+
+
+def test_include_total_bytes_are_bounded(tmp_path: Path) -> None:
+    from policy_engine.dsl.includes import MAX_TOTAL_BYTES
+    from policy_engine.dsl.parser import MAX_FILE_BYTES
+
+    filler = "# " + "x" * (MAX_FILE_BYTES - 100) + "\n"
+    count = MAX_TOTAL_BYTES // len(filler) + 2
+    for i in range(count):
+        write(tmp_path / f"big{i}.policy", filler)
+    main = write(tmp_path / "main.policy", 'tokenizer tiktoken "o200k_base"\n' + "".join(f'include "big{i}.policy"\n' for i in range(count)))
+    assert codes(main) == ["E310"]
+
+
+def test_include_path_with_nul_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    main = write(tmp_path / "main.policy", 'tokenizer tiktoken "o200k_base"\ninclude "a\\u0000b.policy"\n')
+    main.write_text('tokenizer tiktoken "o200k_base"\ninclude "a\x00b.policy"\n', encoding="utf-8")
+    with pytest.raises(PolicyError) as err:
+        load_policy(main)
+    assert [d.code for d in err.value.diagnostics] == ["E106"]
+
+
+@pytest.mark.parametrize("raw, line, column", [(b"limit p: request_prompt <= 1 tokens\n\xff\xfe\n", 2, 1), (b'tokenizer tiktoken "o200k_base"\nexplore\x00 floor 1\n', 2, 8)])
+def test_rule_file_that_is_not_text_is_e106_with_a_position(tmp_path: Path, raw: bytes, line: int, column: int) -> None:
+    path = tmp_path / "bad.policy"
+    path.write_bytes(raw)
+    with pytest.raises(PolicyError) as err:
+        load_policy(path)
+    (diag,) = err.value.diagnostics
+    assert (diag.code, diag.span.line, diag.span.column) == ("E106", line, column)  # type: ignore[union-attr]

@@ -12,7 +12,7 @@ import pytest
 
 from policy_engine.dsl import load_policy_text
 from policy_engine.evaluator import evaluate
-from policy_engine.packs import load_pack
+from policy_engine.packs import load_pack, load_pack_file
 from policy_engine.render import load_idea, load_knowledge
 from tests.conftest import REGEN, ROOT, SHARED
 
@@ -25,7 +25,7 @@ CASES = [(pack, rules) for pack in ("small_2x4x10x8", "seed_5x15x72x60", "large_
 
 def decide(pack: str, rules: str, explain: str = "rules"):
     policy = load_policy_text((ROOT / "rules" / f"{rules}.policy").read_text(), f"rules/{rules}.policy")
-    pools = load_pack(SHARED / "packs" / f"{pack}.json", idea=IDEA)
+    pools = load_pack_file(SHARED / "packs" / f"{pack}.json", idea=IDEA)
     return evaluate(policy, pools, idea=IDEA, knowledge=KNOWLEDGE, explain=explain)
 
 

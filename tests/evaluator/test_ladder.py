@@ -11,7 +11,7 @@ import pytest
 
 from policy_engine.dsl import load_policy_text
 from policy_engine.evaluator import evaluate
-from policy_engine.packs import load_pack
+from policy_engine.packs import load_pack, load_pack_file
 from policy_engine.render import load_idea, load_knowledge
 from policy_engine.usage import Request, UsageSnapshot
 from tests.conftest import SHARED
@@ -26,7 +26,7 @@ LADDER = """ladder {
 """
 SEED_DOC = json.loads((SHARED / "packs" / "seed_5x15x72x60.json").read_text())
 SEED = load_pack(SEED_DOC)
-SMALL = load_pack(SHARED / "packs" / "small_2x4x10x8.json")
+SMALL = load_pack_file(SHARED / "packs" / "small_2x4x10x8.json")
 
 
 def policy(body: str, ladder: str = LADDER):

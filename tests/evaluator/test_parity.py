@@ -11,7 +11,7 @@ import pytest
 
 from policy_engine.dsl import import_config, load_policy_text
 from policy_engine.evaluator import evaluate
-from policy_engine.packs import load_pack
+from policy_engine.packs import load_pack, load_pack_file
 from policy_engine.render import load_idea, load_knowledge
 from tests.conftest import SHARED
 
@@ -36,7 +36,7 @@ def run(pack: str, config: str):
     cfg = json.loads((SHARED / "configs" / f"{config}.json").read_text())
     policy = load_policy_text(import_config(cfg, llm_file=f"{config}.json"), f"{config}.policy")
     agent = json.loads((SHARED / "agent_decisions" / f"{PACKS[pack]}.{config}.json").read_text())
-    pools = load_pack(SHARED / "packs" / f"{PACKS[pack]}.json", idea=IDEA)
+    pools = load_pack_file(SHARED / "packs" / f"{PACKS[pack]}.json", idea=IDEA)
     return evaluate(policy, pools, idea=IDEA, knowledge=KNOWLEDGE), agent, pools
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from policy_engine.errors import PackError, UsageInputError
-from policy_engine.packs import load_pack, load_seen_combos, load_usage
+from policy_engine.packs import load_pack, load_pack_file, load_seen_combos, load_usage
 from tests.conftest import SHARED
 
 SEED = json.loads((SHARED / "packs" / "seed_5x15x72x60.json").read_text())
@@ -29,7 +29,7 @@ def mutated(fn) -> dict:
 
 def test_all_sample_packs_validate_and_map() -> None:
     for path in sorted((SHARED / "packs").glob("*.json")):
-        pools = load_pack(path)
+        pools = load_pack_file(path)
         assert pools.format == "agent-retrieval-pack/v1"
         assert {len(pools.pool(p)) > 0 for p in ("subcategories", "datasets", "fields", "operators")} == {True}
 
@@ -89,7 +89,7 @@ def test_file_level_problems(tmp_path: Path, content: str, code: str) -> None:
     path = tmp_path / "p.json"
     path.write_text(content)
     with pytest.raises(PackError) as err:
-        load_pack(path)
+        load_pack_file(path)
     d = err.value.diagnostics[0]
     assert d.code == code
     assert (d.span.file if d.span else d.file) == str(path)
@@ -100,7 +100,7 @@ def test_json_syntax_error_has_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "p.json"
     path.write_text('{\n  "a": 1,\n  "b": ,\n}')
     with pytest.raises(PackError) as err:
-        load_pack(path)
+        load_pack_file(path)
     d = err.value.diagnostics[0]
     assert (d.span.line, d.span.column) == (3, 8)
 
@@ -108,7 +108,7 @@ def test_json_syntax_error_has_line_and_column(tmp_path: Path) -> None:
 def test_missing_file_and_directory(tmp_path: Path) -> None:
     for path, code in ((tmp_path / "none.json", "P101"), (tmp_path, "P102")):
         with pytest.raises(PackError) as err:
-            load_pack(path)
+            load_pack_file(path)
         assert err.value.diagnostics[0].code == code
 
 

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from policy_engine.errors import PackError, RuleCheckError
-from policy_engine.packs import load_pack
+from policy_engine.packs import load_pack, load_pack_file
 from policy_engine.policy import Tokenizer
 from policy_engine.render import build_prompt_model, load_idea, load_knowledge
 from policy_engine.tokens import get_counter
@@ -24,7 +24,7 @@ CL100K = get_counter(Tokenizer("tiktoken", "cl100k_base"))
 
 
 def model(pack: str, limits: dict, counter=CL100K, knowledge=KNOWLEDGE, idea=IDEA):
-    pools = load_pack(SHARED / "packs" / f"{pack}.json")
+    pools = load_pack_file(SHARED / "packs" / f"{pack}.json")
     return pools, build_prompt_model("agent_envelope", pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits)
 
 
@@ -107,7 +107,7 @@ def test_knowledge_pack_errors(tmp_path) -> None:
 
 
 def test_unknown_template() -> None:
-    pools = load_pack(SHARED / "packs" / "small_2x4x10x8.json")
+    pools = load_pack_file(SHARED / "packs" / "small_2x4x10x8.json")
     with pytest.raises(RuleCheckError) as err:
         build_prompt_model("nope", pools, idea=None, knowledge=None, counter=CL100K)
     assert err.value.diagnostics[0].code == "R105"

@@ -1,0 +1,169 @@
+"""Ledger throughput: gated calls per second (check + record_usage, one worker process
+each) at 1, 4 and 16 workers on each backend, the ledger's own ceiling (reserve + settle
+without an evaluation), and the gate's overhead over a bare evaluation. One command:
+
+    .venv/bin/python benchmarks/ledger.py [--seconds 3]
+
+PostgreSQL is a real throwaway cluster (tests/pgcluster.py) with fsync and synchronous
+commit ON (a settled usage point survives a crash), on this machine's cores, shared with
+the workers. Every run checks 0 overspend (the day's settled tokens <= its cap) and 0 lost
+usage (usage points == settled calls).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from policy_engine.adapters.gate import BudgetBlocked, BudgetGate  # noqa: E402
+from policy_engine.adapters.ledger import utc_day  # noqa: E402
+from policy_engine.adapters.ledger_url import open_ledger  # noqa: E402
+from policy_engine.dsl import load_policy_text  # noqa: E402
+from policy_engine.evaluator import evaluate  # noqa: E402
+from policy_engine.packs import load_pack  # noqa: E402
+
+SMALL = json.loads((ROOT / "examples" / "packs" / "small_2x4x10x8.json").read_text(encoding="utf-8"))
+CAP = 10**12  # the throughput run is never blocked; overspend is still checked against it
+RULES = f"""tokenizer rough 4 chars per token
+limit day_total: day_total <= {CAP} tokens
+completion budget 600 tokens
+ladder {{
+  stage trim_fields: fields factor 0.5 min 1
+  on exhausted block
+}}
+"""
+CTX = mp.get_context("fork")
+
+
+def _worker(url: str, mode: str, wid: int, seconds: float, start, out) -> None:
+    ledger = open_ledger(url, pool_size=1)
+    gate = BudgetGate(load_policy_text(RULES, "bench.policy"), ledger)
+    run = f"bench-{mode}-{wid}"
+
+    def gated() -> None:
+        res = gate.check(SMALL, run)
+        gate.record_usage(run, prompt_tokens=res.decision.metrics["prompt_tokens"], completion_tokens=100, reservation_id=res.reservation_id)
+
+    def ledger_only() -> None:  # the ledger's part of a gated call, no evaluation
+        now = ledger.clock()
+        with ledger.transaction() as db:
+            ledger.snapshot(run, now=now, db=db)
+            res = ledger.reserve(db, run, 700, 0, now=now, ttl_s=600)
+        ledger.settle(run, 600, 100, 0, reservation_id=res.id)
+
+    call = gated if mode == "gated" else ledger_only
+    call()  # warm: connection, prepared statements, token caches
+    start.wait()
+    n, deadline = 0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        try:
+            call()
+        except BudgetBlocked:
+            pass
+        n += 1
+    ledger.close()
+    out.put(n)
+
+
+def measure(url: str, mode: str, workers: int, seconds: float) -> float:
+    start, out = CTX.Event(), CTX.Queue()
+    procs = [CTX.Process(target=_worker, args=(url, mode, i, seconds, start, out)) for i in range(workers)]
+    for p in procs:
+        p.start()
+    time.sleep(0.5 + 0.1 * workers)  # all warmed up
+    start.set()
+    counts = [out.get(timeout=300) for _ in procs]
+    for p in procs:
+        p.join()
+    return sum(counts) / seconds
+
+
+def audit(url: str) -> tuple[int, int]:
+    """(tokens over the cap on any day, calls settled without their usage point)."""
+    ledger = open_ledger(url)
+    with ledger.transaction() as db:
+        days = db.execute("SELECT day, SUM(total_tokens) FROM usage_points GROUP BY day").fetchall()
+        missing = db.execute("SELECT COUNT(*) FROM reservations r WHERE r.state = 'settled' AND NOT EXISTS "
+                             "(SELECT 1 FROM usage_points u WHERE u.reservation_id = r.id)").fetchone()[0]
+    ledger.close()
+    return max([0] + [int(t) - CAP for _, t in days]), int(missing)
+
+
+def overhead(url: str, repeats: int = 200) -> tuple[float, float]:
+    """(gated ms, bare evaluation ms) per call, one process."""
+    policy = load_policy_text(RULES, "bench.policy")
+    ledger = open_ledger(url, pool_size=1)
+    gate = BudgetGate(policy, ledger)
+    pools = load_pack(SMALL)
+
+    def timed(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times) * 1e3
+
+    def gated() -> None:
+        res = gate.check(SMALL, "overhead")
+        gate.record_usage("overhead", prompt_tokens=10, completion_tokens=10, reservation_id=res.reservation_id)
+
+    g, b = timed(gated), timed(lambda: evaluate(policy, pools))
+    ledger.close()
+    return g, b
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--workers", default="1,4,16")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--no-fsync", action="store_true", help="PostgreSQL with fsync off: the lock-and-CPU ceiling, not a safe setting")
+    args = parser.parse_args()
+    from tests.pgcluster import PgCluster, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        sys.exit("no PostgreSQL binaries (apt-get install postgresql)")
+    cluster = PgCluster(bindir, fsync=not args.no_fsync)
+    backends = args.backends.split(",")
+    tmp = tempfile.mkdtemp(prefix="ledger-bench-")
+    print(f"{os.cpu_count()} cores; small pack (2x4x10x8), rough tokenizer policy; {args.seconds:.0f} s per cell; PostgreSQL {bindir}, fsync {'off' if args.no_fsync else 'on'}")
+    try:
+        rows = []
+        for backend in backends:
+            for mode in ("gated", "ledger"):
+                for w in (int(x) for x in args.workers.split(",")):
+                    url = str(Path(tmp) / f"{mode}{w}.db") if backend == "sqlite" else cluster.create_database(f"{mode}{w}")
+                    open_ledger(url).close()
+                    rate = measure(url, mode, w, args.seconds)
+                    over, lost = audit(url)
+                    rows.append((backend, mode, w, rate, over, lost))
+                    print(f"  {backend:<10} {mode:<7} {w:>2} workers: {rate:8.0f} calls/s   overspend {over} tokens, lost usage {lost}", flush=True)
+        print("\n| backend | calls | 1 worker | 4 workers | 16 workers |\n|---|---|---|---|---|")
+        for backend in backends:
+            for mode in ("gated", "ledger"):
+                cells = [f"{r[3]:,.0f}/s" for r in rows if r[0] == backend and r[1] == mode]
+                label = "gated (check + record_usage)" if mode == "gated" else "ledger only (reserve + settle)"
+                print(f"| {backend} | {label} | " + " | ".join(cells) + " |")
+        for backend in backends:
+            url = str(Path(tmp) / "overhead.db") if backend == "sqlite" else cluster.create_database("overhead")
+            g, b = overhead(url)
+            print(f"gate overhead ({backend}): gated call {g:.2f} ms vs bare evaluation {b:.2f} ms: {g / b:.1f}x (+{g - b:.2f} ms)")
+    finally:
+        cluster.destroy()
+
+
+if __name__ == "__main__":
+    main()

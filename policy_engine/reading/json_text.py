@@ -1,0 +1,110 @@
+"""Strict JSON: refuse what ``json.loads`` would quietly accept or choke on.
+
+Python's json accepts duplicate keys (last wins), NaN and Infinity, integers of any length
+(then fails converting ones over 4,300 digits) and nests until the C stack gives out. Each
+would make a document mean something other than what its author sees, or crash the reader:
+each is a coded error with a position (line and column, or a JSON Pointer).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+from policy_engine.errors import Diagnostic, PackError, PolicyError, Span
+from policy_engine.reading.bounds import DEFAULT_BOUNDS, MAX_JSON_INTEGER, MAX_NUMBER_LITERAL, Bounds
+from policy_engine.reading.files import decode_utf8, read_bounded
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, message: str, hint: str, needle: str | None = None) -> None:
+        self.code, self.message, self.hint, self.needle = code, message, hint, needle
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Refused("104", f"duplicate key {key!r}", "remove one of the duplicated keys; JSON readers disagree on which one wins", json.dumps(key) + ":")
+        out[key] = value
+    return out
+
+
+def _refuse_constant(token: str) -> Any:
+    raise _Refused("105", f"{token} is not a JSON number", "use a finite number", token)
+
+
+def _bounded_int(literal: str) -> int:
+    value = int(literal) if len(literal) <= MAX_NUMBER_LITERAL else None
+    if value is None or abs(value) > MAX_JSON_INTEGER:
+        shown = literal if len(literal) <= 24 else literal[:20] + f"... ({len(literal)} digits)"
+        raise _Refused("118", f"integer {shown} is out of range", f"integers must lie within ±{MAX_JSON_INTEGER:,} (2^53 - 1, I-JSON)", literal[:24])
+    return value
+
+
+def _bounded_float(literal: str) -> float:
+    value = float(literal) if len(literal) <= MAX_NUMBER_LITERAL else math.inf
+    if not math.isfinite(value):
+        shown = literal if len(literal) <= 24 else literal[:20] + "..."
+        raise _Refused("118", f"number {shown} is out of range", "use a finite number of ordinary size", literal[:24])
+    return value
+
+
+def _position(text: str, needle: str | None, *, second: bool) -> tuple[int, int]:
+    if not needle:
+        return 0, 0
+    pos = text.find(needle)
+    if second and pos >= 0:
+        again = text.find(needle, pos + 1)
+        pos = again if again >= 0 else pos
+    if pos < 0:
+        return 0, 0
+    return text.count("\n", 0, pos) + 1, pos - (text.rfind("\n", 0, pos) + 1) + 1
+
+
+def depth_exceeds(doc: Any, max_depth: int) -> tuple[Any, ...] | None:
+    """The path of the first container deeper than ``max_depth``, walked iteratively (a
+    recursive walk of a hostile document would exhaust the stack); None when within."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(doc, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, (dict, list)) and len(path) >= max_depth:
+            return path
+        if isinstance(value, dict):
+            stack.extend((v, path + (k,)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, path + (i,)) for i, v in enumerate(value))
+    return None
+
+
+def json_pointer(path: tuple[Any, ...]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
+
+
+def parse_json_text(text: str, file: str, *, error: type[PolicyError] = PackError, code_prefix: str = "P", bounds: Bounds = DEFAULT_BOUNDS) -> Any:
+    if not text.strip():
+        raise error([Diagnostic(f"{code_prefix}115", "the file is empty", hint="give a JSON document", file=file, pointer="")])
+    try:
+        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant, parse_int=_bounded_int, parse_float=_bounded_float)
+    except _Refused as bad:
+        line, col = _position(text, bad.needle, second=bad.code == "104")
+        if line:
+            raise error([Diagnostic(f"{code_prefix}{bad.code}", bad.message, hint=bad.hint, span=Span(file, line, col))]) from None
+        raise error([Diagnostic(f"{code_prefix}{bad.code}", bad.message, hint=bad.hint, file=file, pointer="")]) from None
+    except json.JSONDecodeError as exc:
+        raise error([Diagnostic(f"{code_prefix}103", f"not valid JSON: {exc.msg}", hint="fix the JSON syntax at this line and column", span=Span(file, exc.lineno, exc.colno))]) from None
+    except RecursionError:
+        raise error([Diagnostic(f"{code_prefix}119", "JSON nested too deeply", hint=f"nesting is limited to {bounds.max_depth} levels", file=file, pointer="")]) from None
+    deep = depth_exceeds(doc, bounds.max_depth)
+    if deep is not None:
+        raise error([Diagnostic(f"{code_prefix}119", f"JSON nested deeper than {bounds.max_depth} levels", hint="flatten the document", file=file, pointer=json_pointer(deep))])
+    return doc
+
+
+def read_json_file(path: str | os.PathLike[str], *, error: type[PolicyError] = PackError, code_prefix: str = "P", bounds: Bounds = DEFAULT_BOUNDS) -> tuple[Any, str]:
+    """(document, label). ``-`` reads standard input, under the same size bound as a file."""
+    raw, label = read_bounded(path, bounds, error=error, prefix=code_prefix)
+    text = decode_utf8(raw, label, error=error, code=f"{code_prefix}103")
+    return parse_json_text(text, label, error=error, code_prefix=code_prefix, bounds=bounds), label
