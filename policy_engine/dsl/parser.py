@@ -357,7 +357,10 @@ def _place_comments(statements: list[Any], comments: list[Token], file: str) -> 
             if inner is not None:
                 start, end = item.span.line, item.span.end_line
                 mine = [c for c in pending if start <= c.line < end]
-                pending = [c for c in pending if c not in mine]
+                # by identity: tokens compare as strings, so two `# same text` comments
+                # would both leave `pending` and the outer one would be lost
+                taken = {id(c) for c in mine}
+                pending = [c for c in pending if id(c) not in taken]
                 item = _with_items(item, place(inner, mine))
             out.append(item)
         for tok in pending:

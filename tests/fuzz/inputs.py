@@ -102,7 +102,7 @@ def document(base: Any) -> st.SearchStrategy[bytes]:
 
 RULE_WORDS = ["limit", "ladder", "stage", "when", "include", "tokenizer", "rough", "tiktoken", "{", "}", ":", "<=", "=<", "tokens", "$", "%", "12k", "1,600",
               "1" + "0" * 5000, "0.85", "factor", "share", "keep", "min", "then", "and", "or", "not", "\"", "#", "\n", "Limit", "explore", "floor", "topk", "fields",
-              "operators", "request_prompt", "day_usd", "price", "per", "1M", "block", "warn", "on", "exhausted", '"../x.policy"', '"/etc/passwd"', "\x00"]
+              "operators", "request_prompt", "day_usd", "price", "per", "1M", "block", "warn", "on", "exhausted", "#\r", "\r\n", "\t", "# same", '"../x.policy"', '"/etc/passwd"', "\x00"]
 
 
 @st.composite
