@@ -182,7 +182,7 @@ def prompt_model_for(policy: Policy, pools: Pools, *, idea: Any = None, knowledg
 
     settings, _ = policy.resolve(pools.attributes)
     counter = get_counter(policy.tokenizer)
-    model = build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits_view(settings))
+    model = build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits_view(settings), spec=policy.template_spec)
     return model, counter
 
 
