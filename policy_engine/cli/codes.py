@@ -14,5 +14,7 @@ CODES: dict[str, tuple[str, str]] = {
     "C109": ("no ledger at --db", "run `policy demo-run` or the gate first, or pass the right --db"),
     "C110": ("cannot serve on that port", "pick another --port (0-65535)"),
     "C111": ("demo-run has nothing to run", "give a directory of packs and --calls of at least 1"),
+    "C131": ("render and conform take one pack", "pass one pack file, not a directory of several"),
+    "C132": ("render --output is not writable", "give a writable file path"),
     "V101": ("USD limit without a price", "add a price table and `pricing model`"),
 }
