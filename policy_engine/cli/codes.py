@@ -8,7 +8,7 @@ CODES: dict[str, tuple[str, str]] = {
     "C103": ("no rule files given", "pass rule files or directories, or run where rules/ exists"),
     "C104": ("policy tokens needs text", "give TEXT or --file"),
     "C105": ("invalid --rough ratio", "give a number, e.g. --rough 4"),
-    "C106": ("unknown schema name", "use retrieval_pack, decision or usage"),
+    "C106": ("unknown schema name", "use retrieval_pack, decision, usage or template"),
     "C107": ("invalid --examples", "give a whole number from 1 to 100000"),
     "C108": ("--out is not a usable directory", "give a directory path (created if missing)"),
     "C109": ("no ledger at --db", "run `policy demo-run` or the gate first, or pass the right --db"),

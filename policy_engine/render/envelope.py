@@ -50,6 +50,8 @@ _ITEM_CACHE: dict[tuple[Any, ...], tuple[str, int, int]] = {}
 _SKELETON_CACHE: dict[tuple[Any, str], tuple[tuple[Any, ...], int]] = {}
 #: (counter, json options, indent, slot key) -> (blocks, comma measures, plain measures) of a whole slot
 _SLOT_CACHE: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, int], dict[str, int]]] = {}
+#: (template digest, knowledge digest, max examples) -> (knowledge skeleton, its list items, their rules)
+_KNOWLEDGE_CACHE: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
 
 
 def _remember(cache: dict[Any, Any], key: Any, value: Any, bound: int) -> Any:
@@ -61,7 +63,7 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any, bound: int) -> Any:
 
 def clear_caches() -> None:
     """Forget every rendered and measured piece (benchmarks use it to measure cold runs)."""
-    for cache in (_ITEM_CACHE, _SKELETON_CACHE, _SLOT_CACHE):
+    for cache in (_ITEM_CACHE, _SKELETON_CACHE, _SLOT_CACHE, _KNOWLEDGE_CACHE):
         cache.clear()
 
 
@@ -163,6 +165,7 @@ class TemplateModel:
         self._items: dict[str, Sequence[tuple[str, Any]]] = {}
         self._lists: dict[str, _KnowledgeList] = {}
         self._knowledge = knowledge
+        self._kept_memo: dict[tuple[Any, ...], list[str]] = {}
         skeleton = self._skeleton(pack, idea, knowledge, limits)
         self._counter_key = (counter.name, getattr(counter, "vocab_hash", ""), self._indent_width, self._ascii)
         # Packs in one run share the knowledge pack, rules and most of the skeleton: with
@@ -243,6 +246,23 @@ class TemplateModel:
         return rp
 
     def _knowledge_skeleton(self, knowledge: KnowledgePack | None) -> dict[str, Any]:
+        """Cached per (template, knowledge pack) content: runs share both, and extracting
+        every list item's names is the costly part."""
+        digest = getattr(knowledge, "digest", "") if knowledge is not None else "none"
+        key = (self._template.digest, digest, self._max_examples)
+        hit = _KNOWLEDGE_CACHE.get(key) if digest else None
+        if hit is None:
+            before = set(self._items)
+            kp = self._build_knowledge_skeleton(knowledge)
+            hit = (kp, {n: self._items[n] for n in self._items if n not in before}, dict(self._lists))
+            if digest:
+                _remember(_KNOWLEDGE_CACHE, key, hit, _DOC_CACHE_MAX)
+        kp, items, lists = hit
+        self._items.update(items)
+        self._lists.update(lists)
+        return dict(kp)
+
+    def _build_knowledge_skeleton(self, knowledge: KnowledgePack | None) -> dict[str, Any]:
         kp: dict[str, Any] = {}
         documents = knowledge.documents if knowledge is not None else {}
         for p, part in enumerate(self._template["knowledge_pack"]["parts"]):
@@ -369,7 +389,18 @@ class TemplateModel:
 
     # ---- selection -> ordered ids per slot ----------------------------------------------
 
-    def _kept_items(self, name: str, rule: _KnowledgeList, chosen: Mapping[str, set[str]]) -> list[str]:
+    def _kept_items(self, name: str, rule: _KnowledgeList, chosen: Mapping[str, set[str]], frozen: dict[str, frozenset[str]]) -> list[str]:
+        """Memoised by the selected names of the pools the list follows: a ladder's field
+        rungs leave the operator-following lists unchanged."""
+        key = (name,) + tuple(frozen.setdefault(t.pool, frozenset(chosen.get(t.pool, ()))) for t in rule.tests)
+        hit = self._kept_memo.get(key)
+        if hit is None:
+            if len(self._kept_memo) > 4096:
+                self._kept_memo.clear()
+            hit = self._kept_memo[key] = self._compute_kept(name, rule, chosen)
+        return hit
+
+    def _compute_kept(self, name: str, rule: _KnowledgeList, chosen: Mapping[str, set[str]]) -> list[str]:
         out: list[str] = []
         order = self._slot_order[name]
         cap = rule.cap
@@ -390,11 +421,12 @@ class TemplateModel:
 
     def _slot_ids(self, selection: Selection) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
         chosen = {pool: set(ids) for pool, ids in selection.items()}
+        frozen: dict[str, frozenset[str]] = {}
         out: dict[str, list[str]] = {}
         for name in self._items:
             rule = self._lists.get(name)
             if rule is not None:
-                out[name] = self._kept_items(name, rule, chosen)
+                out[name] = self._kept_items(name, rule, chosen, frozen)
                 continue
             pool = name.rsplit(".", 1)[1] if name.startswith("lane.") else name
             out[name] = list(filter(chosen.get(pool, set()).__contains__, self._slot_order[name]))
