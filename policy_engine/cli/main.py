@@ -157,8 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     rules_opt(p)
     p.set_defaults(run=commands.cmd_report)
 
+    from policy_engine.cli import render_commands
+
+    render_commands.add_commands(sub, inputs)
+
     p = sub.add_parser("schema", help="print a shipped JSON Schema")
-    p.add_argument("name", metavar="NAME", help="retrieval_pack, decision or usage")
+    p.add_argument("name", metavar="NAME", help="retrieval_pack, decision, usage or template")
     p.set_defaults(run=commands.cmd_schema)
 
     return parser

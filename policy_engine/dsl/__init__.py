@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 
 from policy_engine.dsl.ast import PolicyFile
-from policy_engine.dsl.checker import build_policy
+from policy_engine.dsl.checker import TEMPLATES, build_policy
 from policy_engine.dsl.formatter import format_ast
 from policy_engine.dsl.importer import import_config
 from policy_engine.dsl.includes import SourceSet, collect, entry_files
@@ -47,11 +47,30 @@ def _raise(problems: list[Diagnostic]) -> None:
     raise RuleCheckError(problems)
 
 
+def _with_template(policy: Policy | None, root: Path | None, problems: list[Diagnostic]) -> Policy | None:
+    """Attach the data template the policy selects (the policy directory's
+    ``NAME.template.json``, else a shipped one), checked like the rules: its problems join
+    the policy's."""
+    from policy_engine.render.template import find_template
+
+    if policy is None:
+        return None
+    try:
+        spec = find_template(policy.template, root)
+    except RuleCheckError as exc:
+        problems.extend(exc.diagnostics)
+        return policy
+    return dataclasses.replace(policy, template_spec=spec) if spec is not None else policy
+
+
 def _compile(entry: Path, root: Path) -> tuple[Policy | None, list[Diagnostic], dict[str, str]]:
+    from policy_engine.render.template import user_template_names
+
     sources = collect(entry, root)
     if sources.problems:
         return None, sources.problems, sources.texts
-    policy, problems = build_policy(sources.files, _digest(sources))
+    policy, problems = build_policy(sources.files, _digest(sources), tuple(dict.fromkeys(TEMPLATES + tuple(user_template_names(root)))))
+    policy = _with_template(policy, root, problems)
     if policy is not None:
         # Relative to the policy's root, so a decision's manifest is the same on every machine.
         rel = tuple(os.path.relpath(f, root) for f in policy.source_files)
@@ -80,6 +99,7 @@ def load_policy_text(text: str, file: str = "<string>") -> Policy:
         raise RuleCheckError([Diagnostic("E301", "include needs a rule file on disk", hint="use load_policy(path)", span=Span(file, 1, 1))])
     sources = SourceSet([(tree, text)], {file: text}, [])
     policy, problems = build_policy(sources.files, _digest(sources))
+    policy = _with_template(policy, None, problems)
     if problems:
         _raise(problems)
     assert policy is not None
@@ -97,6 +117,12 @@ def check_paths(paths: list[str | os.PathLike[str]]) -> tuple[list[Diagnostic], 
         if not p.exists():
             problems.append(Diagnostic("E307", "no such rule file or directory", hint="check the path", span=Span(str(p), 0, 0)))
             continue
+        templates = _templates_under(p)
+        for template in templates:
+            checked += 1
+            problems.extend(_template_problems(template))
+        if p.is_file() and templates:
+            continue
         found = _policies_under(p)
         if not found:
             problems.append(Diagnostic("E306", "no .policy files here", hint="give a .policy file or a directory holding some", span=Span(str(p), 0, 0)))
@@ -105,7 +131,26 @@ def check_paths(paths: list[str | os.PathLike[str]]) -> tuple[list[Diagnostic], 
             _, found, read = _compile(entry, root)
             problems.extend(found)
             texts.update(read)
-    return problems, texts, checked
+    # a template selected by a checked policy and found in its directory is reported once
+    return list(dict.fromkeys(problems)), texts, checked
+
+
+def _templates_under(path: Path) -> list[Path]:
+    from policy_engine.render.template import SUFFIX
+
+    if path.is_file():
+        return [path] if path.name.endswith(SUFFIX) else []
+    return sorted(p for p in path.rglob("*" + SUFFIX) if p.is_file())
+
+
+def _template_problems(path: Path) -> list[Diagnostic]:
+    from policy_engine.render.template import load_template_file
+
+    try:
+        load_template_file(path)
+    except RuleCheckError as exc:
+        return list(exc.diagnostics)
+    return []
 
 
 def _policies_under(path: Path) -> list[tuple[Path, Path]]:

@@ -258,9 +258,11 @@ def _keyword(node: Any) -> str:
             A.PricingDecl: "pricing", A.LanesDecl: "lanes", A.WhenDecl: "when"}.get(type(node), type(node).__name__)
 
 
-def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str) -> tuple[Policy | None, list[Diagnostic]]:
+def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str, templates: tuple[str, ...] = TEMPLATES) -> tuple[Policy | None, list[Diagnostic]]:
     """``files`` in precedence order, lowest first (included files before the files that
-    include them); a later file's statement overrides an earlier one with the same key."""
+    include them); a later file's statement overrides an earlier one with the same key.
+    ``templates``: the template names the policy may select (shipped, and the policy
+    directory's ``NAME.template.json`` files)."""
     col = Collector()
     merged: dict[Any, Any] = {}
     limits: dict[str, Any] = {}
@@ -295,8 +297,8 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str) -> tuple[Po
     template = "agent_envelope"
     if A.TemplateDecl in merged:
         node = merged[A.TemplateDecl]
-        if node.name.value not in TEMPLATES:
-            col.add(_d("E217", f"unknown prompt template `{node.name.value}`", _did_you_mean(node.name.value, TEMPLATES), node.name.span))
+        if node.name.value not in templates:
+            col.add(_d("E217", f"unknown prompt template `{node.name.value}`", _did_you_mean(node.name.value, list(templates)), node.name.span))
         template = node.name.value
 
     if len(whens) > MAX_CONDITIONS:

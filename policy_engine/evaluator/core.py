@@ -130,7 +130,7 @@ def evaluate(
         first = usd_limits[0]
         raise RuleCheckError([Diagnostic("V101", f"limit {first.rule!r} is in USD but the policy prices no model", hint="add a price table and `price model \"...\"`", span=first.span)])
     counter = counter or get_counter(policy.tokenizer)
-    model = prompt_model or build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits_view(settings))
+    model = prompt_model or build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits_view(settings), spec=policy.template_spec)
     completion = request.completion_tokens if request.completion_tokens is not None else settings.completion_budget
 
     walk = _Walk(policy, settings, pools, usage, request, completion, model.tokens, model, explain)
@@ -221,6 +221,7 @@ def evaluate(
         "tokenizer_exact": counter.exact,
         "vocab_hash": counter.vocab_hash,
         "template": policy.template,
+        "template_digest": policy.template_spec.digest if policy.template_spec is not None else None,
         "pack_format": pools.format,
         "price": None if price is None else {"model": price.model, "prompt_usd_per_1m": str(price.prompt_per_million), "completion_usd_per_1m": str(price.completion_per_million)},
     }
