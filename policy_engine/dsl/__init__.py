@@ -15,7 +15,7 @@ from policy_engine.dsl.formatter import format_ast
 from policy_engine.dsl.importer import import_config
 from policy_engine.dsl.includes import SourceSet, collect, entry_files
 from policy_engine.dsl.parser import parse
-from policy_engine.errors import Diagnostic, RuleCheckError, RuleSyntaxError, Span
+from policy_engine.errors import Diagnostic, RuleCheckError, RuleSyntaxError, Severity, Span
 from policy_engine.policy import Policy
 
 __all__ = [
@@ -41,6 +41,9 @@ def _digest(sources: SourceSet) -> str:
 
 
 def _raise(problems: list[Diagnostic]) -> None:
+    """Raise when any problem is an error; warnings alone never stop a policy loading."""
+    if all(d.severity is Severity.WARNING for d in problems):
+        return
     syntax = [d for d in problems if d.code.startswith("E1")]
     if syntax:
         raise RuleSyntaxError(problems)
@@ -68,8 +71,7 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
         found = ", ".join(e.name for e in entries) or "none"
         raise RuleCheckError([Diagnostic("E306", f"a policy directory needs main.policy or exactly one .policy file (found {found})", hint="add main.policy that includes the others", span=Span(str(p), 0, 0))])
     policy, problems, _ = _compile(entries[0], root)
-    if problems:
-        _raise(problems)
+    _raise(problems)
     assert policy is not None
     return policy
 
@@ -80,8 +82,7 @@ def load_policy_text(text: str, file: str = "<string>") -> Policy:
         raise RuleCheckError([Diagnostic("E301", "include needs a rule file on disk", hint="use load_policy(path)", span=Span(file, 1, 1))])
     sources = SourceSet([(tree, text)], {file: text}, [])
     policy, problems = build_policy(sources.files, _digest(sources))
-    if problems:
-        _raise(problems)
+    _raise(problems)
     assert policy is not None
     return policy
 
