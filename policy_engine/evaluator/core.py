@@ -160,7 +160,7 @@ def evaluate(
         verdict = "unpriced" if value is None else ("fail" if value > effective else "pass")
         limits_json[limit.metric] = {
             "rule": limit.rule, "value": limit.value, "effective": effective, "severity": limit.severity.value,
-            "unit": METRICS[limit.metric], "actual": value, "verdict": verdict, "span": span_json(limit.span),
+            "unit": "micro_usd" if METRICS[limit.metric] == "usd" else METRICS[limit.metric], "actual": value, "verdict": verdict, "span": span_json(limit.span),
         }
         trace.append(TraceStep("check", limit.rule, verdict if limit.severity is Severity.BLOCK or verdict != "fail" else "warn", span=limit.span,
                                message=f"{limit.metric}: {value} vs {effective} ({limit.severity.value})"))
@@ -182,7 +182,11 @@ def evaluate(
     warnings = [Warning(metric, f"{metric} exceeds its warning limit: {now.value(metric)} > {effective_limit(settings.limit(metric), settings, request)}", settings.limit(metric).rule) for metric in warn_fails]  # type: ignore[union-attr]
     for f in floors:
         if f.status == "pack_short":
-            warnings.append(Warning("explore_floor", f"{f.pool}: the pack offered {f.available} explore candidate(s), fewer than the floor of {f.required}"))
+            offered = sum(1 for c in pools.pool(f.pool) if c.lane == "explore")
+            if offered > f.available:  # the policy's top-k (or the cascade) held them back, not the pack
+                warnings.append(Warning("explore_floor", f"{f.pool}: the pack offered {offered} explore candidate(s) but the policy's top-k and parent pools leave {f.available}, fewer than the floor of {f.required}"))
+            else:
+                warnings.append(Warning("explore_floor", f"{f.pool}: the pack offered {f.available} explore candidate(s), fewer than the floor of {f.required}"))
         elif f.status == "not_preserved":
             warnings.append(Warning("explore_floor", f"{f.pool}: only {f.kept} explore candidate(s) kept, below the floor of {f.required}: their owners were dropped by the cascade"))
 
