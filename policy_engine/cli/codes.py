@@ -14,5 +14,8 @@ CODES: dict[str, tuple[str, str]] = {
     "C109": ("no ledger at --db", "run `policy demo-run` or the gate first, or pass the right --db"),
     "C110": ("cannot serve on that port", "pick another --port (0-65535)"),
     "C111": ("demo-run has nothing to run", "give a directory of packs and --calls of at least 1"),
+    "C112": ("output path not writable", "create its directory first, or write somewhere else"),
+    "C113": ("explain takes one pack", "pass one pack file; `policy eval` takes directories"),
+    "C114": ("unknown shell for completion", "use bash, zsh or fish"),
     "V101": ("USD limit without a price", "add a price table and `pricing model`"),
 }
