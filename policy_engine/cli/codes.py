@@ -18,4 +18,5 @@ CODES: dict[str, tuple[str, str]] = {
     "C113": ("explain takes one pack", "pass one pack file; `policy eval` takes directories"),
     "C114": ("unknown shell for completion", "use bash, zsh or fish"),
     "V101": ("USD limit without a price", "add a price table and `pricing model`"),
+    "V102": ("unknown explain level", "use off, rules or full"),
 }

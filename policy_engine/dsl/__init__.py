@@ -93,20 +93,53 @@ def check_paths(paths: list[str | os.PathLike[str]]) -> tuple[list[Diagnostic], 
     problems: list[Diagnostic] = []
     texts: dict[str, str] = {}
     checked = 0
+    done: set[tuple[Path, Path]] = set()
     for raw in paths:
         p = Path(raw)
         if not p.exists():
             problems.append(Diagnostic("E307", "no such rule file or directory", hint="check the path", span=Span(str(p), 0, 0)))
             continue
         found = _policies_under(p)
+        if p.is_file():
+            # A fragment (included by another rule file) is checked as part of the policy
+            # that includes it: pre-commit passes changed files one at a time.
+            found = [(e.parent, e) for e in _includers(p)] or found
         if not found:
             problems.append(Diagnostic("E306", "no .policy files here", hint="give a .policy file or a directory holding some", span=Span(str(p), 0, 0)))
         for root, entry in found:
+            if (root, entry) in done:
+                continue
+            done.add((root, entry))
             checked += 1
             _, found, read = _compile(entry, root)
             problems.extend(found)
             texts.update(read)
     return problems, texts, checked
+
+
+def _includers(fragment: Path, levels: int = 8) -> list[Path]:
+    """The top-level rule files that include `fragment`, directly or through other
+    includes. Includes stay inside the including file's directory, so only the fragment's
+    directory and its ancestors can hold them; the walk stops at the working directory
+    when the fragment is under it."""
+    target = fragment.resolve()
+    cwd = Path.cwd().resolve()
+    here = fragment.parent
+    candidates: list[Path] = []
+    for _ in range(levels):
+        candidates.extend(sorted(x for x in here.glob("*.policy") if x.is_file() and x.resolve() != target))
+        if here.resolve() == cwd or cwd not in here.resolve().parents:
+            break
+        here = here.parent
+    including: list[Path] = []
+    included: set[Path] = set()
+    for candidate in candidates:
+        sources = collect(candidate, candidate.parent)
+        reached = {Path(name).resolve() for name in sources.texts if Path(name).resolve() != candidate.resolve()}
+        included |= reached
+        if target in reached:
+            including.append(candidate)
+    return [c for c in including if c.resolve() not in included]
 
 
 def _policies_under(path: Path) -> list[tuple[Path, Path]]:

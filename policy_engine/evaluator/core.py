@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 import policy_engine
 from policy_engine.decision import Decision, FloorStatus, Warning, usd_text
-from policy_engine.errors import Diagnostic, RuleCheckError
+from policy_engine.errors import Diagnostic, RuleCheckError, UsageInputError
 from policy_engine.evaluator.kpis import compute_kpis
 from policy_engine.evaluator.limits import effective_limit, failing, measure_state, unfixable
 from policy_engine.evaluator.selection import State, as_selection, cascade, initial_state, lane_counts, removed_between
@@ -123,7 +123,8 @@ def evaluate(
     from policy_engine.tokens import get_counter
 
     if explain not in EXPLAIN_LEVELS:
-        raise ValueError(f"explain must be one of {EXPLAIN_LEVELS}")
+        close = [lvl for lvl in EXPLAIN_LEVELS if lvl[:3] == str(explain)[:3]]
+        raise UsageInputError([Diagnostic("V102", f"unknown explain level {explain!r}", hint=(f"did you mean {close[0]!r}? " if close else "") + "use " + ", ".join(map(repr, EXPLAIN_LEVELS)))])
     settings, matched = policy.resolve(pools.attributes)
     usd_limits = [l for l in settings.limits if METRICS[l.metric] == "usd"]
     if usd_limits and policy.price is None:
