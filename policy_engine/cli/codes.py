@@ -17,6 +17,7 @@ CODES: dict[str, tuple[str, str]] = {
     "C112": ("output path not writable", "create its directory first, or write somewhere else"),
     "C113": ("explain takes one pack", "pass one pack file; `policy eval` takes directories"),
     "C114": ("unknown shell for completion", "use bash, zsh or fish"),
+    "C115": ("NUL byte in an argument", "remove it; no file name or value can hold one"),
     "V101": ("USD limit without a price", "add a price table and `pricing model`"),
     "V102": ("unknown explain level", "use off, rules or full"),
 }

@@ -191,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
+        bad = next((a for a in argv if "\x00" in a), None)
+        if bad is not None:  # no path or value can hold one; the OS would refuse it later, mid-work
+            raise CommandLineError([Diagnostic("C115", f"argument {bad!r} contains a NUL byte", hint="remove it; no file name or value can hold one")])
         parser = build_parser()
         args = parser.parse_args(argv)
         if not getattr(args, "command", None):
