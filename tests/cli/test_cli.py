@@ -231,3 +231,36 @@ def test_check_walks_subdirectories_of_a_directory_without_main_policy(capsys, t
     code, out, err = call(capsys, "check", str(tmp_path))
     assert code == ExitCode.INVALID_RULES
     assert "bad.policy:2:" in out + err
+
+
+def test_python_dash_m_policy_engine() -> None:
+    proc = subprocess.run([sys.executable, "-m", "policy_engine", "eval", SMALL], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.startswith("ALLOWED  ")
+
+
+@pytest.mark.parametrize("shell, marker", [("bash", "complete"), ("zsh", "#compdef policy"), ("fish", "complete -c policy")])
+def test_completion_scripts_know_the_commands(capsys, shell: str, marker: str) -> None:
+    code, out, _ = call(capsys, "completion", shell)
+    assert code == 0 and marker in out
+    for command in ("eval", "explain", "check", "completion"):
+        assert command in out
+    if shell == "bash" and shutil.which("bash"):
+        assert subprocess.run(["bash", "-n"], input=out, text=True).returncode == 0
+
+
+def test_colour_follows_rich_env_and_explain_wraps() -> None:
+    forced = run("explain", SEED, *KNOW, env={"FORCE_COLOR": "1", "NO_COLOR": "", "COLUMNS": "60"})
+    assert "\x1b[" in forced.stdout
+    plain = run("explain", SEED, *KNOW, env={"COLUMNS": "60", "NO_COLOR": "1"})
+    assert "\x1b[" not in plain.stdout
+    lines = plain.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 60, max(lines, key=len)
+    assert "fits after rung 2 (trim_fields)" in " ".join(line.strip("│├└─ ") for line in lines) or "stop" in plain.stdout
+    assert f"{SEED}" in plain.stdout.replace("\n", "") or "seed_5x15x72x60.json" in plain.stdout
+
+
+def test_paths_print_as_given(capsys, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    code, out, _ = call(capsys, "eval", "examples/packs", "--knowledge-pack-dir", "examples/knowledge")
+    files = [line.split()[1].rstrip(":") for line in out.splitlines()[:3]]
+    assert files == ["examples/packs/blocked_oversized_guard.json", "examples/packs/seed_5x15x72x60.json", "examples/packs/small_2x4x10x8.json"]
