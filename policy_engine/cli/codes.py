@@ -19,4 +19,9 @@ CODES: dict[str, tuple[str, str]] = {
     "V101": ("USD limit without a price", "add a price table and `pricing model`"),
     "V150": ("not a decision", "pass the JSON `policy eval --format json` wrote for one pack"),
     "V151": ("no single decision for --pack in JSON lines", "pass --pack exactly as the record's `file` names it"),
+    "C120": ("output path not writable", "create its directory first, or write somewhere else"),
+    "C121": ("explain takes one pack", "pass one pack file; `policy eval` takes directories"),
+    "C122": ("unknown shell for completion", "use bash, zsh or fish"),
+    "C123": ("NUL byte in an argument", "remove it; no file name or value can hold one"),
+    "V102": ("unknown explain level", "use off, rules or full"),
 }
