@@ -7,6 +7,7 @@ stdout, diagnostics to stderr; colour only on a terminal, never with NO_COLOR.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import traceback
@@ -37,6 +38,14 @@ def _code_for(exc: PolicyError) -> ExitCode:
     if isinstance(exc, (PackError, UsageInputError, LedgerError)):
         return ExitCode.INVALID_INPUT
     return ExitCode.INVALID_INPUT
+
+
+@functools.cache
+def _parser() -> argparse.ArgumentParser:
+    """Built once per process: argparse translates every help string through gettext as it
+    builds (about 17 ms for this many commands), and a parser is reusable across calls
+    (in-process callers such as tests and the fuzzing harness call `main` thousands of times)."""
+    return build_parser()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bad = next((a for a in argv if "\x00" in a), None)
         if bad is not None:  # no path or value can hold one; the OS would refuse it later, mid-work
             raise CommandLineError([Diagnostic("C123", f"argument {bad!r} contains a NUL byte", hint="remove it; no file name or value can hold one")])
-        parser = build_parser()
+        parser = _parser()
         args = parser.parse_args(argv)
         if not getattr(args, "command", None):
             parser.print_help(sys.stderr)

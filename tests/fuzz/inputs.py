@@ -183,7 +183,7 @@ def cases_invocation(draw: st.DrawFn) -> Invocation:
 
         doc = yaml.safe_load(CASES_TEXT)
         doc = {**doc, "rules": str(ROOT / "rules" / "default.policy"), "knowledge": str(EX / "knowledge"), "idea": str(EX / "ideaspec.json")}
-        doc["cases"] = [dict(c, pack=str(EX / "tests" / c["pack"])) for c in doc["cases"][:2]]
+        doc["cases"] = [dict(c, pack=str(EX / "tests" / c["pack"])) for c in doc["cases"][:1]]  # the small pack: cheap to evaluate
         body = safe_dump(draw(mutated(doc)), allow_unicode=True).encode("utf-8", "surrogatepass")
     return Invocation({"cases.yaml": body}, ("test", "{dir}/cases.yaml"))
 
