@@ -8,12 +8,12 @@ its digest."""
 
 from __future__ import annotations
 
-import copy
+import hashlib
+import json
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from policy_engine.errors import Diagnostic, PackError
-from policy_engine.packs.document import document_digest
 from policy_engine.packs.validate import non_json_diagnostics
 from policy_engine.render.knowledge import _SHAPE, REQUIRED, KnowledgePack
 
@@ -42,7 +42,9 @@ def knowledge_from_documents(documents: Any, label: str = "knowledge_bundle") ->
         if list_key is not None and not isinstance(doc.get(list_key), list):
             problems.append(Diagnostic("R103", f"{pointer}/{list_key}: expected an array", hint="see the agent's knowledge pack format", file=label, pointer=f"{pointer}/{list_key}"))
             continue
-        docs[name] = copy.deepcopy(dict(doc))
+        docs[name] = doc
     if problems:
         raise PackError(problems)
-    return KnowledgePack(label, MappingProxyType(docs), document_digest(docs))
+    # one serialisation gives both the copy and the digest (document_digest's text)
+    text = json.dumps(docs, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return KnowledgePack(label, MappingProxyType(json.loads(text)), hashlib.sha256(text.encode("utf-8")).hexdigest())
