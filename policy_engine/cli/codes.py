@@ -18,7 +18,7 @@ CODES: dict[str, tuple[str, str]] = {
     "C132": ("render --output is not writable", "give a writable file path"),
     "V101": ("USD limit without a price", "add a price table and `pricing model`"),
     "V150": ("not a decision", "pass the JSON `policy eval --format json` wrote for one pack"),
-    "V151": ("no single decision for --pack in JSON lines", "pass --pack exactly as the record's `file` names it"),
+    "V151": ("no single result for --pack", "pass --pack exactly as the result's `file` names it"),
     "C120": ("output path not writable", "create its directory first, or write somewhere else"),
     "C121": ("explain takes one pack", "pass one pack file; `policy eval` takes directories"),
     "C122": ("unknown shell for completion", "use bash, zsh or fish"),
