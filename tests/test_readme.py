@@ -62,7 +62,7 @@ def test_api_error_classes_are_exported_and_explain_is_checked() -> None:
         assert name in api.__all__ and hasattr(api, name)
     policy = api.load_policy(ROOT / "rules" / "default.policy")
     with pytest.raises(api.PolicyError) as err:
-        api.evaluate_pack(policy, ROOT / "examples" / "packs" / "small_2x4x10x8.json", explain="rulez")
+        api.evaluate_pack(policy, api.read_pack_document(ROOT / "examples" / "packs" / "small_2x4x10x8.json")[0], explain="rulez")
     assert err.value.diagnostics[0].code == "V102" and "'rules'" in err.value.diagnostics[0].hint
 
 
@@ -71,10 +71,10 @@ def test_mypy_strict_passes_on_a_users_script(tmp_path: Path) -> None:
     `py.typed` from outside the checkout."""
     script = tmp_path / "user.py"
     script.write_text(
-        "from policy_engine.api import Decision, PolicyError, evaluate_pack, load_policy\n\n\n"
+        "from policy_engine.api import Decision, PolicyError, evaluate_pack, load_policy, read_pack_document\n\n\n"
         "def outcome(rules: str, pack: str) -> str:\n"
         "    try:\n"
-        "        decision: Decision = evaluate_pack(load_policy(rules), pack)\n"
+        "        decision: Decision = evaluate_pack(load_policy(rules), read_pack_document(pack)[0])\n"
         "    except PolicyError as exc:\n"
         "        return exc.diagnostics[0].code\n"
         "    return decision.outcome\n"
