@@ -13,6 +13,9 @@ from typing import Any, Mapping
 
 from policy_engine.decision import Decision
 from policy_engine.packs.idea_input import idea_from_document
+from policy_engine.errors import (
+    Diagnostic, PackError, PolicyError, RuleCheckError, RuleSyntaxError, Span, TokenizerError, UsageInputError,
+)
 from policy_engine.dsl import default_rules_path, load_policy, load_policy_text
 from policy_engine.evaluator import evaluate
 from policy_engine.packs import load_pack, read_pack_document
@@ -22,7 +25,15 @@ from policy_engine.usage import Request, UsageSnapshot
 
 __all__ = [
     "Decision",
+    "Diagnostic",
+    "PackError",
+    "PolicyError",
     "Request",
+    "RuleCheckError",
+    "RuleSyntaxError",
+    "Span",
+    "TokenizerError",
+    "UsageInputError",
     "UsageSnapshot",
     "default_rules_path",
     "evaluate",

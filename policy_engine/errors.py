@@ -49,6 +49,9 @@ class Diagnostic:
     span: Span | None = None
     file: str | None = None
     pointer: str | None = None
+    # Other places the same problem involves (the first of two duplicates), each with a
+    # note; rendered as a second snippet, as rustc and ruff do.
+    related: tuple[tuple[Span, str], ...] = ()
 
     @property
     def location(self) -> str:
@@ -71,6 +74,8 @@ class Diagnostic:
             out["column"] = self.span.column
             out["end_line"] = self.span.end_line
             out["end_column"] = self.span.end_column
+            if self.related:
+                out["related"] = [{"file": sp.file, "line": sp.line, "column": sp.column, "note": note} for sp, note in self.related]
         else:
             out["file"] = self.file
             out["pointer"] = self.pointer

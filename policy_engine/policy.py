@@ -228,6 +228,9 @@ class Policy:
     prices: tuple[Price, ...] = ()
     price_model: str | None = None  # which model the policy prices for
     template: str = "agent_envelope"  # prompt rendering template (a registry name)
+    #: the checked template document when ``template`` names a data template (the policy
+    #: directory's ``NAME.template.json`` or a shipped one); None for a Python template
+    template_spec: Any = field(default=None, compare=False, repr=False)
     conditionals: tuple[Conditional, ...] = ()
     #: sha256 of the canonical rule text of every file that made this policy, in include
     #: order; the decision manifest cites it.

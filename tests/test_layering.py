@@ -34,6 +34,8 @@ def _imports(path: Path) -> set[str]:
 
 def _layer(path: Path) -> str:
     rel = path.relative_to(PACKAGE).parts
+    if rel[0] == "cli" or rel == ("__main__.py",):  # `python -m policy_engine` is the CLI's entry point
+        return "cli"
     if rel[0] == "cli":
         return "cli"
     if rel[0] == "adapters":

@@ -7,14 +7,15 @@ import difflib
 import json
 import os
 import sys
+import time
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from policy_engine.cli.exit_codes import ExitCode
-from policy_engine.cli.formats import DECISION_FORMATS, PackResult, blocked_line, check_output, summary_line
-from policy_engine.errors import CommandLineError, Diagnostic, PackError, PolicyError, RuleCheckError, UsageInputError
+from policy_engine.cli.formats import DECISION_FORMATS, PackResult, Report, blocked_line, check_output, summary_line
+from policy_engine.errors import CommandLineError, Diagnostic, PackError, PolicyError, RuleCheckError, Severity, UsageInputError
 
 RULES_ENV = "POLICY_RULES"
 
@@ -26,12 +27,23 @@ def _err(code: str, message: str, hint: str, file: str | None = None) -> PolicyE
 
 
 def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
+    from policy_engine.cli.console import console
 
-    stream = sys.stderr if stderr else sys.stdout
-    colour = stream.isatty() and "NO_COLOR" not in os.environ
-    width = None if stream.isatty() else 200
-    return Console(file=stream, no_color=not colour, highlight=False, width=width, soft_wrap=True)
+    return console(stderr)
+
+
+def writable_target(path: str | None, flag: str) -> None:
+    """Refuse an output path that cannot be written before any evaluation starts."""
+    if not path or path == "-":
+        return
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise _err("C120", f"{flag} {path} is a directory", "give a file path to write")
+    if not parent.is_dir():
+        raise _err("C120", f"{flag} {path}: directory {parent} does not exist", "create the directory first, or write somewhere else")
+    if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise _err("C120", f"{flag} {path} is not writable", "write somewhere else")
 
 
 def rules_path(args: argparse.Namespace) -> Path:
@@ -86,21 +98,27 @@ def _evaluate_one(policy: Any, path: str, common: dict[str, Any], explain: str) 
     from policy_engine.evaluator import evaluate
     from policy_engine.packs import load_pack, read_pack_document
 
+    started = time.perf_counter()
     try:
         doc, label = read_pack_document(path)
         pools = load_pack(doc, file=label, idea=common["idea"])
     except PackError as exc:
-        return PackResult(path if path != "-" else "<stdin>", problems=exc.diagnostics), None
+        return PackResult(path if path != "-" else "<stdin>", problems=exc.diagnostics, seconds=time.perf_counter() - started), None
     decision = evaluate(policy, pools, usage=common["usage"], request=common["request"], seen_combos=common["seen_combos"],
                         idea=common["idea"], knowledge=common["knowledge"], explain=explain)
-    return PackResult(label, decision), doc
+    return PackResult(label, decision, seconds=time.perf_counter() - started), doc
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    writable_target(args.output, "--output")
+    writable_target(args.trimmed_pack, "--trimmed-pack")
+    started = time.perf_counter()
     policy = load_rules(args)
     paths = pack_paths(args.packs)
+    if args.trimmed_pack and len(paths) != 1:
+        raise _err("C102", f"--trimmed-pack needs exactly one pack, got {len(paths)}", "evaluate one pack at a time")
     common = _inputs(args)
-    fmt = args.format or ("text" if sys.stdout.isatty() else "json")
+    fmt = args.format or "text"
     results: list[PackResult] = []
     docs: list[Any] = []
     show_progress = len(paths) > 1 and sys.stderr.isatty()
@@ -119,7 +137,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             result, doc = _evaluate_one(policy, path, common, args.explain)
             results.append(result)
             docs.append(doc)
-    text = DECISION_FORMATS[fmt](results, sources=None)
+    report = Report(tuple(results), fail_on_warn=args.fail_on_warn, seconds=time.perf_counter() - started)
+    text = DECISION_FORMATS[fmt](report, sources=None)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         if len(results) > 1 or fmt != "text":
@@ -134,8 +153,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         Path(args.trimmed_pack).write_text(json.dumps(trimmed_pack(docs[0], results[0].decision), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     for r in results:
-        if r.decision is not None and r.decision.outcome == "blocked" and fmt == "json":
-            print(blocked_line(r.decision), file=sys.stderr)
+        if r.decision is not None and r.decision.outcome == "blocked":
+            print(blocked_line(r.decision, r.file), file=sys.stderr)
     if any(r.decision is None for r in results):
         if fmt not in ("text", "github") or args.output:
             for r in results:
@@ -146,7 +165,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return ExitCode.INVALID_INPUT
     if any(r.decision.outcome == "blocked" for r in results if r.decision):
         return ExitCode.BLOCKED
-    if args.fail_on_warn and any(r.decision.warnings for r in results if r.decision):
+    if any(report.failure(r) for r in results):
         return ExitCode.FAILED
     return ExitCode.OK
 
@@ -156,7 +175,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     policy = load_rules(args)
     common = _inputs(args)
-    (path,) = pack_paths([args.pack])
+    paths = pack_paths([args.pack])
+    if len(paths) != 1:
+        raise _err("C121", f"explain shows one pack; {args.pack} holds {len(paths)}", f"pass one of them, e.g. `policy explain {paths[0]}`, or use `policy eval {args.pack}`")
+    (path,) = paths
     result, _ = _evaluate_one(policy, path, common, "full" if getattr(args, "breakdown", False) else "rules")
     if result.decision is None:
         raise PackError(result.problems)
@@ -182,10 +204,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     from policy_engine.dsl import check_paths
 
     targets = _rule_targets(args.paths)
+    started = time.perf_counter()
     problems, sources, checked = check_paths(targets)
     names = sorted({str(p) for p in _policy_files(targets)})
-    sys.stdout.write(check_output(args.format, problems, sources, names or targets))
-    return ExitCode.INVALID_RULES if problems else ExitCode.OK
+    sys.stdout.write(check_output(args.format, problems, sources, names or targets, time.perf_counter() - started))
+    return ExitCode.INVALID_RULES if any(d.severity is not Severity.WARNING for d in problems) else ExitCode.OK
 
 
 def _policy_files(targets: list[str]) -> list[Path]:

@@ -21,7 +21,7 @@ def register(sub: Any, rules_opt: Any) -> None:
                        description="Re-evaluate the call a decision JSON records (its usage, completion budget and expansion flag "
                                    "come from the decision) and compare: byte-identical (exit 0), or which manifest entry differs "
                                    "(rules, tokenizer, engine version, prices) and what changed in the decision (exit 1).")
-    p.add_argument("decision", metavar="DECISION_JSON", help="a decision as `policy eval --format json` writes it (one object, or JSON lines with a record for --pack)")
+    p.add_argument("decision", metavar="DECISION_JSON", help="a decision as `policy eval --format json` writes it (its `results` entry for --pack, or a bare decision object)")
     p.add_argument("--pack", required=True, metavar="PACK", help="the retrieval pack the decision was made for")
     rules_opt(p)
     p.add_argument("--knowledge-pack-dir", metavar="DIR", help="the knowledge pack the call used (not recorded in the decision)")
@@ -37,26 +37,23 @@ def _bad(code: str, message: str, hint: str, file: str, pointer: str = "") -> Us
 
 
 def read_decision(path: str, pack: str) -> tuple[dict[str, Any], str]:
-    """The recorded decision as a dict, and its canonical text. Accepts the single-pack
-    output of `policy eval --format json`, or its many-pack JSON lines (the record whose
-    ``file`` is ``pack``)."""
-    from policy_engine.packs.document import parse_json_text, read_json_file
+    """The recorded decision as a dict, and its canonical text. Accepts what `policy eval
+    --format json` writes (``{"results": [{"file", "decision"}, ...], "summary"}``: the
+    record whose ``file`` is ``pack``, or the only one), or a bare decision object (the
+    API's ``Decision.to_json()``)."""
+    from policy_engine.packs.document import read_json_file
 
-    try:
-        doc, label = read_json_file(path, error=UsageInputError)
-    except UsageInputError as exc:
-        text = Path(path).read_text(encoding="utf-8") if Path(path).is_file() else ""
-        lines = [line for line in text.splitlines() if line.strip()]
-        if len(lines) < 2 or not any(d.code == "P103" for d in exc.diagnostics):
-            raise
-        records = [parse_json_text(line, f"{path}:{n}", error=UsageInputError) for n, line in enumerate(lines, 1)]
-        matching = [r for r in records if isinstance(r, dict) and r.get("file") == pack]
+    doc, label = read_json_file(path, error=UsageInputError)
+    if isinstance(doc, dict) and isinstance(doc.get("results"), list):
+        records = [r for r in doc["results"] if isinstance(r, dict)]
+        matching = [r for r in records if r.get("file") == pack] or (records if len(records) == 1 else [])
         if len(matching) != 1:
-            files = ", ".join(str(r.get("file")) for r in records if isinstance(r, dict))
-            raise _bad("V151", f"{len(records)} JSON-lines records and {len(matching)} for --pack {pack}", f"pass --pack exactly as the record's file names it (records: {files})", path) from None
-        doc, label = matching[0], path
-    if isinstance(doc, dict) and set(doc) == {"file", "decision"}:
-        doc = doc["decision"]
+            files = ", ".join(str(r.get("file")) for r in records)
+            raise _bad("V151", f"{len(records)} results and {len(matching)} for --pack {pack}", f"pass --pack exactly as the result's file names it (results: {files})", path, "/results")
+        index = records.index(matching[0])
+        if "decision" not in matching[0]:
+            raise _bad("V150", "this result holds errors, not a decision", "replay a pack that was evaluated", label, f"/results/{index}")
+        doc = matching[0]["decision"]
     schema = json.loads(resources.files("policy_engine.schemas").joinpath("decision.schema.json").read_text(encoding="utf-8"))
     import jsonschema
 

@@ -3,6 +3,7 @@ them run, so one pass reports every independent mistake in the file, each once."
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from decimal import Decimal
 from typing import Any, Iterator
@@ -12,6 +13,7 @@ import tiktoken.model
 from policy_engine.dsl import ast as A
 from policy_engine.errors import Diagnostic, Span
 from policy_engine.reading.bounds import MAX_QUANTITY
+from policy_engine.errors import Severity as Severity_
 from policy_engine.policy import (
     LANES, METRICS, POOLS, AllOf, AnyOf, Compare, Conditional, Ladder, Lanes, Limit, Not, Policy, Price, Settings,
     Severity, Stage, Step, StepKind, Tokenizer, TopK,
@@ -32,6 +34,9 @@ _STEP_KIND = {"factor": StepKind.FACTOR, "share": StepKind.SHARE, "keep": StepKi
 #: condition is tested on every evaluation; real policies use a handful of each.
 MAX_STEPS_PER_STAGE = 32
 MAX_CONDITIONS = 64
+# The other unit's metric for the same scope, for E202's hint.
+_USD_TWIN = {"request_prompt": "request_usd", "batch_total": "batch_usd", "day_total": "day_usd"}
+_TOKEN_TWIN = {v: k for k, v in _USD_TWIN.items()}
 
 
 def _d(code: str, message: str, hint: str, span: Span) -> Diagnostic:
@@ -52,9 +57,15 @@ class Collector:
 
     def __init__(self) -> None:
         self.problems: list[Diagnostic] = []
+        self.warnings: list[Diagnostic] = []
 
     def add(self, diag: Diagnostic) -> None:
         self.problems.append(diag)
+
+    def warn(self, diag: Diagnostic) -> None:
+        """Valid, but almost certainly not what was meant: `policy check` shows it, the
+        policy still loads."""
+        self.warnings.append(dataclasses.replace(diag, severity=Severity_.WARNING))
 
     # ---- numbers ---------------------------------------------------------------------
 
@@ -91,12 +102,17 @@ class Collector:
         severity = Severity(node.severity) if node.severity else Severity.BLOCK
         if unit == "tokens":
             if not isinstance(node.amount, A.Num):
-                self.add(_d("E202", f"`{node.metric}` is counted in tokens, not dollars", f"write `{node.metric} <= 12_000 tokens`", node.amount.span))
+                usd = _USD_TWIN.get(node.metric)
+                amount = node.amount.text.lstrip("$")
+                hint = f"write `{node.metric} <= {amount} tokens`" + (f", or cap dollars with `{usd} <= {node.amount.text}`" if usd else "")
+                self.add(_d("E202", f"`{node.metric}` is counted in tokens, not dollars", hint, node.amount.span))
                 return None
             value = self.whole(node.amount, f"limit `{node.name}`")
             return None if value is None else Limit(node.name, node.metric, value, severity, span=node.span)
         if not isinstance(node.amount, A.Money):
-            self.add(_d("E202", f"`{node.metric}` is in USD, not tokens", f"write `{node.metric} <= $5`", node.amount.span))
+            tokens = _TOKEN_TWIN.get(node.metric)
+            hint = f"write `{node.metric} <= ${node.amount.text}`" + (f", or cap tokens with `{tokens} <= {node.amount.text} tokens`" if tokens else "")
+            self.add(_d("E202", f"`{node.metric}` is in USD, not tokens", hint, node.amount.span))
             return None
         micro = node.amount.value * 1_000_000
         if micro <= 0:
@@ -229,7 +245,9 @@ def _duplicates(col: Collector, statements: tuple[Any, ...], where: str) -> None
         elif isinstance(node, A.LimitDecl):
             key = ("metric", node.metric)
             if ("rule", node.name) in seen:
-                col.add(_d("E205", f"rule name `{node.name}` is used twice in {where}", "give each rule its own name", node.span))
+                first_rule = seen[("rule", node.name)].span
+                col.add(Diagnostic("E205", f"rule name `{node.name}` is used twice in {where}", hint="give each rule its own name", span=node.span,
+                                   related=((first_rule, f"`{node.name}` is first defined here"),)))
             seen[("rule", node.name)] = node
         elif isinstance(node, A.PriceDecl):
             key = ("price", node.model.value)
@@ -241,7 +259,8 @@ def _duplicates(col: Collector, statements: tuple[Any, ...], where: str) -> None
             continue
         if key in seen:
             first = seen[key].span
-            col.add(_d("E205", f"this repeats the statement at line {first.line} in {where}", "keep one; to override a value, put it in a file that includes this one", node.span))
+            col.add(Diagnostic("E205", f"this repeats the statement at line {first.line} in {where}", hint="keep one; to override a value, put it in a file that includes this one",
+                               span=node.span, related=((first, "first here"),)))
         else:
             seen[key] = node
 
@@ -258,9 +277,11 @@ def _keyword(node: Any) -> str:
             A.PricingDecl: "pricing", A.LanesDecl: "lanes", A.WhenDecl: "when"}.get(type(node), type(node).__name__)
 
 
-def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str) -> tuple[Policy | None, list[Diagnostic]]:
+def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str, templates: tuple[str, ...] = TEMPLATES) -> tuple[Policy | None, list[Diagnostic]]:
     """``files`` in precedence order, lowest first (included files before the files that
-    include them); a later file's statement overrides an earlier one with the same key."""
+    include them); a later file's statement overrides an earlier one with the same key.
+    ``templates``: the template names the policy may select (shipped, and the policy
+    directory's ``NAME.template.json`` files)."""
     col = Collector()
     merged: dict[Any, Any] = {}
     limits: dict[str, Any] = {}
@@ -295,8 +316,8 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str) -> tuple[Po
     template = "agent_envelope"
     if A.TemplateDecl in merged:
         node = merged[A.TemplateDecl]
-        if node.name.value not in TEMPLATES:
-            col.add(_d("E217", f"unknown prompt template `{node.name.value}`", _did_you_mean(node.name.value, TEMPLATES), node.name.span))
+        if node.name.value not in templates:
+            col.add(_d("E217", f"unknown prompt template `{node.name.value}`", _did_you_mean(node.name.value, list(templates)), node.name.span))
         template = node.name.value
 
     if len(whens) > MAX_CONDITIONS:
@@ -348,6 +369,9 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str) -> tuple[Po
     for t in built_topk:
         if t.lane == "explore" and floor_value > t.value and floor_value > 0 and t.value > 0:
             col.add(_d("E209", f"explore floor {floor_value} is larger than the explore top-k of {t.pool} ({t.value})", "lower the floor or raise the top-k", t.span))
+        elif t.lane == "explore" and floor_value > 0 and t.value == 0:
+            col.warn(_d("W201", f"`topk {t.pool} ... explore 0` keeps no explore {t.pool}, so the explore floor of {floor_value} cannot hold for them",
+                        f"raise the explore top-k of {t.pool} to at least {floor_value}, or set `explore floor 0`", t.span))
 
     stages: list[Stage] = []
     reason = None
@@ -392,7 +416,7 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str) -> tuple[Po
         conditionals.append(Conditional(node.name, guard, c_limits, c_stages, tuple(c_topk), c_floor, c_reserve, c_completion, span=node.span))
 
     if col.problems or tokenizer is None:
-        return None, _sorted(col.problems)
+        return None, _sorted(col.problems + col.warnings)
     settings = Settings(
         limits=tuple(sorted(built_limits, key=lambda l: list(METRICS).index(l.metric))),
         ladder=Ladder(tuple(stages), reason, span=merged[A.LadderDecl].span if A.LadderDecl in merged else Span("<builtin>", 0, 0)),
@@ -405,7 +429,7 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str) -> tuple[Po
         name=name, tokenizer=tokenizer, settings=settings, prices=tuple(price_list), price_model=price_model,
         template=template, conditionals=tuple(conditionals), digest=digest, source_files=tuple(t.file for t, _ in files),
     )
-    return policy, []
+    return policy, _sorted(col.warnings)
 
 
 def _sorted(items: list[Diagnostic]) -> list[Diagnostic]:

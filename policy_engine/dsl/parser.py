@@ -9,6 +9,7 @@ are refused before the tree is transformed, so no input can cause a RecursionErr
 from __future__ import annotations
 
 import difflib
+import re
 from contextvars import ContextVar
 from functools import cache
 from typing import Any
@@ -89,17 +90,58 @@ def _expected_list(expected: set[str]) -> list[str]:
     return words
 
 
-def _syntax_diagnostic(err: UnexpectedInput, file: str, lines: list[str]) -> Diagnostic:
+_KEYWORDS = frozenset({
+    "policy", "include", "tokenizer", "template", "price", "pricing", "limit", "completion", "expansion", "lanes",
+    "explore", "exploit", "floor", "topk", "ladder", "stage", "then", "min", "on", "exhausted", "block", "warn", "when",
+    "and", "or", "not", "in", "contains", "tokens", "budget", "reserve", "model", "tiktoken", "rough", "chars", "per",
+    "token", "prompt", "factor", "share", "keep",
+})
+# Words that begin a statement (`stage`, `on` inside a ladder): after an error, parsing
+# resumes at the next line that starts with one of them, or with `}`.
+_SYNC_WORDS = ("policy", "include", "tokenizer", "template", "price", "pricing", "limit", "completion", "expansion",
+               "lanes", "explore", "topk", "ladder", "when", "stage", "on")
+_SYNC_LINE = re.compile(r"^[ \t]*(?:(" + "|".join(_SYNC_WORDS) + r")(?![A-Za-z0-9_])|(\}))", re.M)
+_WORD_AT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _char_hint(text: str, offset: int, allowed: list[str]) -> str | None:
+    """A hint for a character the lexer cannot start a token with, in the user's words."""
+    char = text[offset] if offset < len(text) else ""
+    if char == "'":
+        return 'strings use double quotes: "..."'
+    if char == '"':
+        return 'this string is never closed: end it with `"` on the same line'
+    if text.startswith(("=<", "=>"), offset) or text.startswith("==", offset) and "`<=`" in allowed:
+        return "write `<=` (a limit is `METRIC <= AMOUNT`)"
+    word = _WORD_AT.match(text, offset)
+    if word is not None and word.group(0) != word.group(0).lower():
+        lower = word.group(0).lower()
+        if lower in _KEYWORDS:
+            return f"keywords are lower case: write `{lower}`"
+        return f"names are lower case: write `{lower}`"
+    return None
+
+
+def _syntax_diagnostic(err: UnexpectedInput, file: str, lines: list[str], text: str = "") -> Diagnostic:
     line = getattr(err, "line", 0) or len(lines)
     column = getattr(err, "column", 0) or 1
     if isinstance(err, UnexpectedCharacters):
         char = lines[line - 1][column - 1] if 0 < line <= len(lines) and 0 < column <= len(lines[line - 1]) else "?"
         allowed = _expected_list(set(err.allowed or ()))
         message = f"unexpected character `{char}`"
-        hint = ("expected " + _join(allowed)) if allowed else "remove the character or quote the text"
-        if char == "'":
-            hint = 'strings use double quotes: "..."'
-        return Diagnostic("E101", message, hint=hint, span=Span(file, line, column, line, column))
+        hint = _char_hint(text, err.pos_in_stream, allowed) if text else None
+        if hint is None:
+            hint = ("expected " + _join(allowed)) if allowed else "remove the character or quote the text"
+        word = _WORD_AT.match(text, err.pos_in_stream) if text else None
+        end = column + len(word.group(0)) - 1 if word is not None else column
+        if word is not None:
+            message = f"unexpected `{word.group(0)}`"
+        elif text.startswith(("=<", "=>"), err.pos_in_stream):
+            end, message = column + 1, f"unexpected `{text[err.pos_in_stream:err.pos_in_stream + 2]}`"
+        if char == '"':
+            end = len(lines[line - 1]) if 0 < line <= len(lines) else column
+            message = "unterminated string"
+        return Diagnostic("E101", message, hint=hint, span=Span(file, line, column, line, max(end, column)))
     accepted: set[str] = set()
     interactive = getattr(err, "interactive_parser", None)
     if interactive is not None:
@@ -116,12 +158,142 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, lines: list[str]) -> Dia
     message = f"unexpected {_token_text(token)}"
     hint = "expected " + _join(expected)
     if token is not None:
+        pos = token.start_pos or 0
+        if str(token) == "," and 0 < pos < len(text) - 1 and text[pos - 1].isdigit() and text[pos + 1].isdigit():
+            grouped = re.match(r"[0-9][0-9,]*", text[_number_start(text, pos):])
+            written = grouped.group(0) if grouped else "1,000"
+            return Diagnostic("E103", f"unexpected `,` in the number `{written}`", hint=f"group digits with `_`: write `{written.replace(',', '_')}`",
+                              span=Span(file, line, column, line, column))
         keywords = [w.strip("`") for w in expected if w.startswith("`")]
         close = difflib.get_close_matches(str(token), keywords, n=1)
         if close:
-            hint = f"did you mean `{close[0]}`? " + hint
+            hint = f"did you mean `{close[0]}`?" + ("" if len(expected) == 1 else " " + hint)
     end = column + max(len(str(token or "")) - 1, 0)
     return Diagnostic("E103", message, hint=hint, span=Span(file, line, column, line, end))
+
+
+def _number_start(text: str, pos: int) -> int:
+    while pos > 0 and (text[pos - 1].isdigit() or text[pos - 1] == ","):
+        pos -= 1
+    return pos
+
+
+class _Recovery:
+    """Panic-mode error recovery on Lark's LALR parser: report the error, skip to the next
+    line that starts a statement (or closes a block), pop the parser's stack back to a state
+    that accepts that word, and go on. One mistake gives one error, not an echo on the
+    next valid line. A block that a statement cannot be in (a `when` inside `ladder { }`)
+    means the block was never closed: that is reported at its `{`."""
+
+    def __init__(self, text: str, file: str, lines: list[str]) -> None:
+        self.text, self.file, self.lines = text, file, lines
+        self.errors: list[Diagnostic] = []
+        self.pending_eof: Diagnostic | None = None
+        self._terminals = {t.pattern.value: t.name for t in grammar().terminals if t.pattern.type == "str"}
+
+    def on_error(self, err: UnexpectedInput) -> bool:
+        if len(self.errors) >= MAX_ERRORS:
+            return False
+        ip = err.interactive_parser  # type: ignore[attr-defined]
+        token = getattr(err, "token", None)
+        diag = _syntax_diagnostic(err, self.file, self.lines, self.text)
+        if isinstance(err, UnexpectedEOF) or (token is not None and token.type == "$END"):
+            brace = self._open_brace(ip.parser_state.value_stack)
+            self.pending_eof = self._unclosed(brace) if brace is not None else (diag if not self.errors else None)
+            return False
+        if isinstance(err, UnexpectedCharacters):
+            resume_from = err.pos_in_stream + 1
+        else:
+            assert token is not None
+            resume_from = (token.end_pos or 0)
+            if self._starts_line(token) and str(token) in _SYNC_WORDS + ("}",):
+                # The previous statement ended early; this word starts the next one.
+                diag = self._ended_early(token, diag)
+                if self._resync(ip, str(token), diag):
+                    try:
+                        ip.feed_token(token)
+                        return True
+                    except UnexpectedInput:
+                        pass
+                resume_from = token.end_pos or 0
+                self._skip_to_next_statement(ip, resume_from, diag)
+                return True
+        self._skip_to_next_statement(ip, resume_from, diag)
+        return True
+
+    def _ended_early(self, token: Token, diag: Diagnostic) -> Diagnostic:
+        """Report an incomplete statement where it stops, not at the next statement's
+        first word."""
+        pos = (token.start_pos or 0) - 1
+        while pos >= 0 and self.text[pos].isspace():
+            pos -= 1
+        if pos < 0:
+            return diag
+        line = self.text.count("\n", 0, pos) + 1
+        column = pos - (self.text.rfind("\n", 0, pos) + 1) + 1
+        expected = diag.hint.split("expected ", 1)[-1]
+        return Diagnostic("E103", f"the statement ends before `{token}` starts the next one", hint=f"expected {expected} here",
+                          span=Span(self.file, line, column + 1, line, column + 1))
+
+    def _add(self, diag: Diagnostic | None) -> None:
+        if diag is None:
+            return
+        line = diag.span.line if diag.span else 0
+        if not any(d.span is not None and d.span.line == line and d.code == diag.code for d in self.errors):
+            self.errors.append(diag)
+
+    def _starts_line(self, token: Token) -> bool:
+        line = self.lines[(token.line or 1) - 1] if token.line and token.line <= len(self.lines) else ""
+        return line[: (token.column or 1) - 1].strip() == ""
+
+    def _skip_to_next_statement(self, ip: Any, offset: int, diag: Diagnostic | None) -> None:
+        line_end = self.text.find("\n", offset)
+        match = _SYNC_LINE.search(self.text, len(self.text) if line_end < 0 else line_end + 1)
+        target = match.start(1) if match and match.group(1) else (match.start(2) if match else len(self.text))
+        counter = ip.lexer_thread.state.line_ctr
+        if target > counter.char_pos:
+            counter.feed(self.text[counter.char_pos:target])
+        word = (match.group(1) or match.group(2)) if match else None
+        if word is None:
+            brace = self._open_brace(ip.parser_state.value_stack)
+            if brace is not None:
+                self._add(diag)
+                self.pending_eof = self._unclosed(brace)
+                return
+            self._add(diag)
+            return
+        self._resync(ip, word, diag)
+
+    def _resync(self, ip: Any, word: str, diag: Diagnostic | None) -> bool:
+        """Pop the stack until a state accepts `word`; report `diag`, or an unclosed `{`
+        when popping leaves a block. False (stack untouched, `diag` reported) if none does."""
+        kind = self._terminals.get(word)
+        state = ip.parser_state
+        states = state.parse_conf.parse_table.states
+        depth = len(state.state_stack)
+        while depth > 0 and kind not in states[state.state_stack[depth - 1]]:
+            depth -= 1
+        if depth == 0 or kind is None:
+            self._add(diag)
+            return False
+        popped = state.value_stack[depth - 1:]
+        brace = self._open_brace(popped)
+        del state.state_stack[depth:]
+        del state.value_stack[depth - 1:]
+        self._add(self._unclosed(brace) if brace is not None else diag)
+        return True
+
+    @staticmethod
+    def _open_brace(values: list[Any]) -> Token | None:
+        """The innermost `{` still open among the parser's stacked values."""
+        for value in reversed(values):
+            if isinstance(value, Token) and value.type == "LBRACE":
+                return value
+        return None
+
+    def _unclosed(self, brace: Token) -> Diagnostic:
+        return Diagnostic("E107", "this `{` is never closed", hint="add `}` after the block's last statement",
+                          span=Span(self.file, brace.line or 1, brace.column or 1, brace.line or 1, brace.column or 1))
 
 
 def _join(words: list[str]) -> str:
@@ -159,39 +331,23 @@ def parse(text: str, file: str = "<string>") -> A.PolicyFile:
         raise RuleSyntaxError([Diagnostic("E104", f"rule file is {size} bytes; the limit is {MAX_FILE_BYTES}", hint="split it into files joined with include", span=Span(file, 1, 1))])
     lines = text.split("\n")
     comments: list[Token] = []
-    errors: list[Diagnostic] = []
-
-    recoveries = [0]
-
-    def on_error(err: UnexpectedInput) -> bool:
-        # One report per line: errors after the first on a line are usually its echoes.
-        # Recovery itself is bounded too: a 512 KB line of debris after an unterminated
-        # string would otherwise be re-lexed token by token (seconds) for no new report.
-        recoveries[0] += 1
-        if recoveries[0] > MAX_RECOVERIES:
-            return False
-        line = getattr(err, "line", 0)
-        if not errors or errors[-1].span is None or errors[-1].span.line != line:
-            errors.append(_syntax_diagnostic(err, file, lines))
-        return len(errors) < MAX_ERRORS and not isinstance(err, UnexpectedEOF)
-
+    recovery = _Recovery(text, file, lines)
     parser = grammar()
     token = _comment_sink.set(comments)
     try:
         try:
-            tree = parser.parse(text, on_error=on_error)
+            tree = parser.parse(text, on_error=recovery.on_error)
         finally:
             _comment_sink.reset(token)
     except UnexpectedInput as err:
-        # after an earlier error, running out of input is that error's echo
-        if recoveries[0] > MAX_RECOVERIES and errors:
-            pass  # recovery gave up on debris already reported
-        elif not errors or not isinstance(err, UnexpectedEOF) and getattr(err, "token", None) is not None and err.token.type != "$END":  # type: ignore[attr-defined]
-            errors.append(_syntax_diagnostic(err, file, lines))
+        # the end of the file after a reported error is usually that error's echo
+        if not recovery.errors or recovery.pending_eof is not None:
+            recovery.errors.append(recovery.pending_eof or _syntax_diagnostic(err, file, lines, text))
         tree = None
     except RecursionError:
-        errors.append(Diagnostic("E105", "rule file nested too deeply", hint=f"nesting is limited to {MAX_DEPTH} levels", span=Span(file, 1, 1)))
+        recovery.errors.append(Diagnostic("E105", "rule file nested too deeply", hint=f"nesting is limited to {MAX_DEPTH} levels", span=Span(file, 1, 1)))
         tree = None
+    errors = recovery.errors
     if errors:
         unique = {(d.span.line, d.span.column, d.code): d for d in errors if d.span}  # type: ignore[union-attr]
         raise RuleSyntaxError(sorted(unique.values(), key=lambda d: (d.span.line, d.span.column)))  # type: ignore[union-attr]
@@ -357,7 +513,10 @@ def _place_comments(statements: list[Any], comments: list[Token], file: str) -> 
             if inner is not None:
                 start, end = item.span.line, item.span.end_line
                 mine = [c for c in pending if start <= c.line < end]
-                pending = [c for c in pending if c not in mine]
+                # by identity: tokens compare as strings, so two `# same text` comments
+                # would both leave `pending` and the outer one would be lost
+                taken = {id(c) for c in mine}
+                pending = [c for c in pending if id(c) not in taken]
                 item = _with_items(item, place(inner, mine))
             out.append(item)
         for tok in pending:

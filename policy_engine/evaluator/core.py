@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 import policy_engine
 from policy_engine.decision import Decision, FloorStatus, Warning, usd_text
-from policy_engine.errors import Diagnostic, RuleCheckError
+from policy_engine.errors import Diagnostic, RuleCheckError, UsageInputError
 from policy_engine.evaluator.kpis import compute_kpis
 from policy_engine.evaluator.limits import effective_limit, failing, measure_state, unfixable
 from policy_engine.evaluator.selection import State, as_selection, cascade, initial_state, lane_counts, removed_between
@@ -123,14 +123,15 @@ def evaluate(
     from policy_engine.tokens import get_counter
 
     if explain not in EXPLAIN_LEVELS:
-        raise ValueError(f"explain must be one of {EXPLAIN_LEVELS}")
+        close = [lvl for lvl in EXPLAIN_LEVELS if lvl[:3] == str(explain)[:3]]
+        raise UsageInputError([Diagnostic("V102", f"unknown explain level {explain!r}", hint=(f"did you mean {close[0]!r}? " if close else "") + "use " + ", ".join(map(repr, EXPLAIN_LEVELS)))])
     settings, matched = policy.resolve(pools.attributes)
     usd_limits = [l for l in settings.limits if METRICS[l.metric] == "usd"]
     if usd_limits and policy.price is None:
         first = usd_limits[0]
         raise RuleCheckError([Diagnostic("V101", f"limit {first.rule!r} is in USD but the policy prices no model", hint="add a price table and `price model \"...\"`", span=first.span)])
     counter = counter or get_counter(policy.tokenizer)
-    model = prompt_model or build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits_view(settings))
+    model = prompt_model or build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits_view(settings), spec=policy.template_spec)
     completion = request.completion_tokens if request.completion_tokens is not None else settings.completion_budget
 
     walk = _Walk(policy, settings, pools, usage, request, completion, model.tokens, model, explain)
@@ -160,7 +161,7 @@ def evaluate(
         verdict = "unpriced" if value is None else ("fail" if value > effective else "pass")
         limits_json[limit.metric] = {
             "rule": limit.rule, "value": limit.value, "effective": effective, "severity": limit.severity.value,
-            "unit": METRICS[limit.metric], "actual": value, "verdict": verdict, "span": span_json(limit.span),
+            "unit": "micro_usd" if METRICS[limit.metric] == "usd" else METRICS[limit.metric], "actual": value, "verdict": verdict, "span": span_json(limit.span),
         }
         trace.append(TraceStep("check", limit.rule, verdict if limit.severity is Severity.BLOCK or verdict != "fail" else "warn", span=limit.span,
                                message=f"{limit.metric}: {value} vs {effective} ({limit.severity.value})"))
@@ -182,7 +183,11 @@ def evaluate(
     warnings = [Warning(metric, f"{metric} exceeds its warning limit: {now.value(metric)} > {effective_limit(settings.limit(metric), settings, request)}", settings.limit(metric).rule) for metric in warn_fails]  # type: ignore[union-attr]
     for f in floors:
         if f.status == "pack_short":
-            warnings.append(Warning("explore_floor", f"{f.pool}: the pack offered {f.available} explore candidate(s), fewer than the floor of {f.required}"))
+            offered = sum(1 for c in pools.pool(f.pool) if c.lane == "explore")
+            if offered > f.available:  # the policy's top-k (or the cascade) held them back, not the pack
+                warnings.append(Warning("explore_floor", f"{f.pool}: the pack offered {offered} explore candidate(s) but the policy's top-k and parent pools leave {f.available}, fewer than the floor of {f.required}"))
+            else:
+                warnings.append(Warning("explore_floor", f"{f.pool}: the pack offered {f.available} explore candidate(s), fewer than the floor of {f.required}"))
         elif f.status == "not_preserved":
             warnings.append(Warning("explore_floor", f"{f.pool}: only {f.kept} explore candidate(s) kept, below the floor of {f.required}: their owners were dropped by the cascade"))
 
@@ -221,6 +226,7 @@ def evaluate(
         "tokenizer_exact": counter.exact,
         "vocab_hash": counter.vocab_hash,
         "template": policy.template,
+        "template_digest": policy.template_spec.digest if policy.template_spec is not None else None,
         "pack_format": pools.format,
         "price": None if price is None else {"model": price.model, "prompt_usd_per_1m": str(price.prompt_per_million), "completion_usd_per_1m": str(price.completion_per_million)},
     }

@@ -51,7 +51,7 @@ def load_pack(
     label = file or "<pack>"
     if not isinstance(document, Mapping):
         kind = "JSON string" if isinstance(document, str) else type(document).__name__
-        raise PackError([Diagnostic("P112", f"a retrieval pack is a JSON object, got a {kind}", hint="pass the pack document (a dict); to read a file use load_pack_file(path)", file=label, pointer="")])
+        raise PackError([Diagnostic("P112", f"a retrieval pack is a JSON object, got a {kind}", hint="a pack is the agent's retrieval pack object; API callers pass the document (a dict), or read a file with load_pack_file(path)", file=label, pointer="")])
     deep = depth_exceeds(document, PACK_BOUNDS.max_depth)
     if deep is not None:  # before deepcopy, which recurses (and a cyclic dict is infinitely deep)
         raise PackError([Diagnostic("P119", f"nested deeper than {PACK_BOUNDS.max_depth} levels", hint="flatten the document", file=label, pointer=json_pointer(deep))])

@@ -8,16 +8,21 @@ from typing import Any, Callable, Mapping, Protocol
 from policy_engine.errors import Diagnostic, RuleCheckError
 from policy_engine.policy import METRICS, Settings
 from policy_engine.pools import Pools, Selection
-from policy_engine.render.envelope import AgentEnvelopeModel, normalise_idea
+from policy_engine.render.envelope import TemplateModel, normalise_idea
 from policy_engine.render.knowledge import KnowledgePack, load_idea, load_knowledge
+from policy_engine.render.template import Template, find_template, load_template_file
 
 __all__ = [
     "KnowledgePack",
     "PromptModel",
+    "Template",
+    "TemplateModel",
     "build_prompt_model",
     "limits_view",
     "load_idea",
     "load_knowledge",
+    "find_template",
+    "load_template_file",
     "normalise_idea",
     "register_template",
     "templates",
@@ -48,7 +53,7 @@ def templates() -> Mapping[str, TemplateFactory]:
     global _loaded
     if not _loaded:
         _loaded = True
-        register_template("agent_envelope", AgentEnvelopeModel)
+        register_template("agent_envelope", TemplateModel)
         from importlib.metadata import entry_points
 
         for ep in entry_points(group=GROUP):
@@ -76,7 +81,13 @@ def build_prompt_model(
     knowledge: KnowledgePack | None,
     counter: Any,
     limits: Mapping[str, int | None] | None = None,
+    spec: Template | None = None,
 ) -> PromptModel:
+    """The prompt model for a template: ``spec`` when the policy resolved a template file
+    (its own directory's ``NAME.template.json``), else the registered template ``NAME``
+    (the shipped data templates, or a Python factory from an entry point)."""
+    if spec is not None:
+        return TemplateModel(pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits or {}, template=spec)
     known = templates()
     if template not in known:
         raise RuleCheckError(

@@ -1,15 +1,17 @@
-"""The agent's prompt envelope, rendered byte for byte, and its exact incremental cost.
+"""The template engine: a prompt template (``render/template.py``) turned into the exact
+prompt text for any selection, and its exact incremental cost.
 
-The agent sends ``json.dumps(envelope, indent=2)``. We render the envelope once as a
-*skeleton* in which every list that trimming shortens (candidates, lanes lists, operator
-signatures) and every number that follows the selection (``max_items``,
-``compact_policy``, ``operator_count``) is a placeholder. Splitting the skeleton at
-newlines leaves fixed lines, list slots and value lines. Each candidate's block is
-newline-terminated, so its token count is measured once (with and without the trailing
-comma JSON puts on all but the last element) and the prompt's count for any selection is
-integer arithmetic: fixed + slot openings/closings + kept items + value lines. Per-line
-counts of newline-terminated pieces sum exactly to the whole prompt's count under
-tiktoken's pre-tokenisation; the evaluator still counts the final prompt once as proof.
+The agent prints its envelope with ``json.dumps``. We render the envelope once as a
+*skeleton* in which every list that follows the selection (the pack's candidates and lane
+lists, the knowledge lists a template declares with ``list``) and every number that does
+(``max_items``, ``compact_policy``, ``operator_count``: ``pool_count`` and ``count``
+entries) is a placeholder. Splitting the skeleton at newlines leaves fixed lines, list
+slots and value lines. Each list item's block is newline-terminated, so its token count is
+measured once (with and without the trailing comma JSON puts on all but the last element)
+and the prompt's count for any selection is integer arithmetic: fixed + slot openings and
+closings + kept items + value lines. Per-line counts of newline-terminated pieces sum
+exactly to the whole prompt's count under tiktoken's pre-tokenisation; the evaluator
+still counts the final prompt once as proof.
 """
 
 from __future__ import annotations
@@ -17,25 +19,17 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Callable, Mapping, Sequence
 
+from policy_engine.errors import Diagnostic, PackError
 from policy_engine.pools import Pools, Selection
 from policy_engine.render.knowledge import KnowledgePack
+from policy_engine.render.template import Template, shipped_template, thaw
 
-_EXCLUDED = ("visual_graph", "token_estimate", "telemetry")
 _MARK = re.compile(r'"\\u0000(slot|value):([^"\\]+)\\u0000"')
-_LLM_BUDGET_KEYS = (
-    ("max_prompt_tokens", "request_prompt"),
-    ("max_completion_tokens", "request_completion"),
-    ("max_tokens_per_batch", "batch_total"),
-    ("max_tokens_per_day", "day_total"),
-)
-
-
-def _constants() -> dict[str, Any]:
-    text = resources.files("policy_engine.render").joinpath("agent_envelope.json").read_text(encoding="utf-8")
-    return json.loads(text)
+#: the pack's own lists, by pool (the agent-format pack: section 1 of the reference doc)
+_PACK_LISTS = (("selected_subcategories", "subcategories", None), ("candidate_datasets", "datasets", "id"),
+               ("candidate_fields", "fields", "id"), ("candidate_operators", "operators", "name"))
 
 
 def _slot(name: str) -> str:
@@ -50,12 +44,14 @@ def _value(name: str) -> str:
 # never serve another input's text); each is bounded and simply cleared when full.
 _ITEM_CACHE_MAX = 65536
 _DOC_CACHE_MAX = 256
-#: (counter, indent, repr(item)) -> (block, measure with a trailing comma, measure without)
-_ITEM_CACHE: dict[tuple[Any, str, str], tuple[str, int, int]] = {}
+#: (counter, json options, indent, repr(item)) -> (block, measure with a trailing comma, measure without)
+_ITEM_CACHE: dict[tuple[Any, ...], tuple[str, int, int]] = {}
 #: (counter, skeleton key) -> (parts, fixed measure)
 _SKELETON_CACHE: dict[tuple[Any, str], tuple[tuple[Any, ...], int]] = {}
-#: (counter, indent, slot key) -> (blocks, comma measures, plain measures) of a whole slot
-_SLOT_CACHE: dict[tuple[Any, str, str], tuple[dict[str, str], dict[str, int], dict[str, int]]] = {}
+#: (counter, json options, indent, slot key) -> (blocks, comma measures, plain measures) of a whole slot
+_SLOT_CACHE: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, int], dict[str, int]]] = {}
+#: (template digest, knowledge digest, max examples) -> (knowledge skeleton, its list items, their rules)
+_KNOWLEDGE_CACHE: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
 
 
 def _remember(cache: dict[Any, Any], key: Any, value: Any, bound: int) -> Any:
@@ -67,27 +63,28 @@ def _remember(cache: dict[Any, Any], key: Any, value: Any, bound: int) -> Any:
 
 def clear_caches() -> None:
     """Forget every rendered and measured piece (benchmarks use it to measure cold runs)."""
-    for cache in (_ITEM_CACHE, _SKELETON_CACHE, _SLOT_CACHE):
+    for cache in (_ITEM_CACHE, _SKELETON_CACHE, _SLOT_CACHE, _KNOWLEDGE_CACHE):
         cache.clear()
 
 
-def normalise_idea(idea: Mapping[str, Any] | None, pack: Mapping[str, Any]) -> dict[str, Any]:
-    """The agent fills three optional keys of an idea spec; without an idea spec we derive a
-    minimal one from the pack (its id, query and target) so the envelope keeps its shape."""
+def template_idea(template: Template, idea: Mapping[str, Any] | None, pack: Mapping[str, Any]) -> dict[str, Any]:
+    """The idea as the template puts it in the prompt: the idea spec (or, without one, the
+    idea the template builds from the pack), completed with the template's defaults."""
+    spec = template.doc.get("idea", {})
     if idea is None:
-        idea = {
-            "idea_id": pack.get("idea_id"),
-            "hypothesis": pack.get("query"),
-            "theme_tags": [],
-            "target": pack.get("target"),
-            "candidate_datasets": [],
-            "keywords_for_retrieval": [],
-        }
-    out = dict(idea)
-    out.setdefault("candidate_subcategories", [])
-    out.setdefault("retrieval_context_id", None)
-    out.setdefault("exploration_intent", None)
+        out: dict[str, Any] = {}
+        for entry in spec.get("without_idea", ()):
+            out[entry["key"]] = thaw(entry["const"]) if "const" in entry else pack.get(entry["copy"])
+    else:
+        out = dict(idea)
+    for key, value in spec.get("defaults", {}).items():
+        out.setdefault(key, thaw(value))
     return out
+
+
+def normalise_idea(idea: Mapping[str, Any] | None, pack: Mapping[str, Any]) -> dict[str, Any]:
+    """The idea as the shipped agent envelope puts it in the prompt."""
+    return template_idea(shipped_template("agent_envelope"), idea, pack)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +102,45 @@ class _ValueLine:
     after: str
 
 
-class AgentEnvelopeModel:
-    """Examples follow the operators: the agent keeps the first ``max_examples`` examples
-    that use at least one selected operator.
+@dataclass(frozen=True, slots=True)
+class _Test:
+    """One ``keep_if_any`` test, with each item's values extracted once."""
 
-    Built once per (pack, idea, knowledge, limits, counter); then `tokens()` is
-    O(selected candidates) integer additions and `render()` builds the exact text."""
+    pool: str
+    keep_if_item_empty: bool
+    keep_if_pool_empty: bool
+    #: per kept-candidate item (same order as the slot's items): the names it carries
+    values: tuple[frozenset[str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _KnowledgeList:
+    """A knowledge list that follows the selection: which items, how they are tested, the cap."""
+
+    tests: tuple[_Test, ...]
+    cap: int | None
+    #: pool -> name -> item ids, for tests that match a single name (signatures, cards)
+    named: Mapping[str, Mapping[str, tuple[str, ...]]]
+
+
+def _item_values(item: Mapping[str, Any], by: str, match: str, where: str, file: str) -> frozenset[str]:
+    value = item.get(by)
+    if value is None:
+        return frozenset()
+    if match == "name":
+        if not isinstance(value, str):
+            raise PackError([Diagnostic("R109", f"{where}/{by}: expected a string name, got {type(value).__name__}", hint="the template matches this key as an operator or field name", file=file, pointer=f"{where}/{by}")])
+        return frozenset((value,)) if value else frozenset()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PackError([Diagnostic("R109", f"{where}/{by}: expected a list of names", hint="the template matches this key's names against the selection", file=file, pointer=f"{where}/{by}")])
+    return frozenset(value)
+
+
+class TemplateModel:
+    """A template applied to one (pack, idea, knowledge pack, limits, counter).
+
+    Built once; then `tokens()` is O(list items) integer additions and `render()` builds
+    the exact text."""
 
     def __init__(
         self,
@@ -120,29 +150,37 @@ class AgentEnvelopeModel:
         knowledge: KnowledgePack | None,
         counter: Any,
         limits: Mapping[str, int | None],
+        template: Template | None = None,
     ) -> None:
+        self._template = template or shipped_template("agent_envelope")
+        options = self._template["json"]
+        self._indent_width = int(options["indent"])
+        self._ascii = bool(options["ensure_ascii"])
         self._counter = counter
         self._measure: Callable[[str], int] = counter.measure
         pack = pools.source
-        consts = _constants()
-        self._max_examples = int(consts["max_examples"])
+        kp_spec = self._template["knowledge_pack"]
+        self._max_examples = max(1, int(kp_spec.get("max_examples", 1)))
         self._pools = pools
-        skeleton = self._skeleton(pack, idea, knowledge, limits, consts)
-        self._items: dict[str, Sequence[tuple[str, Any]]] = self._slot_items(pack, knowledge)
-        self._counter_key = (counter.name, getattr(counter, "vocab_hash", ""))
+        self._items: dict[str, Sequence[tuple[str, Any]]] = {}
+        self._lists: dict[str, _KnowledgeList] = {}
+        self._knowledge = knowledge
+        self._kept_memo: dict[tuple[Any, ...], list[str]] = {}
+        skeleton = self._skeleton(pack, idea, knowledge, limits)
+        self._counter_key = (counter.name, getattr(counter, "vocab_hash", ""), self._indent_width, self._ascii)
         # Packs in one run share the knowledge pack, rules and most of the skeleton: with
         # digests (set when pack and knowledge pack are loaded) the skeleton is keyed by its
         # inputs; without, by its own repr. "none": no knowledge pack at all.
         self._knowledge_digest = "none" if knowledge is None else getattr(knowledge, "digest", "")
         self._pack_digest = pools.digest
         if self._pack_digest and self._knowledge_digest:
-            skeleton_key = repr((pools.format, self._pack_digest, self._knowledge_digest, idea, sorted(limits.items()), self._max_examples))
+            skeleton_key = repr((self._template.digest, pools.format, self._pack_digest, self._knowledge_digest, idea, sorted(limits.items())))
         else:
-            skeleton_key = repr(skeleton)
+            skeleton_key = repr((self._template.digest, skeleton))
         cached = _SKELETON_CACHE.get((self._counter_key, skeleton_key))
         if cached is None:
             self._parts: list[str | _Slot | _ValueLine] = []
-            self._split(json.dumps(skeleton, indent=2))
+            self._split(self._dumps(skeleton))
             fixed = sum(self._measure(p) for p in self._parts if isinstance(p, str))
             cached = _remember(_SKELETON_CACHE, (self._counter_key, skeleton_key), (tuple(self._parts), fixed), _DOC_CACHE_MAX)
         self._parts = list(cached[0])
@@ -158,83 +196,131 @@ class AgentEnvelopeModel:
             if isinstance(part, _Slot):
                 self._prepare_slot(part)
 
+    @property
+    def template(self) -> Template:
+        return self._template
+
+    def _dumps(self, value: Any) -> str:
+        return json.dumps(value, indent=self._indent_width, ensure_ascii=self._ascii)
+
     # ---- building ---------------------------------------------------------------------
 
-    def _skeleton(self, pack: Mapping[str, Any], idea: Any, knowledge: KnowledgePack | None, limits: Mapping[str, int | None], consts: Mapping[str, Any]) -> dict[str, Any]:
-        rp: dict[str, Any] = {}
-        for key, value in pack.items():
-            if key in _EXCLUDED:
-                continue
-            rp[key] = value
-        rp["selected_subcategories"] = _slot("subcategories")
-        rp["candidate_datasets"] = _slot("datasets")
-        rp["candidate_fields"] = _slot("fields")
-        rp["candidate_operators"] = _slot("operators")
-        lanes: dict[str, Any] = {}
-        for lane, lists in pack["lanes"].items():
-            new = dict(lists)
-            if lane in ("exploit", "explore"):
-                new["field_ids"] = _slot(f"lane.{lane}.fields")
-                new["operator_names"] = _slot(f"lane.{lane}.operators")
-            lanes[lane] = new
-        rp["lanes"] = lanes
-        if isinstance(rp.get("budget_policy"), dict):
-            budget = dict(rp["budget_policy"])
-            budget["llm_budget"] = {key: limits.get(metric) for key, metric in _LLM_BUDGET_KEYS if limits.get(metric) is not None}
-            rp["budget_policy"] = budget
-        guard = rp.get("context_guard")
-        if isinstance(guard, dict) and isinstance(guard.get("max_items"), dict):
-            guard = dict(guard)
-            guard["max_items"] = {k: (_value(f"count.{k}") if k in self._pools.pools else v) for k, v in guard["max_items"].items()}
-            rp["context_guard"] = guard
-        kp: dict[str, Any] = {}
-        if knowledge is not None:
-            sig = knowledge["operator_signature_pack"]
-            kp["operator_signature_pack"] = {
-                "version": sig.get("version"),
-                "generated_at": sig.get("generated_at"),
-                "operator_count": _value("count.signatures"),
-                "operators": _slot("signatures"),
-            }
-            ex = knowledge["fastexpr_examples_pack"]
-            kp["fastexpr_examples_pack"] = {
-                "version": ex.get("version"),
-                "generated_at": ex.get("generated_at"),
-                "fallback_used": ex.get("fallback_used"),
-                "examples": _slot("examples"),
-            }
-            kp["fastexpr_visual_pack"] = knowledge["fastexpr_visual_pack"]
-            kp["simulation_settings_allowed_pack"] = knowledge["simulation_settings_allowed_pack"]
-        kp["compact_policy"] = {
-            "operator_candidates": _value("count.operators"),
-            "field_candidates": _value("count.fields"),
-            "max_examples": self._max_examples,
+    def _skeleton(self, pack: Mapping[str, Any], idea: Any, knowledge: KnowledgePack | None, limits: Mapping[str, int | None]) -> dict[str, Any]:
+        sections = {
+            "idea": lambda: template_idea(self._template, idea, pack),
+            "retrieval_pack": lambda: self._pack_skeleton(pack, limits),
+            "knowledge_pack": lambda: self._knowledge_skeleton(knowledge),
         }
-        return {
-            "agent": consts["agent"],
-            "idea": normalise_idea(idea, pack),
-            "retrieval_pack": rp,
-            "knowledge_pack": kp,
-            "rules": consts["rules"],
-            "output_schema": consts["output_schema"],
-        }
+        return {entry["key"]: (thaw(entry["const"]) if "const" in entry else sections[entry["insert"]]()) for entry in self._template["envelope"]}
 
-    def _slot_items(self, pack: Mapping[str, Any], knowledge: KnowledgePack | None) -> dict[str, Sequence[tuple[str, Any]]]:
-        items: dict[str, Sequence[tuple[str, Any]]] = {
-            "subcategories": [(s, s) for s in pack["selected_subcategories"]],
-            "datasets": [(d["id"], d) for d in pack["candidate_datasets"]],
-            "fields": [(f["id"], f) for f in pack["candidate_fields"]],
-            "operators": [(o["name"], o) for o in pack["candidate_operators"]],
-        }
-        for lane in ("exploit", "explore"):
-            items[f"lane.{lane}.fields"] = [(x, x) for x in pack["lanes"][lane]["field_ids"]]
-            items[f"lane.{lane}.operators"] = [(x, x) for x in pack["lanes"][lane]["operator_names"]]
-        if knowledge is not None:
-            items["signatures"] = [(o["name"], o) for o in knowledge["operator_signature_pack"]["operators"]]
-            examples = knowledge["fastexpr_examples_pack"]["examples"]
-            items["examples"] = [(str(i), e) for i, e in enumerate(examples)]
-            self._example_ops = [frozenset(e.get("used_operators") or ()) if isinstance(e, dict) else frozenset() for e in examples]
-        return items
+    def _pack_skeleton(self, pack: Mapping[str, Any], limits: Mapping[str, int | None]) -> dict[str, Any]:
+        spec = self._template.doc.get("retrieval_pack", {})
+        omit = set(spec.get("omit", ()))
+        rp = {key: value for key, value in pack.items() if key not in omit}
+        for key, pool, id_key in _PACK_LISTS:
+            if key in rp:
+                rp[key] = _slot(pool)
+                self._items[pool] = [((item if id_key is None else item[id_key]), item) for item in pack[key]]
+        if "lanes" in rp:
+            lanes: dict[str, Any] = {}
+            for lane, lists in pack["lanes"].items():
+                new = dict(lists)
+                if lane in ("exploit", "explore"):
+                    new["field_ids"] = _slot(f"lane.{lane}.fields")
+                    new["operator_names"] = _slot(f"lane.{lane}.operators")
+                    self._items[f"lane.{lane}.fields"] = [(x, x) for x in lists["field_ids"]]
+                    self._items[f"lane.{lane}.operators"] = [(x, x) for x in lists["operator_names"]]
+                lanes[lane] = new
+            rp["lanes"] = lanes
+        echo = spec.get("echo_limits")
+        if echo is not None:
+            outer, inner = echo["into"]
+            if isinstance(rp.get(outer), dict):
+                rp[outer] = {**rp[outer], inner: {key: limits.get(metric) for key, metric in echo["keys"].items() if limits.get(metric) is not None}}
+        counts = spec.get("echo_counts")
+        if counts is not None:
+            outer, inner = counts["into"]
+            guard = rp.get(outer)
+            if isinstance(guard, dict) and isinstance(guard.get(inner), dict):
+                rp[outer] = {**guard, inner: {k: (_value(f"count.{k}") if k in self._pools.pools else v) for k, v in guard[inner].items()}}
+        return rp
+
+    def _knowledge_skeleton(self, knowledge: KnowledgePack | None) -> dict[str, Any]:
+        """Cached per (template, knowledge pack) content: runs share both, and extracting
+        every list item's names is the costly part."""
+        digest = getattr(knowledge, "digest", "") if knowledge is not None else "none"
+        key = (self._template.digest, digest, self._max_examples)
+        hit = _KNOWLEDGE_CACHE.get(key) if digest else None
+        if hit is None:
+            before = set(self._items)
+            kp = self._build_knowledge_skeleton(knowledge)
+            hit = (kp, {n: self._items[n] for n in self._items if n not in before}, dict(self._lists))
+            if digest:
+                _remember(_KNOWLEDGE_CACHE, key, hit, _DOC_CACHE_MAX)
+        kp, items, lists = hit
+        self._items.update(items)
+        self._lists.update(lists)
+        return dict(kp)
+
+    def _build_knowledge_skeleton(self, knowledge: KnowledgePack | None) -> dict[str, Any]:
+        kp: dict[str, Any] = {}
+        documents = knowledge.documents if knowledge is not None else {}
+        for p, part in enumerate(self._template["knowledge_pack"]["parts"]):
+            doc = None
+            if "file" in part:
+                doc = documents.get(part["file"])
+                if not isinstance(doc, Mapping):
+                    continue  # a part appears only when its file is a JSON object
+            if part.get("whole"):
+                kp[part["key"]] = doc
+                continue
+            list_slots = {e["key"]: f"k{p}.{j}" for j, e in enumerate(part["entries"]) if "list" in e}
+            obj: dict[str, Any] = {}
+            for entry in part["entries"]:
+                key = entry["key"]
+                if "const" in entry:
+                    obj[key] = thaw(entry["const"])
+                elif "copy" in entry:
+                    value = doc.get(entry["copy"]) if doc is not None else None
+                    if entry.get("as") == "bool":
+                        value = bool(value)
+                    elif entry.get("as") == "list":
+                        value = value if isinstance(value, list) else []
+                    obj[key] = value
+                elif "list" in entry:
+                    obj[key] = _slot(list_slots[key])
+                    self._add_knowledge_list(list_slots[key], entry, doc, part["file"])
+                elif "count" in entry:
+                    obj[key] = _value(f"kept.{list_slots[entry['count']]}")
+                elif "pool_count" in entry:
+                    obj[key] = _value(f"count.{entry['pool_count']}")
+                else:  # setting: max_examples
+                    obj[key] = self._max_examples
+            kp[part["key"]] = obj
+        return kp
+
+    def _add_knowledge_list(self, name: str, entry: Mapping[str, Any], doc: Any, file: str) -> None:
+        rows = doc.get(entry["list"]) if doc is not None else None
+        rows = rows if isinstance(rows, list) else []
+        label = f"{self._knowledge.directory}/{file}.json" if self._knowledge is not None else f"{file}.json"
+        # non-object rows are never sent: they are not items of the slot at all
+        items = [(str(i), row) for i, row in enumerate(rows) if isinstance(row, dict)]
+        tests = []
+        named: dict[str, dict[str, list[str]]] = {}
+        for test in entry["keep_if_any"]:
+            values = tuple(_item_values(row, test["by"], test["match"], f"/{entry['list']}/{ident}", label) for ident, row in items)
+            tests.append(_Test(test["pool"], test["if_item_empty"] == "keep", test["if_pool_empty"] == "keep", values))
+            if test["match"] == "name":
+                by_name = named.setdefault(test["pool"], {})
+                for (ident, _), names in zip(items, values):
+                    for n in names:
+                        by_name.setdefault(n, []).append(ident)
+        cap = entry.get("cap")
+        self._items[name] = items
+        self._lists[name] = _KnowledgeList(
+            tuple(tests), self._max_examples if cap == "max_examples" else cap,
+            {pool: {n: tuple(ids) for n, ids in by.items()} for pool, by in named.items()},
+        )
 
     def _split(self, text: str) -> None:
         lines = text.split("\n")
@@ -258,15 +344,20 @@ class AgentEnvelopeModel:
         self._parts.extend(fixed)
 
     def _prepare_slot(self, slot: _Slot) -> None:
-        indent = " " * (len(slot.prefix) - len(slot.prefix.lstrip(" ")) + 2)
+        indent = " " * (len(slot.prefix) - len(slot.prefix.lstrip(" ")) + self._indent_width)
         items = self._items.get(slot.name, ())
-        source_digest = self._knowledge_digest if slot.name in ("signatures", "examples") else self._pack_digest
-        slot_key = (self._counter_key, indent, f"{slot.name}:{source_digest}" if source_digest else repr(items))
+        knowledge_slot = slot.name in self._lists
+        source_digest = self._knowledge_digest if knowledge_slot else self._pack_digest
+        if source_digest and source_digest != "none":
+            content_key = f"{slot.name}:{self._template.digest if knowledge_slot else ''}:{source_digest}"
+        else:
+            content_key = repr(items)
+        slot_key = (self._counter_key, indent, content_key)
         cached = _SLOT_CACHE.get(slot_key)
         if cached is None:
             cached = _remember(_SLOT_CACHE, slot_key, self._measure_items(indent, items), _DOC_CACHE_MAX)
         self._blocks[slot.name], self._comma_costs[slot.name], self._plain_costs[slot.name] = cached
-        closing_indent = indent[:-2]
+        closing_indent = indent[: -self._indent_width]
         self._slot_meta[slot.name] = (
             self._measure(slot.prefix + "[\n"),
             self._measure(closing_indent + "]" + slot.suffix + slot.newline),
@@ -274,10 +365,10 @@ class AgentEnvelopeModel:
         )
 
     def _measure_items(self, indent: str, items: Sequence[tuple[str, Any]]) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
-        """Each candidate's block as the agent's ``json.dumps(indent=2)`` prints it, and its
-        cost with and without a trailing comma. The pretty printer is pure Python and
-        dominated decision time, so items are cached by ``repr`` (C code; for JSON values,
-        equal reprs mean equal JSON)."""
+        """Each item's block as the agent's ``json.dumps`` prints it, and its cost with and
+        without a trailing comma. The pretty printer is pure Python and dominated decision
+        time, so items are cached by ``repr`` (C code; for JSON values, equal reprs mean
+        equal JSON)."""
         blocks: dict[str, str] = {}
         comma: dict[str, int] = {}
         plain: dict[str, int] = {}
@@ -285,7 +376,7 @@ class AgentEnvelopeModel:
             key = (self._counter_key, indent, repr(item))
             hit = _ITEM_CACHE.get(key)
             if hit is None:
-                lines = [indent + line for line in json.dumps(item, indent=2).split("\n")]
+                lines = [indent + line for line in self._dumps(item).split("\n")]
                 head = "".join(line + "\n" for line in lines[:-1])
                 last = lines[-1]
                 # newline-terminated pieces add up exactly (the final count proves it): the
@@ -298,33 +389,59 @@ class AgentEnvelopeModel:
 
     # ---- selection -> ordered ids per slot ----------------------------------------------
 
-    def _slot_ids(self, selection: Selection) -> dict[str, list[str]]:
-        chosen = {pool: set(ids) for pool, ids in selection.items()}
-        out: dict[str, list[str]] = {}
-        for name, items in self._items.items():
-            if name.startswith("lane."):
-                pool = name.rsplit(".", 1)[1]
-                keep = chosen.get(pool, set())
-            elif name == "signatures":
-                keep = chosen.get("operators", set())
-            elif name == "examples":
-                ops = chosen.get("operators", set())
-                matching = [str(i) for i, used in enumerate(self._example_ops) if used & ops]
-                out[name] = matching[: self._max_examples]
-                continue
-            else:
-                keep = chosen.get(name, set())
-            out[name] = list(filter(keep.__contains__, self._slot_order[name]))
+    def _kept_items(self, name: str, rule: _KnowledgeList, chosen: Mapping[str, set[str]], frozen: dict[str, frozenset[str]]) -> list[str]:
+        """Memoised by the selected names of the pools the list follows: a ladder's field
+        rungs leave the operator-following lists unchanged."""
+        key = (name,) + tuple(frozen.setdefault(t.pool, frozenset(chosen.get(t.pool, ()))) for t in rule.tests)
+        hit = self._kept_memo.get(key)
+        if hit is None:
+            if len(self._kept_memo) > 4096:
+                self._kept_memo.clear()
+            hit = self._kept_memo[key] = self._compute_kept(name, rule, chosen)
+        return hit
+
+    def _compute_kept(self, name: str, rule: _KnowledgeList, chosen: Mapping[str, set[str]]) -> list[str]:
+        out: list[str] = []
+        order = self._slot_order[name]
+        cap = rule.cap
+        for position, ident in enumerate(order):
+            for test in rule.tests:
+                values = test.values[position]
+                if not values:
+                    keep = test.keep_if_item_empty
+                else:
+                    pool = chosen.get(test.pool)
+                    keep = test.keep_if_pool_empty if not pool else not values.isdisjoint(pool)
+                if keep:
+                    out.append(ident)
+                    break
+            if cap is not None and len(out) >= cap:
+                break
         return out
 
-    def _value_of(self, name: str, ids: Mapping[str, list[str]]) -> int:
-        key = name.split(".", 1)[1]
-        return len(ids[key])
+    def _slot_ids(self, selection: Selection) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
+        chosen = {pool: set(ids) for pool, ids in selection.items()}
+        frozen: dict[str, frozenset[str]] = {}
+        out: dict[str, list[str]] = {}
+        for name in self._items:
+            rule = self._lists.get(name)
+            if rule is not None:
+                out[name] = self._kept_items(name, rule, chosen, frozen)
+                continue
+            pool = name.rsplit(".", 1)[1] if name.startswith("lane.") else name
+            out[name] = list(filter(chosen.get(pool, set()).__contains__, self._slot_order[name]))
+        return out, chosen
+
+    def _value_of(self, name: str, ids: Mapping[str, list[str]], chosen: Mapping[str, set[str]]) -> int:
+        kind, key = name.split(".", 1)
+        if kind == "kept":
+            return len(ids[key])
+        return len(chosen.get(key, ()))  # count: distinct selected candidates of a pool
 
     # ---- the model's interface ----------------------------------------------------------
 
     def measure(self, selection: Selection) -> int:
-        ids = self._slot_ids(selection)
+        ids, chosen = self._slot_ids(selection)
         total = self._fixed_measure
         for part in self._dynamic:
             if isinstance(part, _Slot):
@@ -336,15 +453,15 @@ class AgentEnvelopeModel:
                 with_comma, without = self._comma_costs[part.name], self._plain_costs[part.name]
                 last = kept[-1]
                 total += opening + closing + sum(map(with_comma.__getitem__, kept)) - with_comma[last] + without[last]
-            elif isinstance(part, _ValueLine):
-                total += self._measure(part.before + str(self._value_of(part.name, ids)) + part.after)
+            else:
+                total += self._measure(part.before + str(self._value_of(part.name, ids, chosen)) + part.after)
         return total
 
     def tokens(self, selection: Selection) -> int:
         return self._counter.finish(self.measure(selection))
 
     def render(self, selection: Selection) -> str:
-        ids = self._slot_ids(selection)
+        ids, chosen = self._slot_ids(selection)
         out: list[str] = []
         for part in self._parts:
             if isinstance(part, str):
@@ -358,15 +475,23 @@ class AgentEnvelopeModel:
                 indent = " " * (len(part.prefix) - len(part.prefix.lstrip(" ")))
                 out.append(part.prefix + "[\n" + ",\n".join(blocks[i] for i in kept) + "\n" + indent + "]" + part.suffix + part.newline)
             else:
-                out.append(part.before + str(self._value_of(part.name, ids)) + part.after)
+                out.append(part.before + str(self._value_of(part.name, ids, chosen)) + part.after)
         return "".join(out)
 
     def item_tokens(self, pool: str, ident: str) -> int:
-        """Marginal cost of one candidate: its block in every slot it appears in (its pool,
-        its lane list, its operator signature), counted with a trailing comma."""
+        """Cost of one candidate's own blocks: in its pool's list, its lane list and every
+        knowledge list that names it (its operator signature, its visual card), counted with
+        a trailing comma. Lists that follow a pool as a set (examples kept while any selected
+        operator or field matches) are not attributed to a single candidate."""
         total = 0
         for name, costs in self._comma_costs.items():
-            belongs = name == pool or (name.startswith("lane.") and name.endswith("." + pool)) or (name == "signatures" and pool == "operators")
-            if belongs and ident in costs:
+            rule = self._lists.get(name)
+            if rule is not None:
+                total += sum(costs[i] for i in rule.named.get(pool, {}).get(ident, ()))
+            elif (name == pool or (name.startswith("lane.") and name.endswith("." + pool))) and ident in costs:
                 total += costs[ident]
         return self._counter.finish(total) if not self._counter.exact else total
+
+
+#: the old name of the shipped template's model
+AgentEnvelopeModel = TemplateModel

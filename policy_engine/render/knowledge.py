@@ -1,6 +1,8 @@
 """The knowledge pack: the fixed part of the prompt the agent compacts to the pack's
 candidates. A missing required file is an error (upstream behaviour, kept): a prompt built
-without it would be cheaper than the one really sent."""
+without it would be cheaper than the one really sent. Rows the agent skips (non-objects,
+signatures without a name) are legal here; the template decides what is sent, and a value
+of the wrong type for the template's matching is reported when the prompt is built (R109)."""
 
 from __future__ import annotations
 
@@ -61,10 +63,6 @@ def load_knowledge(directory: str | os.PathLike[str]) -> KnowledgePack:
         if list_key is not None and not isinstance(doc.get(list_key), list):
             problems.append(Diagnostic("R103", f"/{list_key}: expected an array", hint="see the agent's knowledge pack format", file=file, pointer=f"/{list_key}"))
             continue
-        if name == "operator_signature_pack":
-            for i, op in enumerate(doc["operators"]):
-                if not isinstance(op, dict) or not isinstance(op.get("name"), str):
-                    problems.append(Diagnostic("R103", f"/operators/{i}/name: expected a string", hint="every operator signature has a name", file=file, pointer=f"/operators/{i}/name"))
         docs[name] = doc
     if problems:
         raise PackError(problems)

@@ -12,6 +12,7 @@ Only the prompt rendering (the template) and the token counter are shared: they 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -181,7 +182,7 @@ def prompt_model_for(policy: Policy, pools: Pools, *, idea: Any = None, knowledg
 
     settings, _ = policy.resolve(pools.attributes)
     counter = get_counter(policy.tokenizer)
-    model = build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits_view(settings))
+    model = build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits_view(settings), spec=policy.template_spec)
     return model, counter
 
 
@@ -190,3 +191,174 @@ def reference_for(policy: Policy, pools: Pools, *, idea: Any = None, knowledge: 
     tokenizer, with no incremental arithmetic."""
     model, counter = prompt_model_for(policy, pools, idea=idea, knowledge=knowledge)
     return model.render, counter.count
+
+
+# ---- the agent's prompt, written out plainly (section 3 and 3.1 of the reference doc) ----
+#
+# An independent second implementation of the prompt the agent sends: no code shared with
+# policy_engine.render's template engine (neither its template file nor its helpers). It
+# builds the whole envelope as a dict for one selection and prints it; nothing is cached or
+# measured piecewise. The property in tests/verify/test_reference_prompt.py compares it
+# with the template engine on generated packs and knowledge packs.
+
+AGENT_NAME = "Alpha Maker"
+AGENT_RULES = [
+    "Return JSON only.",
+    "Follow CandidateAlpha schema exactly.",
+    "simulation_settings.type must be REGULAR.",
+    "simulation_settings.settings.language must be FASTEXPR.",
+    "Use only retrieval_pack candidate fields/operators.",
+]
+AGENT_OUTPUT_SCHEMA = {
+    "idea_id": "str",
+    "alpha_id": None,
+    "simulation_settings": {
+        "type": "REGULAR",
+        "settings": "SimulationSettings object (language=FASTEXPR)",
+        "regular": "FastExpr string",
+    },
+    "generation_notes": {
+        "used_fields": ["field id"],
+        "used_operators": ["operator name"],
+        "candidate_lane": "optional exploit|explore",
+    },
+}
+AGENT_MAX_EXAMPLES = 8
+
+
+def _agent_idea(idea: Mapping[str, Any] | None, pack: Mapping[str, Any]) -> dict[str, Any]:
+    if idea is None:
+        out: dict[str, Any] = {
+            "idea_id": pack.get("idea_id"),
+            "hypothesis": pack.get("query"),
+            "theme_tags": [],
+            "target": pack.get("target"),
+            "candidate_datasets": [],
+            "keywords_for_retrieval": [],
+        }
+    else:
+        out = dict(idea)
+    for key, default in (("candidate_subcategories", []), ("retrieval_context_id", None), ("exploration_intent", None)):
+        if key not in out:
+            out[key] = default
+    return out
+
+
+def _agent_retrieval_pack(pack: Mapping[str, Any], chosen: Mapping[str, set[str]], limits: Mapping[str, int | None]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pack.items():
+        if key in ("visual_graph", "token_estimate", "telemetry"):
+            continue
+        out[key] = value
+    out["selected_subcategories"] = [s for s in pack["selected_subcategories"] if s in chosen["subcategories"]]
+    out["candidate_datasets"] = [d for d in pack["candidate_datasets"] if d["id"] in chosen["datasets"]]
+    out["candidate_fields"] = [f for f in pack["candidate_fields"] if f["id"] in chosen["fields"]]
+    out["candidate_operators"] = [o for o in pack["candidate_operators"] if o["name"] in chosen["operators"]]
+    lanes = {}
+    for lane, lists in pack["lanes"].items():
+        lists = dict(lists)
+        if lane in ("exploit", "explore"):
+            lists["field_ids"] = [x for x in lists["field_ids"] if x in chosen["fields"]]
+            lists["operator_names"] = [x for x in lists["operator_names"] if x in chosen["operators"]]
+        lanes[lane] = lists
+    out["lanes"] = lanes
+    if isinstance(out.get("budget_policy"), dict):
+        budget = dict(out["budget_policy"])
+        llm_budget = {}
+        for key, metric in (("max_prompt_tokens", "request_prompt"), ("max_completion_tokens", "request_completion"),
+                            ("max_tokens_per_batch", "batch_total"), ("max_tokens_per_day", "day_total")):
+            if limits.get(metric) is not None:
+                llm_budget[key] = limits[metric]
+        budget["llm_budget"] = llm_budget
+        out["budget_policy"] = budget
+    guard = out.get("context_guard")
+    if isinstance(guard, dict) and isinstance(guard.get("max_items"), dict):
+        guard = dict(guard)
+        guard["max_items"] = {k: (len(chosen[k]) if k in chosen else v) for k, v in guard["max_items"].items()}
+        out["context_guard"] = guard
+    return out
+
+
+def _names_a_kept_operator(row: Any, ops: set[str]) -> bool:
+    """Signature rows and visual cards: an object with a non-empty name, in OPS unless
+    OPS is empty."""
+    if not isinstance(row, dict):
+        return False
+    name = row.get("name")
+    if not isinstance(name, str) or name == "":
+        return False
+    return not ops or name in ops
+
+
+def _strings(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else []
+
+
+def _agent_knowledge(docs: Mapping[str, Any], ops: set[str], fields: set[str]) -> dict[str, Any]:
+    most = max(1, AGENT_MAX_EXAMPLES)
+    out: dict[str, Any] = {}
+    sig = docs.get("operator_signature_pack")
+    if isinstance(sig, dict):
+        rows = [r for r in _strings(sig.get("operators")) if _names_a_kept_operator(r, ops)]
+        out["operator_signature_pack"] = {"version": sig.get("version"), "generated_at": sig.get("generated_at"),
+                                          "operator_count": len(rows), "operators": rows}
+    ex = docs.get("fastexpr_examples_pack")
+    if isinstance(ex, dict):
+        kept = []
+        for example in _strings(ex.get("examples")):
+            if len(kept) >= most:
+                break
+            if not isinstance(example, dict):
+                continue
+            used_ops = _strings(example.get("used_operators"))
+            used_fields = _strings(example.get("used_fields"))
+            uses_kept_op = any(u in ops for u in used_ops)
+            uses_kept_field = any(f in fields for f in used_fields)
+            if ops and used_ops and not uses_kept_op and not uses_kept_field:
+                continue
+            kept.append(example)
+        out["fastexpr_examples_pack"] = {"version": ex.get("version"), "generated_at": ex.get("generated_at"),
+                                         "fallback_used": bool(ex.get("fallback_used")), "examples": kept}
+    vis = docs.get("fastexpr_visual_pack")
+    if isinstance(vis, dict):
+        cards = [c for c in _strings(vis.get("operators")) if _names_a_kept_operator(c, ops)]
+        taxonomy = vis.get("error_taxonomy")
+        example_cards = []
+        for card in _strings(vis.get("example_cards")):
+            if len(example_cards) >= most:
+                break
+            if not isinstance(card, dict):
+                continue
+            used_ops = _strings(card.get("used_operators"))
+            if ops and used_ops and not any(u in ops for u in used_ops):
+                continue
+            example_cards.append(card)
+        out["fastexpr_visual_pack"] = {"version": vis.get("version"), "generated_at": vis.get("generated_at"), "operators": cards,
+                                       "error_taxonomy": taxonomy if isinstance(taxonomy, list) else [], "example_cards": example_cards}
+    sim = docs.get("simulation_settings_allowed_pack")
+    if isinstance(sim, dict):
+        out["simulation_settings_allowed_pack"] = sim
+    out["compact_policy"] = {"operator_candidates": len(ops), "field_candidates": len(fields), "max_examples": most}
+    return out
+
+
+def reference_prompt(
+    pack: Mapping[str, Any],
+    selection: Mapping[str, tuple[str, ...]],
+    *,
+    idea: Mapping[str, Any] | None = None,
+    knowledge: Mapping[str, Any] | None = None,
+    limits: Mapping[str, int | None] | None = None,
+) -> str:
+    """The agent's prompt for a selection of the agent-format pack, as the agent prints it:
+    ``json.dumps(envelope, indent=2, ensure_ascii=False)``. ``knowledge``: file stem -> parsed document."""
+    chosen = {pool: set(selection.get(pool, ())) for pool in ALL_POOLS}
+    envelope = {
+        "agent": AGENT_NAME,
+        "idea": _agent_idea(idea, pack),
+        "retrieval_pack": _agent_retrieval_pack(pack, chosen, limits or {}),
+        "knowledge_pack": _agent_knowledge(knowledge or {}, chosen["operators"], chosen["fields"]),
+        "rules": AGENT_RULES,
+        "output_schema": AGENT_OUTPUT_SCHEMA,
+    }
+    return json.dumps(envelope, indent=2, ensure_ascii=False)

@@ -81,6 +81,6 @@ def test_eval_html_is_a_corpus_report_one_row_per_pack(tmp_path: Path, capsys: p
         assert int(row["prompt_tokens"]) == p["prompt_tokens"] and int(row["prompt_limit"]) == p["prompt_limit"] and int(row["fallback_count"]) == len(p["rungs"])
     # the numbers are the decisions' own
     assert main(["eval", packs[0], "--rules", DEMO, "--format", "json"]) in (ExitCode.OK, ExitCode.BLOCKED)
-    decision = json.loads(capsys.readouterr().out)
+    decision = json.loads(capsys.readouterr().out)["results"][0]["decision"]  # eval's one JSON document
     first = corpus["packs"][0]
     assert (first["outcome"], first["prompt_tokens"], first["fallback_count"]) == (decision["outcome"], decision["metrics"]["prompt_tokens"], decision["fallback_count"])

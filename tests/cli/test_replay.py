@@ -55,7 +55,8 @@ def test_usage_and_spend_are_read_back_from_the_decision(capsys, tmp_path: Path)
     identical; with an empty usage the same call is no longer blocked."""
     rules = ["--rules", str(EX / "policies" / "demo.policy")]
     decision = record(capsys, tmp_path, SEED, *rules, *SHARED_KNOW, "--usage", str(EX / "usage.json"), "--completion-tokens", "700")
-    recorded = json.loads(decision.read_text())
+    (result,) = json.loads(decision.read_text())["results"]
+    recorded = result["decision"]
     assert recorded["metrics"]["projected_day_micro_usd"] > recorded["metrics"]["request_micro_usd"] > 0
     assert call(capsys, "replay", str(decision), "--pack", SEED, *rules, *SHARED_KNOW)[0] == ExitCode.OK
     empty = tmp_path / "empty_usage.json"
@@ -107,7 +108,7 @@ def test_other_engine_version_is_named(capsys, tmp_path: Path, monkeypatch) -> N
     monkeypatch.setattr(policy_engine, "__version__", "9.9.9")
     code, out, _ = call(capsys, "replay", str(decision), "--pack", SEED, *SHARED_KNOW)
     assert code == ExitCode.FAILED
-    assert f"engine_version: {json.loads(decision.read_text())['manifest']['engine_version']} -> 9.9.9  (another engine version)" in out
+    assert f"engine_version: {json.loads(decision.read_text())['results'][0]['decision']['manifest']['engine_version']} -> 9.9.9  (another engine version)" in out
     assert "decision (what)" not in out  # nothing else changed
 
 
@@ -117,9 +118,9 @@ def test_changed_inputs_with_same_manifest_are_said_to_be_inputs(capsys, tmp_pat
     assert code == ExitCode.FAILED and "manifest: identical, so the inputs differ" in out and "outcome: trimmed -> allowed" in out
 
 
-def test_json_lines_record_is_picked_by_pack(capsys, tmp_path: Path) -> None:
+def test_the_result_for_the_pack_is_picked_from_many(capsys, tmp_path: Path) -> None:
     code, out, _ = call(capsys, "eval", str(EX / "packs"), "--knowledge-pack-dir", str(EX / "knowledge"), "--format", "json")
-    lines = tmp_path / "all.jsonl"
+    lines = tmp_path / "all.json"
     lines.write_text(out)
     pack = str(EX / "packs" / "blocked_oversized_guard.json")
     code, out, _ = call(capsys, "replay", str(lines), "--pack", pack, "--knowledge-pack-dir", str(EX / "knowledge"))

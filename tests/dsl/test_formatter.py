@@ -62,3 +62,26 @@ def test_messy_input_is_normalised_idempotently_with_comments_kept() -> None:
     assert "limit a: request_prompt <= 12_000 tokens" in once
     assert '  stage f: fields factor 0.85 0.7 then keep 5 min 2' in once
     assert 'when w: not (region == "USA" or delay > 1) and tags contains "x" {' in once
+
+
+# ---- regressions found by the fuzzing harness (bad-input issue) ------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'ladder {\n  stage t: operators factor 0.85 min 1 #\n}\nladder {\n}\n#\r',  # a comment ending in CR
+        "explore floor 1 # c\r\nexplore floor 2\r\n",  # CRLF line endings
+    ],
+)
+def test_carriage_returns_do_not_break_the_round_trip(text: str) -> None:
+    out = format_text(text, "x.policy")
+    assert format_text(out, "x.policy") == out
+    assert "\r" not in out
+
+
+def test_identical_comments_inside_and_after_a_block_are_both_kept() -> None:
+    """Comments are tokens that compare as strings: placing the inner `#` also dropped the
+    outer one with the same text."""
+    out = format_text("ladder {\n#\n}\n#\nladder {\n}\n", "x.policy")
+    assert out.count("#") == 2

@@ -131,4 +131,5 @@ def test_end_of_file_in_a_block() -> None:
     with pytest.raises(RuleSyntaxError) as err:
         parse("ladder {\n", "t.policy")
     (d,) = err.value.diagnostics
-    assert d.code == "E102" and "`}`" in d.hint
+    assert d.code == "E107" and "`}`" in d.hint
+    assert d.span is not None and (d.span.line, d.span.column) == (1, 8)  # at the unclosed `{`

@@ -279,3 +279,19 @@ def test_a_rung_never_shrinks_a_pool_below_the_explore_floor() -> None:
     assert rung.counts_after["operators"]["explore"] == explore_before
     assert sum(rung.counts_after["operators"].values()) == explore_before
     assert [f.status for f in d.explore_floor if f.pool == "operators"] == ["pack_short"]
+
+
+def test_floor_warning_blames_the_policys_topk_not_the_pack() -> None:
+    """`topk fields ... explore 0` under `explore floor 1`: the pack offered explore fields,
+    the policy's own top-k held them back; the warning says so (it used to say the pack
+    offered 0)."""
+    offered = sum(1 for c in SMALL.pool("fields") if c.lane == "explore")
+    assert offered >= 1
+    d = evaluate(policy("topk fields exploit 10 explore 0\nexplore floor 1\n", ""), SMALL)
+    (warning,) = [w for w in d.warnings if w.code == "explore_floor" and w.message.startswith("fields")]
+    assert f"offered {offered} explore" in warning.message and "top-k" in warning.message
+
+
+def test_usd_limits_say_they_hold_micro_usd() -> None:
+    d = evaluate(load_policy_text(HEAD + 'price "m": prompt $1 per 1M, completion $1 per 1M\npricing model "m"\nlimit d: day_usd <= $5 warn\n', "t.policy"), SMALL)
+    assert d.limits["day_usd"]["unit"] == "micro_usd" and d.limits["day_usd"]["value"] == 5_000_000

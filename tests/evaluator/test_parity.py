@@ -89,3 +89,74 @@ def test_tight_configs_block_for_the_prompt_like_the_agent(pack: str) -> None:
     assert "explore_floor" in agent["reasons"]
     assert all(f.preserved for f in ours.explore_floor if f.pool in ("subcategories", "operators"))
     assert ours.fallback_count == agent["fallback_count"]
+
+
+# ---- with the realistic knowledge pack (section 3.1 compaction), no idea spec -----------
+
+KNOWLEDGE_REAL = load_knowledge(SHARED / "knowledge_real")
+REAL_PACKS = {**PACKS, "no_operators": "small_2x4x10x0", "no_fields": "small_2x4x0x8"}
+#: reference doc section 8, defect 9: int(340 * 0.7) == 237 in binary floating point
+FLOAT_TRUNCATION = "defect 9: the agent truncates 340 x 0.7 = 237.99999999999997 to 237 fields; exact decimal arithmetic keeps 238"
+REAL_DIFFERENCES = {
+    ("small", "llm_budget"): {},
+    ("no_operators", "llm_budget"): {},
+    ("no_fields", "llm_budget"): {},
+    ("seed", "llm_budget"): {},
+    ("large", "llm_budget"): {2: FLOAT_TRUNCATION},
+    # the last field slot goes to an exploit field (defect 7), and every later rung renders
+    # from that different selection
+    ("small", "llm_budget_tight"): {n: LAST_SLOT for n in range(4, 10)},
+    ("no_operators", "llm_budget_tight"): {4: LAST_SLOT, 5: LAST_SLOT},
+    ("no_fields", "llm_budget_tight"): {4: LAST_SLOT, 5: LAST_SLOT},
+    ("seed", "llm_budget_tight"): {11: LAST_SLOT},
+    ("large", "llm_budget_tight"): {2: FLOAT_TRUNCATION, 12: LAST_SLOT},
+}
+
+
+def run_real(pack: str, config: str):
+    cfg = json.loads((SHARED / "configs" / f"{config}.json").read_text())
+    policy = load_policy_text(import_config(cfg, llm_file=f"{config}.json"), f"{config}.policy")
+    agent = json.loads((SHARED / "agent_decisions" / f"{REAL_PACKS[pack]}.knowledge_real.{config}.json").read_text())
+    pools = load_pack_file(SHARED / "packs" / f"{REAL_PACKS[pack]}.json")
+    return evaluate(policy, pools, knowledge=KNOWLEDGE_REAL), agent, pools
+
+
+@pytest.mark.parametrize("case", sorted(REAL_DIFFERENCES), ids=lambda c: f"{c[0]}-{c[1]}")
+def test_knowledge_real_rungs_match_the_agent_except_numbered_defects(case) -> None:
+    ours, agent, _ = run_real(*case)
+    differs = REAL_DIFFERENCES[case]
+    mine = [(s.pool, float(s.step_value), s.prompt_tokens_after) for s in ours.rungs]
+    theirs = [(s["phase"], s["factor"], s["prompt_tokens"]) for s in agent["steps"]]
+    assert [m[:2] for m in mine] == [t[:2] for t in theirs], "same rungs in the same order"
+    for n, (m, t) in enumerate(zip(mine, theirs), start=1):
+        if n in differs:
+            assert m[2] != t[2], f"rung {n} was expected to differ ({differs[n]})"
+        else:
+            assert m[2] == t[2], f"rung {n}: ours {m[2]} vs agent {t[2]}"
+    assert ours.fallback_count == agent["fallback_count"]
+
+
+def test_knowledge_real_float_truncation_is_the_only_difference_on_the_large_pack() -> None:
+    ours, agent, _ = run_real("large", "llm_budget")
+    rung2 = ours.rungs[1]
+    assert sum(rung2.counts_after["fields"].values()) == 238  # int(340 * 0.7) would be 237
+    assert ours.rungs[2].prompt_tokens_after == agent["steps"][2]["prompt_tokens"]  # 238 * 0.55 and 237 * 0.55 both give 130
+
+
+@pytest.mark.parametrize("pack", ["small", "no_operators", "no_fields", "seed", "large"])
+def test_knowledge_real_default_config_final_prompt_matches(pack: str) -> None:
+    ours, agent, pools = run_real(pack, "llm_budget")
+    assert ours.allowed == agent["allowed"] is True
+    assert ours.selected_topk == agent["selected_topk"]
+    assert ours.metrics["prompt_tokens"] == agent["prompt_tokens_rough"]
+    assert ours.metrics["prompt_chars"] == agent["prompt_chars"]
+    for pool in ("fields", "operators", "subcategories"):
+        assert ids(ours, pool, pools) == agent[pool]
+
+
+@pytest.mark.parametrize("pack", ["small", "no_operators", "no_fields", "seed", "large"])
+def test_knowledge_real_tight_config_blocks_for_the_prompt(pack: str) -> None:
+    ours, agent, _ = run_real(pack, "llm_budget_tight")
+    assert agent["reasons"] == ["request_prompt", "explore_floor"]
+    # explore_floor is the agent's own doing (defects 4 and 7); ours kept the floor
+    assert (ours.outcome, ours.reasons) == ("blocked", ("request_prompt",))

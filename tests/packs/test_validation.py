@@ -31,7 +31,9 @@ def test_all_sample_packs_validate_and_map() -> None:
     for path in sorted((SHARED / "packs").glob("*.json")):
         pools = load_pack_file(path)
         assert pools.format == "agent-retrieval-pack/v1"
-        assert {len(pools.pool(p)) > 0 for p in ("subcategories", "datasets", "fields", "operators")} == {True}
+        # names are subcategories x datasets x fields x operators (small_2x4x10x0: no operators)
+        sizes = [int(n) for n in path.stem.split("_")[1].split("x")]
+        assert [len(pools.pool(p)) for p in ("subcategories", "datasets", "fields", "operators")] == sizes
 
 
 def test_score_of_wrong_type_reports_pointer_and_plain_message() -> None:

@@ -36,7 +36,7 @@ def test_a_pack_whose_json_is_a_string_is_refused_not_read(tmp_path: Path, capsy
     for command in ("explain", "eval"):
         assert main([command, str(pack)]) == 4
         out = capsys.readouterr()
-        assert "P112" in out.err and "root:" not in out.out + out.err
+        assert "P112" in out.out + out.err and "root:" not in out.out + out.err
 
 
 def test_load_pack_refuses_strings_and_paths() -> None:

@@ -136,7 +136,7 @@ def test_content_caches_never_serve_a_changed_pack_or_knowledge_pack() -> None:
         text, tokens = render(changed, strip_digest=strip)
         assert text != first_text and '"' + changed["candidate_fields"][0]["type"] + '"' in text
         assert tokens == CL100K.count(text)
-    other_knowledge = dataclasses.replace(KNOWLEDGE, documents={**KNOWLEDGE.documents, "fastexpr_visual_pack": {"changed": True}}, digest="other")
+    other_knowledge = dataclasses.replace(KNOWLEDGE, documents={**KNOWLEDGE.documents, "fastexpr_visual_pack": {"version": "changed"}}, digest="other")
     text, tokens = render(doc, knowledge=other_knowledge)
-    assert '"changed": true' in text and tokens == CL100K.count(text)
+    assert '"version": "changed"' in text and tokens == CL100K.count(text)
     assert render(doc)[0] == first_text
