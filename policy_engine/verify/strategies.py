@@ -135,7 +135,7 @@ def usage_snapshots(max_tokens: int = 2_000_000, max_micro_usd: int = 100_000_00
     return build()
 
 
-requests = st.builds(Request, completion_tokens=st.one_of(st.none(), st.integers(0, 4000)), expansion=st.booleans())
+requests = st.builds(Request, completion_tokens=st.one_of(st.none(), st.integers(1, 4000)), expansion=st.booleans())
 
 
 # ---- policies --------------------------------------------------------------------------------
@@ -317,7 +317,7 @@ def cases(draw: Any, policy: Any, sizes: PackSizes = PackSizes(), pack: dict[str
     render, count = reference_for(policy, pools)
     untrimmed = count(render({pool: tuple(c.id for c in pools.pool(pool)) for pool in POOL_ORDER}))
     fixed = count(render({pool: () for pool in POOL_ORDER}))
-    request = draw(st.builds(Request, completion_tokens=st.one_of(st.none(), st.none(), st.integers(0, 2000)), expansion=st.booleans()))
+    request = draw(st.builds(Request, completion_tokens=st.one_of(st.none(), st.none(), st.integers(1, 2000)), expansion=st.booleans()))
     completion = request.completion_tokens if request.completion_tokens is not None else settings.completion_budget
 
     def room(metric: str, spent_by_request: int, reserve: int = 0, per_token: Any = None) -> int:
