@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from policy_engine.dsl import default_rules_path, load_policy, load_policy_text  # noqa: E402
 from policy_engine.evaluator import evaluate  # noqa: E402
-from policy_engine.packs import load_pack  # noqa: E402
+from policy_engine.packs import load_pack, load_pack_file  # noqa: E402
 from policy_engine.render import load_idea, load_knowledge  # noqa: E402
 from policy_engine.tokens import get_counter  # noqa: E402
 from policy_engine.tokens.resolve import resolve_encoding  # noqa: E402
@@ -75,10 +75,10 @@ def paired(fn: Callable[[], Any], baseline: Callable[[], Any], repeats: int) -> 
 def fresh_caches() -> None:
     """Cold mode: forget every token count (the counter cache lives on the counter) and
     every rendered candidate block."""
-    from policy_engine.render import envelope
+    from policy_engine.evaluator import core
 
     get_counter.cache_clear()
-    envelope.clear_caches()
+    core._COMPAT_ENGINES.clear()
 
 
 def synth_pack(rng: random.Random, candidates: int, index: int) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def main() -> int:
     rough_text = default_rules_path().read_text(encoding="utf-8").replace('tokenizer tiktoken "o200k_base"', "tokenizer rough 4 chars per token")
     rough = load_policy_text(rough_text, "rough.policy")
     knowledge, idea = load_knowledge(KNOWLEDGE), load_idea(IDEA)
-    pools = load_pack(SEED_PACK, idea=idea)
+    pools = load_pack_file(SEED_PACK, idea=idea)
 
     def decide(policy: Any) -> Any:
         return evaluate(policy, pools, knowledge=knowledge, idea=idea)
