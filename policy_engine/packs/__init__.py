@@ -3,7 +3,7 @@ through a pack-format registry."""
 
 from __future__ import annotations
 
-import copy
+import copy as _copy
 import dataclasses
 import os
 from typing import Any, Mapping
@@ -43,11 +43,13 @@ def load_pack(
     file: str | None = None,
     format: str | None = None,
     idea: Mapping[str, Any] | None = None,
+    copy: bool = True,
 ) -> Pools:
     """Validate and map a pack document. A pack is a JSON object, full stop: a string is
     never taken for a path (that would let a pack's content read any file); loading from a
-    path is the separate `load_pack_file`. The document is deep-copied first, so the
-    caller's object is never shared with (or mutated through) the returned pools."""
+    path is the separate `load_pack_file`. The document is copied first, so the caller's
+    object is never shared with (or mutated through) the returned pools; ``copy=False`` is
+    for a caller that hands the document over (it just read it and will not change it)."""
     label = file or "<pack>"
     if not isinstance(document, Mapping):
         kind = "JSON string" if isinstance(document, str) else type(document).__name__
@@ -55,7 +57,7 @@ def load_pack(
     deep = depth_exceeds(document, PACK_BOUNDS.max_depth)
     if deep is not None:  # before deepcopy, which recurses (and a cyclic dict is infinitely deep)
         raise PackError([Diagnostic("P119", f"nested deeper than {PACK_BOUNDS.max_depth} levels", hint="flatten the document", file=label, pointer=json_pointer(deep))])
-    doc = copy.deepcopy(dict(document))
+    doc = _copy.deepcopy(dict(document)) if copy else document
     fmt = find_format(doc, label, format)
     problems = fmt.validate(doc, label)
     if problems:
@@ -67,4 +69,4 @@ def load_pack(
 def load_pack_file(path: str | os.PathLike[str], *, format: str | None = None, idea: Mapping[str, Any] | None = None) -> Pools:
     """Read a pack file (``-`` for standard input) and load it: the explicit path form."""
     doc, label = read_json_file(path)
-    return load_pack(doc, file=label, format=format, idea=idea)
+    return load_pack(doc, file=label, format=format, idea=idea, copy=False)
