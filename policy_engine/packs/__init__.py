@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import copy as _copy
 import dataclasses
+import json
 import os
 from typing import Any, Mapping
 
 from policy_engine.errors import Diagnostic, PackError
-from policy_engine.packs.document import document_digest, parse_json_text, read_json_file
+from policy_engine.packs.document import document_digest, document_text, parse_json_text, read_json_file, text_digest
 from policy_engine.packs.registry import PackFormat, find_format, formats, register_format
 from policy_engine.packs.usage_input import load_seen_combos, load_usage, usage_from_document
 from policy_engine.packs.validate import validate_pack_document
@@ -54,11 +55,17 @@ def load_pack(
     if not isinstance(document, Mapping):
         kind = "JSON string" if isinstance(document, str) else type(document).__name__
         raise PackError([Diagnostic("P112", f"a retrieval pack is a JSON object, got a {kind}", hint="pass the pack document (a dict); to read a file use load_pack_file(path)", file=label, pointer="")])
+    fmt = find_format(document, label, format)
+    if fmt.quick_check is not None and fmt.quick_check(document):
+        # Valid, and plain JSON values only (the check is bounded: a cyclic or too deep
+        # document fails it): its JSON text is the digest and, parsed back, an exact copy.
+        text = document_text(document)
+        doc = json.loads(text) if copy else document
+        return dataclasses.replace(fmt.adapt(doc, idea=idea), digest=text_digest(text))
     deep = depth_exceeds(document, PACK_BOUNDS.max_depth)
     if deep is not None:  # before deepcopy, which recurses (and a cyclic dict is infinitely deep)
         raise PackError([Diagnostic("P119", f"nested deeper than {PACK_BOUNDS.max_depth} levels", hint="flatten the document", file=label, pointer=json_pointer(deep))])
     doc = _copy.deepcopy(dict(document)) if copy else document
-    fmt = find_format(doc, label, format)
     problems = fmt.validate(doc, label)
     if problems:
         raise PackError(problems)
