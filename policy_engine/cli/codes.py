@@ -23,5 +23,6 @@ CODES: dict[str, tuple[str, str]] = {
     "C121": ("explain takes one pack", "pass one pack file; `policy eval` takes directories"),
     "C122": ("unknown shell for completion", "use bash, zsh or fish"),
     "C123": ("NUL byte in an argument", "remove it; no file name or value can hold one"),
+    "C124": ("invalid --jobs", "give a whole number of processes, at least 1"),
     "V102": ("unknown explain level", "use off, rules or full"),
 }

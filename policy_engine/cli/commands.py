@@ -95,48 +95,56 @@ def _inputs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _evaluate_one(policy: Any, path: str, common: dict[str, Any], explain: str) -> tuple[PackResult, Any]:
-    from policy_engine.evaluator import evaluate
-    from policy_engine.packs import load_pack, read_pack_document
+    from policy_engine.cli.corpus import evaluate_one
+    from policy_engine.evaluator import Engine
 
-    started = time.perf_counter()
-    try:
-        doc, label = read_pack_document(path)
-        pools = load_pack(doc, file=label, idea=common["idea"])
-    except PackError as exc:
-        return PackResult(path if path != "-" else "<stdin>", problems=exc.diagnostics, seconds=time.perf_counter() - started), None
-    decision = evaluate(policy, pools, usage=common["usage"], request=common["request"], seen_combos=common["seen_combos"],
-                        idea=common["idea"], knowledge=common["knowledge"], explain=explain)
-    return PackResult(label, decision, seconds=time.perf_counter() - started), doc
+    return evaluate_one(Engine.build(policy, knowledge=common["knowledge"]), path, common, explain)
+
+
+def _eval_state(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
+    """(engine, shared inputs, explain level) of an eval run: built once per process."""
+    from policy_engine.evaluator import Engine
+
+    common = _inputs(args)
+    return Engine.build(load_rules(args), knowledge=common["knowledge"]), common, args.explain
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     writable_target(args.output, "--output")
     writable_target(args.trimmed_pack, "--trimmed-pack")
     started = time.perf_counter()
+    jobs = getattr(args, "jobs", 1)
+    if jobs is None or jobs < 1:
+        raise _err("C124", f"--jobs must be at least 1, got {jobs}", "give a whole number of processes, at least 1")
+    from policy_engine.evaluator import Engine
+
     policy = load_rules(args)
     paths = pack_paths(args.packs)
     if args.trimmed_pack and len(paths) != 1:
         raise _err("C102", f"--trimmed-pack needs exactly one pack, got {len(paths)}", "evaluate one pack at a time")
     common = _inputs(args)
+    engine, explain = Engine.build(policy, knowledge=common["knowledge"]), args.explain
     fmt = args.format or "text"
-    results: list[PackResult] = []
     docs: list[Any] = []
-    show_progress = len(paths) > 1 and sys.stderr.isatty()
-    if show_progress:
-        from rich.progress import Progress
+    if args.trimmed_pack:
+        from policy_engine.cli.corpus import evaluate_one
 
-        with Progress(console=_console(stderr=True), transient=True) as progress:
-            task = progress.add_task("evaluating", total=len(paths))
-            for path in paths:
-                result, doc = _evaluate_one(policy, path, common, args.explain)
-                results.append(result)
-                docs.append(doc)
-                progress.advance(task)
+        result, doc = evaluate_one(engine, paths[0], common, explain)
+        results, docs = [result], [doc]
     else:
-        for path in paths:
-            result, doc = _evaluate_one(policy, path, common, args.explain)
-            results.append(result)
-            docs.append(doc)
+        import functools
+
+        from policy_engine.cli.corpus import evaluate_many
+
+        rebuild = functools.partial(_eval_state, args)
+        if len(paths) > 1 and sys.stderr.isatty():
+            from rich.progress import Progress
+
+            with Progress(console=_console(stderr=True), transient=True) as progress:
+                task = progress.add_task("evaluating", total=len(paths))
+                results = evaluate_many(engine, paths, common, explain, jobs, rebuild, lambda n: progress.advance(task, n))
+        else:
+            results = evaluate_many(engine, paths, common, explain, jobs, rebuild, lambda n: None)
     report = Report(tuple(results), fail_on_warn=args.fail_on_warn, seconds=time.perf_counter() - started)
     text = DECISION_FORMATS[fmt](report, sources=None)
     if args.output:

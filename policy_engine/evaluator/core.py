@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping
 import policy_engine
 from policy_engine.decision import Decision, FloorStatus, Warning, usd_text
 from policy_engine.errors import Diagnostic, RuleCheckError, UsageInputError
+from policy_engine.evaluator.engine import Engine
 from policy_engine.evaluator.kpis import compute_kpis
 from policy_engine.evaluator.limits import effective_limit, failing, measure_state, unfixable
 from policy_engine.evaluator.selection import State, as_selection, cascade, initial_state, lane_counts, removed_between
@@ -106,8 +107,28 @@ class _Walk:
         return state, now, fails, "ladder exhausted" if settings.ladder.stages else "no fallback ladder"
 
 
+#: engines the compatibility form `evaluate(policy, pools)` built, by (policy, counter)
+#: identity: repeated calls with one policy stay warm. Bounded; each entry holds its
+#: policy and counter, so an id is never reused while its entry lives.
+_COMPAT_ENGINES: dict[tuple[int, int], Engine] = {}
+_COMPAT_MAX = 16
+
+
+def _engine_for(policy: Policy, counter: Any) -> Engine:
+    from policy_engine.tokens import get_counter
+
+    counter = counter or get_counter(policy.tokenizer)
+    key = (id(policy), id(counter))
+    engine = _COMPAT_ENGINES.get(key)
+    if engine is None or engine.policy is not policy or engine.counter is not counter:
+        if len(_COMPAT_ENGINES) >= _COMPAT_MAX:
+            _COMPAT_ENGINES.clear()
+        engine = _COMPAT_ENGINES[key] = Engine.build(policy, counter=counter)
+    return engine
+
+
 def evaluate(
-    policy: Policy,
+    policy: Policy | Engine,
     pools: Pools,
     *,
     usage: UsageSnapshot = UsageSnapshot(),
@@ -119,9 +140,34 @@ def evaluate(
     explain: str = "rules",
     counter: Any = None,
 ) -> Decision:
-    from policy_engine.render import build_prompt_model, limits_view
-    from policy_engine.tokens import get_counter
+    """The decision for one pack. The first argument is an `Engine` (built once for many
+    packs), or a `Policy`: then the engine is the one this process built for that policy
+    (and ``counter``) before, so repeated calls share its caches."""
+    if isinstance(policy, Engine):
+        engine = policy if counter is None or counter is policy.counter else Engine.build(policy.policy, counter=counter, knowledge=policy.knowledge)
+        if knowledge is None:
+            knowledge = engine.knowledge
+    else:
+        engine = _engine_for(policy, counter)
+    return decide(engine, pools, usage=usage, request=request, seen_combos=seen_combos, prompt_model=prompt_model, idea=idea, knowledge=knowledge, explain=explain)
 
+
+def decide(
+    engine: Engine,
+    pools: Pools,
+    *,
+    usage: UsageSnapshot,
+    request: Request,
+    seen_combos: frozenset[str],
+    prompt_model: Any,
+    idea: Mapping[str, Any] | None,
+    knowledge: Any,
+    explain: str,
+) -> Decision:
+    """Walk the ladder for one pack with the engine's policy, counter and caches."""
+    from policy_engine.render import limits_view
+
+    policy, counter = engine.policy, engine.counter
     if explain not in EXPLAIN_LEVELS:
         close = [lvl for lvl in EXPLAIN_LEVELS if lvl[:3] == str(explain)[:3]]
         raise UsageInputError([Diagnostic("V102", f"unknown explain level {explain!r}", hint=(f"did you mean {close[0]!r}? " if close else "") + "use " + ", ".join(map(repr, EXPLAIN_LEVELS)))])
@@ -130,8 +176,7 @@ def evaluate(
     if usd_limits and policy.price is None:
         first = usd_limits[0]
         raise RuleCheckError([Diagnostic("V101", f"limit {first.rule!r} is in USD but the policy prices no model", hint="add a price table and `price model \"...\"`", span=first.span)])
-    counter = counter or get_counter(policy.tokenizer)
-    model = prompt_model or build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits_view(settings), spec=policy.template_spec)
+    model = prompt_model or engine.prompt_model(pools, idea=idea, knowledge=knowledge, limits=limits_view(settings))
     completion = request.completion_tokens if request.completion_tokens is not None else settings.completion_budget
 
     walk = _Walk(policy, settings, pools, usage, request, completion, model.tokens, model, explain)

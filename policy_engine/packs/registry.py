@@ -23,6 +23,10 @@ class PackFormat:
     detect: Callable[[Any], bool]
     adapt: Callable[..., Pools]
     validate: Callable[[Any, str], list[Diagnostic]]
+    #: optional fast path: True only for a document `validate` finds nothing wrong with (a
+    #: plain-JSON dict, so it copies exactly through JSON text); False sends the document
+    #: through `validate` for the precise errors
+    quick_check: Callable[[Any], bool] | None = None
 
 
 _FORMATS: dict[str, PackFormat] = {}
@@ -39,9 +43,10 @@ def _load() -> None:
         return
     _loaded = True
     from policy_engine.packs import agent_format
+    from policy_engine.packs.fast_check import pack_is_valid
     from policy_engine.packs.validate import validate_pack_document
 
-    register_format(PackFormat(agent_format.NAME, agent_format.detect, agent_format.adapt, validate_pack_document))
+    register_format(PackFormat(agent_format.NAME, agent_format.detect, agent_format.adapt, validate_pack_document, pack_is_valid))
     for ep in entry_points(group=GROUP):
         if ep.name in _FORMATS:
             continue

@@ -9,12 +9,13 @@ import json
 import math
 from functools import cache
 from importlib import resources
-from typing import Any, Iterator, Mapping
-
-import jsonschema
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from policy_engine.errors import Diagnostic
 from policy_engine.reading.bounds import MAX_JSON_INTEGER, PACK_BOUNDS
+
+if TYPE_CHECKING:  # imported when a document fails the fast path (it costs ~40 ms at start-up)
+    import jsonschema
 
 _TYPE_NAMES = {
     "object": "object", "array": "array", "string": "string", "number": "number",
@@ -88,11 +89,15 @@ def _inline_local_refs(node: Any, defs: Mapping[str, Any]) -> Any:
 
 @cache
 def _validator(schema_name: str) -> jsonschema.Draft202012Validator:
+    import jsonschema
+
     schema = load_schema(schema_name)
     return jsonschema.Draft202012Validator(_inline_local_refs(schema, schema.get("$defs", {})))
 
 
 def schema_diagnostics(doc: Any, schema_name: str, file: str, code: str, hint: str) -> list[Diagnostic]:
+    import jsonschema
+
     validator = _validator(schema_name)
     found: list[tuple[str, str]] = []
     for error in validator.iter_errors(doc):
