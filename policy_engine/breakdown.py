@@ -178,8 +178,9 @@ def _item_name(lines: list[str], fallback: str) -> str:
         return value
     if isinstance(value, dict):
         for key in ("id", "name", "expression", "expr"):
-            if isinstance(value.get(key), str):
-                return value[key]
+            named = value.get(key)
+            if isinstance(named, str):
+                return named
     return fallback
 
 

@@ -317,7 +317,7 @@ def guard_matches(guard: Guard, attributes: Mapping[str, Any]) -> bool:
     return {"<": a < w, "<=": a <= w, ">": a > w, ">=": a >= w}.get(op, False)
 
 
-def _norm(value: Any) -> Any:
+def _norm(value: object) -> object:
     """Compare numbers as numbers and strings case-sensitively."""
     if isinstance(value, bool):
         return value

@@ -281,7 +281,7 @@ class Ledger:
                 raise self._unknown(reservation_id, run_id)
             state, expires_at = row
             _check_renewable(reservation_id, state, expires_at, now, self.path)
-            new_expiry = max(expires_at, now + ttl_s)
+            new_expiry = float(max(expires_at, now + ttl_s))
             db.execute("UPDATE reservations SET expires_at = ? WHERE id = ?", (new_expiry, reservation_id))
         return new_expiry
 

@@ -32,6 +32,13 @@ from policy_engine.adapters.ledger import (
 
 SCHEMA_VERSION = 1
 
+
+def _aggregate(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """An aggregate query (COUNT, SUM, MAX) always returns one row; psycopg types `fetchone` as optional."""
+    if row is None:
+        raise RuntimeError("an aggregate query returned no row")
+    return row
+
 # Migration n brings the schema from version n-1 to n. Applied once, in order, under an
 # advisory lock, each in its own transaction with its schema_version row.
 MIGRATIONS: list[str] = [
@@ -142,7 +149,7 @@ class PgLedger:
 
     def schema_version(self) -> int:
         with self.pool.connection() as db:
-            return int(db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
+            return int(_aggregate(db.execute("SELECT MAX(version) FROM schema_version").fetchone())[0])
 
     # ---- transactions ------------------------------------------------------------------
 
@@ -206,12 +213,13 @@ class PgLedger:
         where, arg = ("run_id = %s", run_id) if run_id is not None else ("day = %s", day)
         with self.pool.connection() as db:
             row = db.execute(f"SELECT COALESCE(SUM(total_tokens), 0), COALESCE(SUM(micro_usd), 0), COUNT(*) FROM usage_points WHERE {where}", (arg,)).fetchone()
+        row = _aggregate(row)
         return int(row[0]), int(row[1]), int(row[2])
 
     def held(self, *, now: float | None = None) -> int:
         now = self.clock() if now is None else now
         with self.pool.connection() as db:
-            return int(db.execute("SELECT COUNT(*) FROM reservations WHERE state = 'held' AND expires_at > %s", (now,)).fetchone()[0])
+            return int(_aggregate(db.execute("SELECT COUNT(*) FROM reservations WHERE state = 'held' AND expires_at > %s", (now,)).fetchone())[0])
 
     def run_exists(self, run_id: str) -> bool:
         with self.pool.connection() as db:
@@ -262,7 +270,7 @@ class PgLedger:
             if row is None:
                 raise self._unknown(reservation_id, run_id)
             _check_renewable(reservation_id, row[0], row[1], now, self.path)
-            new_expiry = max(row[1], now + ttl_s)
+            new_expiry = float(max(row[1], now + ttl_s))
             db.execute("UPDATE reservations SET expires_at = %s WHERE id = %s", (new_expiry, reservation_id))
         return new_expiry
 

@@ -70,7 +70,7 @@ def load_cases(path: Path) -> list[Case]:
     def opt_path(value: Any, pointer: str) -> Path | None:
         if value is None:
             return None
-        return base / value
+        return base / Path(value)
 
     defaults = {k: opt_path(doc.get(k), f"/{k}") for k in ("rules", "knowledge", "idea")}
     cases = []

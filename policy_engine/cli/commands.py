@@ -472,7 +472,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = make_server(args.db, policy, args.host, args.port)
     except OSError as exc:
         raise _err("C110", f"cannot listen on {args.host}:{args.port}: {exc.strerror}", "pick another --port") from None
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), server.server_port  # an AF_INET address: host is a str
     print(f"serving {args.db} read-only on http://{host}:{port}/api/runs/<run_id>/budget and /kpi (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

@@ -11,7 +11,7 @@ import functools
 import os
 import sys
 import traceback
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 import policy_engine
 from policy_engine.cli.exit_codes import ExitCode, table_text
@@ -24,7 +24,7 @@ class UsageProblem(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse would exit 2, our BLOCKED code
+    def error(self, message: str) -> NoReturn:  # argparse would exit 2, our BLOCKED code
         raise UsageProblem(f"{self.prog}: {message}. Run `{self.prog} --help` for usage.")
 
 

@@ -8,6 +8,7 @@ import hashlib
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 
 from policy_engine.dsl.ast import PolicyFile
 from policy_engine.dsl.checker import TEMPLATES, build_policy
@@ -107,7 +108,7 @@ def load_policy_text(text: str, file: str = "<string>") -> Policy:
     return policy
 
 
-def check_paths(paths: list[str | os.PathLike[str]]) -> tuple[list[Diagnostic], dict[str, str], int]:
+def check_paths(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Diagnostic], dict[str, str], int]:
     """Every problem in every policy under the paths (files or directories), without
     raising; also the texts read (for caret snippets) and how many policies were checked."""
     problems: list[Diagnostic] = []
@@ -137,8 +138,8 @@ def check_paths(paths: list[str | os.PathLike[str]]) -> tuple[list[Diagnostic], 
                 continue
             done.add((root, entry))
             checked += 1
-            _, found, read = _compile(entry, root)
-            problems.extend(found)
+            _, diagnostics, read = _compile(entry, root)
+            problems.extend(diagnostics)
             texts.update(read)
     # a template selected by a checked policy and found in its directory is reported once
     return list(dict.fromkeys(problems)), texts, checked

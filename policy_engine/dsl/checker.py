@@ -333,7 +333,8 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str, templates: 
         price_list.append(Price(node.model.value, node.prompt.value * per_p, node.completion.value * per_c, span=node.span))
     pricing = merged.get(A.PricingDecl)
     price_model = pricing.model.value if pricing else None
-    if pricing is not None and price_model not in prices:
+    if pricing is not None and pricing.model.value not in prices:
+        price_model = pricing.model.value
         col.add(_d("E211", f"no price for model `{price_model}`", _did_you_mean(price_model, list(prices)) or f'add `price "{price_model}": prompt $0.15 per 1M, completion $0.60 per 1M`', pricing.model.span))
 
     built_limits = [l for l in (col.limit(n) for n in limits.values()) if l is not None]

@@ -153,7 +153,7 @@ def import_config(
                 continue
             _unknown(rr, lane_doc, set(POOL_KEYS), f"/{lane}")
         for pool in POOL_KEYS:
-            pair = []
+            pair: list[int | None] = []
             for lane in ("exploit", "explore"):
                 lane_doc = retrieval_budget.get(lane, {})
                 value = lane_doc.get(pool) if isinstance(lane_doc, Mapping) else None

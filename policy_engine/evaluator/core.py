@@ -35,6 +35,7 @@ class _Walk:
         self.price = policy.price
         self.trace: list[TraceStep] = []
         self.fallback_count = 0
+        self.start_tokens = 0
 
     def measured(self, state: State) -> Any:
         return measure_state(self.tokens(as_selection(state)), self.completion, self.usage, self.price)
@@ -48,6 +49,7 @@ class _Walk:
         settings, request = self.settings, self.request
         state = initial_state(self.pools, settings.topk)
         now = self.measured(state)
+        self.start_tokens = now.prompt_tokens
         fails = failing(settings, request, now, Severity.BLOCK)
         start_items = None
         if self.explain == "full":
@@ -180,7 +182,7 @@ def evaluate(
             status = "not_preserved"
         floors.append(FloorStatus(pool, required, available, kept, status))
 
-    warnings = [Warning(metric, f"{metric} exceeds its warning limit: {now.value(metric)} > {effective_limit(settings.limit(metric), settings, request)}", settings.limit(metric).rule) for metric in warn_fails]  # type: ignore[union-attr]
+    warnings = [Warning(metric, f"{metric} exceeds its warning limit: {now.value(metric)} > {effective_limit(warn_limit, settings, request)}", warn_limit.rule) for metric in warn_fails if (warn_limit := settings.limit(metric)) is not None]
     for f in floors:
         if f.status == "pack_short":
             offered = sum(1 for c in pools.pool(f.pool) if c.lane == "explore")
@@ -215,7 +217,7 @@ def evaluate(
     if explain == "full":
         from policy_engine.breakdown import prompt_breakdown
 
-        breakdown = prompt_breakdown(model, counter, as_selection(state), exact, as_selection(start), walk.trace[0].prompt_tokens_after)
+        breakdown = prompt_breakdown(model, counter, as_selection(state), exact, as_selection(start), walk.start_tokens)
     price = policy.price
     manifest = {
         "engine_version": policy_engine.__version__,

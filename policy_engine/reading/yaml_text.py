@@ -27,9 +27,9 @@ class _AliasRefused(yaml.YAMLError):
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses aliases and over-long number literals before converting."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+    def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            raise _AliasRefused(self.peek_event().start_mark)
+            raise _AliasRefused(self.peek_event().start_mark)  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
         return super().compose_node(parent, index)
 
     def construct_yaml_int(self, node: Any) -> Any:

@@ -19,12 +19,15 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from policy_engine.errors import Diagnostic, PackError
 from policy_engine.pools import Pools, Selection
 from policy_engine.render.knowledge import KnowledgePack
 from policy_engine.render.template import Template, shipped_template, thaw
+
+if TYPE_CHECKING:
+    from policy_engine.tokens.counter import TokenCounter
 
 _MARK = re.compile(r'"\\u0000(slot|value):([^"\\]+)\\u0000"')
 #: the pack's own lists, by pool (the agent-format pack: section 1 of the reference doc)
@@ -148,7 +151,7 @@ class TemplateModel:
         *,
         idea: Mapping[str, Any] | None,
         knowledge: KnowledgePack | None,
-        counter: Any,
+        counter: TokenCounter,
         limits: Mapping[str, int | None],
         template: Template | None = None,
     ) -> None:

@@ -198,6 +198,7 @@ def accounting(c: Checked) -> None:
     engine's count caches), and the trimmed pack the caller sends on is itself valid."""
     from policy_engine.api import trimmed_pack
     from policy_engine.tokens import get_counter
+    from policy_engine.tokens.counter import TiktokenCounter
     from policy_engine.tokens.resolve import resolve_encoding
 
     render, _count = reference_for(c.policy, c.pools)
@@ -205,7 +206,7 @@ def accounting(c: Checked) -> None:
     ranked = {pool: tuple(cand.id for cand in c.pools.pool(pool) if any(cand.id in ids for ids in lanes.values())) for pool, lanes in c.decision.selection.items()}
     text = render(ranked)
     counter = get_counter(c.policy.tokenizer)
-    if counter.exact:
+    if isinstance(counter, TiktokenCounter):
         expected = len(resolve_encoding(counter.encoding_name).encoding.encode_ordinary(text))
     else:
         expected = counter.count(text)

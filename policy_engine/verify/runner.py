@@ -113,9 +113,9 @@ def verify_policy(
         except PolicyError:
             raise  # the policy itself is unusable (e.g. its tokenizer): not a counterexample
         except Exception as exc:  # an engine crash on this case is a finding
-            violation = Violation("no_crash", f"{type(exc).__name__}: {exc}")
-            failures.append((case, violation))
-            raise violation from exc
+            crash = Violation("no_crash", f"{type(exc).__name__}: {exc}")
+            failures.append((case, crash))
+            raise crash from exc
 
     try:
         prop()
