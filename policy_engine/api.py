@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from policy_engine.decision import Decision
-from policy_engine.packs.idea_input import idea_from_document
-from policy_engine.errors import (
-    Diagnostic, PackError, PolicyError, RuleCheckError, RuleSyntaxError, Span, TokenizerError, UsageInputError,
-)
 from policy_engine.dsl import default_rules_path, load_policy, load_policy_text
+from policy_engine.errors import (
+    Diagnostic,
+    PackError,
+    PolicyError,
+    RuleCheckError,
+    RuleSyntaxError,
+    Span,
+    TokenizerError,
+    UsageInputError,
+)
 from policy_engine.evaluator import evaluate
 from policy_engine.packs import load_pack, read_pack_document
+from policy_engine.packs.idea_input import idea_from_document
 from policy_engine.policy import Policy
 from policy_engine.render import load_idea, load_knowledge
 from policy_engine.usage import Request, UsageSnapshot
@@ -38,8 +46,8 @@ __all__ = [
     "default_rules_path",
     "evaluate",
     "evaluate_pack",
-    "load_policy",
     "load_idea",
+    "load_policy",
     "load_policy_text",
     "read_pack_document",
     "trimmed_pack",

@@ -15,9 +15,10 @@ per-section costs, only `prompt_lines` needs re-pointing; the property test
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 #: retrieval_pack keys -> the pool their candidates belong to
 _POOL_KEYS = {

@@ -6,8 +6,9 @@ rounded to 6 places before serialising)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from policy_engine.trace import TraceStep
 

@@ -11,10 +11,11 @@ Units: tokens are ``int``; money is integer micro-dollars (``int``) for limits a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, Decimal
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 from policy_engine.errors import Span
 
@@ -182,19 +183,19 @@ class Compare:
 
 @dataclass(frozen=True, slots=True)
 class AllOf:
-    items: tuple["Guard", ...]
+    items: tuple[Guard, ...]
     span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class AnyOf:
-    items: tuple["Guard", ...]
+    items: tuple[Guard, ...]
     span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Not:
-    item: "Guard"
+    item: Guard
     span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
@@ -275,7 +276,7 @@ def apply_conditional(settings: Settings, cond: Conditional) -> Settings:
         lanes = replace(lanes, explore_floor=cond.explore_floor)
     return replace(
         settings,
-        limits=tuple(sorted(limits.values(), key=lambda l: list(METRICS).index(l.metric))),
+        limits=tuple(sorted(limits.values(), key=lambda lim: list(METRICS).index(lim.metric))),
         ladder=replace(settings.ladder, stages=tuple(stages)),
         topk=tuple(topk.values()),
         lanes=lanes,

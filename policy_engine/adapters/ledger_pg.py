@@ -20,15 +20,25 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
-from urllib.parse import parse_qsl, urlsplit, urlunsplit, urlencode
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from policy_engine.adapters.ledger import (
+    MAX_MICRO_USD,
+    LedgerUnavailable,
+    Reservation,
+    Settlement,
+    _check_renewable,
+    _overspend,
+    _repeat,
+    check_quantity,
+    schema_too_new,
+    utc_day,
+)
 from policy_engine.errors import Diagnostic, LedgerError
 from policy_engine.usage import UsageSnapshot
-from policy_engine.adapters.ledger import (
-    MAX_MICRO_USD, LedgerUnavailable, Reservation, Settlement, _check_renewable, _overspend, _repeat, check_quantity, schema_too_new, utc_day,
-)
 
 SCHEMA_VERSION = 1
 
@@ -124,7 +134,7 @@ class PgLedger:
         self.pool = ConnectionPool(conninfo, min_size=1, max_size=max(1, pool_size), timeout=timeout_s, open=False, name="policy-ledger")
         try:
             self.pool.open(wait=True, timeout=timeout_s)
-        except Exception as exc:  # noqa: BLE001 - PoolTimeout and friends: the server is not there
+        except Exception as exc:
             self.pool.close()
             raise LedgerUnavailable([Diagnostic("L111", f"cannot reach the PostgreSQL ledger: {exc}", hint="is the server up and the URL right? retry when it is", file=self.path)]) from None
         self._migrate()
@@ -159,9 +169,8 @@ class PgLedger:
         server is L111 (retryable); a value the server refuses is L110."""
         errors = self._psycopg.errors
         try:
-            with self.pool.connection() as db:
-                with db.transaction():
-                    yield db
+            with self.pool.connection() as db, db.transaction():
+                yield db
         except LedgerError:
             raise
         except (errors.IntegrityError, errors.DataError, errors.NumericValueOutOfRange) as exc:

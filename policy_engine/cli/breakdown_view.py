@@ -4,7 +4,8 @@ each (the untrimmed list only when it differs). On a terminal each section gets 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from rich.console import Group
 from rich.markup import escape

@@ -21,9 +21,10 @@ Paths are relative to the case file.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from policy_engine.decision import Decision
 from policy_engine.errors import UsageInputError

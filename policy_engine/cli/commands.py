@@ -15,7 +15,15 @@ from typing import Any
 
 from policy_engine.cli.exit_codes import ExitCode
 from policy_engine.cli.formats import DECISION_FORMATS, PackResult, Report, blocked_line, check_output, summary_line
-from policy_engine.errors import CommandLineError, Diagnostic, PackError, PolicyError, RuleCheckError, Severity, UsageInputError
+from policy_engine.errors import (
+    CommandLineError,
+    Diagnostic,
+    PackError,
+    PolicyError,
+    RuleCheckError,
+    Severity,
+    UsageInputError,
+)
 
 RULES_ENV = "POLICY_RULES"
 
@@ -145,9 +153,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(summary_line(results), file=sys.stderr)
     else:
         sys.stdout.write(text)
-    if args.trimmed_pack:
-        if len(results) != 1:
-            raise _err("C102", "--trimmed-pack needs exactly one pack", "evaluate one pack at a time")
+    if args.trimmed_pack and len(results) != 1:
+        raise _err("C102", "--trimmed-pack needs exactly one pack", "evaluate one pack at a time")
     if args.trimmed_pack and results[0].decision is not None:
         from policy_engine.api import trimmed_pack
 
@@ -205,7 +212,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     targets = _rule_targets(args.paths)
     started = time.perf_counter()
-    problems, sources, checked = check_paths(targets)
+    problems, sources, _checked = check_paths(targets)
     names = sorted({str(p) for p in _policy_files(targets)})
     sys.stdout.write(check_output(args.format, problems, sources, names or targets, time.perf_counter() - started))
     return ExitCode.INVALID_RULES if any(d.severity is not Severity.WARNING for d in problems) else ExitCode.OK
@@ -268,8 +275,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from policy_engine.cli.casefile import CaseResult, compare, load_cases
     from policy_engine.dsl import load_policy
     from policy_engine.evaluator import evaluate
-    from policy_engine.packs import load_pack_file, usage_from_document
-    from policy_engine.packs import load_usage
+    from policy_engine.packs import load_pack_file, load_usage, usage_from_document
     from policy_engine.render import load_idea, load_knowledge
     from policy_engine.usage import Request, UsageSnapshot
 
@@ -339,7 +345,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def _rule_universe(policy: Any) -> set[str]:
-    names = {f"limit {l.rule}" for l in policy.settings.limits}
+    names = {f"limit {lim.rule}" for lim in policy.settings.limits}
     rung = 0
     for stage in policy.settings.ladder.stages:
         for step in stage.steps:

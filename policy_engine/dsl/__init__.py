@@ -6,11 +6,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
 
-from policy_engine.dsl.ast import PolicyFile
 from policy_engine.dsl.checker import TEMPLATES, build_policy
 from policy_engine.dsl.formatter import format_ast
 from policy_engine.dsl.importer import import_config

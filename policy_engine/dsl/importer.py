@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 from policy_engine.errors import Diagnostic, RuleCheckError
 

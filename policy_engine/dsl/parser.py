@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any
 
 from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
 
 from policy_engine.dsl import ast as A
 from policy_engine.errors import Diagnostic, RuleSyntaxError, Span
@@ -111,7 +111,7 @@ def _char_hint(text: str, offset: int, allowed: list[str]) -> str | None:
         return 'strings use double quotes: "..."'
     if char == '"':
         return 'this string is never closed: end it with `"` on the same line'
-    if text.startswith(("=<", "=>"), offset) or text.startswith("==", offset) and "`<=`" in allowed:
+    if text.startswith(("=<", "=>"), offset) or (text.startswith("==", offset) and "`<=`" in allowed):
         return "write `<=` (a limit is `METRIC <= AMOUNT`)"
     word = _WORD_AT.match(text, offset)
     if word is not None and word.group(0) != word.group(0).lower():

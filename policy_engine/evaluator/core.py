@@ -9,7 +9,8 @@ ladder is walked again counting every rung exactly, and the trace says so.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import policy_engine
 from policy_engine.decision import Decision, FloorStatus, Warning, usd_text
@@ -128,7 +129,7 @@ def evaluate(
         close = [lvl for lvl in EXPLAIN_LEVELS if lvl[:3] == str(explain)[:3]]
         raise UsageInputError([Diagnostic("V102", f"unknown explain level {explain!r}", hint=(f"did you mean {close[0]!r}? " if close else "") + "use " + ", ".join(map(repr, EXPLAIN_LEVELS)))])
     settings, matched = policy.resolve(pools.attributes)
-    usd_limits = [l for l in settings.limits if METRICS[l.metric] == "usd"]
+    usd_limits = [lim for lim in settings.limits if METRICS[lim.metric] == "usd"]
     if usd_limits and policy.price is None:
         first = usd_limits[0]
         raise RuleCheckError([Diagnostic("V101", f"limit {first.rule!r} is in USD but the policy prices no model", hint="add a price table and `price model \"...\"`", span=first.span)])

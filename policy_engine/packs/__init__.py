@@ -6,7 +6,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from policy_engine.errors import Diagnostic, PackError
 from policy_engine.packs.document import document_digest, parse_json_text, read_json_file

@@ -7,8 +7,9 @@ subcategories), else ``exploit``; a subcategory with no datasets is ``exploit``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from policy_engine.pools import Candidate, Pools
 

@@ -7,9 +7,10 @@ evaluator. An entry point names a module attribute ``FORMAT = (name, detect, ada
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from policy_engine.errors import Diagnostic, PackError
 from policy_engine.pools import Pools

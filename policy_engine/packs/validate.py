@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator, Mapping
 from functools import cache
 from importlib import resources
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import jsonschema
 

@@ -59,7 +59,7 @@ def _values(doc: Any) -> Any:
 def parse_yaml_text(text: str, file: str, *, error: type[PolicyError], code: str, bounds: Bounds) -> Any:
     """Codes: ``code`` for syntax and type problems, with a line/column or a JSON Pointer."""
     try:
-        doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        doc = yaml.load(text, Loader=_StrictLoader)
     except _AliasRefused as exc:
         raise error([Diagnostic(code, "YAML aliases (*name) are not allowed in case files", hint="write the value out; aliases can expand exponentially", span=_mark_span(file, exc.problem_mark))]) from None
     except yaml.YAMLError as exc:

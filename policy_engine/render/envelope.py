@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from policy_engine.errors import Diagnostic, PackError
 from policy_engine.pools import Pools, Selection
@@ -315,7 +316,7 @@ class TemplateModel:
             tests.append(_Test(test["pool"], test["if_item_empty"] == "keep", test["if_pool_empty"] == "keep", values))
             if test["match"] == "name":
                 by_name = named.setdefault(test["pool"], {})
-                for (ident, _), names in zip(items, values):
+                for (ident, _), names in zip(items, values, strict=True):
                     for n in names:
                         by_name.setdefault(n, []).append(ident)
         cap = entry.get("cap")

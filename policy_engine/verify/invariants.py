@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from policy_engine.decision import Decision
 from policy_engine.evaluator import evaluate
@@ -113,7 +114,7 @@ def minimality(c: Checked) -> None:
 
 def _with_limit(policy: Policy, metric: str, value: int) -> Policy:
     def swap(limits: tuple[Limit, ...]) -> tuple[Limit, ...]:
-        return tuple(dataclasses.replace(l, value=value) if l.metric == metric else l for l in limits)
+        return tuple(dataclasses.replace(lim, value=value) if lim.metric == metric else lim for lim in limits)
 
     settings = dataclasses.replace(policy.settings, limits=swap(policy.settings.limits))
     conditionals = tuple(dataclasses.replace(cond, limits=swap(cond.limits)) for cond in policy.conditionals)
@@ -222,7 +223,7 @@ def limits_hold(c: Checked) -> None:
     reason names a blocking limit that still fails (or the ladder's own reason)."""
     d = c.decision
     settings = _settings(c)
-    blocking = {l.metric for l in settings.limits if l.severity is Severity.BLOCK}
+    blocking = {lim.metric for lim in settings.limits if lim.severity is Severity.BLOCK}
     for metric, row in d.limits.items():
         if row["actual"] is None:
             continue

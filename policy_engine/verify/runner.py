@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import seed as hypothesis_seed

@@ -7,8 +7,6 @@ from __future__ import annotations
 import copy
 import json
 
-import pytest
-
 from policy_engine.dsl import load_policy_text
 from policy_engine.evaluator import evaluate
 from policy_engine.packs import load_pack, load_pack_file

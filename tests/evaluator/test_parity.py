@@ -11,7 +11,7 @@ import pytest
 
 from policy_engine.dsl import import_config, load_policy_text
 from policy_engine.evaluator import evaluate
-from policy_engine.packs import load_pack, load_pack_file
+from policy_engine.packs import load_pack_file
 from policy_engine.render import load_idea, load_knowledge
 from tests.conftest import SHARED
 
@@ -52,7 +52,7 @@ def test_rungs_match_the_agent_except_documented_defects(case) -> None:
     mine = [(s.pool, float(s.step_value), s.prompt_tokens_after) for s in ours.rungs]
     theirs = [(s["phase"], s["factor"], s["prompt_tokens"]) for s in agent["steps"]]
     assert [m[:2] for m in mine] == [t[:2] for t in theirs], "same rungs in the same order"
-    for n, (m, t) in enumerate(zip(mine, theirs), start=1):
+    for n, (m, t) in enumerate(zip(mine, theirs, strict=True), start=1):
         if n in differs:
             assert m[2] != t[2], f"rung {n} was expected to differ ({differs[n]})"
         else:
@@ -128,7 +128,7 @@ def test_knowledge_real_rungs_match_the_agent_except_numbered_defects(case) -> N
     mine = [(s.pool, float(s.step_value), s.prompt_tokens_after) for s in ours.rungs]
     theirs = [(s["phase"], s["factor"], s["prompt_tokens"]) for s in agent["steps"]]
     assert [m[:2] for m in mine] == [t[:2] for t in theirs], "same rungs in the same order"
-    for n, (m, t) in enumerate(zip(mine, theirs), start=1):
+    for n, (m, t) in enumerate(zip(mine, theirs, strict=True), start=1):
         if n in differs:
             assert m[2] != t[2], f"rung {n} was expected to differ ({differs[n]})"
         else:
