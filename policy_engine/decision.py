@@ -24,7 +24,7 @@ def usd_text(micro_usd: int | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Warning:
+class DecisionWarning:
     code: str
     message: str
     rule: str | None = None
@@ -55,7 +55,7 @@ class Decision:
     outcome: str  # "allowed" | "trimmed" | "blocked"
     reason: str | None
     reasons: tuple[str, ...]
-    warnings: tuple[Warning, ...]
+    warnings: tuple[DecisionWarning, ...]
     selection: Mapping[str, Mapping[str, tuple[str, ...]]]  # pool -> lane -> ids in rank order
     metrics: Mapping[str, Any]
     limits: Mapping[str, Any]

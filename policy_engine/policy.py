@@ -39,7 +39,7 @@ METRICS: dict[str, str] = {
 NO_SPAN = Span("<builtin>", 0, 0)
 
 
-class Severity(str, Enum):
+class Enforcement(str, Enum):
     """What exceeding a limit does: ``block`` drives the ladder and can block the call;
     ``warn`` only records a warning in the decision."""
 
@@ -67,7 +67,7 @@ class Limit:
     rule: str
     metric: str  # a key of METRICS
     value: int  # tokens, or micro-USD for usd metrics
-    severity: Severity = Severity.BLOCK
+    severity: Enforcement = Enforcement.BLOCK
     span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 

@@ -433,7 +433,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Run the ladder invariants on generated packs against the user's policy; on a failure
     print (and with --out, save) the shrunk counterexample with its replay command."""
-    from policy_engine.verify.runner import report_text, verify_policy
+    try:
+        from policy_engine.verify.runner import report_text, verify_policy
+    except ModuleNotFoundError as exc:  # hypothesis lives in the `verify` extra
+        if exc.name != "hypothesis":
+            raise
+        raise _err("C140", "policy verify needs hypothesis, which is not installed", "install the extra: pip install 'policy-engine[verify]'") from None
 
     if not 1 <= args.examples <= 100_000:
         raise _err("C107", f"--examples must be from 1 to 100000, got {args.examples}", "e.g. --examples 200")

@@ -11,8 +11,7 @@ from typing import Any
 import tiktoken.model
 
 from policy_engine.dsl import ast as A
-from policy_engine.errors import Diagnostic, Span
-from policy_engine.errors import Severity as Severity_
+from policy_engine.errors import Diagnostic, Severity, Span
 from policy_engine.policy import (
     LANES,
     METRICS,
@@ -21,6 +20,7 @@ from policy_engine.policy import (
     AnyOf,
     Compare,
     Conditional,
+    Enforcement,
     Ladder,
     Lanes,
     Limit,
@@ -28,7 +28,6 @@ from policy_engine.policy import (
     Policy,
     Price,
     Settings,
-    Severity,
     Stage,
     Step,
     StepKind,
@@ -83,7 +82,7 @@ class Collector:
     def warn(self, diag: Diagnostic) -> None:
         """Valid, but almost certainly not what was meant: `policy check` shows it, the
         policy still loads."""
-        self.warnings.append(dataclasses.replace(diag, severity=Severity_.WARNING))
+        self.warnings.append(dataclasses.replace(diag, severity=Severity.WARNING))
 
     # ---- numbers ---------------------------------------------------------------------
 
@@ -117,7 +116,7 @@ class Collector:
             self.add(_d("E201", f"unknown metric `{node.metric}`", _did_you_mean(node.metric, tuple(METRICS)) or "see docs/rules-reference.md", node.metric_span))
             return None
         unit = METRICS[node.metric]
-        severity = Severity(node.severity) if node.severity else Severity.BLOCK
+        severity = Enforcement(node.severity) if node.severity else Enforcement.BLOCK
         if unit == "tokens":
             if not isinstance(node.amount, A.Num):
                 usd = _USD_TWIN.get(node.metric)

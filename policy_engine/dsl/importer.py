@@ -47,11 +47,6 @@ def _int_text(value: int) -> str:
     return f"{value:_d}" if value >= 10_000 else str(value)
 
 
-def _num_text(value: Any) -> str:
-    d = _dec(value)
-    return _int_text(int(d)) if d == d.to_integral_value() and not isinstance(value, float) else format(d.normalize(), "f")
-
-
 def _positive_int(r: _Refusals, doc: Mapping[str, Any], key: str, *, minimum: int = 1) -> int | None:
     if key not in doc:
         return None

@@ -13,13 +13,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import policy_engine
-from policy_engine.decision import Decision, FloorStatus, Warning, usd_text
+from policy_engine.decision import Decision, DecisionWarning, FloorStatus, usd_text
 from policy_engine.errors import Diagnostic, RuleCheckError, UsageInputError
 from policy_engine.evaluator.kpis import compute_kpis
 from policy_engine.evaluator.limits import effective_limit, failing, measure_state, unfixable
 from policy_engine.evaluator.selection import State, as_selection, cascade, initial_state, lane_counts, removed_between
 from policy_engine.evaluator.steps import resize, split_lanes
-from policy_engine.policy import METRICS, Policy, Settings, Severity
+from policy_engine.policy import METRICS, Enforcement, Policy, Settings
 from policy_engine.pools import Pools
 from policy_engine.trace import TraceStep, span_json
 from policy_engine.usage import Request, UsageSnapshot
@@ -51,7 +51,7 @@ class _Walk:
         state = initial_state(self.pools, settings.topk)
         now = self.measured(state)
         self.start_tokens = now.prompt_tokens
-        fails = failing(settings, request, now, Severity.BLOCK)
+        fails = failing(settings, request, now, Enforcement.BLOCK)
         start_items = None
         if self.explain == "full":
             start_items = {pool: {c.id: self.model.item_tokens(pool, c.id) for c in items} for pool, items in state.items()}
@@ -92,7 +92,7 @@ class _Walk:
                 before = state
                 state = cascade({**state, stage.pool: tuple(c for c in current if c.id in keep)})
                 now = self.measured(state)
-                fails = failing(settings, request, now, Severity.BLOCK)
+                fails = failing(settings, request, now, Enforcement.BLOCK)
                 self.fallback_count += 1
                 removed = removed_between(before, state)
                 self.trace.append(
@@ -156,7 +156,7 @@ def evaluate(
     ]
     trace.extend(walk.trace)
     trace.extend(notes)
-    warn_fails = failing(settings, request, now, Severity.WARN)
+    warn_fails = failing(settings, request, now, Enforcement.WARN)
     limits_json: dict[str, Any] = {}
     for limit in settings.limits:
         effective = effective_limit(limit, settings, request)
@@ -166,7 +166,7 @@ def evaluate(
             "rule": limit.rule, "value": limit.value, "effective": effective, "severity": limit.severity.value,
             "unit": "micro_usd" if METRICS[limit.metric] == "usd" else METRICS[limit.metric], "actual": value, "verdict": verdict, "span": span_json(limit.span),
         }
-        trace.append(TraceStep("check", limit.rule, verdict if limit.severity is Severity.BLOCK or verdict != "fail" else "warn", span=limit.span,
+        trace.append(TraceStep("check", limit.rule, verdict if limit.severity is Enforcement.BLOCK or verdict != "fail" else "warn", span=limit.span,
                                message=f"{limit.metric}: {value} vs {effective} ({limit.severity.value})"))
 
     floors: list[FloorStatus] = []
@@ -183,16 +183,16 @@ def evaluate(
             status = "not_preserved"
         floors.append(FloorStatus(pool, required, available, kept, status))
 
-    warnings = [Warning(metric, f"{metric} exceeds its warning limit: {now.value(metric)} > {effective_limit(warn_limit, settings, request)}", warn_limit.rule) for metric in warn_fails if (warn_limit := settings.limit(metric)) is not None]
+    warnings = [DecisionWarning(metric, f"{metric} exceeds its warning limit: {now.value(metric)} > {effective_limit(warn_limit, settings, request)}", warn_limit.rule) for metric in warn_fails if (warn_limit := settings.limit(metric)) is not None]
     for f in floors:
         if f.status == "pack_short":
             offered = sum(1 for c in pools.pool(f.pool) if c.lane == "explore")
             if offered > f.available:  # the policy's top-k (or the cascade) held them back, not the pack
-                warnings.append(Warning("explore_floor", f"{f.pool}: the pack offered {offered} explore candidate(s) but the policy's top-k and parent pools leave {f.available}, fewer than the floor of {f.required}"))
+                warnings.append(DecisionWarning("explore_floor", f"{f.pool}: the pack offered {offered} explore candidate(s) but the policy's top-k and parent pools leave {f.available}, fewer than the floor of {f.required}"))
             else:
-                warnings.append(Warning("explore_floor", f"{f.pool}: the pack offered {f.available} explore candidate(s), fewer than the floor of {f.required}"))
+                warnings.append(DecisionWarning("explore_floor", f"{f.pool}: the pack offered {f.available} explore candidate(s), fewer than the floor of {f.required}"))
         elif f.status == "not_preserved":
-            warnings.append(Warning("explore_floor", f"{f.pool}: only {f.kept} explore candidate(s) kept, below the floor of {f.required}: their owners were dropped by the cascade"))
+            warnings.append(DecisionWarning("explore_floor", f"{f.pool}: only {f.kept} explore candidate(s) kept, below the floor of {f.required}: their owners were dropped by the cascade"))
 
     blocked = bool(fails)
     reason = (settings.ladder.exhausted_reason or fails[0]) if blocked else None

@@ -2,7 +2,9 @@
 
 Built-ins register through the same entry-point group third parties use
 (``policy_engine.pack_formats``), so another pack format plugs in without touching the
-evaluator. An entry point names a module attribute ``FORMAT = (name, detect, adapt)``.
+evaluator. An entry point names a `PackFormat`: a name, a detector, an adapter to `Pools`,
+a validator, and a trimmer that writes a selection back in the format's own shape (what
+`api.trimmed_pack` and the budget gate hand to the agent).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class PackFormat:
     detect: Callable[[Any], bool]
     adapt: Callable[..., Pools]
     validate: Callable[[Any, str], list[Diagnostic]]
+    trim: Callable[[Mapping[str, Any], Mapping[str, Mapping[str, tuple[str, ...]]]], dict[str, Any]]
 
 
 _FORMATS: dict[str, PackFormat] = {}
@@ -42,7 +45,7 @@ def _load() -> None:
     from policy_engine.packs import agent_format
     from policy_engine.packs.validate import validate_pack_document
 
-    register_format(PackFormat(agent_format.NAME, agent_format.detect, agent_format.adapt, validate_pack_document))
+    register_format(PackFormat(agent_format.NAME, agent_format.detect, agent_format.adapt, validate_pack_document, agent_format.trim))
     for ep in entry_points(group=GROUP):
         if ep.name in _FORMATS:
             continue

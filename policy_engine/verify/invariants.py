@@ -18,7 +18,7 @@ from typing import Any
 from policy_engine.decision import Decision
 from policy_engine.evaluator import evaluate
 from policy_engine.packs import load_pack
-from policy_engine.policy import Limit, Policy, Severity
+from policy_engine.policy import Enforcement, Limit, Policy
 from policy_engine.pools import Pools
 from policy_engine.usage import Request, UsageSnapshot
 from policy_engine.verify.reference import reference_evaluate, reference_for
@@ -135,7 +135,7 @@ def monotonicity(c: Checked) -> None:
     model, counter = prompt_model_for(c.policy, c.pools)
     base = _sent(c.decision)
     for limit in _settings(c).limits:
-        if limit.severity is not Severity.BLOCK:
+        if limit.severity is not Enforcement.BLOCK:
             continue
         for value, direction in ((limit.value * 2 + 1, "raised"), (max(1, limit.value // 2), "lowered")):
             if value == limit.value:
@@ -223,7 +223,7 @@ def limits_hold(c: Checked) -> None:
     reason names a blocking limit that still fails (or the ladder's own reason)."""
     d = c.decision
     settings = _settings(c)
-    blocking = {lim.metric for lim in settings.limits if lim.severity is Severity.BLOCK}
+    blocking = {lim.metric for lim in settings.limits if lim.severity is Enforcement.BLOCK}
     for metric, row in d.limits.items():
         if row["actual"] is None:
             continue
