@@ -167,3 +167,39 @@ def test_projected_money_adds_the_request_cost_to_what_was_spent() -> None:
     measured = measure_state(20, 5, UsageSnapshot(batch_micro_usd=10, day_micro_usd=100), PRICE)
     assert (measured.request_micro_usd, measured.projected_batch_micro_usd, measured.projected_day_micro_usd) == (6, 16, 106)
     assert measure_state(20, 5, UsageSnapshot(), None).request_micro_usd is None
+
+
+# ---- found alive by mutmut ------------------------------------------------------------------
+
+def test_every_metric_reads_its_own_measure() -> None:
+    measured = measure_state(20, 5, UsageSnapshot(batch_tokens=1, day_tokens=2, batch_micro_usd=10, day_micro_usd=100), PRICE)
+    assert {m: measured.value(m) for m in ("request_prompt", "request_completion", "batch_total", "day_total",
+                                           "request_usd", "batch_usd", "day_usd")} == {
+        "request_prompt": 20, "request_completion": 5, "batch_total": 26, "day_total": 27,
+        "request_usd": 6, "batch_usd": 16, "day_usd": 106}
+
+
+def test_a_usd_limit_the_completion_alone_exceeds_is_unfixable() -> None:
+    settings = Settings(limits=(Limit("b", "batch_usd", 100),))
+    completion_cost = PRICE.cost_micro_usd(0, 100)   # 60
+    assert unfixable(settings, PLAIN, UsageSnapshot(batch_micro_usd=40), 100, PRICE, ("batch_usd",)) == ()
+    assert completion_cost + 41 > 100
+    assert unfixable(settings, PLAIN, UsageSnapshot(batch_micro_usd=41), 100, PRICE, ("batch_usd",)) == ("batch_usd",)
+
+
+def test_unfixable_looks_at_every_failing_metric() -> None:
+    usage = UsageSnapshot(batch_tokens=4900, day_tokens=0)
+    assert unfixable(SETTINGS, PLAIN, usage, 1, None, ("request_completion", "request_prompt", "batch_total")) == (
+        "request_completion", "batch_total")
+
+
+def test_a_pool_of_one_keeps_its_candidate_and_the_split_never_exceeds_the_total() -> None:
+    assert resize(_step(StepKind.FACTOR, "0.5"), 1, 10, 0) == 1
+    assert split_lanes(2, 10, 10, Decimal("0.3"), 5) == (0, 2)   # a floor above the total is capped by it
+
+
+def test_failing_goes_past_limits_of_the_other_enforcement_and_unpriced_ones() -> None:
+    settings = Settings(limits=(Limit("soft", "request_prompt", 1, Enforcement.WARN), Limit("usd", "request_usd", 1),
+                                Limit("hard", "batch_total", 10)))
+    measured = measure_state(11, 0, UsageSnapshot(), None)   # no price: request_usd has no value
+    assert failing(settings, PLAIN, measured, Enforcement.BLOCK) == ("batch_total",)
