@@ -16,7 +16,7 @@ LOW_NOVELTY = 0.15
 def _over(value: Any, limit: Any) -> bool | None:
     if value is None or limit is None:
         return None
-    return value > limit
+    return bool(value > limit)
 
 
 def _last(series: list[dict[str, Any]]) -> Any:
@@ -68,7 +68,7 @@ def kpi_payload(ledger: Ledger, run_id: str, policy: Policy) -> dict[str, Any]:
         exploit, explore = lanes.get("exploit_count"), lanes.get("explore_count")
         if exploit is None or explore is None or exploit + explore == 0:
             return None
-        return round(explore / (exploit + explore), 6)
+        return round(float(explore / (exploit + explore)), 6)
 
     coverage = [{"ts": ts, "value": p.get("coverage_kpi")} for p, ts in checks]
     novelty = [{"ts": ts, "value": p.get("novelty_kpi")} for p, ts in checks]

@@ -16,6 +16,7 @@ CODES: dict[str, tuple[str, str]] = {
     "C111": ("demo-run has nothing to run", "give a directory of packs and --calls of at least 1"),
     "C131": ("render and conform take one pack", "pass one pack file, not a directory of several"),
     "C132": ("render --output is not writable", "give a writable file path"),
+    "C140": ("policy verify needs the verify extra", "pip install 'policy-engine[verify]' (it brings hypothesis)"),
     "V101": ("USD limit without a price", "add a price table and `pricing model`"),
     "V150": ("not a decision", "pass the JSON `policy eval --format json` wrote for one pack"),
     "V151": ("no single result for --pack", "pass --pack exactly as the result's `file` names it"),

@@ -15,7 +15,15 @@ from typing import Any
 
 from policy_engine.cli.exit_codes import ExitCode
 from policy_engine.cli.formats import DECISION_FORMATS, PackResult, Report, blocked_line, check_output, summary_line
-from policy_engine.errors import CommandLineError, Diagnostic, PackError, PolicyError, RuleCheckError, Severity, UsageInputError
+from policy_engine.errors import (
+    CommandLineError,
+    Diagnostic,
+    PackError,
+    PolicyError,
+    RuleCheckError,
+    Severity,
+    UsageInputError,
+)
 
 RULES_ENV = "POLICY_RULES"
 
@@ -153,9 +161,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(summary_line(results), file=sys.stderr)
     else:
         sys.stdout.write(text)
-    if args.trimmed_pack:
-        if len(results) != 1:
-            raise _err("C102", "--trimmed-pack needs exactly one pack", "evaluate one pack at a time")
+    if args.trimmed_pack and len(results) != 1:
+        raise _err("C102", "--trimmed-pack needs exactly one pack", "evaluate one pack at a time")
     if args.trimmed_pack and results[0].decision is not None:
         from policy_engine.api import trimmed_pack
 
@@ -213,7 +220,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     targets = _rule_targets(args.paths)
     started = time.perf_counter()
-    problems, sources, checked = check_paths(targets)
+    problems, sources, _checked = check_paths(targets)
     names = sorted({str(p) for p in _policy_files(targets)})
     sys.stdout.write(check_output(args.format, problems, sources, names or targets, time.perf_counter() - started))
     return ExitCode.INVALID_RULES if any(d.severity is not Severity.WARNING for d in problems) else ExitCode.OK
@@ -276,8 +283,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from policy_engine.cli.casefile import CaseResult, compare, load_cases
     from policy_engine.dsl import load_policy
     from policy_engine.evaluator import evaluate
-    from policy_engine.packs import load_pack_file, usage_from_document
-    from policy_engine.packs import load_usage
+    from policy_engine.packs import load_pack_file, load_usage, usage_from_document
     from policy_engine.render import load_idea, load_knowledge
     from policy_engine.usage import Request, UsageSnapshot
 
@@ -347,7 +353,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def _rule_universe(policy: Any) -> set[str]:
-    names = {f"limit {l.rule}" for l in policy.settings.limits}
+    names = {f"limit {lim.rule}" for lim in policy.settings.limits}
     rung = 0
     for stage in policy.settings.ladder.stages:
         for step in stage.steps:
@@ -435,7 +441,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Run the ladder invariants on generated packs against the user's policy; on a failure
     print (and with --out, save) the shrunk counterexample with its replay command."""
-    from policy_engine.verify.runner import report_text, verify_policy
+    try:
+        from policy_engine.verify.runner import report_text, verify_policy
+    except ModuleNotFoundError as exc:  # hypothesis lives in the `verify` extra
+        if exc.name != "hypothesis":
+            raise
+        raise _err("C140", "policy verify needs hypothesis, which is not installed", "install the extra: pip install 'policy-engine[verify]'") from None
 
     if not 1 <= args.examples <= 100_000:
         raise _err("C107", f"--examples must be from 1 to 100000, got {args.examples}", "e.g. --examples 200")
@@ -480,7 +491,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = make_server(args.db, policy, args.host, args.port)
     except OSError as exc:
         raise _err("C110", f"cannot listen on {args.host}:{args.port}: {exc.strerror}", "pick another --port") from None
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), server.server_port  # an AF_INET address: host is a str
     print(f"serving {args.db} read-only on http://{host}:{port}/api/runs/<run_id>/budget and /kpi (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

@@ -9,17 +9,18 @@ ladder is walked again counting every rung exactly, and the trace says so.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import policy_engine
-from policy_engine.decision import Decision, FloorStatus, Warning, usd_text
+from policy_engine.decision import Decision, DecisionWarning, FloorStatus, usd_text
 from policy_engine.errors import Diagnostic, RuleCheckError, UsageInputError
 from policy_engine.evaluator.engine import Engine
 from policy_engine.evaluator.kpis import compute_kpis
 from policy_engine.evaluator.limits import effective_limit, failing, measure_state, unfixable
 from policy_engine.evaluator.selection import State, as_selection, cascade, initial_state, lane_counts, removed_between
 from policy_engine.evaluator.steps import resize, split_lanes
-from policy_engine.policy import METRICS, Policy, Settings, Severity
+from policy_engine.policy import METRICS, Enforcement, Policy, Settings
 from policy_engine.pools import Pools
 from policy_engine.trace import TraceStep, span_json
 from policy_engine.usage import Request, UsageSnapshot
@@ -36,6 +37,7 @@ class _Walk:
         self.price = policy.price
         self.trace: list[TraceStep] = []
         self.fallback_count = 0
+        self.start_tokens = 0
 
     def measured(self, state: State) -> Any:
         return measure_state(self.tokens(as_selection(state)), self.completion, self.usage, self.price)
@@ -49,7 +51,8 @@ class _Walk:
         settings, request = self.settings, self.request
         state = initial_state(self.pools, settings.topk)
         now = self.measured(state)
-        fails = failing(settings, request, now, Severity.BLOCK)
+        self.start_tokens = now.prompt_tokens
+        fails = failing(settings, request, now, Enforcement.BLOCK)
         start_items = None
         if self.explain == "full":
             start_items = {pool: {c.id: self.model.item_tokens(pool, c.id) for c in items} for pool, items in state.items()}
@@ -90,7 +93,7 @@ class _Walk:
                 before = state
                 state = cascade({**state, stage.pool: tuple(c for c in current if c.id in keep)})
                 now = self.measured(state)
-                fails = failing(settings, request, now, Severity.BLOCK)
+                fails = failing(settings, request, now, Enforcement.BLOCK)
                 self.fallback_count += 1
                 removed = removed_between(before, state)
                 self.trace.append(
@@ -172,7 +175,7 @@ def decide(
         close = [lvl for lvl in EXPLAIN_LEVELS if lvl[:3] == str(explain)[:3]]
         raise UsageInputError([Diagnostic("V102", f"unknown explain level {explain!r}", hint=(f"did you mean {close[0]!r}? " if close else "") + "use " + ", ".join(map(repr, EXPLAIN_LEVELS)))])
     settings, matched = policy.resolve(pools.attributes)
-    usd_limits = [l for l in settings.limits if METRICS[l.metric] == "usd"]
+    usd_limits = [lim for lim in settings.limits if METRICS[lim.metric] == "usd"]
     if usd_limits and policy.price is None:
         first = usd_limits[0]
         raise RuleCheckError([Diagnostic("V101", f"limit {first.rule!r} is in USD but the policy prices no model", hint="add a price table and `price model \"...\"`", span=first.span)])
@@ -198,7 +201,7 @@ def decide(
     ]
     trace.extend(walk.trace)
     trace.extend(notes)
-    warn_fails = failing(settings, request, now, Severity.WARN)
+    warn_fails = failing(settings, request, now, Enforcement.WARN)
     limits_json: dict[str, Any] = {}
     for limit in settings.limits:
         effective = effective_limit(limit, settings, request)
@@ -208,7 +211,7 @@ def decide(
             "rule": limit.rule, "value": limit.value, "effective": effective, "severity": limit.severity.value,
             "unit": "micro_usd" if METRICS[limit.metric] == "usd" else METRICS[limit.metric], "actual": value, "verdict": verdict, "span": span_json(limit.span),
         }
-        trace.append(TraceStep("check", limit.rule, verdict if limit.severity is Severity.BLOCK or verdict != "fail" else "warn", span=limit.span,
+        trace.append(TraceStep("check", limit.rule, verdict if limit.severity is Enforcement.BLOCK or verdict != "fail" else "warn", span=limit.span,
                                message=f"{limit.metric}: {value} vs {effective} ({limit.severity.value})"))
 
     floors: list[FloorStatus] = []
@@ -225,16 +228,16 @@ def decide(
             status = "not_preserved"
         floors.append(FloorStatus(pool, required, available, kept, status))
 
-    warnings = [Warning(metric, f"{metric} exceeds its warning limit: {now.value(metric)} > {effective_limit(settings.limit(metric), settings, request)}", settings.limit(metric).rule) for metric in warn_fails]  # type: ignore[union-attr]
+    warnings = [DecisionWarning(metric, f"{metric} exceeds its warning limit: {now.value(metric)} > {effective_limit(warn_limit, settings, request)}", warn_limit.rule) for metric in warn_fails if (warn_limit := settings.limit(metric)) is not None]
     for f in floors:
         if f.status == "pack_short":
             offered = sum(1 for c in pools.pool(f.pool) if c.lane == "explore")
             if offered > f.available:  # the policy's top-k (or the cascade) held them back, not the pack
-                warnings.append(Warning("explore_floor", f"{f.pool}: the pack offered {offered} explore candidate(s) but the policy's top-k and parent pools leave {f.available}, fewer than the floor of {f.required}"))
+                warnings.append(DecisionWarning("explore_floor", f"{f.pool}: the pack offered {offered} explore candidate(s) but the policy's top-k and parent pools leave {f.available}, fewer than the floor of {f.required}"))
             else:
-                warnings.append(Warning("explore_floor", f"{f.pool}: the pack offered {f.available} explore candidate(s), fewer than the floor of {f.required}"))
+                warnings.append(DecisionWarning("explore_floor", f"{f.pool}: the pack offered {f.available} explore candidate(s), fewer than the floor of {f.required}"))
         elif f.status == "not_preserved":
-            warnings.append(Warning("explore_floor", f"{f.pool}: only {f.kept} explore candidate(s) kept, below the floor of {f.required}: their owners were dropped by the cascade"))
+            warnings.append(DecisionWarning("explore_floor", f"{f.pool}: only {f.kept} explore candidate(s) kept, below the floor of {f.required}: their owners were dropped by the cascade"))
 
     blocked = bool(fails)
     reason = (settings.ladder.exhausted_reason or fails[0]) if blocked else None
@@ -260,7 +263,7 @@ def decide(
     if explain == "full":
         from policy_engine.breakdown import prompt_breakdown
 
-        breakdown = prompt_breakdown(model, counter, as_selection(state), exact, as_selection(start), walk.trace[0].prompt_tokens_after)
+        breakdown = prompt_breakdown(model, counter, as_selection(state), exact, as_selection(start), walk.start_tokens)
     price = policy.price
     manifest = {
         "engine_version": policy_engine.__version__,

@@ -7,7 +7,8 @@ import copy as _copy
 import dataclasses
 import json
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from policy_engine.errors import Diagnostic, PackError
 from policy_engine.packs.document import document_digest, document_text, parse_json_text, read_json_file, text_digest

@@ -3,7 +3,8 @@ the incremental token cost of that text."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from policy_engine.errors import Diagnostic, RuleCheckError
 from policy_engine.policy import METRICS, Settings
@@ -20,10 +21,10 @@ __all__ = [
     "Template",
     "TemplateModel",
     "build_prompt_model",
+    "find_template",
     "limits_view",
     "load_idea",
     "load_knowledge",
-    "find_template",
     "load_template_file",
     "normalise_idea",
     "register_template",

@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from policy_engine.errors import Diagnostic, PackError
 from policy_engine.pools import Pools, Selection
 from policy_engine.render.caches import DOC_CACHE_MAX, ITEM_CACHE_MAX, RenderCaches
 from policy_engine.render.knowledge import KnowledgePack
 from policy_engine.render.template import Template, shipped_template, thaw
+
+if TYPE_CHECKING:
+    from policy_engine.tokens.counter import TokenCounter
 
 _MARK = re.compile(r'"\\u0000(slot|value):([^"\\]+)\\u0000"')
 #: the pack's own lists, by pool (the agent-format pack: section 1 of the reference doc)
@@ -122,7 +126,7 @@ class TemplateModel:
         *,
         idea: Mapping[str, Any] | None,
         knowledge: KnowledgePack | None,
-        counter: Any,
+        counter: TokenCounter,
         limits: Mapping[str, int | None],
         template: Template | None = None,
         caches: RenderCaches | None = None,
@@ -289,7 +293,7 @@ class TemplateModel:
             tests.append(_Test(test["pool"], test["if_item_empty"] == "keep", test["if_pool_empty"] == "keep", values))
             if test["match"] == "name":
                 by_name = named.setdefault(test["pool"], {})
-                for (ident, _), names in zip(items, values):
+                for (ident, _), names in zip(items, values, strict=True):
                     for n in names:
                         by_name.setdefault(n, []).append(ident)
         cap = entry.get("cap")

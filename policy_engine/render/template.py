@@ -12,12 +12,13 @@ the file, a JSON Pointer and a hint (R106 unreadable, R107 schema, R108 inconsis
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from policy_engine.errors import Diagnostic, PackError, RuleCheckError
 from policy_engine.packs.document import document_digest, parse_json_text, read_json_file

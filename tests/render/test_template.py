@@ -15,7 +15,7 @@ from policy_engine.cli.main import main
 from policy_engine.dsl import load_policy
 from policy_engine.errors import PackError, RuleCheckError
 from policy_engine.evaluator import evaluate
-from policy_engine.packs import load_pack, load_pack_file
+from policy_engine.packs import load_pack_file
 from policy_engine.render import KnowledgePack, load_knowledge
 from policy_engine.render.template import shipped_template
 from tests.conftest import ROOT, SHARED
