@@ -134,11 +134,11 @@ def issue_table(args: argparse.Namespace, repeats: int, out: dict[str, Any]) -> 
 
         text = engine.prompt_model(p, idea=idea, knowledge=knowledge, limits=__import__("policy_engine.render", fromlist=["limits_view"]).limits_view(exact.resolve(p.attributes)[0])).render(decision_selection(decision))
         assert len(encoding.encode_ordinary(text)) == decision.metrics["prompt_tokens"]
-        t_warm, t_enc, warm_ratio = paired(lambda: run(engine, p, idea=idea), lambda: encoding.encode_ordinary(text), repeats)
+        t_warm, t_enc, warm_ratio = paired(lambda p=p: run(engine, p, idea=idea), lambda text=text: encoding.encode_ordinary(text), repeats)
         row = {"warm_ms": t_warm * 1e3, "encode_ms": t_enc * 1e3, "warm_ratio": warm_ratio, "rungs": decision.fallback_count, "prompt_tokens": decision.metrics["prompt_tokens"]}
         print(f"  exact warm decision / one encode, {label:10s}   {t_warm * 1e3:8.2f} ms   {warm_ratio:5.2f}x   ({decision.fallback_count} rungs, {decision.metrics['prompt_tokens']:,} tokens)   goal <= 1.5x")
         if n_fields == 1000:
-            t_cold, _, cold_ratio = paired(lambda: run(Engine.build(exact, knowledge=knowledge), p, idea=idea), lambda: encoding.encode_ordinary(text), max(3, repeats // 2))
+            t_cold, _, cold_ratio = paired(lambda p=p: run(Engine.build(exact, knowledge=knowledge), p, idea=idea), lambda text=text: encoding.encode_ordinary(text), max(3, repeats // 2))
             row.update(cold_ms=t_cold * 1e3, cold_ratio=cold_ratio)
             print(f"  exact cold decision (fresh engine), 1000-field  {t_cold * 1e3:8.2f} ms   {cold_ratio:5.2f}x one encode   goal <= 20 ms")
         rows[label] = row

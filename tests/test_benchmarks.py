@@ -37,7 +37,7 @@ def test_a_warm_decision_is_not_grossly_slower_than_one_encode_of_its_prompt() -
     from policy_engine.evaluator import Engine
     from policy_engine.evaluator.engine import evaluate
     from policy_engine.packs import load_pack_file
-    from policy_engine.render import load_idea, load_knowledge, limits_view
+    from policy_engine.render import limits_view, load_idea, load_knowledge
     from policy_engine.render.prompt import decision_selection
 
     policy = load_policy(default_rules_path())

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from policy_engine.cli.formats import PackResult
 from policy_engine.errors import PackError
@@ -70,7 +71,11 @@ def evaluate_many(engine: Any, paths: Sequence[str], common: dict[str, Any], exp
     context = multiprocessing.get_context("fork" if fork else "spawn")
     _STATE.update(engine=engine, common=common, explain=explain)
     try:
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=None if fork else _spawned, initargs=() if fork else (build,)) as pool:
+        if fork:  # the workers inherit the engine, warm
+            executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+        else:
+            executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_spawned, initargs=(build,))
+        with executor as pool:
             results: list[PackResult] = []
             for chunk in pool.map(_work, chunks):
                 results.extend(chunk)

@@ -9,8 +9,9 @@ blocks, the skeleton lines and every candidate block seen before are measured on
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any
 
 from policy_engine.policy import Policy
 from policy_engine.pools import Pools

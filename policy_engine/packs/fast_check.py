@@ -33,18 +33,18 @@ def _json(value: Any, depth: int) -> bool:
         return False
     if kind is dict:
         depth += 1
-        for key, item in value.items():
+        for key, item in value.items():  # noqa: SIM110 - a plain loop: this is the hot path, all() adds a generator frame per value
             if type(key) is not str or not _json(item, depth):
                 return False
         return True
     if kind is list:
         depth += 1
-        for item in value:
+        for item in value:  # noqa: SIM110 - see above
             if not _json(item, depth):
                 return False
         return True
     if kind is int:
-        return -MAX_JSON_INTEGER <= value <= MAX_JSON_INTEGER
+        return bool(-MAX_JSON_INTEGER <= value <= MAX_JSON_INTEGER)
     if kind is float:
         return _isfinite(value)
     return False

@@ -17,7 +17,7 @@ DOC_CACHE_MAX = 256
 class RenderCaches:
     """Rendered and measured pieces shared by every prompt model built with this object."""
 
-    __slots__ = ("items", "skeletons", "slots", "knowledge")
+    __slots__ = ("items", "knowledge", "skeletons", "slots")
 
     def __init__(self) -> None:
         #: (counter, json options, indent, repr(item)) -> (block, measure with a trailing comma, measure without)

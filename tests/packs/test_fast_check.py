@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from policy_engine.errors import PackError
 from policy_engine.packs import load_pack
