@@ -13,6 +13,7 @@ usage (usage points == settled calls).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -26,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from policy_engine.adapters.gate import BudgetBlocked, BudgetGate  # noqa: E402
-from policy_engine.adapters.ledger import utc_day  # noqa: E402
 from policy_engine.adapters.ledger_url import open_ledger  # noqa: E402
 from policy_engine.dsl import load_policy_text  # noqa: E402
 from policy_engine.evaluator import evaluate  # noqa: E402
@@ -66,10 +66,8 @@ def _worker(url: str, mode: str, wid: int, seconds: float, start, out) -> None:
     start.wait()
     n, deadline = 0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
-        try:
+        with contextlib.suppress(BudgetBlocked):
             call()
-        except BudgetBlocked:
-            pass
         n += 1
     ledger.close()
     out.put(n)

@@ -27,8 +27,9 @@ import statistics
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -72,13 +73,123 @@ def paired(fn: Callable[[], Any], baseline: Callable[[], Any], repeats: int) -> 
     return statistics.median(times), statistics.median(bases), statistics.median(ratios)
 
 
+COLD_EVAL = ("import sys; from policy_engine.cli.main import entry; sys.argv = ['policy', 'eval', {pack!r}, '--format', 'json', '--output', {out!r}]; entry()")
+#: what `tiktoken.get_encoding("o200k_base")` does with its file cached: import tiktoken,
+#: read the BPE file, parse its ranks, build the encoding (offline, from bpe-openai's copy)
+COLD_TIKTOKEN = ("import base64, gzip, importlib.util, pathlib, tiktoken, tiktoken_ext.openai_public as p; "
+                 "d = pathlib.Path(importlib.util.find_spec('bpe_openai').submodule_search_locations[0]) / 'data' / 'o200k_base.tiktoken.gz'; "
+                 "r = {base64.b64decode(t): int(n) for t, n in (l.split() for l in gzip.decompress(d.read_bytes()).splitlines() if l)}; "
+                 "p.load_tiktoken_bpe = lambda *a, **k: r; tiktoken.Encoding(**p.o200k_base())")
+
+
+def scaled_pack(doc: dict[str, Any], n_fields: int) -> dict[str, Any]:
+    """The seed pack with ``n_fields`` fields: its fields repeated under new ids (same
+    datasets, lanes lists kept in agreement), so the prompt grows with the pack."""
+    out = json.loads(json.dumps(doc))
+    base = doc["candidate_fields"]
+    fields = [{**base[i % len(base)], "id": base[i % len(base)]["id"] + (f"_{i // len(base)}" if i >= len(base) else "")} for i in range(n_fields)]
+    out["candidate_fields"] = fields
+    for lane in ("exploit", "explore"):
+        out["lanes"][lane]["field_ids"] = [f["id"] for f in fields if f["lane"] == lane]
+    return out
+
+
+def issue_table(args: argparse.Namespace, repeats: int, out: dict[str, Any]) -> None:
+    """Issue 10's table, every row a ratio to a baseline measured in the same run."""
+    import os
+    import subprocess
+    import tempfile
+
+    from policy_engine.cli.main import main as cli_main
+    from policy_engine.evaluator import Engine
+    from policy_engine.evaluator.engine import evaluate as run
+
+    exact = load_policy(default_rules_path())
+    rough_text = default_rules_path().read_text(encoding="utf-8").replace('tokenizer tiktoken "o200k_base"', "tokenizer rough 4 chars per token")
+    rough = load_policy_text(rough_text, "rough.policy")
+    knowledge, idea = load_knowledge(KNOWLEDGE), load_idea(IDEA)
+    seed_doc = json.loads(SEED_PACK.read_text(encoding="utf-8"))
+    engine = Engine.build(exact, knowledge=knowledge)
+    encoding = resolve_encoding("o200k_base").encoding
+    rows: dict[str, Any] = {}
+    print("issue 10 table (ratios: median of paired runs against a baseline timed right before)")
+
+    # 1. rough decision vs the naive reference ladder (re-render and re-count every rung)
+    pools = load_pack(seed_doc, idea=idea)
+    rough_engine = Engine.build(rough, knowledge=knowledge)
+    run(rough_engine, pools, idea=idea)
+    render, count = reference_for(rough, pools, idea=idea, knowledge=knowledge)
+    from policy_engine.usage import Request
+
+    t_rough, t_naive, ratio = paired(lambda: run(rough_engine, pools, idea=idea), lambda: reference_evaluate(rough, pools, UsageSnapshot(), Request(), render, count), repeats)
+    rows["rough_seed"] = {"ms": t_rough * 1e3, "naive_rough_ladder_ms": t_naive * 1e3, "speedup_vs_naive": 1 / ratio}
+    print(f"  rough decision, seed + knowledge pack           {t_rough * 1e3:8.3f} ms   {1 / ratio:6.1f}x faster than the naive rough ladder ({t_naive * 1e3:.2f} ms)   goal <= 0.15 ms")
+
+    # 2. exact warm decision / one encode of its final prompt, by pack size
+    for label, n_fields in (("seed", None), ("150-field", 150), ("1000-field", 1000)):
+        doc = seed_doc if n_fields is None else scaled_pack(seed_doc, n_fields)
+        p = load_pack(doc, idea=idea)
+        decision = run(engine, p, idea=idea)
+        from policy_engine.render.prompt import decision_selection
+
+        text = engine.prompt_model(p, idea=idea, knowledge=knowledge, limits=__import__("policy_engine.render", fromlist=["limits_view"]).limits_view(exact.resolve(p.attributes)[0])).render(decision_selection(decision))
+        assert len(encoding.encode_ordinary(text)) == decision.metrics["prompt_tokens"]
+        t_warm, t_enc, warm_ratio = paired(lambda p=p: run(engine, p, idea=idea), lambda text=text: encoding.encode_ordinary(text), repeats)
+        row = {"warm_ms": t_warm * 1e3, "encode_ms": t_enc * 1e3, "warm_ratio": warm_ratio, "rungs": decision.fallback_count, "prompt_tokens": decision.metrics["prompt_tokens"]}
+        print(f"  exact warm decision / one encode, {label:10s}   {t_warm * 1e3:8.2f} ms   {warm_ratio:5.2f}x   ({decision.fallback_count} rungs, {decision.metrics['prompt_tokens']:,} tokens)   goal <= 1.5x")
+        if n_fields == 1000:
+            t_cold, _, cold_ratio = paired(lambda p=p: run(Engine.build(exact, knowledge=knowledge), p, idea=idea), lambda text=text: encoding.encode_ordinary(text), max(3, repeats // 2))
+            row.update(cold_ms=t_cold * 1e3, cold_ratio=cold_ratio)
+            print(f"  exact cold decision (fresh engine), 1000-field  {t_cold * 1e3:8.2f} ms   {cold_ratio:5.2f}x one encode   goal <= 20 ms")
+        rows[label] = row
+
+    # 3. policy eval DIR on 300 seed-size packs (distinct ids), one process and --jobs 2
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "packs"
+        corpus.mkdir()
+        n = min(300, args.packs) if args.packs else (60 if args.quick else 300)
+        for i in range(n):
+            doc = json.loads(json.dumps(seed_doc).replace('"idea_id": "', f'"idea_id": "{i}-'))
+            (corpus / f"p{i:03d}.json").write_text(json.dumps(doc), encoding="utf-8")
+        sink = os.path.join(tmp, "out.json")
+        import io
+        from contextlib import redirect_stderr
+
+        def corpus_run(jobs: int) -> float:
+            t0 = time.perf_counter()
+            with redirect_stderr(io.StringIO()):
+                cli_main(["eval", str(corpus), "--knowledge-pack-dir", str(KNOWLEDGE), "--format", "json", "--output", sink, "--jobs", str(jobs)])
+            return time.perf_counter() - t0
+
+        corpus_run(1)
+        one = min(corpus_run(1) for _ in range(2))
+        two = min(corpus_run(2) for _ in range(2))
+        rows["corpus"] = {"packs": n, "packs_per_s_jobs1": n / one, "packs_per_s_jobs2": n / two, "jobs2_speedup": one / two, "cores": os.cpu_count()}
+        print(f"  policy eval DIR, {n} seed-size packs + knowledge, exact: {n / one:7.1f} packs/s one process; --jobs 2 {n / two:7.1f} packs/s ({one / two:.2f}x)   goal >= 500 packs/s")
+
+        # 4. cold start: a fresh `policy eval` of one pack vs importing tiktoken and loading o200k_base
+        def best_process(code: str) -> float:
+            times = []
+            for _ in range(1 if n < 10 else 3 if args.quick else 5):
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.DEVNULL)
+                times.append(time.perf_counter() - t0)
+            return min(times)
+
+        cold_cli = best_process(COLD_EVAL.format(pack=str(SEED_PACK), out=sink))
+        cold_tk = best_process(COLD_TIKTOKEN)
+        rows["cold_start"] = {"policy_eval_s": cold_cli, "tiktoken_load_s": cold_tk, "extra_ms": (cold_cli - cold_tk) * 1e3}
+        print(f"  cold policy eval of one pack {cold_cli:.3f} s vs import tiktoken + load o200k_base {cold_tk:.3f} s: +{(cold_cli - cold_tk) * 1e3:.0f} ms   goal <= +60 ms")
+    out["issue10"] = rows
+
+
 def fresh_caches() -> None:
     """Cold mode: forget every token count (the counter cache lives on the counter) and
     every rendered candidate block."""
-    from policy_engine.render import envelope
+    from policy_engine.evaluator import core
 
     get_counter.cache_clear()
-    envelope.clear_caches()
+    core._COMPAT_ENGINES.clear()
 
 
 def synth_pack(rng: random.Random, candidates: int, index: int) -> dict[str, Any]:
@@ -113,10 +224,16 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="100 corpus packs and fewer repeats (about 20 s)")
     ap.add_argument("--packs", type=int, help="corpus size (default 1000, --quick 100)")
     ap.add_argument("--json", metavar="FILE", help="also write the numbers as JSON")
+    ap.add_argument("--table-only", action="store_true", help="only issue 10's table (the performance goals)")
     args = ap.parse_args()
     repeats = 7 if args.quick else 21
     n_packs = args.packs or (100 if args.quick else 1000)
     out: dict[str, Any] = {"python": sys.version.split()[0]}
+    issue_table(args, repeats, out)
+    if args.table_only:
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return 0
 
     exact = load_policy(default_rules_path())
     rough_text = default_rules_path().read_text(encoding="utf-8").replace('tokenizer tiktoken "o200k_base"', "tokenizer rough 4 chars per token")

@@ -15,9 +15,10 @@ per-section costs, only `prompt_lines` needs re-pointing; the property test
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 #: retrieval_pack keys -> the pool their candidates belong to
 _POOL_KEYS = {
@@ -178,8 +179,9 @@ def _item_name(lines: list[str], fallback: str) -> str:
         return value
     if isinstance(value, dict):
         for key in ("id", "name", "expression", "expr"):
-            if isinstance(value.get(key), str):
-                return value[key]
+            named = value.get(key)
+            if isinstance(named, str):
+                return named
     return fallback
 
 

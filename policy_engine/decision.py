@@ -6,8 +6,9 @@ rounded to 6 places before serialising)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from policy_engine.trace import TraceStep
 
@@ -23,7 +24,7 @@ def usd_text(micro_usd: int | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Warning:
+class DecisionWarning:
     code: str
     message: str
     rule: str | None = None
@@ -54,7 +55,7 @@ class Decision:
     outcome: str  # "allowed" | "trimmed" | "blocked"
     reason: str | None
     reasons: tuple[str, ...]
-    warnings: tuple[Warning, ...]
+    warnings: tuple[DecisionWarning, ...]
     selection: Mapping[str, Mapping[str, tuple[str, ...]]]  # pool -> lane -> ids in rank order
     metrics: Mapping[str, Any]
     limits: Mapping[str, Any]

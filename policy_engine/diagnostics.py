@@ -5,7 +5,7 @@ in the CLI), golden-tested byte for byte."""
 from __future__ import annotations
 
 import json
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from policy_engine.errors import Diagnostic, Span
 

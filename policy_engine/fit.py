@@ -13,9 +13,10 @@ evaluated, so a non-monotone case would show as an unverified minimum, not as a 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 from policy_engine.decision import Decision
 from policy_engine.evaluator import evaluate
@@ -105,7 +106,7 @@ class _Fitter:
     # ---- limits ---------------------------------------------------------------------
 
     def with_limits(self, values: dict[str, int]) -> Settings:
-        limits = tuple(dataclasses.replace(l, value=values[l.metric]) if l.metric in values else l for l in self.settings.limits)
+        limits = tuple(dataclasses.replace(lim, value=values[lim.metric]) if lim.metric in values else lim for lim in self.settings.limits)
         return dataclasses.replace(self.settings, limits=limits)
 
     def needed(self, metric: str, prompt_tokens: int, completion: int) -> int:

@@ -11,10 +11,11 @@ Units: tokens are ``int``; money is integer micro-dollars (``int``) for limits a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, Decimal
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 from policy_engine.errors import Span
 
@@ -38,7 +39,7 @@ METRICS: dict[str, str] = {
 NO_SPAN = Span("<builtin>", 0, 0)
 
 
-class Severity(str, Enum):
+class Enforcement(str, Enum):
     """What exceeding a limit does: ``block`` drives the ladder and can block the call;
     ``warn`` only records a warning in the decision."""
 
@@ -66,7 +67,7 @@ class Limit:
     rule: str
     metric: str  # a key of METRICS
     value: int  # tokens, or micro-USD for usd metrics
-    severity: Severity = Severity.BLOCK
+    severity: Enforcement = Enforcement.BLOCK
     span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
@@ -182,19 +183,19 @@ class Compare:
 
 @dataclass(frozen=True, slots=True)
 class AllOf:
-    items: tuple["Guard", ...]
+    items: tuple[Guard, ...]
     span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class AnyOf:
-    items: tuple["Guard", ...]
+    items: tuple[Guard, ...]
     span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class Not:
-    item: "Guard"
+    item: Guard
     span: Span = field(default=NO_SPAN, compare=False, repr=False)
 
 
@@ -275,7 +276,7 @@ def apply_conditional(settings: Settings, cond: Conditional) -> Settings:
         lanes = replace(lanes, explore_floor=cond.explore_floor)
     return replace(
         settings,
-        limits=tuple(sorted(limits.values(), key=lambda l: list(METRICS).index(l.metric))),
+        limits=tuple(sorted(limits.values(), key=lambda lim: list(METRICS).index(lim.metric))),
         ladder=replace(settings.ladder, stages=tuple(stages)),
         topk=tuple(topk.values()),
         lanes=lanes,
@@ -317,7 +318,7 @@ def guard_matches(guard: Guard, attributes: Mapping[str, Any]) -> bool:
     return {"<": a < w, "<=": a <= w, ">": a > w, ">=": a >= w}.get(op, False)
 
 
-def _norm(value: Any) -> Any:
+def _norm(value: object) -> object:
     """Compare numbers as numbers and strings case-sensitively."""
     if isinstance(value, bool):
         return value

@@ -1,15 +1,17 @@
 """Generic pools of ranked candidates: the evaluator's view of a pack.
 
 A pack format adapter (``policy_engine.packs``) maps a concrete pack onto `Pools`, so
-the evaluator never reads the agent's JSON keys. Candidates keep their position in the
-pack (``rank``, 0-based, per pool) because trimming always removes the lowest-ranked first
-and ties are broken by that position (stable).
+the evaluator never reads the agent's JSON keys. Each pool holds its candidates in the
+pack's rank order, best first, and that order is the only ranking the engine uses: trimming
+keeps a prefix per lane, so the lowest-ranked go first and ties are broken by position
+(stable). The pack's scores are not carried: nothing may re-rank what the agent ranked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,8 +19,6 @@ class Candidate:
     id: str
     pool: str  # one of policy.POOLS
     lane: str  # "exploit" | "explore"
-    score: float
-    rank: int  # position within its pool in the pack (0-based); lower is better
     #: the owning candidate's id in the cascade: a field's dataset, a dataset's
     #: subcategory; None for subcategories and operators.
     parent: str | None = None

@@ -11,8 +11,9 @@ diff says what changed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from policy_engine.usage import Request, UsageSnapshot
 
@@ -129,7 +130,7 @@ def _pointers(a: Any, b: Any, here: str) -> Iterator[str]:
             else:
                 yield from _pointers(a[key], b[key], sub)
     elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             yield from _pointers(x, y, f"{here}/{i}")
     elif a != b or type(a) is not type(b):
         yield here or "/"

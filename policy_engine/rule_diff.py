@@ -10,8 +10,9 @@ is the ceil(p/100 * n)-th smallest value), so every figure is a prompt that exis
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from policy_engine.decision import Decision, usd_text
 
@@ -30,7 +31,7 @@ class Side:
     request_micro_usd: int | None
 
     @classmethod
-    def of(cls, decision: Decision) -> "Side":
+    def of(cls, decision: Decision) -> Side:
         rungs = tuple(f"{s.rule} {s.step_kind} {s.step_value}" for s in decision.rungs)
         return cls(decision.outcome, decision.reason, rungs, tuple(decision.selected_topk.items()),
                    decision.metrics["prompt_tokens"], decision.metrics["request_micro_usd"])

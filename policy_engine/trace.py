@@ -3,8 +3,9 @@ say what happened and why (not log lines). The CLI renders them; JSON dumps them
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from policy_engine.errors import Span
 

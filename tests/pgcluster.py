@@ -8,6 +8,7 @@ then PATH."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -24,10 +25,8 @@ def find_bindir() -> Path | None:
     if os.environ.get("POLICY_PG_BINDIR"):
         candidates.append(os.environ["POLICY_PG_BINDIR"])
     if shutil.which("pg_config"):
-        try:
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
             candidates.append(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip())
-        except (OSError, subprocess.CalledProcessError):
-            pass
     candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0, reverse=True)
     if shutil.which("initdb"):
         candidates.append(str(Path(shutil.which("initdb")).resolve().parent))  # type: ignore[arg-type]
@@ -87,8 +86,6 @@ class PgCluster:
         return self.url(name)
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
             self.stop("immediate")
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            pass
         shutil.rmtree(self.root, ignore_errors=True)

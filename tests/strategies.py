@@ -3,16 +3,27 @@ policies (as rule text through the real parser), usage snapshots, and cases plac
 policy's limits. They live in `policy_engine.verify.strategies` because `policy verify` runs
 them against users' policies; this module is the test suite's door to them."""
 
-from policy_engine.verify.strategies import PackSizes, PolicySpec, StageSpec, cases, ladders, packs, policy_specs, requests, stage_specs, usage_snapshots
+from policy_engine.verify.strategies import (
+    PackSizes,
+    PolicySpec,
+    StageSpec,
+    cases,
+    ladders,
+    packs,
+    policy_specs,
+    requests,
+    stage_specs,
+    usage_snapshots,
+)
 
 __all__ = ["PackSizes", "PolicySpec", "StageSpec", "cases", "ladders", "packs", "policy_specs", "requests", "stage_specs", "usage_snapshots"]
 
 
 # ---- knowledge packs (section 3.1's edge cases), for the template/reference property ------
 
-from typing import Any  # noqa: E402
+from typing import Any
 
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import strategies as st
 
 _TEXT = st.text(alphabet="abcxyz_é한 ", max_size=6)
 

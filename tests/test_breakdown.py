@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 from hypothesis import given
 
-from policy_engine.breakdown import Line, breakdown, prompt_lines, section_of, share_text, _paths
+from policy_engine.breakdown import Line, _paths, breakdown, prompt_lines, section_of, share_text
 from policy_engine.dsl import load_policy, load_policy_text
 from policy_engine.evaluator import evaluate
 from policy_engine.packs import load_pack, load_pack_file

@@ -4,14 +4,12 @@ the next smaller change must not)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from policy_engine.dsl import load_policy_text
 from policy_engine.evaluator import evaluate
 from policy_engine.fit import fit
-from policy_engine.packs import load_pack, load_pack_file
+from policy_engine.packs import load_pack_file
 from policy_engine.render import load_knowledge
 from policy_engine.usage import UsageSnapshot
 from tests.conftest import ROOT

@@ -56,11 +56,11 @@ def test_installed_wheel_finds_its_data_outside_the_checkout(wheel: Path, tmp_pa
     probe = (
         "import json, policy_engine, importlib.resources as r;"
         "from policy_engine.dsl import default_rules_path, load_policy;"
-        "assert policy_engine.__file__.startswith(%r), policy_engine.__file__;"
+        f"assert policy_engine.__file__.startswith({str(target)!r}), policy_engine.__file__;"
         "p = load_policy(default_rules_path());"
         "json.loads(r.files('policy_engine.schemas').joinpath('decision.schema.json').read_text());"
         "print(p.name)"
-    ) % str(target)
+    )
     env = {**os.environ, "PYTHONPATH": str(target)}
     run = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

@@ -19,9 +19,10 @@ import json
 import math
 import os
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from policy_engine.api import trimmed_pack
 from policy_engine.decision import Decision
@@ -87,7 +88,7 @@ def template_drift_count() -> int:
         return int(_drift["count"])
 
 
-def last_template_drift() -> "TemplateDrift | None":
+def last_template_drift() -> TemplateDrift | None:
     with _lock:
         last: TemplateDrift | None = _drift["last"]
     return last

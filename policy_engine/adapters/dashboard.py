@@ -117,13 +117,14 @@ def budget_payload(reader: LedgerReader, run_id: str) -> dict[str, Any]:
     timeline = [{"seq": c["seq"], "call_id": c["call_id"], "ts": c["ts"], "outcome": c["outcome"], "rung": r["rung"], "phase": r["pool"], "stage": r["stage"],
                  "factor": r["step_value"], "verdict": r["verdict"], "prompt_tokens_before": r["prompt_tokens_before"], "prompt_tokens_after": r["prompt_tokens_after"]}
                 for c in call_json for r in c["rungs"]]
-    day_spend, running = [], 0
-    for c in call_json:
-        running += c["settled"]["total_tokens"] if c["settled"] else 0
-        day_spend.append({"seq": c["seq"], "call_id": c["call_id"], "ts": c["ts"], "outcome": c["outcome"], "run_settled_tokens": running,
-                          "projected_day_tokens": c["projected_day_tokens"], "day_limit": c["day_limit"]})
+    day_spend: list[dict[str, Any]] = []
+    running = 0
+    for cj in call_json:
+        running += cj["settled"]["total_tokens"] if cj["settled"] else 0
+        day_spend.append({"seq": cj["seq"], "call_id": cj["call_id"], "ts": cj["ts"], "outcome": cj["outcome"], "run_settled_tokens": running,
+                          "projected_day_tokens": cj["projected_day_tokens"], "day_limit": cj["day_limit"]})
     latest_day = days[-1] if days else None
-    gauges = {
+    gauges: dict[str, dict[str, Any]] = {
         "prompt_tokens": {"value": last.prompt_tokens if last else None, "limit": _limit_value(limits, "request_prompt"), "of": "the last gated call"},
         "completion_tokens": {"value": last.completion_tokens if last else None, "limit": _limit_value(limits, "request_completion"), "of": "the last gated call"},
         "batch_tokens": {"value": run_tokens if (usage_points or calls) else None, "limit": _limit_value(limits, "batch_total"), "of": "settled tokens of this run"},
@@ -153,7 +154,7 @@ def _explore_ratio(kpis: dict[str, Any]) -> float | None:
     exploit, explore = kpis.get("exploit_count"), kpis.get("explore_count")
     if exploit is None or explore is None or exploit + explore == 0:
         return None
-    return round(explore / (exploit + explore), 6)
+    return round(float(explore) / float(exploit + explore), 6)
 
 
 def kpi_payload(reader: LedgerReader, run_id: str) -> dict[str, Any]:

@@ -48,5 +48,5 @@ def demo_run(gate: BudgetGate, run_id: str, packs: list[Path], calls: int, llm: 
         answer = llm.complete(m["prompt_tokens"], m["completion_tokens"], pack.get("idea_id", ""))
         gate.record_usage(run_id, answer["usage"], model=None, reservation_id=result.reservation_id, provider=llm.name,
                           response_id=answer["id"], prompt_chars=m["prompt_chars"], completion_chars=len(answer["content"]), idea_id=pack.get("idea_id"))
-    tokens, micro_usd, points = gate.ledger.settled_totals(run_id=run_id)
+    tokens, _micro_usd, points = gate.ledger.settled_totals(run_id=run_id)
     return {"run_id": run_id, "calls": calls, "allowed": allowed, "blocked": blocked, "block_reasons": reasons, "settled_tokens": tokens, "usage_points": points}

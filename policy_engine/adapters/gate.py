@@ -16,10 +16,14 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
+from policy_engine.adapters.call_log import gated_call
+from policy_engine.adapters.events import Event, EventSink, budget_events, overspend_event, usage_event
+from policy_engine.adapters.ledger import Ledger, Settlement, check_quantity, check_run_id, utc_iso
 from policy_engine.api import trimmed_pack
 from policy_engine.decision import Decision
 from policy_engine.errors import Diagnostic, LedgerError
@@ -28,9 +32,6 @@ from policy_engine.packs import load_pack
 from policy_engine.policy import METRICS, Policy
 from policy_engine.render import load_knowledge
 from policy_engine.usage import Request
-from policy_engine.adapters.call_log import gated_call
-from policy_engine.adapters.events import Event, EventSink, budget_events, overspend_event, usage_event
-from policy_engine.adapters.ledger import Ledger, Settlement, check_quantity, check_run_id, utc_iso
 
 
 class BudgetBlocked(Exception):
@@ -131,7 +132,7 @@ class BudgetGate:
             while not stop.wait(interval):
                 try:
                     self.renew(run_id, reservation_id)
-                except Exception as exc:  # noqa: BLE001 - reported to the caller below
+                except Exception as exc:
                     failure.append(exc)
                     return
 
@@ -189,7 +190,7 @@ class BudgetGate:
         price = prices.get(model) if model is not None else self.policy.price
         if price is not None:
             return price.cost_micro_usd(prompt, completion)
-        if any(METRICS[l.metric] == "usd" for l in self.policy.settings.limits):
+        if any(METRICS[lim.metric] == "usd" for lim in self.policy.settings.limits):
             raise LedgerError([Diagnostic("L105", f"model {model!r} has no price in the policy, which has USD limits", hint=f"add `price \"{model}\": ...` to the rules")])
         return None
 

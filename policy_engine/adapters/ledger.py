@@ -26,11 +26,12 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from policy_engine.adapters.call_log import CALLS_SCHEMA, GatedCall, insert_call
 from policy_engine.errors import Diagnostic, LedgerError
@@ -108,11 +109,11 @@ def schema_too_new(found: int, supported: int, where: str) -> LedgerError:
 
 
 def utc_day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d")
 
 
 def utc_iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -287,7 +288,7 @@ class Ledger:
                 raise self._unknown(reservation_id, run_id)
             state, expires_at = row
             _check_renewable(reservation_id, state, expires_at, now, self.path)
-            new_expiry = max(expires_at, now + ttl_s)
+            new_expiry = float(max(expires_at, now + ttl_s))
             db.execute("UPDATE reservations SET expires_at = ? WHERE id = ?", (new_expiry, reservation_id))
         return new_expiry
 

@@ -20,17 +20,33 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
-from urllib.parse import parse_qsl, urlsplit, urlunsplit, urlencode
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from policy_engine.errors import Diagnostic, LedgerError
-from policy_engine.usage import UsageSnapshot
 from policy_engine.adapters.call_log import GatedCall, insert_call
 from policy_engine.adapters.ledger import (
-    MAX_MICRO_USD, LedgerUnavailable, Reservation, Settlement, _check_renewable, _overspend, _repeat, check_quantity, schema_too_new, utc_day,
+    MAX_MICRO_USD,
+    LedgerUnavailable,
+    Reservation,
+    Settlement,
+    _check_renewable,
+    _overspend,
+    _repeat,
+    check_quantity,
+    schema_too_new,
+    utc_day,
 )
+from policy_engine.errors import Diagnostic, LedgerError
+from policy_engine.usage import UsageSnapshot
 
+
+def _aggregate(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """An aggregate query (COUNT, SUM, MAX) always returns one row; psycopg types `fetchone` as optional."""
+    if row is None:
+        raise RuntimeError("an aggregate query returned no row")
+    return row
 
 # Migration n brings the schema from version n-1 to n. Applied once, in order, under an
 # advisory lock, each in its own transaction with its schema_version row.
@@ -147,7 +163,7 @@ class PgLedger:
         self.pool = ConnectionPool(conninfo, min_size=1, max_size=max(1, pool_size), timeout=timeout_s, open=False, name="policy-ledger")
         try:
             self.pool.open(wait=True, timeout=timeout_s)
-        except Exception as exc:  # noqa: BLE001 - PoolTimeout and friends: the server is not there
+        except Exception as exc:
             self.pool.close()
             raise LedgerUnavailable([Diagnostic("L111", f"cannot reach the PostgreSQL ledger: {exc}", hint="is the server up and the URL right? retry when it is", file=self.path)]) from None
         self._migrate()
@@ -172,7 +188,7 @@ class PgLedger:
 
     def schema_version(self) -> int:
         with self.pool.connection() as db:
-            return int(db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
+            return int(_aggregate(db.execute("SELECT MAX(version) FROM schema_version").fetchone())[0])
 
     # ---- transactions ------------------------------------------------------------------
 
@@ -182,9 +198,8 @@ class PgLedger:
         server is L111 (retryable); a value the server refuses is L110."""
         errors = self._psycopg.errors
         try:
-            with self.pool.connection() as db:
-                with db.transaction():
-                    yield db
+            with self.pool.connection() as db, db.transaction():
+                yield db
         except LedgerError:
             raise
         except (errors.IntegrityError, errors.DataError, errors.NumericValueOutOfRange) as exc:
@@ -236,12 +251,13 @@ class PgLedger:
         where, arg = ("run_id = %s", run_id) if run_id is not None else ("day = %s", day)
         with self.pool.connection() as db:
             row = db.execute(f"SELECT COALESCE(SUM(total_tokens), 0), COALESCE(SUM(micro_usd), 0), COUNT(*) FROM usage_points WHERE {where}", (arg,)).fetchone()
+        row = _aggregate(row)
         return int(row[0]), int(row[1]), int(row[2])
 
     def held(self, *, now: float | None = None) -> int:
         now = self.clock() if now is None else now
         with self.pool.connection() as db:
-            return int(db.execute("SELECT COUNT(*) FROM reservations WHERE state = 'held' AND expires_at > %s", (now,)).fetchone()[0])
+            return int(_aggregate(db.execute("SELECT COUNT(*) FROM reservations WHERE state = 'held' AND expires_at > %s", (now,)).fetchone())[0])
 
     def run_exists(self, run_id: str) -> bool:
         with self.pool.connection() as db:
@@ -301,7 +317,7 @@ class PgLedger:
             if row is None:
                 raise self._unknown(reservation_id, run_id)
             _check_renewable(reservation_id, row[0], row[1], now, self.path)
-            new_expiry = max(row[1], now + ttl_s)
+            new_expiry = float(max(row[1], now + ttl_s))
             db.execute("UPDATE reservations SET expires_at = %s WHERE id = %s", (new_expiry, reservation_id))
         return new_expiry
 

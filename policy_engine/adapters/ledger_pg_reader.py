@@ -16,16 +16,16 @@ from typing import Any
 
 import psycopg
 
-from policy_engine.errors import Diagnostic
 from policy_engine.adapters.ledger import LedgerUnavailable
 from policy_engine.adapters.ledger_pg import SCHEMA_VERSION, conninfo_of, redact
 from policy_engine.adapters.ledger_reader import LedgerReader
+from policy_engine.errors import Diagnostic
 
 
 class PgLedgerReader(LedgerReader):
     schema_supported = SCHEMA_VERSION
 
-    def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:  # noqa: D107 - no super().__init__: no file to open
+    def __init__(self, url: str, *, timeout_s: float = 10.0) -> None:
         self.path = redact(url)
         parts = self.path.split("?", 1)[0]
         self.label = parts.split("@", 1)[-1] if "@" in parts else parts.split("://", 1)[-1]

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from policy_engine.errors import Diagnostic, LedgerError
 from policy_engine.adapters.ledger import SQLITE_SCHEMA_VERSION, schema_too_new
 from policy_engine.adapters.ledger_url import sqlite_path
+from policy_engine.errors import Diagnostic, LedgerError
 
 LEDGER_TABLES = frozenset({"reservations", "usage_points", "event_log"})
 
@@ -33,7 +33,7 @@ def not_a_ledger(why: str, where: str) -> LedgerError:
     return LedgerError([Diagnostic("L116", f"not a ledger: {why}", hint="pass the ledger the budget gate writes (--ledger: a SQLite path or a postgresql:// URL)", file=where)])
 
 
-def open_reader(url: str | os.PathLike[str]) -> "LedgerReader":
+def open_reader(url: str | os.PathLike[str]) -> LedgerReader:
     """A read-only reader of the ledger a path or URL names (it must exist: L115 for a
     missing SQLite file, L111 for an unreachable server, L116 for something else)."""
     path = sqlite_path(url)  # L113 for a scheme we do not know
@@ -115,7 +115,7 @@ class LedgerReader:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "LedgerReader":
+    def __enter__(self) -> LedgerReader:
         return self
 
     def __exit__(self, *exc: object) -> None:

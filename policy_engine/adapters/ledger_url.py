@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from policy_engine.errors import Diagnostic, LedgerError
-from policy_engine.usage import UsageSnapshot
 from policy_engine.adapters.call_log import GatedCall
 from policy_engine.adapters.ledger import Ledger, Reservation, Settlement
+from policy_engine.errors import Diagnostic, LedgerError
+from policy_engine.usage import UsageSnapshot
 
 
 class UsageLedger(Protocol):

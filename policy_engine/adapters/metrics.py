@@ -8,7 +8,7 @@ reports counters, which only grow as the ledger does.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -40,7 +40,7 @@ class LedgerCollector(Collector):
         yield tokens
         yield usd
         cumulative, count, total_ms = self.reader.decision_latency_ms([b * 1000 for b in LATENCY_BUCKETS_S])
-        buckets = [(repr(b), n) for b, n in zip(LATENCY_BUCKETS_S, cumulative)] + [("+Inf", count)]
+        buckets = [(repr(b), n) for b, n in zip(LATENCY_BUCKETS_S, cumulative, strict=True)] + [("+Inf", count)]
         yield HistogramMetricFamily("policy_decision_seconds", "Time the gate spent deciding a call (evaluate, inside the ledger transaction).",
                                     buckets=buckets, sum_value=total_ms / 1000)
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jinja2
 import plotly.io as pio
@@ -36,7 +37,7 @@ def plotly_js() -> str:
     """plotly.js as shipped inside the installed plotly package."""
     from plotly.offline import get_plotlyjs
 
-    return get_plotlyjs()
+    return str(get_plotlyjs())
 
 
 def _layout(**extra: Any) -> dict[str, Any]:
@@ -64,7 +65,7 @@ def prompt_figure(budget: dict[str, Any]) -> dict[str, Any]:
         "type": "bar", "name": "prompt tokens", "x": x, "y": [p["value"] for p in points],
         "marker": {"color": [OUTCOME_COLOURS.get(p["outcome"], "#757575") for p in points]},
         "text": [p["reason"] if p["outcome"] == "blocked" else "" for p in points], "textposition": "outside", "cliponaxis": False,
-        "customdata": [[p["outcome"], ", ".join(c["reasons"]) or "-", p["call_id"]] for p, c in zip(points, budget["calls"])],
+        "customdata": [[p["outcome"], ", ".join(c["reasons"]) or "-", p["call_id"]] for p, c in zip(points, budget["calls"], strict=True)],
         "hovertemplate": "call %{x}: %{y} tokens<br>%{customdata[0]} (%{customdata[1]})<br>%{customdata[2]}<extra></extra>",
     }
     limit = {"type": "scatter", "mode": "lines", "name": "prompt limit", "x": x, "y": [p["limit"] for p in points], "line": {"shape": "hvh", "color": "#1f2933", "dash": "dash"}}
@@ -76,7 +77,7 @@ def ladder_figure(rungs: list[dict[str, Any]], *, name: str, limit: int | None, 
     after each, as steps, against the prompt limit."""
     if not rungs:
         return _empty("no rung was needed")
-    trace = {"type": "scatter", "mode": "lines+markers", "name": name, "x": [0] + [r["rung"] for r in rungs],
+    trace: dict[str, Any] = {"type": "scatter", "mode": "lines+markers", "name": name, "x": [0] + [r["rung"] for r in rungs],
              "y": [rungs[0]["prompt_tokens_before"]] + [r["prompt_tokens_after"] for r in rungs], "line": {"shape": "hv"},
              "text": ["start"] + [f"{r['stage']} {r['step_kind']} {r['step_value']} ({r['verdict']})" for r in rungs], "hovertemplate": "%{text}: %{y} tokens<extra>" + name + "</extra>"}
     if colour:

@@ -20,8 +20,9 @@ import asyncio
 import json
 import os
 import socket
+from collections.abc import Callable
 from importlib import resources
-from typing import Any, Callable
+from typing import Any
 
 import h11
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -174,7 +175,7 @@ def create_app(ledger_url: str) -> Starlette:
 
 
 def _root(request: Request) -> str:
-    return request.scope.get("root_path", "") + "/"
+    return str(request.scope.get("root_path", "")) + "/"
 
 
 class HeadTimeoutH11Protocol(H11Protocol):

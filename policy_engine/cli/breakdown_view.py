@@ -4,7 +4,8 @@ each (the untrimmed list only when it differs). On a terminal each section gets 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from rich.console import Group
 from rich.markup import escape
@@ -31,7 +32,7 @@ def breakdown_view(breakdown: Mapping[str, Any], *, bars: bool) -> Group:
     for name in names:
         f = after.get(name, {"tokens": 0, "share": "0.0"})
         u = before.get(name, {"tokens": 0, "share": "0.0"})
-        row = [escape(name), f"{f['tokens']:,}", f"{f['share']}%"]
+        row: list[str | Text] = [escape(name), f"{f['tokens']:,}", f"{f['share']}%"]
         if bars:
             row.append(_bar(f["tokens"], final["prompt_tokens"]))
         row += [f"{u['tokens']:,}", f"{u['share']}%"]

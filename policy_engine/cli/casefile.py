@@ -21,9 +21,10 @@ Paths are relative to the case file.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from policy_engine.decision import Decision
 from policy_engine.errors import UsageInputError
@@ -70,7 +71,7 @@ def load_cases(path: Path) -> list[Case]:
     def opt_path(value: Any, pointer: str) -> Path | None:
         if value is None:
             return None
-        return base / value
+        return base / Path(value)
 
     defaults = {k: opt_path(doc.get(k), f"/{k}") for k in ("rules", "knowledge", "idea")}
     cases = []

@@ -18,6 +18,7 @@ CODES: dict[str, tuple[str, str]] = {
     "C113": ("cannot write the report", "give a writable --output path"),
     "C131": ("render and conform take one pack", "pass one pack file, not a directory of several"),
     "C132": ("render --output is not writable", "give a writable file path"),
+    "C140": ("policy verify needs the verify extra", "pip install 'policy-engine[verify]' (it brings hypothesis)"),
     "V101": ("USD limit without a price", "add a price table and `pricing model`"),
     "V150": ("not a decision", "pass the JSON `policy eval --format json` wrote for one pack"),
     "V151": ("no single result for --pack", "pass --pack exactly as the result's `file` names it"),
@@ -25,5 +26,6 @@ CODES: dict[str, tuple[str, str]] = {
     "C121": ("explain takes one pack", "pass one pack file; `policy eval` takes directories"),
     "C122": ("unknown shell for completion", "use bash, zsh or fish"),
     "C123": ("NUL byte in an argument", "remove it; no file name or value can hold one"),
+    "C124": ("invalid --jobs", "give a whole number of processes, at least 1"),
     "V102": ("unknown explain level", "use off, rules or full"),
 }

@@ -15,7 +15,15 @@ from typing import Any
 
 from policy_engine.cli.exit_codes import ExitCode
 from policy_engine.cli.formats import DECISION_FORMATS, PackResult, Report, blocked_line, check_output, summary_line
-from policy_engine.errors import CommandLineError, Diagnostic, PackError, PolicyError, RuleCheckError, Severity, UsageInputError
+from policy_engine.errors import (
+    CommandLineError,
+    Diagnostic,
+    PackError,
+    PolicyError,
+    RuleCheckError,
+    Severity,
+    UsageInputError,
+)
 
 RULES_ENV = "POLICY_RULES"
 
@@ -95,48 +103,56 @@ def _inputs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _evaluate_one(policy: Any, path: str, common: dict[str, Any], explain: str) -> tuple[PackResult, Any]:
-    from policy_engine.evaluator import evaluate
-    from policy_engine.packs import load_pack, read_pack_document
+    from policy_engine.cli.corpus import evaluate_one
+    from policy_engine.evaluator import Engine
 
-    started = time.perf_counter()
-    try:
-        doc, label = read_pack_document(path)
-        pools = load_pack(doc, file=label, idea=common["idea"])
-    except PackError as exc:
-        return PackResult(path if path != "-" else "<stdin>", problems=exc.diagnostics, seconds=time.perf_counter() - started), None
-    decision = evaluate(policy, pools, usage=common["usage"], request=common["request"], seen_combos=common["seen_combos"],
-                        idea=common["idea"], knowledge=common["knowledge"], explain=explain)
-    return PackResult(label, decision, seconds=time.perf_counter() - started), doc
+    return evaluate_one(Engine.build(policy, knowledge=common["knowledge"]), path, common, explain)
+
+
+def _eval_state(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
+    """(engine, shared inputs, explain level) of an eval run: built once per process."""
+    from policy_engine.evaluator import Engine
+
+    common = _inputs(args)
+    return Engine.build(load_rules(args), knowledge=common["knowledge"]), common, args.explain
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     writable_target(args.output, "--output")
     writable_target(args.trimmed_pack, "--trimmed-pack")
     started = time.perf_counter()
+    jobs = getattr(args, "jobs", 1)
+    if jobs is None or jobs < 1:
+        raise _err("C124", f"--jobs must be at least 1, got {jobs}", "give a whole number of processes, at least 1")
+    from policy_engine.evaluator import Engine
+
     policy = load_rules(args)
     paths = pack_paths(args.packs)
     if args.trimmed_pack and len(paths) != 1:
         raise _err("C102", f"--trimmed-pack needs exactly one pack, got {len(paths)}", "evaluate one pack at a time")
     common = _inputs(args)
+    engine, explain = Engine.build(policy, knowledge=common["knowledge"]), args.explain
     fmt = args.format or "text"
-    results: list[PackResult] = []
     docs: list[Any] = []
-    show_progress = len(paths) > 1 and sys.stderr.isatty()
-    if show_progress:
-        from rich.progress import Progress
+    if args.trimmed_pack:
+        from policy_engine.cli.corpus import evaluate_one
 
-        with Progress(console=_console(stderr=True), transient=True) as progress:
-            task = progress.add_task("evaluating", total=len(paths))
-            for path in paths:
-                result, doc = _evaluate_one(policy, path, common, args.explain)
-                results.append(result)
-                docs.append(doc)
-                progress.advance(task)
+        result, doc = evaluate_one(engine, paths[0], common, explain)
+        results, docs = [result], [doc]
     else:
-        for path in paths:
-            result, doc = _evaluate_one(policy, path, common, args.explain)
-            results.append(result)
-            docs.append(doc)
+        import functools
+
+        from policy_engine.cli.corpus import evaluate_many
+
+        rebuild = functools.partial(_eval_state, args)
+        if len(paths) > 1 and sys.stderr.isatty():
+            from rich.progress import Progress
+
+            with Progress(console=_console(stderr=True), transient=True) as progress:
+                task = progress.add_task("evaluating", total=len(paths))
+                results = evaluate_many(engine, paths, common, explain, jobs, rebuild, lambda n: progress.advance(task, n))
+        else:
+            results = evaluate_many(engine, paths, common, explain, jobs, rebuild, lambda n: None)
     report = Report(tuple(results), fail_on_warn=args.fail_on_warn, seconds=time.perf_counter() - started)
     text = DECISION_FORMATS[fmt](report, sources=None)
     if args.output:
@@ -145,9 +161,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(summary_line(results), file=sys.stderr)
     else:
         sys.stdout.write(text)
-    if args.trimmed_pack:
-        if len(results) != 1:
-            raise _err("C102", "--trimmed-pack needs exactly one pack", "evaluate one pack at a time")
+    if args.trimmed_pack and len(results) != 1:
+        raise _err("C102", "--trimmed-pack needs exactly one pack", "evaluate one pack at a time")
     if args.trimmed_pack and results[0].decision is not None:
         from policy_engine.api import trimmed_pack
 
@@ -205,7 +220,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     targets = _rule_targets(args.paths)
     started = time.perf_counter()
-    problems, sources, checked = check_paths(targets)
+    problems, sources, _checked = check_paths(targets)
     names = sorted({str(p) for p in _policy_files(targets)})
     sys.stdout.write(check_output(args.format, problems, sources, names or targets, time.perf_counter() - started))
     return ExitCode.INVALID_RULES if any(d.severity is not Severity.WARNING for d in problems) else ExitCode.OK
@@ -268,8 +283,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from policy_engine.cli.casefile import CaseResult, compare, load_cases
     from policy_engine.dsl import load_policy
     from policy_engine.evaluator import evaluate
-    from policy_engine.packs import load_pack_file, usage_from_document
-    from policy_engine.packs import load_usage
+    from policy_engine.packs import load_pack_file, load_usage, usage_from_document
     from policy_engine.render import load_idea, load_knowledge
     from policy_engine.usage import Request, UsageSnapshot
 
@@ -339,7 +353,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def _rule_universe(policy: Any) -> set[str]:
-    names = {f"limit {l.rule}" for l in policy.settings.limits}
+    names = {f"limit {lim.rule}" for lim in policy.settings.limits}
     rung = 0
     for stage in policy.settings.ladder.stages:
         for step in stage.steps:
@@ -427,7 +441,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Run the ladder invariants on generated packs against the user's policy; on a failure
     print (and with --out, save) the shrunk counterexample with its replay command."""
-    from policy_engine.verify.runner import report_text, verify_policy
+    try:
+        from policy_engine.verify.runner import report_text, verify_policy
+    except ModuleNotFoundError as exc:  # hypothesis lives in the `verify` extra
+        if exc.name != "hypothesis":
+            raise
+        raise _err("C140", "policy verify needs hypothesis, which is not installed", "install the extra: pip install 'policy-engine[verify]'") from None
 
     if not 1 <= args.examples <= 100_000:
         raise _err("C107", f"--examples must be from 1 to 100000, got {args.examples}", "e.g. --examples 200")

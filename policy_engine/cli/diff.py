@@ -9,9 +9,12 @@ import argparse
 import json
 import sys
 import xml.etree.ElementTree as ET
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policy_engine.cli.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from policy_engine.rule_diff import Side
 
 
 def register(sub: Any) -> None:
@@ -82,7 +85,7 @@ def _delta(a: int | None, b: int | None) -> str:
     return f"{b - a:+,}"
 
 
-def _side_text(side: Any) -> str:
+def _side_text(side: Side) -> str:
     return side.outcome + (f" ({side.reason})" if side.reason else "")
 
 

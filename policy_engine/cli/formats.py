@@ -11,9 +11,10 @@ import hashlib
 import json
 import os
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import policy_engine
@@ -165,8 +166,8 @@ def _junit(name: str, cases: list[ET.Element], seconds: float) -> str:
     failures = sum(1 for c in cases if c.find("failure") is not None)
     errors = sum(1 for c in cases if c.find("error") is not None)
     counts = {"tests": str(len(cases)), "failures": str(failures), "errors": str(errors), "skipped": "0", "time": _seconds(seconds)}
-    root = ET.Element("testsuites", name=name, **counts)
-    suite = ET.SubElement(root, "testsuite", name=name, **counts)
+    root = ET.Element("testsuites", {"name": name, **counts})
+    suite = ET.SubElement(root, "testsuite", {"name": name, **counts})
     suite.extend(cases)
     return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
 
@@ -384,7 +385,7 @@ def _diag_github(d: Diagnostic) -> str:
 
 
 def decision_github(report: Report) -> str:
-    lines = []
+    lines: list[str] = []
     for r in report.results:
         if r.decision is None:
             lines.extend(_diag_github(d) for d in r.problems)

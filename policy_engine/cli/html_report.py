@@ -6,7 +6,8 @@ self-contained HTML file a CI job uploads. The rows are the corpus payload
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from policy_engine.cli.formats import PackResult
 
@@ -16,7 +17,7 @@ SCHEMA_VERSION = "2.0"
 def corpus_payload(results: Sequence[PackResult]) -> dict[str, Any]:
     from policy_engine.adapters.call_log import rungs_of
 
-    packs = []
+    packs: list[dict[str, Any]] = []
     for r in results:
         d = r.decision
         if d is None:

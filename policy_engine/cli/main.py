@@ -7,16 +7,29 @@ stdout, diagnostics to stderr; colour only on a terminal, never with NO_COLOR.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import sys
 import traceback
-from typing import Sequence
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
 import policy_engine
 from policy_engine.cli.exit_codes import ExitCode, table_text
 from policy_engine.diagnostics import render_text
-from policy_engine.errors import CommandLineError, Diagnostic, LedgerError, PackError, PolicyError, RuleCheckError, RuleSyntaxError, TokenizerError, UsageInputError
+from policy_engine.errors import (
+    CommandLineError,
+    Diagnostic,
+    LedgerError,
+    PackError,
+    PolicyError,
+    RuleCheckError,
+    RuleSyntaxError,
+    TokenizerError,
+    UsageInputError,
+)
 
 
 class UsageProblem(Exception):
@@ -24,7 +37,7 @@ class UsageProblem(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse would exit 2, our BLOCKED code
+    def error(self, message: str) -> NoReturn:  # argparse would exit 2, our BLOCKED code
         raise UsageProblem(f"{self.prog}: {message}. Run `{self.prog} --help` for usage.")
 
 
@@ -82,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="FILE", help="write the result here instead of stdout")
     p.add_argument("--trimmed-pack", metavar="FILE", help="also write the trimmed pack (single pack only)")
     p.add_argument("--fail-on-warn", action="store_true", help="exit 1 when a decision has warnings")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="evaluate packs in N processes (default 1; output identical)")
     p.set_defaults(run=commands.cmd_eval)
 
     p = sub.add_parser("explain", help="show a decision as a readable tree")
@@ -145,11 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     rules_opt(p)
     p.set_defaults(run=commands.cmd_demo_run)
 
-    from policy_engine.cli import replay as replay_cmd
-
     from policy_engine.cli import diff as diff_cmd
-
     from policy_engine.cli import fit as fit_cmd
+    from policy_engine.cli import replay as replay_cmd
 
     replay_cmd.register(sub, rules_opt)
     diff_cmd.register(sub)
@@ -252,10 +264,8 @@ def _sources_for(diagnostics: Sequence[Diagnostic]) -> dict[str, str]:
     out: dict[str, str] = {}
     for d in diagnostics:
         if d.span is not None and d.span.file not in out and os.path.isfile(d.span.file):
-            try:
-                out[d.span.file] = open(d.span.file, encoding="utf-8").read()
-            except (OSError, UnicodeDecodeError):
-                pass
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                out[d.span.file] = Path(d.span.file).read_text(encoding="utf-8")
     return out
 
 

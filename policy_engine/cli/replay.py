@@ -7,7 +7,6 @@ import argparse
 import json
 import sys
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from policy_engine.cli.exit_codes import ExitCode

@@ -6,10 +6,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from policy_engine.dsl.ast import PolicyFile
 from policy_engine.dsl.checker import TEMPLATES, build_policy
 from policy_engine.dsl.formatter import format_ast
 from policy_engine.dsl.importer import import_config
@@ -107,7 +107,7 @@ def load_policy_text(text: str, file: str = "<string>") -> Policy:
     return policy
 
 
-def check_paths(paths: list[str | os.PathLike[str]]) -> tuple[list[Diagnostic], dict[str, str], int]:
+def check_paths(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Diagnostic], dict[str, str], int]:
     """Every problem in every policy under the paths (files or directories), without
     raising; also the texts read (for caret snippets) and how many policies were checked."""
     problems: list[Diagnostic] = []
@@ -137,8 +137,8 @@ def check_paths(paths: list[str | os.PathLike[str]]) -> tuple[list[Diagnostic], 
                 continue
             done.add((root, entry))
             checked += 1
-            _, found, read = _compile(entry, root)
-            problems.extend(found)
+            _, diagnostics, read = _compile(entry, root)
+            problems.extend(diagnostics)
             texts.update(read)
     # a template selected by a checked policy and found in its directory is reported once
     return list(dict.fromkeys(problems)), texts, checked

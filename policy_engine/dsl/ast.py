@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Union
 
 from policy_engine.errors import Span
 
@@ -170,7 +169,7 @@ class ExhaustedDecl:
 
 @dataclass(frozen=True, slots=True)
 class LadderDecl:
-    items: tuple[Union[StageDecl, ExhaustedDecl, Comment], ...]
+    items: tuple[StageDecl | ExhaustedDecl | Comment, ...]
     span: Span = _SPAN
 
 
@@ -178,43 +177,43 @@ class LadderDecl:
 class CompareNode:
     attribute: str
     op: str  # == != < <= > >= in contains
-    values: tuple[Union[Str, Num], ...]
+    values: tuple[Str | Num, ...]
     span: Span = _SPAN
 
 
 @dataclass(frozen=True, slots=True)
 class AllOfNode:
-    items: tuple["GuardNode", ...]
+    items: tuple[GuardNode, ...]
     span: Span = _SPAN
 
 
 @dataclass(frozen=True, slots=True)
 class AnyOfNode:
-    items: tuple["GuardNode", ...]
+    items: tuple[GuardNode, ...]
     span: Span = _SPAN
 
 
 @dataclass(frozen=True, slots=True)
 class NotNode:
-    item: "GuardNode"
+    item: GuardNode
     span: Span = _SPAN
 
 
-GuardNode = Union[CompareNode, AllOfNode, AnyOfNode, NotNode]
+GuardNode = CompareNode | AllOfNode | AnyOfNode | NotNode
 
 
 @dataclass(frozen=True, slots=True)
 class WhenDecl:
     name: str
     guard: GuardNode
-    body: tuple["Statement", ...]
+    body: tuple[Statement, ...]
     span: Span = _SPAN
 
 
-Statement = Union[
-    PolicyName, Include, TokenizerDecl, TemplateDecl, PriceDecl, PricingDecl, LimitDecl, CompletionDecl,
-    ReserveDecl, LanesDecl, FloorDecl, TopKDecl, LadderDecl, WhenDecl, Comment,
-]
+Statement = (
+    PolicyName | Include | TokenizerDecl | TemplateDecl | PriceDecl | PricingDecl | LimitDecl | CompletionDecl
+    | ReserveDecl | LanesDecl | FloorDecl | TopKDecl | LadderDecl | WhenDecl | Comment
+)
 
 
 @dataclass(frozen=True, slots=True)

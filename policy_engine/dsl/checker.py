@@ -6,24 +6,41 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any
 
 import tiktoken.model
 
 from policy_engine.dsl import ast as A
-from policy_engine.errors import Diagnostic, Span
-from policy_engine.reading.bounds import MAX_QUANTITY
-from policy_engine.errors import Severity as Severity_
+from policy_engine.errors import Diagnostic, Severity, Span
 from policy_engine.policy import (
-    LANES, METRICS, POOLS, AllOf, AnyOf, Compare, Conditional, Ladder, Lanes, Limit, Not, Policy, Price, Settings,
-    Severity, Stage, Step, StepKind, Tokenizer, TopK,
+    LANES,
+    METRICS,
+    POOLS,
+    AllOf,
+    AnyOf,
+    Compare,
+    Conditional,
+    Enforcement,
+    Ladder,
+    Lanes,
+    Limit,
+    Not,
+    Policy,
+    Price,
+    Settings,
+    Stage,
+    Step,
+    StepKind,
+    Tokenizer,
+    TopK,
 )
+from policy_engine.reading.bounds import MAX_QUANTITY
 from policy_engine.tokens.resolve import KNOWN_ENCODINGS
 
 STRING_ATTRIBUTES = ("region", "universe", "instrument_type", "query", "idea_id")
 NUMBER_ATTRIBUTES = ("delay",)
 LIST_ATTRIBUTES = ("tags",)
-COUNT_ATTRIBUTES = tuple(f"{p}.count" for p in POOLS) + tuple(f"{p}.{l}.count" for p in POOLS for l in LANES)
+COUNT_ATTRIBUTES = tuple(f"{p}.count" for p in POOLS) + tuple(f"{p}.{lane}.count" for p in POOLS for lane in LANES)
 ATTRIBUTES = STRING_ATTRIBUTES + NUMBER_ATTRIBUTES + LIST_ATTRIBUTES + COUNT_ATTRIBUTES
 TEMPLATES = ("agent_envelope",)
 _ALLOWED_IN_WHEN = (A.LimitDecl, A.LadderDecl, A.TopKDecl, A.FloorDecl, A.ReserveDecl, A.CompletionDecl, A.Comment)
@@ -65,7 +82,7 @@ class Collector:
     def warn(self, diag: Diagnostic) -> None:
         """Valid, but almost certainly not what was meant: `policy check` shows it, the
         policy still loads."""
-        self.warnings.append(dataclasses.replace(diag, severity=Severity_.WARNING))
+        self.warnings.append(dataclasses.replace(diag, severity=Severity.WARNING))
 
     # ---- numbers ---------------------------------------------------------------------
 
@@ -99,7 +116,7 @@ class Collector:
             self.add(_d("E201", f"unknown metric `{node.metric}`", _did_you_mean(node.metric, tuple(METRICS)) or "see docs/rules-reference.md", node.metric_span))
             return None
         unit = METRICS[node.metric]
-        severity = Severity(node.severity) if node.severity else Severity.BLOCK
+        severity = Enforcement(node.severity) if node.severity else Enforcement.BLOCK
         if unit == "tokens":
             if not isinstance(node.amount, A.Num):
                 usd = _USD_TWIN.get(node.metric)
@@ -333,11 +350,12 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str, templates: 
         price_list.append(Price(node.model.value, node.prompt.value * per_p, node.completion.value * per_c, span=node.span))
     pricing = merged.get(A.PricingDecl)
     price_model = pricing.model.value if pricing else None
-    if pricing is not None and price_model not in prices:
+    if pricing is not None and pricing.model.value not in prices:
+        price_model = pricing.model.value
         col.add(_d("E211", f"no price for model `{price_model}`", _did_you_mean(price_model, list(prices)) or f'add `price "{price_model}": prompt $0.15 per 1M, completion $0.60 per 1M`', pricing.model.span))
 
-    built_limits = [l for l in (col.limit(n) for n in limits.values()) if l is not None]
-    if any(METRICS[l.metric] == "usd" for l in built_limits) and (pricing is None or price_model not in prices):
+    built_limits = [lim for lim in (col.limit(n) for n in limits.values()) if lim is not None]
+    if any(METRICS[lim.metric] == "usd" for lim in built_limits) and (pricing is None or price_model not in prices):
         first = next(n for n in limits.values() if n.metric in METRICS and METRICS[n.metric] == "usd")
         if pricing is None:
             col.add(_d("E211", f"limit `{first.name}` is in USD but no `pricing model` is named", "add `pricing model \"...\"` and its `price`", first.span))
@@ -384,7 +402,7 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str, templates: 
 
     completion = scalar(A.CompletionDecl, "tokens", "the completion budget", 1)
     reserve = scalar(A.ReserveDecl, "tokens", "the expansion reserve", 0)
-    batch = next((l for l in built_limits if l.metric == "batch_total"), None)
+    batch = next((lim for lim in built_limits if lim.metric == "batch_total"), None)
     if reserve and batch is not None and reserve >= batch.value:
         col.add(_d("E203", f"the expansion reserve ({reserve}) leaves nothing of the batch limit ({batch.value})", "keep the reserve below the batch limit", merged[A.ReserveDecl].span))
 
@@ -392,7 +410,7 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str, templates: 
     for node in whens.values():
         check_file_statements(col, node.body, in_when=True)
         guard = col.guard(node.guard)
-        c_limits = tuple(l for l in (col.limit(n) for n in node.body if isinstance(n, A.LimitDecl)) if l is not None)
+        c_limits = tuple(lim for lim in (col.limit(n) for n in node.body if isinstance(n, A.LimitDecl)) if lim is not None)
         c_stages: tuple[Stage, ...] = ()
         for n in node.body:
             if isinstance(n, A.LadderDecl):
@@ -418,7 +436,7 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str, templates: 
     if col.problems or tokenizer is None:
         return None, _sorted(col.problems + col.warnings)
     settings = Settings(
-        limits=tuple(sorted(built_limits, key=lambda l: list(METRICS).index(l.metric))),
+        limits=tuple(sorted(built_limits, key=lambda lim: list(METRICS).index(lim.metric))),
         ladder=Ladder(tuple(stages), reason, span=merged[A.LadderDecl].span if A.LadderDecl in merged else Span("<builtin>", 0, 0)),
         lanes=lanes,
         topk=tuple(built_topk),

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 from policy_engine.errors import Diagnostic, RuleCheckError
 
@@ -44,11 +45,6 @@ def _dec(value: Any) -> Decimal:
 
 def _int_text(value: int) -> str:
     return f"{value:_d}" if value >= 10_000 else str(value)
-
-
-def _num_text(value: Any) -> str:
-    d = _dec(value)
-    return _int_text(int(d)) if d == d.to_integral_value() and not isinstance(value, float) else format(d.normalize(), "f")
 
 
 def _positive_int(r: _Refusals, doc: Mapping[str, Any], key: str, *, minimum: int = 1) -> int | None:
@@ -153,7 +149,7 @@ def import_config(
                 continue
             _unknown(rr, lane_doc, set(POOL_KEYS), f"/{lane}")
         for pool in POOL_KEYS:
-            pair = []
+            pair: list[int | None] = []
             for lane in ("exploit", "explore"):
                 lane_doc = retrieval_budget.get(lane, {})
                 value = lane_doc.get(pool) if isinstance(lane_doc, Mapping) else None

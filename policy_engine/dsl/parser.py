@@ -15,7 +15,7 @@ from functools import cache
 from typing import Any
 
 from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
 
 from policy_engine.dsl import ast as A
 from policy_engine.errors import Diagnostic, RuleSyntaxError, Span
@@ -111,7 +111,7 @@ def _char_hint(text: str, offset: int, allowed: list[str]) -> str | None:
         return 'strings use double quotes: "..."'
     if char == '"':
         return 'this string is never closed: end it with `"` on the same line'
-    if text.startswith(("=<", "=>"), offset) or text.startswith("==", offset) and "`<=`" in allowed:
+    if text.startswith(("=<", "=>"), offset) or (text.startswith("==", offset) and "`<=`" in allowed):
         return "write `<=` (a limit is `METRIC <= AMOUNT`)"
     word = _WORD_AT.match(text, offset)
     if word is not None and word.group(0) != word.group(0).lower():
@@ -129,15 +129,16 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, lines: list[str], text: 
         char = lines[line - 1][column - 1] if 0 < line <= len(lines) and 0 < column <= len(lines[line - 1]) else "?"
         allowed = _expected_list(set(err.allowed or ()))
         message = f"unexpected character `{char}`"
-        hint = _char_hint(text, err.pos_in_stream, allowed) if text else None
+        pos = err.pos_in_stream or 0  # always set for a character error; Lark types it optional
+        hint = _char_hint(text, pos, allowed) if text else None
         if hint is None:
             hint = ("expected " + _join(allowed)) if allowed else "remove the character or quote the text"
-        word = _WORD_AT.match(text, err.pos_in_stream) if text else None
+        word = _WORD_AT.match(text, pos) if text else None
         end = column + len(word.group(0)) - 1 if word is not None else column
         if word is not None:
             message = f"unexpected `{word.group(0)}`"
-        elif text.startswith(("=<", "=>"), err.pos_in_stream):
-            end, message = column + 1, f"unexpected `{text[err.pos_in_stream:err.pos_in_stream + 2]}`"
+        elif text.startswith(("=<", "=>"), pos):
+            end, message = column + 1, f"unexpected `{text[pos:pos + 2]}`"
         if char == '"':
             end = len(lines[line - 1]) if 0 < line <= len(lines) else column
             message = "unterminated string"
@@ -172,6 +173,14 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, lines: list[str], text: 
     return Diagnostic("E103", message, hint=hint, span=Span(file, line, column, line, end))
 
 
+def _token_span(file: str, tok: Token) -> Span:
+    """Tokens from the lexer always carry positions; Lark types them optional because a
+    hand-made Token has none, so a missing one is a bug here, not a user error."""
+    if tok.line is None or tok.column is None or tok.end_column is None:
+        raise ValueError(f"token {tok.type} has no position")
+    return Span(file, tok.line, tok.column, tok.line, tok.end_column - 1)
+
+
 def _number_start(text: str, pos: int) -> int:
     while pos > 0 and (text[pos - 1].isdigit() or text[pos - 1] == ","):
         pos -= 1
@@ -194,7 +203,7 @@ class _Recovery:
     def on_error(self, err: UnexpectedInput) -> bool:
         if len(self.errors) >= MAX_ERRORS:
             return False
-        ip = err.interactive_parser  # type: ignore[attr-defined]
+        ip = err.interactive_parser
         token = getattr(err, "token", None)
         diag = _syntax_diagnostic(err, self.file, self.lines, self.text)
         if isinstance(err, UnexpectedEOF) or (token is not None and token.type == "$END"):
@@ -202,7 +211,7 @@ class _Recovery:
             self.pending_eof = self._unclosed(brace) if brace is not None else (diag if not self.errors else None)
             return False
         if isinstance(err, UnexpectedCharacters):
-            resume_from = err.pos_in_stream + 1
+            resume_from = (err.pos_in_stream or 0) + 1
         else:
             assert token is not None
             resume_from = (token.end_pos or 0)
@@ -304,7 +313,7 @@ def _join(words: list[str]) -> str:
     return ", ".join(words[:-1]) + " or " + words[-1]
 
 
-def _depth(tree: Tree) -> int:
+def _depth(tree: Tree[Token]) -> int:
     deepest, stack = 0, [(tree, 1)]
     while stack:
         node, level = stack.pop()
@@ -315,7 +324,7 @@ def _depth(tree: Tree) -> int:
     return deepest
 
 
-def _first_deep_line(tree: Tree) -> int:
+def _first_deep_line(tree: Tree[Token]) -> int:
     stack = [(tree, 1)]
     while stack:
         node, level = stack.pop()
@@ -349,7 +358,7 @@ def parse(text: str, file: str = "<string>") -> A.PolicyFile:
         tree = None
     errors = recovery.errors
     if errors:
-        unique = {(d.span.line, d.span.column, d.code): d for d in errors if d.span}  # type: ignore[union-attr]
+        unique = {(d.span.line, d.span.column, d.code): d for d in errors if d.span}
         raise RuleSyntaxError(sorted(unique.values(), key=lambda d: (d.span.line, d.span.column)))  # type: ignore[union-attr]
     assert tree is not None
     if _depth(tree) > MAX_DEPTH:
@@ -380,7 +389,7 @@ def _unquote(tok: Token) -> str:
 
 
 @v_args(meta=True)
-class _ToAst(Transformer):
+class _ToAst(Transformer[Token, Any]):
     def __init__(self, file: str) -> None:
         super().__init__()
         self.file = file
@@ -452,7 +461,7 @@ class _ToAst(Transformer):
     def step_group(self, meta: Any, c: list[Any]) -> A.StepGroup:
         return A.StepGroup(str(c[0]), tuple(c[1:]), span=self.s(meta))
 
-    def minimum(self, meta: Any, c: list[Any]) -> A.Num:
+    def minimum(self, meta: Any, c: list[A.Num]) -> A.Num:
         return c[0]
 
     def stage(self, meta: Any, c: list[Any]) -> A.StageDecl:
@@ -520,7 +529,7 @@ def _place_comments(statements: list[Any], comments: list[Token], file: str) -> 
                 item = _with_items(item, place(inner, mine))
             out.append(item)
         for tok in pending:
-            out.append(A.Comment(str(tok).rstrip(), False, span=Span(file, tok.line, tok.column, tok.line, tok.end_column - 1)))
+            out.append(A.Comment(str(tok).rstrip(), False, span=_token_span(file, tok)))
         out.sort(key=lambda n: (n.span.line, n.span.column))
         fixed: list[Any] = []
         for node in out:

@@ -9,16 +9,18 @@ ladder is walked again counting every rung exactly, and the trace says so.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import policy_engine
-from policy_engine.decision import Decision, FloorStatus, Warning, usd_text
+from policy_engine.decision import Decision, DecisionWarning, FloorStatus, usd_text
 from policy_engine.errors import Diagnostic, RuleCheckError, UsageInputError
+from policy_engine.evaluator.engine import Engine
 from policy_engine.evaluator.kpis import compute_kpis
 from policy_engine.evaluator.limits import effective_limit, failing, measure_state, unfixable
 from policy_engine.evaluator.selection import State, as_selection, cascade, initial_state, lane_counts, removed_between
 from policy_engine.evaluator.steps import resize, split_lanes
-from policy_engine.policy import METRICS, Policy, Settings, Severity
+from policy_engine.policy import METRICS, Enforcement, Policy, Settings
 from policy_engine.pools import Pools
 from policy_engine.trace import TraceStep, span_json
 from policy_engine.usage import Request, UsageSnapshot
@@ -35,6 +37,7 @@ class _Walk:
         self.price = policy.price
         self.trace: list[TraceStep] = []
         self.fallback_count = 0
+        self.start_tokens = 0
 
     def measured(self, state: State) -> Any:
         return measure_state(self.tokens(as_selection(state)), self.completion, self.usage, self.price)
@@ -48,7 +51,8 @@ class _Walk:
         settings, request = self.settings, self.request
         state = initial_state(self.pools, settings.topk)
         now = self.measured(state)
-        fails = failing(settings, request, now, Severity.BLOCK)
+        self.start_tokens = now.prompt_tokens
+        fails = failing(settings, request, now, Enforcement.BLOCK)
         start_items = None
         if self.explain == "full":
             start_items = {pool: {c.id: self.model.item_tokens(pool, c.id) for c in items} for pool, items in state.items()}
@@ -89,7 +93,7 @@ class _Walk:
                 before = state
                 state = cascade({**state, stage.pool: tuple(c for c in current if c.id in keep)})
                 now = self.measured(state)
-                fails = failing(settings, request, now, Severity.BLOCK)
+                fails = failing(settings, request, now, Enforcement.BLOCK)
                 self.fallback_count += 1
                 removed = removed_between(before, state)
                 self.trace.append(
@@ -106,8 +110,28 @@ class _Walk:
         return state, now, fails, "ladder exhausted" if settings.ladder.stages else "no fallback ladder"
 
 
+#: engines the compatibility form `evaluate(policy, pools)` built, by (policy, counter)
+#: identity: repeated calls with one policy stay warm. Bounded; each entry holds its
+#: policy and counter, so an id is never reused while its entry lives.
+_COMPAT_ENGINES: dict[tuple[int, int], Engine] = {}
+_COMPAT_MAX = 16
+
+
+def _engine_for(policy: Policy, counter: Any) -> Engine:
+    from policy_engine.tokens import get_counter
+
+    counter = counter or get_counter(policy.tokenizer)
+    key = (id(policy), id(counter))
+    engine = _COMPAT_ENGINES.get(key)
+    if engine is None or engine.policy is not policy or engine.counter is not counter:
+        if len(_COMPAT_ENGINES) >= _COMPAT_MAX:
+            _COMPAT_ENGINES.clear()
+        engine = _COMPAT_ENGINES[key] = Engine.build(policy, counter=counter)
+    return engine
+
+
 def evaluate(
-    policy: Policy,
+    policy: Policy | Engine,
     pools: Pools,
     *,
     usage: UsageSnapshot = UsageSnapshot(),
@@ -119,19 +143,43 @@ def evaluate(
     explain: str = "rules",
     counter: Any = None,
 ) -> Decision:
-    from policy_engine.render import build_prompt_model, limits_view
-    from policy_engine.tokens import get_counter
+    """The decision for one pack. The first argument is an `Engine` (built once for many
+    packs), or a `Policy`: then the engine is the one this process built for that policy
+    (and ``counter``) before, so repeated calls share its caches."""
+    if isinstance(policy, Engine):
+        engine = policy if counter is None or counter is policy.counter else Engine.build(policy.policy, counter=counter, knowledge=policy.knowledge)
+        if knowledge is None:
+            knowledge = engine.knowledge
+    else:
+        engine = _engine_for(policy, counter)
+    return decide(engine, pools, usage=usage, request=request, seen_combos=seen_combos, prompt_model=prompt_model, idea=idea, knowledge=knowledge, explain=explain)
 
+
+def decide(
+    engine: Engine,
+    pools: Pools,
+    *,
+    usage: UsageSnapshot,
+    request: Request,
+    seen_combos: frozenset[str],
+    prompt_model: Any,
+    idea: Mapping[str, Any] | None,
+    knowledge: Any,
+    explain: str,
+) -> Decision:
+    """Walk the ladder for one pack with the engine's policy, counter and caches."""
+    from policy_engine.render import limits_view
+
+    policy, counter = engine.policy, engine.counter
     if explain not in EXPLAIN_LEVELS:
         close = [lvl for lvl in EXPLAIN_LEVELS if lvl[:3] == str(explain)[:3]]
         raise UsageInputError([Diagnostic("V102", f"unknown explain level {explain!r}", hint=(f"did you mean {close[0]!r}? " if close else "") + "use " + ", ".join(map(repr, EXPLAIN_LEVELS)))])
     settings, matched = policy.resolve(pools.attributes)
-    usd_limits = [l for l in settings.limits if METRICS[l.metric] == "usd"]
+    usd_limits = [lim for lim in settings.limits if METRICS[lim.metric] == "usd"]
     if usd_limits and policy.price is None:
         first = usd_limits[0]
         raise RuleCheckError([Diagnostic("V101", f"limit {first.rule!r} is in USD but the policy prices no model", hint="add a price table and `price model \"...\"`", span=first.span)])
-    counter = counter or get_counter(policy.tokenizer)
-    model = prompt_model or build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits_view(settings), spec=policy.template_spec)
+    model = prompt_model or engine.prompt_model(pools, idea=idea, knowledge=knowledge, limits=limits_view(settings))
     completion = request.completion_tokens if request.completion_tokens is not None else settings.completion_budget
 
     walk = _Walk(policy, settings, pools, usage, request, completion, model.tokens, model, explain)
@@ -153,7 +201,7 @@ def evaluate(
     ]
     trace.extend(walk.trace)
     trace.extend(notes)
-    warn_fails = failing(settings, request, now, Severity.WARN)
+    warn_fails = failing(settings, request, now, Enforcement.WARN)
     limits_json: dict[str, Any] = {}
     for limit in settings.limits:
         effective = effective_limit(limit, settings, request)
@@ -163,7 +211,7 @@ def evaluate(
             "rule": limit.rule, "value": limit.value, "effective": effective, "severity": limit.severity.value,
             "unit": "micro_usd" if METRICS[limit.metric] == "usd" else METRICS[limit.metric], "actual": value, "verdict": verdict, "span": span_json(limit.span),
         }
-        trace.append(TraceStep("check", limit.rule, verdict if limit.severity is Severity.BLOCK or verdict != "fail" else "warn", span=limit.span,
+        trace.append(TraceStep("check", limit.rule, verdict if limit.severity is Enforcement.BLOCK or verdict != "fail" else "warn", span=limit.span,
                                message=f"{limit.metric}: {value} vs {effective} ({limit.severity.value})"))
 
     floors: list[FloorStatus] = []
@@ -180,16 +228,16 @@ def evaluate(
             status = "not_preserved"
         floors.append(FloorStatus(pool, required, available, kept, status))
 
-    warnings = [Warning(metric, f"{metric} exceeds its warning limit: {now.value(metric)} > {effective_limit(settings.limit(metric), settings, request)}", settings.limit(metric).rule) for metric in warn_fails]  # type: ignore[union-attr]
+    warnings = [DecisionWarning(metric, f"{metric} exceeds its warning limit: {now.value(metric)} > {effective_limit(warn_limit, settings, request)}", warn_limit.rule) for metric in warn_fails if (warn_limit := settings.limit(metric)) is not None]
     for f in floors:
         if f.status == "pack_short":
             offered = sum(1 for c in pools.pool(f.pool) if c.lane == "explore")
             if offered > f.available:  # the policy's top-k (or the cascade) held them back, not the pack
-                warnings.append(Warning("explore_floor", f"{f.pool}: the pack offered {offered} explore candidate(s) but the policy's top-k and parent pools leave {f.available}, fewer than the floor of {f.required}"))
+                warnings.append(DecisionWarning("explore_floor", f"{f.pool}: the pack offered {offered} explore candidate(s) but the policy's top-k and parent pools leave {f.available}, fewer than the floor of {f.required}"))
             else:
-                warnings.append(Warning("explore_floor", f"{f.pool}: the pack offered {f.available} explore candidate(s), fewer than the floor of {f.required}"))
+                warnings.append(DecisionWarning("explore_floor", f"{f.pool}: the pack offered {f.available} explore candidate(s), fewer than the floor of {f.required}"))
         elif f.status == "not_preserved":
-            warnings.append(Warning("explore_floor", f"{f.pool}: only {f.kept} explore candidate(s) kept, below the floor of {f.required}: their owners were dropped by the cascade"))
+            warnings.append(DecisionWarning("explore_floor", f"{f.pool}: only {f.kept} explore candidate(s) kept, below the floor of {f.required}: their owners were dropped by the cascade"))
 
     blocked = bool(fails)
     reason = (settings.ladder.exhausted_reason or fails[0]) if blocked else None
@@ -215,7 +263,7 @@ def evaluate(
     if explain == "full":
         from policy_engine.breakdown import prompt_breakdown
 
-        breakdown = prompt_breakdown(model, counter, as_selection(state), exact, as_selection(start), walk.trace[0].prompt_tokens_after)
+        breakdown = prompt_breakdown(model, counter, as_selection(state), exact, as_selection(start), walk.start_tokens)
     price = policy.price
     manifest = {
         "engine_version": policy_engine.__version__,

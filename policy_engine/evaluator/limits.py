@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policy_engine.policy import Limit, Price, Settings, Severity
+from policy_engine.policy import Enforcement, Limit, Price, Settings
 from policy_engine.usage import Request, UsageSnapshot
 
 #: metrics that trimming the prompt can lower; a failing limit on any other metric cannot be
@@ -22,7 +22,6 @@ PROMPT_DEPENDENT = frozenset({"request_prompt", "batch_total", "day_total", "req
 class Measured:
     prompt_tokens: int
     completion_tokens: int
-    request_tokens: int
     projected_batch_tokens: int
     projected_day_tokens: int
     request_micro_usd: int | None
@@ -47,7 +46,6 @@ def measure_state(prompt_tokens: int, completion: int, usage: UsageSnapshot, pri
     return Measured(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion,
-        request_tokens=request,
         projected_batch_tokens=usage.batch_tokens + request,
         projected_day_tokens=usage.day_tokens + request,
         request_micro_usd=cost,
@@ -66,7 +64,7 @@ def effective_limit(limit: Limit, settings: Settings, request: Request) -> int:
     return limit.value
 
 
-def failing(settings: Settings, request: Request, measured: Measured, severity: Severity) -> tuple[str, ...]:
+def failing(settings: Settings, request: Request, measured: Measured, severity: Enforcement) -> tuple[str, ...]:
     out = []
     for limit in settings.limits:
         if limit.severity is not severity:

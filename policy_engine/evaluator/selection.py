@@ -3,7 +3,7 @@ and a dataset its fields, so dropping an owner drops what it owns."""
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from policy_engine.policy import POOLS, TopK
 from policy_engine.pools import Candidate, Pools

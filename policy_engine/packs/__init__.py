@@ -3,13 +3,15 @@ through a pack-format registry."""
 
 from __future__ import annotations
 
-import copy
+import copy as _copy
 import dataclasses
+import json
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from policy_engine.errors import Diagnostic, PackError
-from policy_engine.packs.document import document_digest, parse_json_text, read_json_file
+from policy_engine.packs.document import document_digest, document_text, parse_json_text, read_json_file, text_digest
 from policy_engine.packs.registry import PackFormat, find_format, formats, register_format
 from policy_engine.packs.usage_input import load_seen_combos, load_usage, usage_from_document
 from policy_engine.packs.validate import validate_pack_document
@@ -43,20 +45,28 @@ def load_pack(
     file: str | None = None,
     format: str | None = None,
     idea: Mapping[str, Any] | None = None,
+    copy: bool = True,
 ) -> Pools:
     """Validate and map a pack document. A pack is a JSON object, full stop: a string is
     never taken for a path (that would let a pack's content read any file); loading from a
-    path is the separate `load_pack_file`. The document is deep-copied first, so the
-    caller's object is never shared with (or mutated through) the returned pools."""
+    path is the separate `load_pack_file`. The document is copied first, so the caller's
+    object is never shared with (or mutated through) the returned pools; ``copy=False`` is
+    for a caller that hands the document over (it just read it and will not change it)."""
     label = file or "<pack>"
     if not isinstance(document, Mapping):
         kind = "JSON string" if isinstance(document, str) else type(document).__name__
         raise PackError([Diagnostic("P112", f"a retrieval pack is a JSON object, got a {kind}", hint="a pack is the agent's retrieval pack object; API callers pass the document (a dict), or read a file with load_pack_file(path)", file=label, pointer="")])
+    fmt = find_format(document, label, format)
+    if fmt.quick_check is not None and fmt.quick_check(document):
+        # Valid, and plain JSON values only (the check is bounded: a cyclic or too deep
+        # document fails it): its JSON text is the digest and, parsed back, an exact copy.
+        text = document_text(document)
+        doc = json.loads(text) if copy else document
+        return dataclasses.replace(fmt.adapt(doc, idea=idea), digest=text_digest(text))
     deep = depth_exceeds(document, PACK_BOUNDS.max_depth)
     if deep is not None:  # before deepcopy, which recurses (and a cyclic dict is infinitely deep)
         raise PackError([Diagnostic("P119", f"nested deeper than {PACK_BOUNDS.max_depth} levels", hint="flatten the document", file=label, pointer=json_pointer(deep))])
-    doc = copy.deepcopy(dict(document))
-    fmt = find_format(doc, label, format)
+    doc = _copy.deepcopy(dict(document)) if copy else document
     problems = fmt.validate(doc, label)
     if problems:
         raise PackError(problems)
@@ -67,4 +77,4 @@ def load_pack(
 def load_pack_file(path: str | os.PathLike[str], *, format: str | None = None, idea: Mapping[str, Any] | None = None) -> Pools:
     """Read a pack file (``-`` for standard input) and load it: the explicit path form."""
     doc, label = read_json_file(path)
-    return load_pack(doc, file=label, format=format, idea=idea)
+    return load_pack(doc, file=label, format=format, idea=idea, copy=False)

@@ -7,8 +7,10 @@ subcategories), else ``exploit``; a subcategory with no datasets is ``exploit``.
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from policy_engine.pools import Candidate, Pools
 
@@ -30,23 +32,23 @@ def _counts(pools: Mapping[str, tuple[Candidate, ...]]) -> dict[str, int]:
 
 def adapt(doc: Mapping[str, Any], *, idea: Mapping[str, Any] | None = None) -> Pools:
     datasets = tuple(
-        Candidate(d["id"], "datasets", d["lane"], float(d["score"]), i, d["subcategory_id"])
-        for i, d in enumerate(doc["candidate_datasets"])
+        Candidate(d["id"], "datasets", d["lane"], d["subcategory_id"])
+        for d in doc["candidate_datasets"]
     )
     lanes_by_sub: dict[str, set[str]] = {}
     for d in datasets:
         lanes_by_sub.setdefault(d.parent or "", set()).add(d.lane)
     subcategories = tuple(
-        Candidate(s, "subcategories", "explore" if lanes_by_sub.get(s) == {"explore"} else "exploit", 0.0, i, None)
-        for i, s in enumerate(doc["selected_subcategories"])
+        Candidate(s, "subcategories", "explore" if lanes_by_sub.get(s) == {"explore"} else "exploit", None)
+        for s in doc["selected_subcategories"]
     )
     fields = tuple(
-        Candidate(f["id"], "fields", f["lane"], float(f["score"]), i, f["dataset_id"])
-        for i, f in enumerate(doc["candidate_fields"])
+        Candidate(f["id"], "fields", f["lane"], f["dataset_id"])
+        for f in doc["candidate_fields"]
     )
     operators = tuple(
-        Candidate(o["name"], "operators", o["lane"], float(o["score"]), i, None)
-        for i, o in enumerate(doc["candidate_operators"])
+        Candidate(o["name"], "operators", o["lane"], None)
+        for o in doc["candidate_operators"]
     )
     pools = {"subcategories": subcategories, "datasets": datasets, "fields": fields, "operators": operators}
     target = doc.get("target") or {}
@@ -62,3 +64,25 @@ def adapt(doc: Mapping[str, Any], *, idea: Mapping[str, Any] | None = None) -> P
     if idea is not None:
         attributes["tags"] = tuple(idea.get("theme_tags") or ())
     return Pools(MappingProxyType(pools), MappingProxyType(attributes), NAME, source=doc)
+
+
+def trim(doc: Mapping[str, Any], selection: Mapping[str, Mapping[str, tuple[str, ...]]]) -> dict[str, Any]:
+    """The pack restricted to a selection, in this format: the candidate lists, the lanes'
+    id lists and `context_guard.max_items` stay consistent, so the agent reads it as it
+    reads any pack. The input is not modified."""
+    out = copy.deepcopy(dict(doc))
+    kept = {pool: {i for lane in lanes.values() for i in lane} for pool, lanes in selection.items()}
+    out["selected_subcategories"] = [s for s in out["selected_subcategories"] if s in kept["subcategories"]]
+    out["candidate_datasets"] = [d for d in out["candidate_datasets"] if d["id"] in kept["datasets"]]
+    out["candidate_fields"] = [f for f in out["candidate_fields"] if f["id"] in kept["fields"]]
+    out["candidate_operators"] = [o for o in out["candidate_operators"] if o["name"] in kept["operators"]]
+    for lane in ("exploit", "explore"):
+        lists = out["lanes"][lane]
+        lists["field_ids"] = [x for x in lists["field_ids"] if x in kept["fields"]]
+        lists["operator_names"] = [x for x in lists["operator_names"] if x in kept["operators"]]
+    guard = out.get("context_guard")
+    if isinstance(guard, dict) and isinstance(guard.get("max_items"), dict):
+        for pool in guard["max_items"]:
+            if pool in kept:
+                guard["max_items"][pool] = len(kept[pool])
+    return out

@@ -13,10 +13,18 @@ from policy_engine.reading.json_text import parse_json_text, read_json_file
 
 MAX_BYTES = PACK_BOUNDS.max_bytes
 
-__all__ = ["MAX_BYTES", "document_digest", "parse_json_text", "read_json_file"]
+__all__ = ["MAX_BYTES", "document_digest", "document_text", "parse_json_text", "read_json_file", "text_digest"]
+
+
+def document_text(doc: Any) -> str:
+    """The canonical JSON text a digest is taken of (key order kept: it shapes the prompt)."""
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def document_digest(doc: Any) -> str:
-    """Content digest of a validated JSON document (key order kept: it shapes the prompt)."""
-    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """Content digest of a validated JSON document."""
+    return text_digest(document_text(doc))

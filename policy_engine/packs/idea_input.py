@@ -8,7 +8,8 @@ discovered as a TypeError deep inside an evaluation.
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from policy_engine.errors import Diagnostic, PackError
 from policy_engine.packs.validate import non_json_diagnostics, schema_diagnostics

@@ -2,14 +2,17 @@
 
 Built-ins register through the same entry-point group third parties use
 (``policy_engine.pack_formats``), so another pack format plugs in without touching the
-evaluator. An entry point names a module attribute ``FORMAT = (name, detect, adapt)``.
+evaluator. An entry point names a `PackFormat`: a name, a detector, an adapter to `Pools`,
+a validator, and a trimmer that writes a selection back in the format's own shape (what
+`api.trimmed_pack` and the budget gate hand to the agent).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from policy_engine.errors import Diagnostic, PackError
 from policy_engine.pools import Pools
@@ -23,6 +26,11 @@ class PackFormat:
     detect: Callable[[Any], bool]
     adapt: Callable[..., Pools]
     validate: Callable[[Any, str], list[Diagnostic]]
+    trim: Callable[[Mapping[str, Any], Mapping[str, Mapping[str, tuple[str, ...]]]], dict[str, Any]]
+    #: optional fast path: True only for a document `validate` finds nothing wrong with (a
+    #: plain-JSON dict, so it copies exactly through JSON text); False sends the document
+    #: through `validate` for the precise errors
+    quick_check: Callable[[Any], bool] | None = None
 
 
 _FORMATS: dict[str, PackFormat] = {}
@@ -39,9 +47,10 @@ def _load() -> None:
         return
     _loaded = True
     from policy_engine.packs import agent_format
+    from policy_engine.packs.fast_check import pack_is_valid
     from policy_engine.packs.validate import validate_pack_document
 
-    register_format(PackFormat(agent_format.NAME, agent_format.detect, agent_format.adapt, validate_pack_document))
+    register_format(PackFormat(agent_format.NAME, agent_format.detect, agent_format.adapt, validate_pack_document, agent_format.trim, pack_is_valid))
     for ep in entry_points(group=GROUP):
         if ep.name in _FORMATS:
             continue

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator, Mapping
 from functools import cache
 from importlib import resources
-from typing import Any, Iterator, Mapping
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from policy_engine.errors import Diagnostic
 from policy_engine.reading.bounds import MAX_JSON_INTEGER, PACK_BOUNDS
+
+if TYPE_CHECKING:  # imported when a document fails the fast path (it costs ~40 ms at start-up)
+    import jsonschema
 
 _TYPE_NAMES = {
     "object": "object", "array": "array", "string": "string", "number": "number",
@@ -25,7 +27,8 @@ _TYPE_NAMES = {
 @cache
 def load_schema(name: str) -> dict[str, Any]:
     text = resources.files("policy_engine.schemas").joinpath(f"{name}.schema.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 def _json_type(value: Any) -> str:
@@ -61,7 +64,7 @@ def _message(error: jsonschema.ValidationError) -> str:
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return f"missing required key {missing!r}"
     if error.validator == "enum":
-        return f"expected one of {', '.join(json.dumps(v) for v in error.validator_value)}, got {got}"
+        return f"expected one of {', '.join(json.dumps(v) for v in (error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]))}, got {got}"
     if error.validator == "minLength":
         return f"expected a non-empty string, got {got}"
     if error.validator == "minimum":
@@ -88,11 +91,15 @@ def _inline_local_refs(node: Any, defs: Mapping[str, Any]) -> Any:
 
 @cache
 def _validator(schema_name: str) -> jsonschema.Draft202012Validator:
+    import jsonschema
+
     schema = load_schema(schema_name)
     return jsonschema.Draft202012Validator(_inline_local_refs(schema, schema.get("$defs", {})))
 
 
 def schema_diagnostics(doc: Any, schema_name: str, file: str, code: str, hint: str) -> list[Diagnostic]:
+    import jsonschema
+
     validator = _validator(schema_name)
     found: list[tuple[str, str]] = []
     for error in validator.iter_errors(doc):

@@ -24,7 +24,10 @@ class _Refused(Exception):
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = dict(pairs)
+    if len(out) == len(pairs):  # no key repeats (the common case, checked in C)
+        return out
+    out = {}
     for key, value in pairs:
         if key in out:
             raise _Refused("104", f"duplicate key {key!r}", "remove one of the duplicated keys; JSON readers disagree on which one wins", json.dumps(key) + ":")
@@ -66,7 +69,24 @@ def _position(text: str, needle: str | None, *, second: bool) -> tuple[int, int]
 
 def depth_exceeds(doc: Any, max_depth: int) -> tuple[Any, ...] | None:
     """The path of the first container deeper than ``max_depth``, walked iteratively (a
-    recursive walk of a hostile document would exhaust the stack); None when within."""
+    recursive walk of a hostile document would exhaust the stack); None when within.
+
+    A first pass keeps only containers and their depth (no paths: every document read
+    pays it); only a document that is too deep is walked again for the path."""
+    stack: list[tuple[Any, int]] = [(doc, 0)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        value, depth = pop()
+        if depth >= max_depth and isinstance(value, (dict, list)):
+            return _deep_path(doc, max_depth)
+        depth += 1
+        for item in (value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()):
+            if isinstance(item, (dict, list)):
+                push((item, depth))
+    return None
+
+
+def _deep_path(doc: Any, max_depth: int) -> tuple[Any, ...] | None:
     stack: list[tuple[Any, tuple[Any, ...]]] = [(doc, ())]
     while stack:
         value, path = stack.pop()

@@ -27,9 +27,9 @@ class _AliasRefused(yaml.YAMLError):
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses aliases and over-long number literals before converting."""
 
-    def compose_node(self, parent: Any, index: Any) -> Any:  # type: ignore[override]
+    def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
-            raise _AliasRefused(self.peek_event().start_mark)
+            raise _AliasRefused(self.peek_event().start_mark)  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
         return super().compose_node(parent, index)
 
     def construct_yaml_int(self, node: Any) -> Any:
@@ -59,7 +59,7 @@ def _values(doc: Any) -> Any:
 def parse_yaml_text(text: str, file: str, *, error: type[PolicyError], code: str, bounds: Bounds) -> Any:
     """Codes: ``code`` for syntax and type problems, with a line/column or a JSON Pointer."""
     try:
-        doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        doc = yaml.load(text, Loader=_StrictLoader)
     except _AliasRefused as exc:
         raise error([Diagnostic(code, "YAML aliases (*name) are not allowed in case files", hint="write the value out; aliases can expand exponentially", span=_mark_span(file, exc.problem_mark))]) from None
     except yaml.YAMLError as exc:

@@ -3,11 +3,13 @@ the incremental token cost of that text."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from policy_engine.errors import Diagnostic, RuleCheckError
 from policy_engine.policy import METRICS, Settings
 from policy_engine.pools import Pools, Selection
+from policy_engine.render.caches import RenderCaches
 from policy_engine.render.envelope import TemplateModel, normalise_idea
 from policy_engine.render.knowledge import KnowledgePack, load_idea, load_knowledge
 from policy_engine.render.template import Template, find_template, load_template_file
@@ -15,13 +17,14 @@ from policy_engine.render.template import Template, find_template, load_template
 __all__ = [
     "KnowledgePack",
     "PromptModel",
+    "RenderCaches",
     "Template",
     "TemplateModel",
     "build_prompt_model",
+    "find_template",
     "limits_view",
     "load_idea",
     "load_knowledge",
-    "find_template",
     "load_template_file",
     "normalise_idea",
     "register_template",
@@ -82,15 +85,21 @@ def build_prompt_model(
     counter: Any,
     limits: Mapping[str, int | None] | None = None,
     spec: Template | None = None,
+    caches: RenderCaches | None = None,
 ) -> PromptModel:
     """The prompt model for a template: ``spec`` when the policy resolved a template file
     (its own directory's ``NAME.template.json``), else the registered template ``NAME``
-    (the shipped data templates, or a Python factory from an entry point)."""
+    (the shipped data templates, or a Python factory from an entry point). ``caches``: the
+    owner's render caches (an Engine's), shared by every model it builds; data templates
+    only (a Python factory keeps its own)."""
     if spec is not None:
-        return TemplateModel(pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits or {}, template=spec)
+        return TemplateModel(pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits or {}, template=spec, caches=caches)
     known = templates()
     if template not in known:
         raise RuleCheckError(
             [Diagnostic("R105", f"unknown prompt template {template!r}", hint="known templates: " + ", ".join(sorted(known)))]
         )
-    return known[template](pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits or {})
+    factory = known[template]
+    if factory is TemplateModel:
+        return TemplateModel(pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits or {}, caches=caches)
+    return factory(pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits or {})

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from policy_engine.errors import Diagnostic, PackError
 from policy_engine.packs.validate import non_json_diagnostics

@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from policy_engine.errors import Diagnostic, PackError
 from policy_engine.pools import Pools, Selection
+from policy_engine.render.caches import DOC_CACHE_MAX, ITEM_CACHE_MAX, RenderCaches
 from policy_engine.render.knowledge import KnowledgePack
 from policy_engine.render.template import Template, shipped_template, thaw
+
+if TYPE_CHECKING:
+    from policy_engine.tokens.counter import TokenCounter
 
 _MARK = re.compile(r'"\\u0000(slot|value):([^"\\]+)\\u0000"')
 #: the pack's own lists, by pool (the agent-format pack: section 1 of the reference doc)
@@ -38,33 +43,6 @@ def _slot(name: str) -> str:
 
 def _value(name: str) -> str:
     return f"\x00value:{name}\x00"
-
-
-# Content-addressed caches (a key is the content itself or its digest, so an entry can
-# never serve another input's text); each is bounded and simply cleared when full.
-_ITEM_CACHE_MAX = 65536
-_DOC_CACHE_MAX = 256
-#: (counter, json options, indent, repr(item)) -> (block, measure with a trailing comma, measure without)
-_ITEM_CACHE: dict[tuple[Any, ...], tuple[str, int, int]] = {}
-#: (counter, skeleton key) -> (parts, fixed measure)
-_SKELETON_CACHE: dict[tuple[Any, str], tuple[tuple[Any, ...], int]] = {}
-#: (counter, json options, indent, slot key) -> (blocks, comma measures, plain measures) of a whole slot
-_SLOT_CACHE: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, int], dict[str, int]]] = {}
-#: (template digest, knowledge digest, max examples) -> (knowledge skeleton, its list items, their rules)
-_KNOWLEDGE_CACHE: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
-
-
-def _remember(cache: dict[Any, Any], key: Any, value: Any, bound: int) -> Any:
-    if len(cache) >= bound:
-        cache.clear()
-    cache[key] = value
-    return value
-
-
-def clear_caches() -> None:
-    """Forget every rendered and measured piece (benchmarks use it to measure cold runs)."""
-    for cache in (_ITEM_CACHE, _SKELETON_CACHE, _SLOT_CACHE, _KNOWLEDGE_CACHE):
-        cache.clear()
 
 
 def template_idea(template: Template, idea: Mapping[str, Any] | None, pack: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,10 +126,13 @@ class TemplateModel:
         *,
         idea: Mapping[str, Any] | None,
         knowledge: KnowledgePack | None,
-        counter: Any,
+        counter: TokenCounter,
         limits: Mapping[str, int | None],
         template: Template | None = None,
+        caches: RenderCaches | None = None,
     ) -> None:
+        #: shared with every model its owner (an Engine) builds; private (cold) otherwise
+        self._caches = caches if caches is not None else RenderCaches()
         self._template = template or shipped_template("agent_envelope")
         options = self._template["json"]
         self._indent_width = int(options["indent"])
@@ -177,12 +158,12 @@ class TemplateModel:
             skeleton_key = repr((self._template.digest, pools.format, self._pack_digest, self._knowledge_digest, idea, sorted(limits.items())))
         else:
             skeleton_key = repr((self._template.digest, skeleton))
-        cached = _SKELETON_CACHE.get((self._counter_key, skeleton_key))
+        cached = self._caches.skeletons.get((self._counter_key, skeleton_key))
         if cached is None:
             self._parts: list[str | _Slot | _ValueLine] = []
             self._split(self._dumps(skeleton))
             fixed = sum(self._measure(p) for p in self._parts if isinstance(p, str))
-            cached = _remember(_SKELETON_CACHE, (self._counter_key, skeleton_key), (tuple(self._parts), fixed), _DOC_CACHE_MAX)
+            cached = self._caches.remember(self._caches.skeletons, (self._counter_key, skeleton_key), (tuple(self._parts), fixed), DOC_CACHE_MAX)
         self._parts = list(cached[0])
         self._fixed_measure = cached[1]
         #: the parts whose cost depends on the selection (the fixed ones are summed above)
@@ -250,13 +231,13 @@ class TemplateModel:
         every list item's names is the costly part."""
         digest = getattr(knowledge, "digest", "") if knowledge is not None else "none"
         key = (self._template.digest, digest, self._max_examples)
-        hit = _KNOWLEDGE_CACHE.get(key) if digest else None
+        hit = self._caches.knowledge.get(key) if digest else None
         if hit is None:
             before = set(self._items)
             kp = self._build_knowledge_skeleton(knowledge)
             hit = (kp, {n: self._items[n] for n in self._items if n not in before}, dict(self._lists))
             if digest:
-                _remember(_KNOWLEDGE_CACHE, key, hit, _DOC_CACHE_MAX)
+                self._caches.remember(self._caches.knowledge, key, hit, DOC_CACHE_MAX)
         kp, items, lists = hit
         self._items.update(items)
         self._lists.update(lists)
@@ -312,7 +293,7 @@ class TemplateModel:
             tests.append(_Test(test["pool"], test["if_item_empty"] == "keep", test["if_pool_empty"] == "keep", values))
             if test["match"] == "name":
                 by_name = named.setdefault(test["pool"], {})
-                for (ident, _), names in zip(items, values):
+                for (ident, _), names in zip(items, values, strict=True):
                     for n in names:
                         by_name.setdefault(n, []).append(ident)
         cap = entry.get("cap")
@@ -353,9 +334,9 @@ class TemplateModel:
         else:
             content_key = repr(items)
         slot_key = (self._counter_key, indent, content_key)
-        cached = _SLOT_CACHE.get(slot_key)
+        cached = self._caches.slots.get(slot_key)
         if cached is None:
-            cached = _remember(_SLOT_CACHE, slot_key, self._measure_items(indent, items), _DOC_CACHE_MAX)
+            cached = self._caches.remember(self._caches.slots, slot_key, self._measure_items(indent, items), DOC_CACHE_MAX)
         self._blocks[slot.name], self._comma_costs[slot.name], self._plain_costs[slot.name] = cached
         closing_indent = indent[: -self._indent_width]
         self._slot_meta[slot.name] = (
@@ -372,9 +353,10 @@ class TemplateModel:
         blocks: dict[str, str] = {}
         comma: dict[str, int] = {}
         plain: dict[str, int] = {}
+        cache = self._caches.items
         for ident, item in items:
             key = (self._counter_key, indent, repr(item))
-            hit = _ITEM_CACHE.get(key)
+            hit = cache.get(key)
             if hit is None:
                 lines = [indent + line for line in self._dumps(item).split("\n")]
                 head = "".join(line + "\n" for line in lines[:-1])
@@ -383,7 +365,7 @@ class TemplateModel:
                 # head once, then its last line with and without the comma (shared by most
                 # items, so counted once per run).
                 head_measure = self._measure(head) if head else 0
-                hit = _remember(_ITEM_CACHE, key, (head + last, head_measure + self._measure(last + ",\n"), head_measure + self._measure(last + "\n")), _ITEM_CACHE_MAX)
+                hit = self._caches.remember(cache, key, (head + last, head_measure + self._measure(last + ",\n"), head_measure + self._measure(last + "\n")), ITEM_CACHE_MAX)
             blocks[ident], comma[ident], plain[ident] = hit
         return blocks, comma, plain
 

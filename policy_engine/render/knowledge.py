@@ -7,10 +7,11 @@ of the wrong type for the template's matching is reported when the prompt is bui
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from policy_engine.errors import Diagnostic, PackError
 from policy_engine.packs.document import document_digest, read_json_file

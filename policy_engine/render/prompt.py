@@ -8,8 +8,9 @@ builder and the template part ways (and exactly where: line, JSON Pointer, both 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from policy_engine.pools import Pools, Selection
 
@@ -95,7 +96,7 @@ def first_difference(expected: str, actual: str, context: int = 2) -> Difference
     if expected == actual:
         return None
     a, b = expected.split("\n"), actual.split("\n")
-    index = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    index = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
     line = index + 1
     pointer = _pointer_at(expected, line) or _pointer_at(actual, line)
 

@@ -12,12 +12,13 @@ the file, a JSON Pointer and a hint (R106 unreadable, R107 schema, R108 inconsis
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from policy_engine.errors import Diagnostic, PackError, RuleCheckError
 from policy_engine.packs.document import document_digest, parse_json_text, read_json_file
@@ -115,8 +116,11 @@ def _read(path: str | os.PathLike[str]) -> tuple[Any, str]:
         raise RuleCheckError([Diagnostic("R106", d.message, hint=d.hint, span=d.span, file=d.file, pointer=d.pointer) for d in exc.diagnostics]) from None
 
 
-def template_from_document(doc: Any, file: str, name: str | None = None) -> Template:
-    problems = check_template(doc, file, name)
+def template_from_document(doc: Any, file: str, name: str | None = None, *, shipped: bool = False) -> Template:
+    """``shipped``: a template of this package, checked by its test suite
+    (tests/render/test_template.py), not again at every start-up (jsonschema's import and
+    validation cost more than the rest of a cold `policy eval`)."""
+    problems = [] if shipped else check_template(doc, file, name)
     if problems:
         raise RuleCheckError(problems)
     return Template(doc["name"], file, _freeze(doc), document_digest(doc))
@@ -139,7 +143,7 @@ def shipped_template(name: str) -> Template:
         doc = parse_json_text(text, file)
     except PackError as exc:  # a packaging bug, reported like any template problem
         raise RuleCheckError(exc.diagnostics) from None
-    return template_from_document(doc, file, name)
+    return template_from_document(doc, file, name, shipped=True)
 
 
 def user_template_names(directory: str | os.PathLike[str] | None) -> list[str]:

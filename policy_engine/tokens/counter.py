@@ -91,7 +91,14 @@ class RoughCounter:
 
 @cache
 def get_counter(tokenizer: Tokenizer) -> TokenCounter:
-    """The counter a rule file's `tokenizer` line asks for. Errors point at that line."""
+    """The process-wide counter a rule file's `tokenizer` line asks for (its count cache
+    shared by every caller). Errors point at that line."""
+    return new_counter(tokenizer)
+
+
+def new_counter(tokenizer: Tokenizer) -> TokenCounter:
+    """A counter with its own count cache, for an owner that wants its memory to itself (an
+    `Engine`). The encoding itself is loaded once per process. Errors point at the rule."""
     try:
         return _make_counter(tokenizer)
     except TokenizerError as exc:

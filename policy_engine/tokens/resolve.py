@@ -1,22 +1,22 @@
-"""Finding a tiktoken encoding without the network.
+"""Finding a tiktoken encoding without the network, the environment or a write.
 
-`tiktoken.get_encoding` downloads its BPE file on first use, which fails on air-gapped CI.
-We look, in order, in: ``POLICY_ENGINE_TIKTOKEN_DIR`` (``<name>.tiktoken`` or
-``<name>.tiktoken.gz``), tiktoken's own cache (``TIKTOKEN_CACHE_DIR``,
-``DATA_GYM_CACHE_DIR`` or its temp-dir default), then the files shipped by the
-``bpe-openai`` package. Every file is verified against the sha256 tiktoken itself expects
-before use; a verified file is written into tiktoken's cache so tiktoken loads it through
-its normal path (same pattern, same special tokens) and later runs stay offline.
+`tiktoken.get_encoding` downloads its BPE file on first use (failing on air-gapped CI) and
+writes it into a cache folder. We look, in order, in: ``POLICY_ENGINE_TIKTOKEN_DIR``
+(``<name>.tiktoken`` or ``<name>.tiktoken.gz``), tiktoken's own cache (``TIKTOKEN_CACHE_DIR``,
+``DATA_GYM_CACHE_DIR`` or its temp-dir default; read only), then the files shipped by the
+``bpe-openai`` package. Every file is verified against the sha256 tiktoken itself expects,
+then the `tiktoken.Encoding` is built from its ranks and the encoding's pattern and special
+tokens (`tokens/encodings.py`): nothing is written and ``os.environ`` is never touched.
 """
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import importlib.util
 import os
 import tempfile
-import threading
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -25,6 +25,7 @@ import tiktoken
 import tiktoken.model
 
 from policy_engine.errors import Diagnostic, TokenizerError
+from policy_engine.tokens.encodings import ENCODINGS
 
 _BLOB = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
 
@@ -40,8 +41,6 @@ EXPECTED_SHA256: dict[str, str] = {
 _FILE_OF = {"p50k_edit": "p50k_base", "o200k_harmony": "o200k_base"}
 KNOWN_ENCODINGS: tuple[str, ...] = ("cl100k_base", "o200k_base", "o200k_harmony", "p50k_base", "p50k_edit", "r50k_base", "gpt2")
 ENV_DIR = "POLICY_ENGINE_TIKTOKEN_DIR"
-
-_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,24 +108,16 @@ def _candidates(file_name: str) -> list[tuple[str, Path | None, bytes | None]]:
     return _all_candidates(file_name)
 
 
-def _seed_tiktoken_cache(file_name: str, data: bytes) -> str:
-    """Put verified bytes where tiktoken looks, so `tiktoken.get_encoding` needs no network."""
-    cache_dir = _tiktoken_cache_dir()
-    key = hashlib.sha1(_BLOB.format(name=file_name).encode()).hexdigest()
-    if cache_dir:
-        try:
-            os.makedirs(cache_dir, exist_ok=True)
-            target = Path(cache_dir) / key
-            if not target.exists():
-                tmp = target.with_name(f"{key}.{os.getpid()}.tmp")
-                tmp.write_bytes(data)
-                os.replace(tmp, target)
-            return cache_dir
-        except OSError:
-            pass
-    private = Path(tempfile.mkdtemp(prefix="policy-engine-tiktoken-"))
-    (private / key).write_bytes(data)
-    return str(private)
+def _ranks(data: bytes) -> dict[bytes, int]:
+    """A ``.tiktoken`` file: one ``<base64 token> <rank>`` pair per line."""
+    decode = base64.b64decode
+    return {decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+
+
+def build_encoding(name: str, data: bytes) -> tiktoken.Encoding:
+    """The encoding ``name`` from its verified BPE file's bytes."""
+    _, pattern, special, n_vocab = ENCODINGS[name]
+    return tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=_ranks(data), special_tokens=dict(special), explicit_n_vocab=n_vocab)
 
 
 @cache
@@ -146,7 +137,7 @@ def resolve_encoding(name: str) -> ResolvedEncoding:
             ]
         )
     file_name = _FILE_OF.get(name, name)
-    expected = EXPECTED_SHA256.get(file_name)
+    expected = EXPECTED_SHA256.get(file_name) if name in ENCODINGS else None
     bad: list[str] = []
     for label, path, _ in _candidates(file_name) if expected else []:
         try:
@@ -157,18 +148,7 @@ def resolve_encoding(name: str) -> ResolvedEncoding:
         if hashlib.sha256(data).hexdigest() != expected:
             bad.append(f"{path}: sha256 mismatch")
             continue
-        with _lock:
-            cache_dir = _seed_tiktoken_cache(file_name, data)
-            previous = os.environ.get("TIKTOKEN_CACHE_DIR")
-            os.environ["TIKTOKEN_CACHE_DIR"] = cache_dir
-            try:
-                encoding = tiktoken.get_encoding(name)
-            finally:
-                if previous is None:
-                    del os.environ["TIKTOKEN_CACHE_DIR"]
-                else:
-                    os.environ["TIKTOKEN_CACHE_DIR"] = previous
-        return ResolvedEncoding(encoding, name, expected, f"{label}: {path}")
+        return ResolvedEncoding(build_encoding(name, data), name, expected, f"{label}: {path}")
     code = "T104" if bad else "T103"
     detail = ("; ".join(bad) + ". ") if bad else ""
     raise TokenizerError(

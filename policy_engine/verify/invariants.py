@@ -11,13 +11,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from policy_engine.decision import Decision
 from policy_engine.evaluator import evaluate
 from policy_engine.packs import load_pack
-from policy_engine.policy import Limit, Policy, Severity
+from policy_engine.policy import Enforcement, Limit, Policy
 from policy_engine.pools import Pools
 from policy_engine.usage import Request, UsageSnapshot
 from policy_engine.verify.reference import reference_evaluate, reference_for
@@ -113,7 +114,7 @@ def minimality(c: Checked) -> None:
 
 def _with_limit(policy: Policy, metric: str, value: int) -> Policy:
     def swap(limits: tuple[Limit, ...]) -> tuple[Limit, ...]:
-        return tuple(dataclasses.replace(l, value=value) if l.metric == metric else l for l in limits)
+        return tuple(dataclasses.replace(lim, value=value) if lim.metric == metric else lim for lim in limits)
 
     settings = dataclasses.replace(policy.settings, limits=swap(policy.settings.limits))
     conditionals = tuple(dataclasses.replace(cond, limits=swap(cond.limits)) for cond in policy.conditionals)
@@ -134,7 +135,7 @@ def monotonicity(c: Checked) -> None:
     model, counter = prompt_model_for(c.policy, c.pools)
     base = _sent(c.decision)
     for limit in _settings(c).limits:
-        if limit.severity is not Severity.BLOCK:
+        if limit.severity is not Enforcement.BLOCK:
             continue
         for value, direction in ((limit.value * 2 + 1, "raised"), (max(1, limit.value // 2), "lowered")):
             if value == limit.value:
@@ -198,6 +199,7 @@ def accounting(c: Checked) -> None:
     engine's count caches), and the trimmed pack the caller sends on is itself valid."""
     from policy_engine.api import trimmed_pack
     from policy_engine.tokens import get_counter
+    from policy_engine.tokens.counter import TiktokenCounter
     from policy_engine.tokens.resolve import resolve_encoding
 
     render, _count = reference_for(c.policy, c.pools)
@@ -205,7 +207,7 @@ def accounting(c: Checked) -> None:
     ranked = {pool: tuple(cand.id for cand in c.pools.pool(pool) if any(cand.id in ids for ids in lanes.values())) for pool, lanes in c.decision.selection.items()}
     text = render(ranked)
     counter = get_counter(c.policy.tokenizer)
-    if counter.exact:
+    if isinstance(counter, TiktokenCounter):
         expected = len(resolve_encoding(counter.encoding_name).encoding.encode_ordinary(text))
     else:
         expected = counter.count(text)
@@ -221,7 +223,7 @@ def limits_hold(c: Checked) -> None:
     reason names a blocking limit that still fails (or the ladder's own reason)."""
     d = c.decision
     settings = _settings(c)
-    blocking = {l.metric for l in settings.limits if l.severity is Severity.BLOCK}
+    blocking = {lim.metric for lim in settings.limits if lim.severity is Enforcement.BLOCK}
     for metric, row in d.limits.items():
         if row["actual"] is None:
             continue

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from policy_engine.policy import Policy
 from policy_engine.pools import Candidate, Pools
@@ -304,7 +305,7 @@ def _agent_knowledge(docs: Mapping[str, Any], ops: set[str], fields: set[str]) -
                                           "operator_count": len(rows), "operators": rows}
     ex = docs.get("fastexpr_examples_pack")
     if isinstance(ex, dict):
-        kept = []
+        kept: list[dict[str, Any]] = []
         for example in _strings(ex.get("examples")):
             if len(kept) >= most:
                 break
@@ -323,7 +324,7 @@ def _agent_knowledge(docs: Mapping[str, Any], ops: set[str], fields: set[str]) -
     if isinstance(vis, dict):
         cards = [c for c in _strings(vis.get("operators")) if _names_a_kept_operator(c, ops)]
         taxonomy = vis.get("error_taxonomy")
-        example_cards = []
+        example_cards: list[dict[str, Any]] = []
         for card in _strings(vis.get("example_cards")):
             if len(example_cards) >= most:
                 break

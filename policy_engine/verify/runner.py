@@ -12,8 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import seed as hypothesis_seed
@@ -113,9 +114,9 @@ def verify_policy(
         except PolicyError:
             raise  # the policy itself is unusable (e.g. its tokenizer): not a counterexample
         except Exception as exc:  # an engine crash on this case is a finding
-            violation = Violation("no_crash", f"{type(exc).__name__}: {exc}")
-            failures.append((case, violation))
-            raise violation from exc
+            crash = Violation("no_crash", f"{type(exc).__name__}: {exc}")
+            failures.append((case, crash))
+            raise crash from exc
 
     try:
         prop()

@@ -12,13 +12,18 @@ generated policy is one a user could have written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypothesis import strategies as st
 
 from policy_engine.usage import Request, UsageSnapshot
+
+if TYPE_CHECKING:
+    from policy_engine.policy import Policy
+    from policy_engine.verify.invariants import Case
 
 POOL_ORDER = ("fields", "operators", "subcategories", "datasets")
 LANES = ("exploit", "explore")
@@ -26,8 +31,8 @@ LANES = ("exploit", "explore")
 # ---- names -----------------------------------------------------------------------------
 
 _plain = st.from_regex(r"[a-z][a-z0-9_]{0,14}", fullmatch=True)
-_unicode = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
-_long = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF, blacklist_categories=("Cs",)), min_size=200, max_size=400)
+_unicode = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12)
+_long = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_categories=["Cs"]), min_size=200, max_size=400)
 names = st.one_of(_plain, _plain, _unicode, _long)
 
 
@@ -48,7 +53,7 @@ def _lane_mode() -> st.SearchStrategy[str]:
     return st.sampled_from(["mixed", "mixed", "exploit_only", "explore_only"])
 
 
-def _lane(draw: Any, mode: str) -> str:
+def _lane(draw: st.DrawFn, mode: str) -> str:
     if mode == "exploit_only":
         return "exploit"
     if mode == "explore_only":
@@ -56,7 +61,7 @@ def _lane(draw: Any, mode: str) -> str:
     return draw(st.sampled_from(LANES))
 
 
-def _ranked(items: list[dict[str, Any]], draw: Any) -> list[dict[str, Any]]:
+def _ranked(items: list[dict[str, Any]], draw: st.DrawFn) -> list[dict[str, Any]]:
     """Candidate lists come in rank order (best first), usually exploit first; a stable
     sort keeps tied scores in generation order. Sometimes the lanes interleave."""
     if draw(st.booleans()):
@@ -75,7 +80,7 @@ class PackSizes:
 
 
 @st.composite
-def packs(draw: Any, sizes: PackSizes = PackSizes()) -> dict[str, Any]:
+def packs(draw: st.DrawFn, sizes: PackSizes = PackSizes()) -> dict[str, Any]:
     """A valid retrieval pack in the agent's format (``agent-retrieval-pack/v1``)."""
     mode = draw(_lane_mode())
     subcategories = draw(_unique_names(0, sizes.subcategories))
@@ -126,7 +131,7 @@ def usage_snapshots(max_tokens: int = 2_000_000, max_micro_usd: int = 100_000_00
     """Any snapshot (day usage at least the batch's, as a ledger would report)."""
 
     @st.composite
-    def build(draw: Any) -> UsageSnapshot:
+    def build(draw: st.DrawFn) -> UsageSnapshot:
         batch = draw(st.integers(0, max_tokens))
         batch_usd = draw(st.integers(0, max_micro_usd))
         return UsageSnapshot(batch_tokens=batch, day_tokens=batch + draw(st.integers(0, max_tokens)),
@@ -135,7 +140,7 @@ def usage_snapshots(max_tokens: int = 2_000_000, max_micro_usd: int = 100_000_00
     return build()
 
 
-requests = st.builds(Request, completion_tokens=st.one_of(st.none(), st.integers(0, 4000)), expansion=st.booleans())
+requests = st.builds(Request, completion_tokens=st.one_of(st.none(), st.integers(1, 4000)), expansion=st.booleans())
 
 
 # ---- policies --------------------------------------------------------------------------------
@@ -223,7 +228,7 @@ def _amount(value: int) -> st.SearchStrategy[str]:
 
 
 @st.composite
-def stage_specs(draw: Any, pool: str, name: str) -> StageSpec:
+def stage_specs(draw: st.DrawFn, pool: str, name: str) -> StageSpec:
     kind = draw(st.sampled_from(["factor", "share", "keep"]))
     n = draw(st.integers(1, 5))
     if kind == "keep":
@@ -240,7 +245,7 @@ def stage_specs(draw: Any, pool: str, name: str) -> StageSpec:
 
 
 @st.composite
-def ladders(draw: Any) -> tuple[StageSpec, ...]:
+def ladders(draw: st.DrawFn) -> tuple[StageSpec, ...]:
     pools = draw(st.lists(st.sampled_from(POOL_ORDER), unique=True, min_size=draw(st.sampled_from([0, 1, 1, 1])), max_size=4))
     return tuple(draw(stage_specs(pool, f"trim_{pool}")) for pool in pools)
 
@@ -250,7 +255,7 @@ TOKENIZERS = ('tokenizer tiktoken "o200k_base"', 'tokenizer tiktoken "cl100k_bas
 
 
 @st.composite
-def policy_specs(draw: Any, *, scale: int = 3000, with_conditions: bool = True) -> PolicySpec:
+def policy_specs(draw: st.DrawFn, *, scale: int = 3000, with_conditions: bool = True) -> PolicySpec:
     """A valid policy. ``scale`` is the prompt size (tokens) limits are drawn around, so
     the ladder runs often instead of everything fitting or nothing fitting."""
     limits = []
@@ -302,7 +307,7 @@ def policy_specs(draw: Any, *, scale: int = 3000, with_conditions: bool = True) 
 # ---- cases: a pack, usage and a request, with pressure on the policy's own limits ---------
 
 @st.composite
-def cases(draw: Any, policy: Any, sizes: PackSizes = PackSizes(), pack: dict[str, Any] | None = None) -> Any:
+def cases(draw: st.DrawFn, policy: Policy, sizes: PackSizes = PackSizes(), pack: dict[str, Any] | None = None) -> Case:
     """A `Case` for ``policy``. Usage is drawn so that the room left under the policy's
     batch and day limits holds the prompt's fixed part plus a random share (-20% to 150%)
     of its candidates' part: the ladder then runs, stops early, exhausts or cannot help."""
@@ -317,13 +322,13 @@ def cases(draw: Any, policy: Any, sizes: PackSizes = PackSizes(), pack: dict[str
     render, count = reference_for(policy, pools)
     untrimmed = count(render({pool: tuple(c.id for c in pools.pool(pool)) for pool in POOL_ORDER}))
     fixed = count(render({pool: () for pool in POOL_ORDER}))
-    request = draw(st.builds(Request, completion_tokens=st.one_of(st.none(), st.none(), st.integers(0, 2000)), expansion=st.booleans()))
+    request = draw(st.builds(Request, completion_tokens=st.one_of(st.none(), st.none(), st.integers(1, 2000)), expansion=st.booleans()))
     completion = request.completion_tokens if request.completion_tokens is not None else settings.completion_budget
 
-    def room(metric: str, spent_by_request: int, reserve: int = 0, per_token: Any = None) -> int:
+    def room(metric: str, spent_by_request: int, reserve: int = 0, per_token: Callable[[int], int] | None = None) -> int:
         """Usage that leaves a random share of the request's cost under the limit."""
         limit = settings.limit(metric)
-        cost = (lambda tokens: tokens) if per_token is None else per_token
+        cost: Callable[[int], int] = (lambda tokens: tokens) if per_token is None else per_token
         if limit is None or draw(st.integers(0, 4)) == 0:
             return draw(st.integers(0, 3 * max(cost(untrimmed), 1)))
         # room for the fixed part plus the case's share (+ up to 40%) of the candidates' part

@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-
 # ---- section 2: the idea spec ---------------------------------------------------------------
 
 class Target(BaseModel):

@@ -8,10 +8,11 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from policy_engine.cli.exit_codes import ExitCode
 from policy_engine.cli.main import main

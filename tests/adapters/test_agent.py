@@ -26,7 +26,16 @@ from policy_engine.errors import PackError, RuleCheckError, UsageInputError
 from policy_engine.policy import Tokenizer
 from policy_engine.tokens import get_counter
 from tests.adapters.agent_standins import (
-    BudgetUsage, IdeaSpec, LlmBudget, RetrievalPack, agent_prompt, idea_from_pack, read_budget, read_bundle, read_idea, read_pack,
+    BudgetUsage,
+    IdeaSpec,
+    LlmBudget,
+    RetrievalPack,
+    agent_prompt,
+    idea_from_pack,
+    read_budget,
+    read_bundle,
+    read_idea,
+    read_pack,
 )
 from tests.conftest import SHARED
 from tests.render.prompt_cases import CASES, CONFIG_KEYS

@@ -45,7 +45,7 @@ def setup(tmp_path: Path):
 
 
 def test_pass_path_reserves_and_emits_passed_events(setup) -> None:
-    gate, ledger, clock, sink = setup
+    gate, ledger, _clock, sink = setup
     result = gate.check(SMALL, "run-a")
     assert result.decision.outcome == "allowed"
     events = ledger.events("run-a")
@@ -85,7 +85,7 @@ def test_trim_path_emits_one_fallback_event_per_rung(setup) -> None:
 
 
 def test_block_path_raises_with_reason_and_emits_failed_and_blocked(setup) -> None:
-    gate, ledger, clock, _ = setup
+    gate, ledger, _clock, _ = setup
     blocked = json.loads((ROOT / "examples" / "packs" / "blocked_oversized_guard.json").read_text())
     with pytest.raises(BudgetBlocked) as info:
         gate.check(blocked, "run-b")
@@ -152,7 +152,7 @@ def test_bad_usage_is_refused(usage) -> None:
 
 def test_unknown_reservation_and_unpriced_model_are_refused(setup) -> None:
     gate, *_ = setup
-    with pytest.raises(LedgerError, match="L103|no reservation"):
+    with pytest.raises(LedgerError, match=r"L103|no reservation"):
         gate.record_usage("run-x", prompt_tokens=1, completion_tokens=1, reservation_id="nope", model="mock-1")
     usd = load_policy_text('tokenizer rough 4 chars per token\nprice "m": prompt $1 per 1M, completion $1 per 1M\npricing model "m"\nlimit d: day_usd <= $5\n', "u.policy")
     with pytest.raises(LedgerError) as info:
@@ -161,7 +161,7 @@ def test_unknown_reservation_and_unpriced_model_are_refused(setup) -> None:
 
 
 def test_dashboard_payloads_follow_the_contract_and_are_null_safe(setup) -> None:
-    _, ledger, clock, _ = setup
+    _, ledger, _clock, _ = setup
     gate = BudgetGate(load_policy(DEMO), ledger, knowledge_dir=ROOT / "examples" / "knowledge")
     res = gate.check(SEED, "run-k")
     gate.record_usage("run-k", prompt_tokens=res.decision.metrics["prompt_tokens"], completion_tokens=300, reservation_id=res.reservation_id, model="mock-1")
@@ -186,7 +186,7 @@ def test_dashboard_payloads_follow_the_contract_and_are_null_safe(setup) -> None
 
 
 def test_novelty_uses_the_runs_earlier_combo_samples(setup) -> None:
-    gate, ledger, *_ = setup
+    gate, _ledger, *_ = setup
     first = gate.check(SMALL, "run-n").decision
     second = gate.check(SMALL, "run-n").decision
     other_run = gate.check(SMALL, "run-o").decision

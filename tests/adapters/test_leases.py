@@ -17,7 +17,7 @@ from policy_engine.adapters.gate import BudgetBlocked, BudgetGate
 from policy_engine.adapters.ledger import MAX_TOKENS, Ledger
 from policy_engine.adapters.ledger_reader import LedgerReader
 from policy_engine.dsl import load_policy_text
-from policy_engine.errors import UsageInputError, LedgerError, PolicyError
+from policy_engine.errors import LedgerError, PolicyError, UsageInputError
 from policy_engine.usage import Request
 from tests.conftest import ROOT
 
@@ -115,9 +115,8 @@ def test_a_lease_that_is_lost_is_reported_when_the_block_ends(env) -> None:
     gate, _, clock, _ = env
     res = gate.check(SMALL, "run-lost")
     clock.t += TTL + 1  # the worker stalled past its TTL before the first beat
-    with pytest.raises(LedgerError) as info:
-        with gate.lease("run-lost", res.reservation_id, every_s=0.005):
-            time.sleep(0.2)
+    with pytest.raises(LedgerError) as info, gate.lease("run-lost", res.reservation_id, every_s=0.005):
+        time.sleep(0.2)
     assert code_of(info) == "L107"
 
 
@@ -145,7 +144,7 @@ def test_settling_more_than_was_reserved_reports_the_excess(env) -> None:
     res = gate.check(SMALL, "run-x")
     reserved = res.decision.metrics["request_tokens"]
     gate.record_usage("run-x", prompt_tokens=reserved, completion_tokens=123, reservation_id=res.reservation_id)
-    [(kind, payload, _)] = [e for e in ledger.events("run-x") if e[0] == "budget.overspend"]
+    [(_kind, payload, _)] = [e for e in ledger.events("run-x") if e[0] == "budget.overspend"]
     assert payload["reason"] == "settled_over_reservation" and payload["tokens"] == 123 and payload["reserved_tokens"] == reserved
 
 
@@ -220,13 +219,11 @@ def test_a_huge_or_negative_completion_budget_never_reaches_sqlite(env, completi
 
 def test_sqlite_refusals_inside_a_transaction_become_l110(env) -> None:
     _, ledger, _, _ = env
-    with pytest.raises(LedgerError) as info:
-        with ledger.transaction() as db:
-            db.execute("INSERT INTO usage_points (run_id, day, prompt_tokens, completion_tokens, total_tokens, micro_usd, created_at) VALUES ('r', 'd', ?, 0, 0, 0, 0)", (2**63,))
+    with pytest.raises(LedgerError) as info, ledger.transaction() as db:
+        db.execute("INSERT INTO usage_points (run_id, day, prompt_tokens, completion_tokens, total_tokens, micro_usd, created_at) VALUES ('r', 'd', ?, 0, 0, 0, 0)", (2**63,))
     assert code_of(info) == "L110"
-    with pytest.raises(LedgerError) as info:
-        with ledger.transaction() as db:
-            db.execute("INSERT INTO usage_points (run_id, day, prompt_tokens, completion_tokens, total_tokens, micro_usd, created_at) VALUES (NULL, 'd', 0, 0, 0, 0, 0)")
+    with pytest.raises(LedgerError) as info, ledger.transaction() as db:
+        db.execute("INSERT INTO usage_points (run_id, day, prompt_tokens, completion_tokens, total_tokens, micro_usd, created_at) VALUES (NULL, 'd', 0, 0, 0, 0, 0)")
     assert code_of(info) == "L110"
     assert ledger.settled_totals(day="d")[2] == 0
 

@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,7 +68,7 @@ def gated_calls(url: str, run_id: str, calls: int, seed: int, log: str, ttl_s: f
             stats["allowed"] += 1
             m = res.decision.metrics
             prompt, completion = m["prompt_tokens"] - rng.randrange(0, 50), rng.randrange(0, m["completion_tokens"] + 1)
-            retrying(lambda: gate.record_usage(run_id, {"prompt_tokens": prompt, "completion_tokens": completion}, reservation_id=res.reservation_id))
+            retrying(lambda: gate.record_usage(run_id, {"prompt_tokens": prompt, "completion_tokens": completion}, reservation_id=res.reservation_id))  # noqa: B023 (called within this iteration)
             os.write(fd, f"{res.reservation_id} {prompt + completion}\n".encode())
             stats["settled_tokens"] += prompt + completion
     finally:
@@ -124,7 +125,9 @@ def audit(url: str, *, now: float | None = None) -> dict[str, object]:
     ledger = open_ledger(url, clock=(lambda: now) if now is not None else time.time)
     try:
         with ledger.transaction() as db:
-            q = (lambda sql: db.execute(sql).fetchall())
+            def q(sql: str) -> list[Any]:
+                return db.execute(sql).fetchall()
+
             per_day = q("SELECT day, SUM(total_tokens), COUNT(*) FROM usage_points GROUP BY day")
             dup = q("SELECT reservation_id FROM usage_points WHERE reservation_id IS NOT NULL GROUP BY reservation_id HAVING COUNT(*) > 1")
             orphans = q("SELECT r.id FROM reservations r WHERE r.state = 'settled' AND NOT EXISTS (SELECT 1 FROM usage_points u WHERE u.reservation_id = r.id)")

@@ -12,11 +12,11 @@ conflicting settlements, on the ledger's injected clock (no sleeps):
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from policy_engine.adapters.gate import BudgetBlocked, BudgetGate
 from policy_engine.adapters.ledger import Ledger, utc_day

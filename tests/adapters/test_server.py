@@ -120,7 +120,7 @@ def test_status_codes_head_and_errors_as_json(base: str) -> None:
     for method in ("POST", "PUT", "DELETE", "PATCH"):
         code, headers, body = get(f"{base}/api/runs/R1/budget", method=method, data=b"{}" if method != "DELETE" else None)
         assert code == 405 and set(headers["allow"].split(", ")) == {"GET", "HEAD"} and json.loads(body)["error"] == "method_not_allowed"
-    g_code, g_headers, g_body = get(f"{base}/api/runs")
+    _, g_headers, g_body = get(f"{base}/api/runs")
     h_code, h_headers, h_body = get(f"{base}/api/runs", method="HEAD")
     assert (h_code, h_body) == (200, b"") and h_headers["content-length"] == g_headers["content-length"] == str(len(g_body))
     assert h_headers["content-type"] == g_headers["content-type"]

@@ -12,7 +12,6 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import jsonschema
 import pytest
 
 from policy_engine.cli.exit_codes import ExitCode, table_markdown
@@ -207,7 +206,7 @@ def test_trimmed_pack_output(capsys, tmp_path: Path) -> None:
 
 def test_output_file_and_no_colour_when_piped(capsys, tmp_path: Path) -> None:
     target = tmp_path / "d.json"
-    code, out, err = call(capsys, "eval", SMALL, "--format", "json", "--output", str(target))
+    code, out, _err = call(capsys, "eval", SMALL, "--format", "json", "--output", str(target))
     assert code == 0 and out == "" and only_decision(target.read_text())["outcome"] == "allowed"
     proc = run("explain", SEED, *KNOW, env={"NO_COLOR": "1"})
     assert "\x1b[" not in proc.stdout
@@ -261,6 +260,6 @@ def test_colour_follows_rich_env_and_explain_wraps() -> None:
 
 def test_paths_print_as_given(capsys, monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
-    code, out, _ = call(capsys, "eval", "examples/packs", "--knowledge-pack-dir", "examples/knowledge")
+    _code, out, _ = call(capsys, "eval", "examples/packs", "--knowledge-pack-dir", "examples/knowledge")
     files = [line.split()[1].rstrip(":") for line in out.splitlines()[:3]]
     assert files == ["examples/packs/blocked_oversized_guard.json", "examples/packs/seed_5x15x72x60.json", "examples/packs/small_2x4x10x8.json"]

@@ -112,7 +112,7 @@ def test_usd_totals_under_a_priced_policy(capsys) -> None:
     """demo.policy prices $0.15 / $0.60 per 1M with an 800-token completion budget: a sent
     call costs ceil(0.15 * prompt + 0.60 * 800) micro-USD; the default prices $0."""
     small = str(SHARED / "packs" / "small_2x4x10x8.json")
-    code, out, _ = call(capsys, "diff", DEFAULT, str(ROOT / "examples" / "policies" / "demo.policy"), small, "--format", "json")
+    _code, out, _ = call(capsys, "diff", DEFAULT, str(ROOT / "examples" / "policies" / "demo.policy"), small, "--format", "json")
     report = json.loads(out)
     after = report["pack_diffs"][0]["after"]
     assert after["outcome"] == "allowed" and report["pack_diffs"][0]["before"]["request_micro_usd"] == 0

@@ -88,7 +88,7 @@ def _readers(tmp_path: Path, xml: str) -> tuple[junitparser.JUnitXml, object, ob
 def test_eval_junit_counts_agree_with_the_exit_code_in_both_readers(capsys, tmp_path: Path, in_root) -> None:
     code, out, _ = call(capsys, "eval", "examples/packs", *KNOW, "--format", "junit")
     assert code == ExitCode.BLOCKED
-    ju, suite, result = _readers(tmp_path, out)
+    ju, _suite, result = _readers(tmp_path, out)
     assert (ju.tests, ju.failures, ju.errors) == (3, 1, 0)
     assert ju.time > 0 and all(case.time >= 0 for s in ju for case in s)
     assert result.testsRun == 3 and len(result.failures) == 1 and len(result.errors) == 0 and not result.wasSuccessful()
@@ -141,7 +141,7 @@ def validate_sarif(doc: dict) -> None:
 
 
 def test_sarif_eval_validates_against_the_official_schema(capsys, in_root) -> None:
-    code, out, _ = call(capsys, "eval", "examples/packs", *KNOW, "--format", "sarif")
+    _code, out, _ = call(capsys, "eval", "examples/packs", *KNOW, "--format", "sarif")
     doc = json.loads(out)
     validate_sarif(doc)
     run = doc["runs"][0]
@@ -183,7 +183,7 @@ def test_every_catalogued_code_has_a_sarif_rule_from_the_table() -> None:
 # ---- github and stderr -------------------------------------------------------------------
 
 def test_github_blocked_title_names_the_limit(capsys, in_root) -> None:
-    code, out, _ = call(capsys, "eval", "examples/packs", *KNOW, "--format", "github")
+    _code, out, _ = call(capsys, "eval", "examples/packs", *KNOW, "--format", "github")
     lines = out.strip().splitlines()
     assert all(GITHUB_LINE.match(line) for line in lines[:-1]), lines
     assert lines[0].startswith("::error file=examples/packs/blocked_oversized_guard.json,title=")
@@ -191,7 +191,7 @@ def test_github_blocked_title_names_the_limit(capsys, in_root) -> None:
 
 
 def test_check_github_line(capsys, bad_rules: Path) -> None:
-    code, out, _ = call(capsys, "check", str(bad_rules / "bad.policy"), "--format", "github")
+    _code, out, _ = call(capsys, "check", str(bad_rules / "bad.policy"), "--format", "github")
     lines = out.strip().splitlines()
     assert all(GITHUB_LINE.match(line) for line in lines) and ",line=2,col=10,title=E201::" in lines[0]
 

@@ -13,7 +13,7 @@ from policy_engine.cli.exit_codes import ExitCode
 from policy_engine.cli.main import main
 from policy_engine.dsl import import_config
 from tests.cli.test_cli import run
-from tests.conftest import ROOT, SHARED
+from tests.conftest import SHARED
 from tests.render.prompt_cases import CASES, PromptCase
 
 PACKS = sorted((SHARED / "packs").glob("*.json"))
@@ -131,8 +131,8 @@ def test_rendered_tokens_equal_the_decisions_prompt_tokens(pack: Path, knowledge
     decision = result["decision"]
     code, text, err = call(capsys, "render", pack, *know)
     assert code == ExitCode.OK
-    from policy_engine.tokens import get_counter
     from policy_engine.policy import Tokenizer
+    from policy_engine.tokens import get_counter
 
     assert get_counter(Tokenizer("tiktoken", "o200k_base")).count(text) == decision["metrics"]["prompt_tokens"]
     assert f"{decision['metrics']['prompt_tokens']:,} tokens" in err and len(text) == decision["metrics"]["prompt_chars"]

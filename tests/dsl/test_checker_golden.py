@@ -49,7 +49,7 @@ def test_golden_message(case: Path) -> None:
 def test_each_case_reports_its_code_once() -> None:
     for case in CASES:
         code = case.stem.split("_")[0]
-        if not code[:1] in ("E", "W"):
+        if code[:1] not in ("E", "W"):
             continue
         codes = [d.code for d in diagnostics(case)]
         assert codes.count(code) == 1, (case.name, codes)

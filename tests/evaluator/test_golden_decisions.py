@@ -5,14 +5,13 @@ Regenerate on purpose only: POLICY_ENGINE_REGEN_GOLDEN=1, then review the diff."
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import jsonschema
 import pytest
 
 from policy_engine.dsl import load_policy_text
 from policy_engine.evaluator import evaluate
-from policy_engine.packs import load_pack, load_pack_file
+from policy_engine.packs import load_pack_file
 from policy_engine.render import load_idea, load_knowledge
 from tests.conftest import REGEN, ROOT, SHARED
 

@@ -100,15 +100,23 @@ def test_stage_order_is_the_users() -> None:
     assert [s.pool for s in d.rungs] == ["operators", "fields"]
 
 
-def test_trimming_keeps_a_top_ranked_prefix_per_lane() -> None:
-    d = evaluate(policy("limit p: request_prompt <= 10 tokens\n"), SEED)
+@pytest.mark.parametrize("limit", [10, FULL // 2, FULL - 2000])
+def test_trimming_keeps_a_top_ranked_prefix_per_lane(limit: int) -> None:
+    d = evaluate(policy(f"limit p: request_prompt <= {limit} tokens\n"), SEED)
+    kept_datasets = {i for ids in d.selection["datasets"].values() for i in ids}
+    trimmed_fields = 0
     for pool in ("fields", "operators"):
         for lane in ("exploit", "explore"):
-            ranked = [c.id for c in SEED.pool(pool) if c.lane == lane]
+            # the cascade removes the fields of dropped datasets wherever they rank, so a
+            # field's prefix is taken among those whose dataset survived
+            ranked = [c.id for c in SEED.pool(pool) if c.lane == lane and (pool != "fields" or c.parent in kept_datasets)]
             chosen = list(d.selection[pool][lane])
-            if pool == "fields":  # the cascade may remove fields of dropped subcategories
-                continue
-            assert chosen == ranked[: len(chosen)]
+            assert chosen == ranked[: len(chosen)], (pool, lane)
+            if pool == "fields":
+                trimmed_fields += len(ranked) - len(chosen)
+    assert trimmed_fields > 0, "the case must trim fields beyond the cascade, or the check is empty"
+    if limit > 10:
+        assert d.selection["fields"]["exploit"] and d.selection["fields"]["explore"], "both lanes keep fields"
 
 
 def test_lane_split_rounds_half_to_even_like_the_agent() -> None:

@@ -1,7 +1,9 @@
 """Parity with the agent's own gate: its configs imported, the rough chars/4 estimator
 named, the same knowledge pack and idea. Its decisions (tests/fixtures/shared/
 agent_decisions) are reproduced rung for rung — same phase, factor and rough prompt tokens —
-except where the agent is wrong; each such difference is asserted here with its reason."""
+except where the agent is wrong; each such difference is pinned here to its exact delta in
+rough tokens (ours minus the agent's) with its reason, so a change that moves our number on
+a rung the agent gets wrong fails as surely as one on a rung it gets right."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 
 from policy_engine.dsl import import_config, load_policy_text
 from policy_engine.evaluator import evaluate
-from policy_engine.packs import load_pack, load_pack_file
+from policy_engine.packs import load_pack_file
 from policy_engine.render import load_idea, load_knowledge
 from tests.conftest import SHARED
 
@@ -19,16 +21,18 @@ KNOWLEDGE = load_knowledge(SHARED / "knowledge")
 IDEA = load_idea(SHARED / "ideaspec.example.json")
 PACKS = {"small": "small_2x4x10x8", "seed": "seed_5x15x72x60", "large": "large_8x30x400x120"}
 
-#: rung (1-based) -> why the agent's number differs from ours
+#: rung (1-based) -> (our prompt tokens minus the agent's, why they differ)
 FLOAT_FLOOR = "the agent computes floor(340 * 0.7) in binary floating point (237.99999999999997 -> 237); 340 x 0.70 is 238 exactly"
 LAST_SLOT = "reference defect 7: with one slot left the agent keeps an exploit candidate and breaks the explore floor; ours keeps the explore one"
-DIFFERENCES = {
+DIFFERENCES: dict[tuple[str, str], dict[int, tuple[int, str]]] = {
     ("small", "llm_budget"): {},
     ("seed", "llm_budget"): {},
-    ("large", "llm_budget"): {2: FLOAT_FLOOR},
-    ("small", "llm_budget_tight"): {4: LAST_SLOT, 5: LAST_SLOT, 6: LAST_SLOT, 7: LAST_SLOT, 8: LAST_SLOT, 9: LAST_SLOT},
-    ("seed", "llm_budget_tight"): {11: LAST_SLOT},
-    ("large", "llm_budget_tight"): {2: FLOAT_FLOOR, 12: LAST_SLOT},
+    ("large", "llm_budget"): {2: (47, FLOAT_FLOOR)},  # one field more
+    # the last field slot: from rung 4 on every rung renders a different selection
+    ("small", "llm_budget_tight"): {4: (-2, LAST_SLOT), 5: (-2, LAST_SLOT), 6: (-2, LAST_SLOT), 7: (-2, LAST_SLOT),
+                                    8: (16, LAST_SLOT), 9: (-74, LAST_SLOT)},
+    ("seed", "llm_budget_tight"): {11: (50, LAST_SLOT)},
+    ("large", "llm_budget_tight"): {2: (47, FLOAT_FLOOR), 12: (69, LAST_SLOT)},
 }
 
 
@@ -52,11 +56,9 @@ def test_rungs_match_the_agent_except_documented_defects(case) -> None:
     mine = [(s.pool, float(s.step_value), s.prompt_tokens_after) for s in ours.rungs]
     theirs = [(s["phase"], s["factor"], s["prompt_tokens"]) for s in agent["steps"]]
     assert [m[:2] for m in mine] == [t[:2] for t in theirs], "same rungs in the same order"
-    for n, (m, t) in enumerate(zip(mine, theirs), start=1):
-        if n in differs:
-            assert m[2] != t[2], f"rung {n} was expected to differ ({differs[n]})"
-        else:
-            assert m[2] == t[2], f"rung {n}: ours {m[2]} vs agent {t[2]}"
+    for n, (m, t) in enumerate(zip(mine, theirs, strict=True), start=1):
+        delta, why = differs.get(n, (0, "the agent is right here"))
+        assert m[2] - t[2] == delta, f"rung {n}: ours {m[2]} vs agent {t[2]}, expected a difference of {delta} ({why})"
 
 
 @pytest.mark.parametrize("pack", ["small", "seed", "large"])
@@ -97,19 +99,20 @@ KNOWLEDGE_REAL = load_knowledge(SHARED / "knowledge_real")
 REAL_PACKS = {**PACKS, "no_operators": "small_2x4x10x0", "no_fields": "small_2x4x0x8"}
 #: reference doc section 8, defect 9: int(340 * 0.7) == 237 in binary floating point
 FLOAT_TRUNCATION = "defect 9: the agent truncates 340 x 0.7 = 237.99999999999997 to 237 fields; exact decimal arithmetic keeps 238"
-REAL_DIFFERENCES = {
+REAL_DIFFERENCES: dict[tuple[str, str], dict[int, tuple[int, str]]] = {
     ("small", "llm_budget"): {},
     ("no_operators", "llm_budget"): {},
     ("no_fields", "llm_budget"): {},
     ("seed", "llm_budget"): {},
-    ("large", "llm_budget"): {2: FLOAT_TRUNCATION},
+    ("large", "llm_budget"): {2: (47, FLOAT_TRUNCATION)},
     # the last field slot goes to an exploit field (defect 7), and every later rung renders
     # from that different selection
-    ("small", "llm_budget_tight"): {n: LAST_SLOT for n in range(4, 10)},
-    ("no_operators", "llm_budget_tight"): {4: LAST_SLOT, 5: LAST_SLOT},
-    ("no_fields", "llm_budget_tight"): {4: LAST_SLOT, 5: LAST_SLOT},
-    ("seed", "llm_budget_tight"): {11: LAST_SLOT},
-    ("large", "llm_budget_tight"): {2: FLOAT_TRUNCATION, 12: LAST_SLOT},
+    ("small", "llm_budget_tight"): {4: (-2, LAST_SLOT), 5: (-2, LAST_SLOT), 6: (-2, LAST_SLOT), 7: (-2, LAST_SLOT),
+                                    8: (20, LAST_SLOT), 9: (-69, LAST_SLOT)},
+    ("no_operators", "llm_budget_tight"): {4: (-2, LAST_SLOT), 5: (-91, LAST_SLOT)},
+    ("no_fields", "llm_budget_tight"): {4: (22, LAST_SLOT), 5: (-67, LAST_SLOT)},
+    ("seed", "llm_budget_tight"): {11: (-39, LAST_SLOT)},
+    ("large", "llm_budget_tight"): {2: (47, FLOAT_TRUNCATION), 12: (69, LAST_SLOT)},
 }
 
 
@@ -128,11 +131,9 @@ def test_knowledge_real_rungs_match_the_agent_except_numbered_defects(case) -> N
     mine = [(s.pool, float(s.step_value), s.prompt_tokens_after) for s in ours.rungs]
     theirs = [(s["phase"], s["factor"], s["prompt_tokens"]) for s in agent["steps"]]
     assert [m[:2] for m in mine] == [t[:2] for t in theirs], "same rungs in the same order"
-    for n, (m, t) in enumerate(zip(mine, theirs), start=1):
-        if n in differs:
-            assert m[2] != t[2], f"rung {n} was expected to differ ({differs[n]})"
-        else:
-            assert m[2] == t[2], f"rung {n}: ours {m[2]} vs agent {t[2]}"
+    for n, (m, t) in enumerate(zip(mine, theirs, strict=True), start=1):
+        delta, why = differs.get(n, (0, "the agent is right here"))
+        assert m[2] - t[2] == delta, f"rung {n}: ours {m[2]} vs agent {t[2]}, expected a difference of {delta} ({why})"
     assert ours.fallback_count == agent["fallback_count"]
 
 

@@ -63,7 +63,7 @@ def test_cli_answers_every_input_with_a_documented_exit_code(kind: str) -> None:
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
     @given(KINDS[kind])
     def check(invocation: Invocation) -> None:
-        code, out, err = run_in_process(invocation)
+        code, _out, err = run_in_process(invocation)
         assert code in ALLOWED, f"exit {code}: {err[-2000:]}"
         assert "Traceback" not in err and "internal error" not in err, err[-2000:]
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from policy_engine.errors import PackError
 from policy_engine.packs import load_pack, parse_json_text
-from tests.strategies import packs
 from tests.conftest import SHARED
+from tests.strategies import packs
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),

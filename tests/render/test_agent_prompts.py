@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from policy_engine.packs import load_pack, load_pack_file
+from policy_engine.packs import load_pack_file
 from policy_engine.policy import Tokenizer
 from policy_engine.render import build_prompt_model, load_idea, load_knowledge
 from policy_engine.tokens import get_counter

@@ -15,7 +15,7 @@ from policy_engine.cli.main import main
 from policy_engine.dsl import load_policy
 from policy_engine.errors import PackError, RuleCheckError
 from policy_engine.evaluator import evaluate
-from policy_engine.packs import load_pack, load_pack_file
+from policy_engine.packs import load_pack_file
 from policy_engine.render import KnowledgePack, load_knowledge
 from policy_engine.render.template import shipped_template
 from tests.conftest import ROOT, SHARED
@@ -111,3 +111,15 @@ def test_knowledge_values_of_the_wrong_type_are_refused(file: str, row: dict, po
 def test_schema_command_prints_the_template_schema(capsys) -> None:
     assert main(["schema", "template"]) == ExitCode.OK
     assert json.loads(capsys.readouterr().out)["title"] == "Prompt template"
+
+
+def test_every_shipped_template_passes_the_full_check() -> None:
+    """Shipped templates skip the schema check at start-up: this is where they get it."""
+    from policy_engine.render.template import SHIPPED as NAMES
+    from policy_engine.render.template import SUFFIX, check_template
+
+    folder = ROOT / "policy_engine" / "render" / "templates"
+    assert NAMES
+    for name in NAMES:
+        path = folder / f"{name}{SUFFIX}"
+        assert check_template(json.loads(path.read_text(encoding="utf-8")), str(path), name) == [], name

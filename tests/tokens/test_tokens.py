@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -137,3 +139,40 @@ def test_an_unavailable_encoding_points_at_the_rules_tokenizer_line(tmp_path, mo
         assert span is not None and (span.file, span.line, span.column) == (str(rules), 2, 1)
     else:
         raise AssertionError("r50k_base resolved without its file")
+
+
+def test_encoding_table_matches_the_definitions_tiktoken_ships(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pattern, special tokens and vocabulary size of every encoding we build equal tiktoken's
+    own constructors' (their BPE loader stubbed: only the ranks come from elsewhere)."""
+    import tiktoken_ext.openai_public as public
+
+    from policy_engine.tokens.encodings import ENCODINGS
+
+    monkeypatch.setattr(public, "load_tiktoken_bpe", lambda *a, **k: {})
+    for name, (_, pattern, special, n_vocab) in ENCODINGS.items():
+        spec = public.ENCODING_CONSTRUCTORS[name]()
+        assert (pattern, special, n_vocab) == (spec["pat_str"], spec["special_tokens"], spec.get("explicit_n_vocab")), name
+
+
+def test_resolving_writes_nothing_and_leaves_the_environment_alone(tmp_path: Path) -> None:
+    """A fresh process resolves o200k_base with tiktoken's cache pointed at an empty folder:
+    the folder stays empty, os.environ is unchanged, and counts equal tiktoken's."""
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    script = (
+        "import os, json\n"
+        "before = dict(os.environ)\n"
+        "from policy_engine.tokens import resolve_encoding\n"
+        "r = resolve_encoding('o200k_base')\n"
+        "print(json.dumps([dict(os.environ) == before, len(r.encoding.encode_ordinary('hello world, <|endoftext|>')), r.source]))\n"
+    )
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(cache), "TMPDIR": str(tmp_path)}
+    env.pop("POLICY_ENGINE_TIKTOKEN_DIR", None)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True, timeout=120).stdout
+    same_env, count, source = json.loads(out)
+    assert same_env and "bpe-openai" in source
+    assert count == 10  # what tiktoken.get_encoding("o200k_base") gives
+    assert list(cache.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cache"]

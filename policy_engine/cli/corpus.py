@@ -1,0 +1,85 @@
+"""`policy eval` over many packs: one engine for the whole run, and ``--jobs N`` worker
+processes.
+
+Everything that does not depend on the pack is built once: the policy, the engine (its
+tokenizer and render caches: the knowledge pack's blocks are measured for the first pack
+and reused for every other), usage, idea and seen combos. With ``--jobs N`` the packs are
+cut into contiguous chunks evaluated by N forked workers that inherit that state; the
+results come back in input order, so the output is byte for byte what ``--jobs 1``
+prints (each pack's decision is a pure function of its inputs).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from policy_engine.cli.formats import PackResult
+from policy_engine.errors import PackError
+
+#: what a worker evaluates with: set by the parent before forking (inherited), or by the
+#: initializer on platforms that spawn
+_STATE: dict[str, Any] = {}
+
+
+def evaluate_one(engine: Any, path: str, common: dict[str, Any], explain: str) -> tuple[PackResult, Any]:
+    """One pack: read, validate, evaluate. A bad pack is a result with its problems, not an
+    exception, so one bad file never stops a corpus run."""
+    from policy_engine.evaluator.engine import evaluate
+    from policy_engine.packs import load_pack, read_pack_document
+
+    started = time.perf_counter()
+    try:
+        doc, label = read_pack_document(path)
+        # the document was read here and is never mutated: no defensive copy
+        pools = load_pack(doc, file=label, idea=common["idea"], copy=False)
+    except PackError as exc:
+        return PackResult(path if path != "-" else "<stdin>", problems=exc.diagnostics, seconds=time.perf_counter() - started), None
+    decision = evaluate(engine, pools, usage=common["usage"], request=common["request"], seen_combos=common["seen_combos"],
+                        idea=common["idea"], explain=explain)
+    return PackResult(label, decision, seconds=time.perf_counter() - started), doc
+
+
+def _work(paths: Sequence[str]) -> list[PackResult]:
+    engine, common, explain = _STATE["engine"], _STATE["common"], _STATE["explain"]
+    return [evaluate_one(engine, path, common, explain)[0] for path in paths]
+
+
+def _spawned(build: Callable[[], tuple[Any, dict[str, Any], str]]) -> None:
+    if "engine" not in _STATE:
+        _STATE["engine"], _STATE["common"], _STATE["explain"] = build()
+
+
+def evaluate_many(engine: Any, paths: Sequence[str], common: dict[str, Any], explain: str, jobs: int,
+                  build: Callable[[], tuple[Any, dict[str, Any], str]], advance: Callable[[int], None]) -> list[PackResult]:
+    """Results in the order of ``paths``. ``build`` rebuilds (engine, common, explain) in a
+    worker that could not inherit them (no fork on this platform)."""
+    if jobs <= 1 or len(paths) < 2 or "-" in paths:  # standard input is read by this process
+        out = []
+        for path in paths:
+            out.append(evaluate_one(engine, path, common, explain)[0])
+            advance(1)
+        return out
+    jobs = min(jobs, len(paths))
+    # contiguous chunks, several per worker so a slow chunk does not idle the others
+    size = max(1, len(paths) // (jobs * 4))
+    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if fork else "spawn")
+    _STATE.update(engine=engine, common=common, explain=explain)
+    try:
+        if fork:  # the workers inherit the engine, warm
+            executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+        else:
+            executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_spawned, initargs=(build,))
+        with executor as pool:
+            results: list[PackResult] = []
+            for chunk in pool.map(_work, chunks):
+                results.extend(chunk)
+                advance(len(chunk))
+        return results
+    finally:
+        _STATE.clear()

@@ -1,0 +1,75 @@
+"""The engine: everything a decision needs that does not depend on the pack, built once.
+
+An `Engine` holds the policy, its token counter and the render caches its prompt models
+fill; `evaluate(engine, pools, ...)` is then a function of its arguments alone (no
+module state is read or written). A corpus run, a gate or a server builds one engine and
+evaluates every pack with it, so the tokenizer is loaded once and the knowledge pack's
+blocks, the skeleton lines and every candidate block seen before are measured once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from policy_engine.policy import Policy
+from policy_engine.pools import Pools
+from policy_engine.usage import Request, UsageSnapshot
+
+if TYPE_CHECKING:
+    from policy_engine.decision import Decision
+    from policy_engine.render import KnowledgePack, PromptModel, RenderCaches
+    from policy_engine.tokens import TokenCounter
+
+
+def _fresh_caches() -> RenderCaches:
+    from policy_engine.render import RenderCaches
+
+    return RenderCaches()
+
+
+@dataclass(frozen=True, eq=False)
+class Engine:
+    """A policy ready to evaluate packs: its counter and the render caches it owns.
+
+    ``knowledge`` is the default knowledge pack for every evaluation (a call may pass
+    another). Engines are independent: two never share caches."""
+
+    policy: Policy
+    counter: TokenCounter
+    knowledge: KnowledgePack | None = None
+    caches: RenderCaches = field(default_factory=_fresh_caches)
+
+    @classmethod
+    def build(cls, policy: Policy, *, counter: TokenCounter | None = None, knowledge: KnowledgePack | None = None) -> Engine:
+        """Resolve the policy's tokenizer (loaded once per process; the count cache is this
+        engine's own unless ``counter`` is given)."""
+        from policy_engine.tokens import new_counter
+
+        return cls(policy, counter if counter is not None else new_counter(policy.tokenizer), knowledge)
+
+    def prompt_model(self, pools: Pools, *, idea: Mapping[str, Any] | None, knowledge: KnowledgePack | None, limits: Mapping[str, int | None]) -> PromptModel:
+        from policy_engine.render import build_prompt_model
+
+        policy = self.policy
+        return build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=self.counter, limits=limits, spec=policy.template_spec, caches=self.caches)
+
+
+def evaluate(
+    engine: Engine,
+    pools: Pools,
+    *,
+    usage: UsageSnapshot = UsageSnapshot(),
+    request: Request = Request(),
+    seen_combos: frozenset[str] = frozenset(),
+    idea: Mapping[str, Any] | None = None,
+    knowledge: KnowledgePack | None = None,
+    explain: str = "rules",
+    prompt_model: PromptModel | None = None,
+) -> Decision:
+    """The decision for one pack: a pure function of the engine and these inputs."""
+    from policy_engine.evaluator.core import decide
+
+    return decide(engine, pools, usage=usage, request=request, seen_combos=seen_combos, idea=idea,
+                  knowledge=knowledge if knowledge is not None else engine.knowledge, explain=explain, prompt_model=prompt_model)

@@ -1,0 +1,41 @@
+"""The renderer's memory, owned by whoever builds prompt models (an `Engine`), never by
+the module: two engines never share or evict each other's entries, and dropping the
+engine drops its memory.
+
+Every cache is content-addressed (a key is the content itself or its digest, so an entry
+can never serve another input's text) and bounded: it is simply cleared when full.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ITEM_CACHE_MAX = 65536
+DOC_CACHE_MAX = 256
+
+
+class RenderCaches:
+    """Rendered and measured pieces shared by every prompt model built with this object."""
+
+    __slots__ = ("items", "knowledge", "skeletons", "slots")
+
+    def __init__(self) -> None:
+        #: (counter, json options, indent, repr(item)) -> (block, measure with a trailing comma, measure without)
+        self.items: dict[tuple[Any, ...], tuple[str, int, int]] = {}
+        #: (counter, skeleton key) -> (parts, fixed measure)
+        self.skeletons: dict[tuple[Any, str], tuple[tuple[Any, ...], int]] = {}
+        #: (counter, json options, indent, slot key) -> (blocks, comma measures, plain measures) of a whole slot
+        self.slots: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, int], dict[str, int]]] = {}
+        #: (template digest, knowledge digest, max examples) -> (knowledge skeleton, its list items, their rules)
+        self.knowledge: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+
+    @staticmethod
+    def remember(cache: dict[Any, Any], key: Any, value: Any, bound: int) -> Any:
+        if len(cache) >= bound:
+            cache.clear()
+        cache[key] = value
+        return value
+
+    def clear(self) -> None:
+        for cache in (self.items, self.skeletons, self.slots, self.knowledge):
+            cache.clear()

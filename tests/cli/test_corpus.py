@@ -1,0 +1,44 @@
+"""`policy eval DIR --jobs N`: one engine for the run, N processes, and output byte for
+byte what one process prints, in input order, bad packs included."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from policy_engine.cli.exit_codes import ExitCode
+from tests.cli.test_cli import EX, KNOW, run
+from tests.conftest import SHARED
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve packs of mixed sizes and outcomes, and one invalid pack in the middle."""
+    root = tmp_path_factory.mktemp("corpus")
+    sources = sorted((SHARED / "packs").glob("*.json")) + sorted((EX / "packs").glob("*.json"))
+    for i in range(12):
+        shutil.copy(sources[i % len(sources)], root / f"p{i:02d}.json")
+    doc = json.loads((EX / "packs" / "small_2x4x10x8.json").read_text())
+    del doc["lanes"]
+    (root / "p05b_invalid.json").write_text(json.dumps(doc))
+    return root
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_jobs_output_is_byte_identical_to_one_process(corpus: Path, fmt: str) -> None:
+    one = run("eval", str(corpus), *KNOW, "--format", fmt, "--jobs", "1")
+    three = run("eval", str(corpus), *KNOW, "--format", fmt, "--jobs", "3")
+    assert one.returncode == three.returncode == ExitCode.INVALID_INPUT
+    assert three.stdout == one.stdout and three.stderr == one.stderr
+    if fmt == "json":
+        files = [Path(r["file"]).name for r in json.loads(one.stdout)["results"]]
+        assert files == sorted(p.name for p in corpus.iterdir())  # input order, the invalid one in place
+        assert sum(1 for r in json.loads(one.stdout)["results"] if r.get("decision") is None) == 1
+
+
+def test_jobs_must_be_positive(corpus: Path) -> None:
+    proc = run("eval", str(corpus), "--jobs", "0")
+    assert proc.returncode == ExitCode.USAGE and "C124" in proc.stderr
