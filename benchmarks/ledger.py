@@ -52,7 +52,12 @@ def _worker(url: str, mode: str, wid: int, seconds: float, start, out) -> None:
 
     def gated() -> None:
         res = gate.check(SMALL, run)
-        gate.record_usage(run, prompt_tokens=res.decision.metrics["prompt_tokens"], completion_tokens=100, reservation_id=res.reservation_id)
+        gate.record_usage(
+            run,
+            prompt_tokens=res.decision.metrics["prompt_tokens"],
+            completion_tokens=100,
+            reservation_id=res.reservation_id,
+        )
 
     def ledger_only() -> None:  # the ledger's part of a gated call, no evaluation
         now = ledger.clock()
@@ -91,8 +96,10 @@ def audit(url: str) -> tuple[int, int]:
     ledger = open_ledger(url)
     with ledger.transaction() as db:
         days = db.execute("SELECT day, SUM(total_tokens) FROM usage_points GROUP BY day").fetchall()
-        missing = db.execute("SELECT COUNT(*) FROM reservations r WHERE r.state = 'settled' AND NOT EXISTS "
-                             "(SELECT 1 FROM usage_points u WHERE u.reservation_id = r.id)").fetchone()[0]
+        missing = db.execute(
+            "SELECT COUNT(*) FROM reservations r WHERE r.state = 'settled' AND NOT EXISTS "
+            "(SELECT 1 FROM usage_points u WHERE u.reservation_id = r.id)"
+        ).fetchone()[0]
     ledger.close()
     return max([0] + [int(t) - CAP for _, t in days]), int(missing)
 
@@ -127,7 +134,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--workers", default="1,4,16")
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--no-fsync", action="store_true", help="PostgreSQL with fsync off: the lock-and-CPU ceiling, not a safe setting")
+    parser.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="PostgreSQL with fsync off: the lock-and-CPU ceiling, not a safe setting",
+    )
     args = parser.parse_args()
     from tests.pgcluster import PgCluster, find_bindir
 
@@ -137,18 +148,27 @@ def main() -> None:
     cluster = PgCluster(bindir, fsync=not args.no_fsync)
     backends = args.backends.split(",")
     tmp = tempfile.mkdtemp(prefix="ledger-bench-")
-    print(f"{os.cpu_count()} cores; small pack (2x4x10x8), rough tokenizer policy; {args.seconds:.0f} s per cell; PostgreSQL {bindir}, fsync {'off' if args.no_fsync else 'on'}")
+    print(
+        f"{os.cpu_count()} cores; small pack (2x4x10x8), rough tokenizer policy; {args.seconds:.0f} s per cell; PostgreSQL {bindir}, fsync {'off' if args.no_fsync else 'on'}"
+    )
     try:
         rows = []
         for backend in backends:
             for mode in ("gated", "ledger"):
                 for w in (int(x) for x in args.workers.split(",")):
-                    url = str(Path(tmp) / f"{mode}{w}.db") if backend == "sqlite" else cluster.create_database(f"{mode}{w}")
+                    url = (
+                        str(Path(tmp) / f"{mode}{w}.db")
+                        if backend == "sqlite"
+                        else cluster.create_database(f"{mode}{w}")
+                    )
                     open_ledger(url).close()
                     rate = measure(url, mode, w, args.seconds)
                     over, lost = audit(url)
                     rows.append((backend, mode, w, rate, over, lost))
-                    print(f"  {backend:<10} {mode:<7} {w:>2} workers: {rate:8.0f} calls/s   overspend {over} tokens, lost usage {lost}", flush=True)
+                    print(
+                        f"  {backend:<10} {mode:<7} {w:>2} workers: {rate:8.0f} calls/s   overspend {over} tokens, lost usage {lost}",
+                        flush=True,
+                    )
         print("\n| backend | calls | 1 worker | 4 workers | 16 workers |\n|---|---|---|---|---|")
         for backend in backends:
             for mode in ("gated", "ledger"):
@@ -158,7 +178,9 @@ def main() -> None:
         for backend in backends:
             url = str(Path(tmp) / "overhead.db") if backend == "sqlite" else cluster.create_database("overhead")
             g, b = overhead(url)
-            print(f"gate overhead ({backend}): gated call {g:.2f} ms vs bare evaluation {b:.2f} ms: {g / b:.1f}x (+{g - b:.2f} ms)")
+            print(
+                f"gate overhead ({backend}): gated call {g:.2f} ms vs bare evaluation {b:.2f} ms: {g / b:.1f}x (+{g - b:.2f} ms)"
+            )
     finally:
         cluster.destroy()
 

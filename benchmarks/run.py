@@ -73,13 +73,15 @@ def paired(fn: Callable[[], Any], baseline: Callable[[], Any], repeats: int) -> 
     return statistics.median(times), statistics.median(bases), statistics.median(ratios)
 
 
-COLD_EVAL = ("import sys; from policy_engine.cli.main import entry; sys.argv = ['policy', 'eval', {pack!r}, '--format', 'json', '--output', {out!r}]; entry()")
+COLD_EVAL = "import sys; from policy_engine.cli.main import entry; sys.argv = ['policy', 'eval', {pack!r}, '--format', 'json', '--output', {out!r}]; entry()"
 #: what `tiktoken.get_encoding("o200k_base")` does with its file cached: import tiktoken,
 #: read the BPE file, parse its ranks, build the encoding (offline, from bpe-openai's copy)
-COLD_TIKTOKEN = ("import base64, gzip, importlib.util, pathlib, tiktoken, tiktoken_ext.openai_public as p; "
-                 "d = pathlib.Path(importlib.util.find_spec('bpe_openai').submodule_search_locations[0]) / 'data' / 'o200k_base.tiktoken.gz'; "
-                 "r = {base64.b64decode(t): int(n) for t, n in (l.split() for l in gzip.decompress(d.read_bytes()).splitlines() if l)}; "
-                 "p.load_tiktoken_bpe = lambda *a, **k: r; tiktoken.Encoding(**p.o200k_base())")
+COLD_TIKTOKEN = (
+    "import base64, gzip, importlib.util, pathlib, tiktoken, tiktoken_ext.openai_public as p; "
+    "d = pathlib.Path(importlib.util.find_spec('bpe_openai').submodule_search_locations[0]) / 'data' / 'o200k_base.tiktoken.gz'; "
+    "r = {base64.b64decode(t): int(n) for t, n in (l.split() for l in gzip.decompress(d.read_bytes()).splitlines() if l)}; "
+    "p.load_tiktoken_bpe = lambda *a, **k: r; tiktoken.Encoding(**p.o200k_base())"
+)
 
 
 def scaled_pack(doc: dict[str, Any], n_fields: int) -> dict[str, Any]:
@@ -87,7 +89,10 @@ def scaled_pack(doc: dict[str, Any], n_fields: int) -> dict[str, Any]:
     datasets, lanes lists kept in agreement), so the prompt grows with the pack."""
     out = json.loads(json.dumps(doc))
     base = doc["candidate_fields"]
-    fields = [{**base[i % len(base)], "id": base[i % len(base)]["id"] + (f"_{i // len(base)}" if i >= len(base) else "")} for i in range(n_fields)]
+    fields = [
+        {**base[i % len(base)], "id": base[i % len(base)]["id"] + (f"_{i // len(base)}" if i >= len(base) else "")}
+        for i in range(n_fields)
+    ]
     out["candidate_fields"] = fields
     for lane in ("exploit", "explore"):
         out["lanes"][lane]["field_ids"] = [f["id"] for f in fields if f["lane"] == lane]
@@ -105,7 +110,11 @@ def issue_table(args: argparse.Namespace, repeats: int, out: dict[str, Any]) -> 
     from policy_engine.evaluator.engine import evaluate as run
 
     exact = load_policy(default_rules_path())
-    rough_text = default_rules_path().read_text(encoding="utf-8").replace('tokenizer tiktoken "o200k_base"', "tokenizer rough 4 chars per token")
+    rough_text = (
+        default_rules_path()
+        .read_text(encoding="utf-8")
+        .replace('tokenizer tiktoken "o200k_base"', "tokenizer rough 4 chars per token")
+    )
     rough = load_policy_text(rough_text, "rough.policy")
     knowledge, idea = load_knowledge(KNOWLEDGE), load_idea(IDEA)
     seed_doc = json.loads(SEED_PACK.read_text(encoding="utf-8"))
@@ -121,9 +130,15 @@ def issue_table(args: argparse.Namespace, repeats: int, out: dict[str, Any]) -> 
     render, count = reference_for(rough, pools, idea=idea, knowledge=knowledge)
     from policy_engine.usage import Request
 
-    t_rough, t_naive, ratio = paired(lambda: run(rough_engine, pools, idea=idea), lambda: reference_evaluate(rough, pools, UsageSnapshot(), Request(), render, count), repeats)
+    t_rough, t_naive, ratio = paired(
+        lambda: run(rough_engine, pools, idea=idea),
+        lambda: reference_evaluate(rough, pools, UsageSnapshot(), Request(), render, count),
+        repeats,
+    )
     rows["rough_seed"] = {"ms": t_rough * 1e3, "naive_rough_ladder_ms": t_naive * 1e3, "speedup_vs_naive": 1 / ratio}
-    print(f"  rough decision, seed + knowledge pack           {t_rough * 1e3:8.3f} ms   {1 / ratio:6.1f}x faster than the naive rough ladder ({t_naive * 1e3:.2f} ms)   goal <= 0.15 ms")
+    print(
+        f"  rough decision, seed + knowledge pack           {t_rough * 1e3:8.3f} ms   {1 / ratio:6.1f}x faster than the naive rough ladder ({t_naive * 1e3:.2f} ms)   goal <= 0.15 ms"
+    )
 
     # 2. exact warm decision / one encode of its final prompt, by pack size
     for label, n_fields in (("seed", None), ("150-field", 150), ("1000-field", 1000)):
@@ -132,15 +147,38 @@ def issue_table(args: argparse.Namespace, repeats: int, out: dict[str, Any]) -> 
         decision = run(engine, p, idea=idea)
         from policy_engine.render.prompt import decision_selection
 
-        text = engine.prompt_model(p, idea=idea, knowledge=knowledge, limits=__import__("policy_engine.render", fromlist=["limits_view"]).limits_view(exact.resolve(p.attributes)[0])).render(decision_selection(decision))
+        text = engine.prompt_model(
+            p,
+            idea=idea,
+            knowledge=knowledge,
+            limits=__import__("policy_engine.render", fromlist=["limits_view"]).limits_view(
+                exact.resolve(p.attributes)[0]
+            ),
+        ).render(decision_selection(decision))
         assert len(encoding.encode_ordinary(text)) == decision.metrics["prompt_tokens"]
-        t_warm, t_enc, warm_ratio = paired(lambda p=p: run(engine, p, idea=idea), lambda text=text: encoding.encode_ordinary(text), repeats)
-        row = {"warm_ms": t_warm * 1e3, "encode_ms": t_enc * 1e3, "warm_ratio": warm_ratio, "rungs": decision.fallback_count, "prompt_tokens": decision.metrics["prompt_tokens"]}
-        print(f"  exact warm decision / one encode, {label:10s}   {t_warm * 1e3:8.2f} ms   {warm_ratio:5.2f}x   ({decision.fallback_count} rungs, {decision.metrics['prompt_tokens']:,} tokens)   goal <= 1.5x")
+        t_warm, t_enc, warm_ratio = paired(
+            lambda p=p: run(engine, p, idea=idea), lambda text=text: encoding.encode_ordinary(text), repeats
+        )
+        row = {
+            "warm_ms": t_warm * 1e3,
+            "encode_ms": t_enc * 1e3,
+            "warm_ratio": warm_ratio,
+            "rungs": decision.fallback_count,
+            "prompt_tokens": decision.metrics["prompt_tokens"],
+        }
+        print(
+            f"  exact warm decision / one encode, {label:10s}   {t_warm * 1e3:8.2f} ms   {warm_ratio:5.2f}x   ({decision.fallback_count} rungs, {decision.metrics['prompt_tokens']:,} tokens)   goal <= 1.5x"
+        )
         if n_fields == 1000:
-            t_cold, _, cold_ratio = paired(lambda p=p: run(Engine.build(exact, knowledge=knowledge), p, idea=idea), lambda text=text: encoding.encode_ordinary(text), max(3, repeats // 2))
+            t_cold, _, cold_ratio = paired(
+                lambda p=p: run(Engine.build(exact, knowledge=knowledge), p, idea=idea),
+                lambda text=text: encoding.encode_ordinary(text),
+                max(3, repeats // 2),
+            )
             row.update(cold_ms=t_cold * 1e3, cold_ratio=cold_ratio)
-            print(f"  exact cold decision (fresh engine), 1000-field  {t_cold * 1e3:8.2f} ms   {cold_ratio:5.2f}x one encode   goal <= 20 ms")
+            print(
+                f"  exact cold decision (fresh engine), 1000-field  {t_cold * 1e3:8.2f} ms   {cold_ratio:5.2f}x one encode   goal <= 20 ms"
+            )
         rows[label] = row
 
     # 3. policy eval DIR on 300 seed-size packs (distinct ids), one process and --jobs 2
@@ -158,28 +196,61 @@ def issue_table(args: argparse.Namespace, repeats: int, out: dict[str, Any]) -> 
         def corpus_run(jobs: int) -> float:
             t0 = time.perf_counter()
             with redirect_stderr(io.StringIO()):
-                cli_main(["eval", str(corpus), "--knowledge-pack-dir", str(KNOWLEDGE), "--format", "json", "--output", sink, "--jobs", str(jobs)])
+                cli_main(
+                    [
+                        "eval",
+                        str(corpus),
+                        "--knowledge-pack-dir",
+                        str(KNOWLEDGE),
+                        "--format",
+                        "json",
+                        "--output",
+                        sink,
+                        "--jobs",
+                        str(jobs),
+                    ]
+                )
             return time.perf_counter() - t0
 
         corpus_run(1)
         one = min(corpus_run(1) for _ in range(2))
         two = min(corpus_run(2) for _ in range(2))
-        rows["corpus"] = {"packs": n, "packs_per_s_jobs1": n / one, "packs_per_s_jobs2": n / two, "jobs2_speedup": one / two, "cores": os.cpu_count()}
-        print(f"  policy eval DIR, {n} seed-size packs + knowledge, exact: {n / one:7.1f} packs/s one process; --jobs 2 {n / two:7.1f} packs/s ({one / two:.2f}x)   goal >= 500 packs/s")
+        rows["corpus"] = {
+            "packs": n,
+            "packs_per_s_jobs1": n / one,
+            "packs_per_s_jobs2": n / two,
+            "jobs2_speedup": one / two,
+            "cores": os.cpu_count(),
+        }
+        print(
+            f"  policy eval DIR, {n} seed-size packs + knowledge, exact: {n / one:7.1f} packs/s one process; --jobs 2 {n / two:7.1f} packs/s ({one / two:.2f}x)   goal >= 500 packs/s"
+        )
 
         # 4. cold start: a fresh `policy eval` of one pack vs importing tiktoken and loading o200k_base
         def best_process(code: str) -> float:
             times = []
             for _ in range(1 if n < 10 else 3 if args.quick else 5):
                 t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.DEVNULL)
+                subprocess.run(
+                    [sys.executable, "-c", code],
+                    check=True,
+                    cwd=tmp,
+                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                    stderr=subprocess.DEVNULL,
+                )
                 times.append(time.perf_counter() - t0)
             return min(times)
 
         cold_cli = best_process(COLD_EVAL.format(pack=str(SEED_PACK), out=sink))
         cold_tk = best_process(COLD_TIKTOKEN)
-        rows["cold_start"] = {"policy_eval_s": cold_cli, "tiktoken_load_s": cold_tk, "extra_ms": (cold_cli - cold_tk) * 1e3}
-        print(f"  cold policy eval of one pack {cold_cli:.3f} s vs import tiktoken + load o200k_base {cold_tk:.3f} s: +{(cold_cli - cold_tk) * 1e3:.0f} ms   goal <= +60 ms")
+        rows["cold_start"] = {
+            "policy_eval_s": cold_cli,
+            "tiktoken_load_s": cold_tk,
+            "extra_ms": (cold_cli - cold_tk) * 1e3,
+        }
+        print(
+            f"  cold policy eval of one pack {cold_cli:.3f} s vs import tiktoken + load o200k_base {cold_tk:.3f} s: +{(cold_cli - cold_tk) * 1e3:.0f} ms   goal <= +60 ms"
+        )
     out["issue10"] = rows
 
 
@@ -205,17 +276,52 @@ def synth_pack(rng: random.Random, candidates: int, index: int) -> dict[str, Any
     def lane(i: int, n: int) -> str:
         return "explore" if i >= n * 0.8 else "exploit"
 
-    datasets = [{"id": f"ds{index}_{i}", "name": f"Dataset {i}", "subcategory_id": subs[i % n_sub], "lane": lane(i, n_ds), "score": round(1 - i / n_ds, 4)} for i in range(n_ds)]
-    fields = [{"id": f"{rng.choice(words)}_{rng.choice(words)}_{i}", "dataset_id": datasets[rng.randrange(n_ds)]["id"], "type": rng.choice(["MATRIX", "VECTOR", "GROUP"]),
-               "lane": lane(i, n_f), "score": round(1 - i / n_f, 4)} for i in range(n_f)]
-    operators = [{"name": f"op_{rng.choice(words)}_{i}", "definition": f"op_{i}(x, d)", "scope": ["REGULAR"], "category": "Time Series",
-                  "lane": lane(i, n_op), "score": round(1 - i / n_op, 4)} for i in range(n_op)]
+    datasets = [
+        {
+            "id": f"ds{index}_{i}",
+            "name": f"Dataset {i}",
+            "subcategory_id": subs[i % n_sub],
+            "lane": lane(i, n_ds),
+            "score": round(1 - i / n_ds, 4),
+        }
+        for i in range(n_ds)
+    ]
+    fields = [
+        {
+            "id": f"{rng.choice(words)}_{rng.choice(words)}_{i}",
+            "dataset_id": datasets[rng.randrange(n_ds)]["id"],
+            "type": rng.choice(["MATRIX", "VECTOR", "GROUP"]),
+            "lane": lane(i, n_f),
+            "score": round(1 - i / n_f, 4),
+        }
+        for i in range(n_f)
+    ]
+    operators = [
+        {
+            "name": f"op_{rng.choice(words)}_{i}",
+            "definition": f"op_{i}(x, d)",
+            "scope": ["REGULAR"],
+            "category": "Time Series",
+            "lane": lane(i, n_op),
+            "score": round(1 - i / n_op, 4),
+        }
+        for i in range(n_op)
+    ]
     return {
-        "idea_id": f"idea-{index:04d}", "query": "earnings surprise mean reversion",
+        "idea_id": f"idea-{index:04d}",
+        "query": "earnings surprise mean reversion",
         "target": {"instrumentType": "EQUITY", "region": "USA", "universe": "TOP3000", "delay": 1},
-        "selected_subcategories": subs, "candidate_datasets": datasets, "candidate_fields": fields, "candidate_operators": operators,
-        "lanes": {ln: {"field_ids": [f["id"] for f in fields if f["lane"] == ln], "operator_names": [o["name"] for o in operators if o["lane"] == ln]}
-                  for ln in ("exploit", "explore")},
+        "selected_subcategories": subs,
+        "candidate_datasets": datasets,
+        "candidate_fields": fields,
+        "candidate_operators": operators,
+        "lanes": {
+            ln: {
+                "field_ids": [f["id"] for f in fields if f["lane"] == ln],
+                "operator_names": [o["name"] for o in operators if o["lane"] == ln],
+            }
+            for ln in ("exploit", "explore")
+        },
     }
 
 
@@ -236,7 +342,11 @@ def main() -> int:
         return 0
 
     exact = load_policy(default_rules_path())
-    rough_text = default_rules_path().read_text(encoding="utf-8").replace('tokenizer tiktoken "o200k_base"', "tokenizer rough 4 chars per token")
+    rough_text = (
+        default_rules_path()
+        .read_text(encoding="utf-8")
+        .replace('tokenizer tiktoken "o200k_base"', "tokenizer rough 4 chars per token")
+    )
     rough = load_policy_text(rough_text, "rough.policy")
     knowledge, idea = load_knowledge(KNOWLEDGE), load_idea(IDEA)
     pools = load_pack_file(SEED_PACK, idea=idea)
@@ -268,16 +378,37 @@ def main() -> int:
     warm_rough, _, rough_ratio = paired(lambda: decide(rough), baseline, repeats)
     cold_exact, _, cold_ratio = paired(cold, baseline, repeats)
     render, count = reference_for(exact, pools, idea=idea, knowledge=knowledge)
-    naive, _, naive_ratio = paired(lambda: reference_evaluate(exact, pools, UsageSnapshot(), __import__("policy_engine").usage.Request(), render, count), baseline, max(3, repeats // 3))
+    naive, _, naive_ratio = paired(
+        lambda: reference_evaluate(
+            exact, pools, UsageSnapshot(), __import__("policy_engine").usage.Request(), render, count
+        ),
+        baseline,
+        max(3, repeats // 3),
+    )
 
-    print(f"seed pack: {decision.outcome} after {decision.fallback_count} rungs, final prompt {decision.metrics['prompt_tokens']:,} tokens ({len(final_text):,} chars)")
-    print(f"  baseline: one tiktoken encode of the final prompt     {encode * 1e3:8.2f} ms   1.00x   (ratios: median of paired runs)")
+    print(
+        f"seed pack: {decision.outcome} after {decision.fallback_count} rungs, final prompt {decision.metrics['prompt_tokens']:,} tokens ({len(final_text):,} chars)"
+    )
+    print(
+        f"  baseline: one tiktoken encode of the final prompt     {encode * 1e3:8.2f} ms   1.00x   (ratios: median of paired runs)"
+    )
     print(f"  decision, exact, warm (token caches filled)          {warm_exact * 1e3:8.2f} ms   {warm_ratio:5.2f}x")
     print(f"  decision, exact, cold (fresh caches)                 {cold_exact * 1e3:8.2f} ms   {cold_ratio:5.2f}x")
     print(f"  decision, rough                                      {warm_rough * 1e3:8.2f} ms   {rough_ratio:5.2f}x")
-    print(f"  upstream design: re-render and re-count every rung   {naive * 1e3:8.2f} ms   {naive_ratio:5.2f}x  ({naive / cold_exact:.1f}x the cold decision)")
-    out["seed"] = {"encode_ms": encode * 1e3, "warm_exact_ms": warm_exact * 1e3, "cold_exact_ms": cold_exact * 1e3, "rough_ms": warm_rough * 1e3,
-                   "naive_per_rung_ms": naive * 1e3, "warm_ratio": warm_ratio, "cold_ratio": cold_ratio, "rough_ratio": rough_ratio, "rungs": decision.fallback_count}
+    print(
+        f"  upstream design: re-render and re-count every rung   {naive * 1e3:8.2f} ms   {naive_ratio:5.2f}x  ({naive / cold_exact:.1f}x the cold decision)"
+    )
+    out["seed"] = {
+        "encode_ms": encode * 1e3,
+        "warm_exact_ms": warm_exact * 1e3,
+        "cold_exact_ms": cold_exact * 1e3,
+        "rough_ms": warm_rough * 1e3,
+        "naive_per_rung_ms": naive * 1e3,
+        "warm_ratio": warm_ratio,
+        "cold_ratio": cold_ratio,
+        "rough_ratio": rough_ratio,
+        "rungs": decision.fallback_count,
+    }
 
     # the whole ladder (rules/tight.policy blocks the seed pack after every rung): the
     # naive design's cost grows with the rungs, the engine's does not
@@ -290,10 +421,21 @@ def main() -> int:
 
     tight_cold = best_of(cold_tight, max(3, repeats // 3))
     t_render, t_count = reference_for(tight, pools, idea=idea, knowledge=knowledge)
-    tight_naive = best_of(lambda: reference_evaluate(tight, pools, UsageSnapshot(), __import__("policy_engine").usage.Request(), t_render, t_count), max(3, repeats // 3))
-    print(f"whole ladder (rules/tight.policy, {tight_decision.fallback_count} rungs, {tight_decision.outcome}): engine cold {tight_cold * 1e3:.2f} ms, "
-          f"re-count per rung {tight_naive * 1e3:.2f} ms ({tight_naive / tight_cold:.1f}x slower)")
-    out["whole_ladder"] = {"rungs": tight_decision.fallback_count, "engine_cold_ms": tight_cold * 1e3, "naive_ms": tight_naive * 1e3}
+    tight_naive = best_of(
+        lambda: reference_evaluate(
+            tight, pools, UsageSnapshot(), __import__("policy_engine").usage.Request(), t_render, t_count
+        ),
+        max(3, repeats // 3),
+    )
+    print(
+        f"whole ladder (rules/tight.policy, {tight_decision.fallback_count} rungs, {tight_decision.outcome}): engine cold {tight_cold * 1e3:.2f} ms, "
+        f"re-count per rung {tight_naive * 1e3:.2f} ms ({tight_naive / tight_cold:.1f}x slower)"
+    )
+    out["whole_ladder"] = {
+        "rungs": tight_decision.fallback_count,
+        "engine_cold_ms": tight_cold * 1e3,
+        "naive_ms": tight_naive * 1e3,
+    }
 
     # ---- the gate: ledger transaction + reservation + events + settlement, per call -------
     import tempfile
@@ -312,13 +454,20 @@ def main() -> int:
         def gated() -> None:
             run_id = f"bench-{next(runs)}"  # one call per run: the batch limit never binds
             result = gate.check(small_doc, run_id)
-            gate.record_usage(run_id, prompt_tokens=result.decision.metrics["prompt_tokens"], completion_tokens=100, reservation_id=result.reservation_id)
+            gate.record_usage(
+                run_id,
+                prompt_tokens=result.decision.metrics["prompt_tokens"],
+                completion_tokens=100,
+                reservation_id=result.reservation_id,
+            )
 
         gated()
         gate_time = best_of(gated, repeats * 3)
         gate.ledger.close()
-    print(f"gate: check + record_usage on the small pack {gate_time * 1e3:.2f} ms vs bare evaluation {bare * 1e3:.2f} ms: "
-          f"{gate_time / bare:.2f}x (+{(gate_time - bare) * 1e3:.2f} ms per call: pack validation, one SQLite write transaction with the events, settlement)")
+    print(
+        f"gate: check + record_usage on the small pack {gate_time * 1e3:.2f} ms vs bare evaluation {bare * 1e3:.2f} ms: "
+        f"{gate_time / bare:.2f}x (+{(gate_time - bare) * 1e3:.2f} ms per call: pack validation, one SQLite write transaction with the events, settlement)"
+    )
     out["gate"] = {"gated_ms": gate_time * 1e3, "bare_ms": bare * 1e3, "ratio": gate_time / bare}
 
     # ---- the corpus -------------------------------------------------------------------
@@ -338,8 +487,10 @@ def main() -> int:
         per_pack.append((size, elapsed))
         outcomes[d.outcome] = outcomes.get(d.outcome, 0) + 1
         biggest = p
-    print(f"corpus: {n_packs} generated packs, 10 to 2,000 candidates, exact o200k_base, no knowledge pack: {n_packs / total:,.1f} packs/s "
-          f"({total:.1f} s evaluating; {', '.join(f'{v} {k}' for k, v in sorted(outcomes.items()))})")
+    print(
+        f"corpus: {n_packs} generated packs, 10 to 2,000 candidates, exact o200k_base, no knowledge pack: {n_packs / total:,.1f} packs/s "
+        f"({total:.1f} s evaluating; {', '.join(f'{v} {k}' for k, v in sorted(outcomes.items()))})"
+    )
     bands = [(10, 500), (500, 1000), (1000, 1500), (1500, 2001)]
     band_rows = {}
     for lo, hi in bands:
@@ -349,8 +500,17 @@ def main() -> int:
             band_rows[f"{lo}-{hi - 1 if hi == 2001 else hi}"] = us
             print(f"  {lo:>5}-{min(hi, 2000):<5} candidates: {us:6.1f} us per candidate ({len(rows)} packs)")
     first = next(iter(band_rows.values()))
-    print("  per-candidate cost relative to the first band: " + ", ".join(f"{k} {v / first:.2f}x" for k, v in band_rows.items()))
-    out["corpus"] = {"packs": n_packs, "packs_per_s": n_packs / total, "seconds": total, "us_per_candidate": band_rows, "outcomes": outcomes}
+    print(
+        "  per-candidate cost relative to the first band: "
+        + ", ".join(f"{k} {v / first:.2f}x" for k, v in band_rows.items())
+    )
+    out["corpus"] = {
+        "packs": n_packs,
+        "packs_per_s": n_packs / total,
+        "seconds": total,
+        "us_per_candidate": band_rows,
+        "outcomes": outcomes,
+    }
 
     # ---- memory -----------------------------------------------------------------------
     assert biggest is not None
@@ -362,7 +522,9 @@ def main() -> int:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"memory: peak traced {peak / 1e6:.1f} MB for one decision on the largest pack ({sizes[-1]} candidates); process max RSS {rss:.0f} MB")
+    print(
+        f"memory: peak traced {peak / 1e6:.1f} MB for one decision on the largest pack ({sizes[-1]} candidates); process max RSS {rss:.0f} MB"
+    )
     out["memory"] = {"peak_traced_mb": peak / 1e6, "max_rss_mb": rss}
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -74,7 +74,16 @@ def evaluate_pack(
         idea = idea_from_document(idea)
     pools = load_pack(pack, idea=idea)
     knowledge = load_knowledge(knowledge_dir) if knowledge_dir is not None else None
-    return evaluate(policy, pools, usage=usage, request=request, seen_combos=seen_combos, idea=idea, knowledge=knowledge, explain=explain)
+    return evaluate(
+        policy,
+        pools,
+        usage=usage,
+        request=request,
+        seen_combos=seen_combos,
+        idea=idea,
+        knowledge=knowledge,
+        explain=explain,
+    )
 
 
 def trimmed_pack(pack: Mapping[str, Any], decision: Decision) -> dict[str, Any]:

@@ -66,7 +66,10 @@ class Breakdown:
     def to_json(self) -> dict[str, Any]:
         return {
             "prompt_tokens": self.prompt_tokens,
-            "sections": [{"section": s.name, "tokens": s.tokens, "share": share_text(s.tokens, self.prompt_tokens)} for s in self.sections],
+            "sections": [
+                {"section": s.name, "tokens": s.tokens, "share": share_text(s.tokens, self.prompt_tokens)}
+                for s in self.sections
+            ],
             "top_items": [{"section": i.section, "item": i.name, "tokens": i.tokens} for i in self.top_items],
         }
 
@@ -79,6 +82,7 @@ def share_text(part: int, total: int) -> str:
 
 
 # ---- the seam: rendered prompt -> lines with paths --------------------------------------
+
 
 def prompt_lines(model: Any, selection: Mapping[str, Sequence[str]]) -> list[Line]:
     """The prompt the agent would send for ``selection``, as lines with JSON paths."""
@@ -107,7 +111,7 @@ def _paths(text: str) -> Iterator[Line]:
             yield Line(piece, tuple(path[:depth]))
             del path[depth:], kinds[depth:], index[depth:]
             continue
-        del path[depth - 1:]
+        del path[depth - 1 :]
         if len(kinds) < depth:
             yield Line(piece, tuple(path))  # not indent-2 JSON: keep the last path
             continue
@@ -140,6 +144,7 @@ def _open(rest: str, path: list[str | int], kinds: list[str], index: list[int], 
 
 
 # ---- attribution --------------------------------------------------------------------
+
 
 def section_of(path: tuple[str | int, ...]) -> str:
     if not path:
@@ -228,7 +233,14 @@ def _apportion(measures: Mapping[str, int], total_tokens: int) -> dict[str, int]
     return shares
 
 
-def prompt_breakdown(model: Any, counter: Any, final: Mapping[str, Sequence[str]], final_tokens: int, untrimmed: Mapping[str, Sequence[str]], untrimmed_tokens: int) -> dict[str, Any]:
+def prompt_breakdown(
+    model: Any,
+    counter: Any,
+    final: Mapping[str, Sequence[str]],
+    final_tokens: int,
+    untrimmed: Mapping[str, Sequence[str]],
+    untrimmed_tokens: int,
+) -> dict[str, Any]:
     """The decision's ``breakdown``: the final and the untrimmed prompt."""
     return {
         "final": breakdown(prompt_lines(model, final), counter, final_tokens).to_json(),

@@ -46,7 +46,13 @@ class FloorStatus:
         return self.status != "not_preserved"
 
     def to_json(self) -> dict[str, Any]:
-        return {"required": self.required, "available": self.available, "kept": self.kept, "status": self.status, "preserved": self.preserved}
+        return {
+            "required": self.required,
+            "available": self.available,
+            "kept": self.kept,
+            "status": self.status,
+            "preserved": self.preserved,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +92,9 @@ class Decision:
             "reason": self.reason,
             "reasons": list(self.reasons),
             "warnings": [w.to_json() for w in self.warnings],
-            "selection": {pool: {lane: list(ids) for lane, ids in lanes.items()} for pool, lanes in self.selection.items()},
+            "selection": {
+                pool: {lane: list(ids) for lane, ids in lanes.items()} for pool, lanes in self.selection.items()
+            },
             "selected_topk": self.selected_topk,
             "metrics": metrics,
             "limits": dict(self.limits),

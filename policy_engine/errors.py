@@ -75,7 +75,9 @@ class Diagnostic:
             out["end_line"] = self.span.end_line
             out["end_column"] = self.span.end_column
             if self.related:
-                out["related"] = [{"file": sp.file, "line": sp.line, "column": sp.column, "note": note} for sp, note in self.related]
+                out["related"] = [
+                    {"file": sp.file, "line": sp.line, "column": sp.column, "note": note} for sp, note in self.related
+                ]
         else:
             out["file"] = self.file
             out["pointer"] = self.pointer

@@ -80,7 +80,9 @@ class FitReport:
             "untrimmed_prompt_tokens": self.untrimmed_tokens,
             "over": dict(self.over),
             "untrimmed_fit": [c.to_json() for c in self.untrimmed_fit],
-            "untrimmed_fit_checked": None if self.untrimmed_fit_checked is None else self.untrimmed_fit_checked.to_json(),
+            "untrimmed_fit_checked": None
+            if self.untrimmed_fit_checked is None
+            else self.untrimmed_fit_checked.to_json(),
             "changes": [c.to_json() for c in self.changes],
             "not_enough": list(self.not_enough),
             "remaining_calls": [r.to_json() for r in self.remaining],
@@ -92,8 +94,17 @@ def _where(span: Any) -> str | None:
 
 
 class _Fitter:
-    def __init__(self, policy: Policy, pools: Pools, usage: UsageSnapshot, request: Request, idea: Any, knowledge: Any) -> None:
-        self.policy, self.pools, self.usage, self.request, self.idea, self.knowledge = policy, pools, usage, request, idea, knowledge
+    def __init__(
+        self, policy: Policy, pools: Pools, usage: UsageSnapshot, request: Request, idea: Any, knowledge: Any
+    ) -> None:
+        self.policy, self.pools, self.usage, self.request, self.idea, self.knowledge = (
+            policy,
+            pools,
+            usage,
+            request,
+            idea,
+            knowledge,
+        )
         self.settings, _ = policy.resolve(pools.attributes)
         self.evaluations = 0
 
@@ -101,12 +112,23 @@ class _Fitter:
         """Evaluate the pack under ``settings`` (conditions already resolved, so dropped)."""
         self.evaluations += 1
         changed = dataclasses.replace(self.policy, settings=settings, conditionals=())
-        return evaluate(changed, self.pools, usage=self.usage, request=self.request, idea=self.idea, knowledge=self.knowledge, explain="off")
+        return evaluate(
+            changed,
+            self.pools,
+            usage=self.usage,
+            request=self.request,
+            idea=self.idea,
+            knowledge=self.knowledge,
+            explain="off",
+        )
 
     # ---- limits ---------------------------------------------------------------------
 
     def with_limits(self, values: dict[str, int]) -> Settings:
-        limits = tuple(dataclasses.replace(lim, value=values[lim.metric]) if lim.metric in values else lim for lim in self.settings.limits)
+        limits = tuple(
+            dataclasses.replace(lim, value=values[lim.metric]) if lim.metric in values else lim
+            for lim in self.settings.limits
+        )
         return dataclasses.replace(self.settings, limits=limits)
 
     def needed(self, metric: str, prompt_tokens: int, completion: int) -> int:
@@ -117,10 +139,33 @@ class _Fitter:
         assert limit is not None and value is not None
         return max(0, value + (limit.value - effective_limit(limit, self.settings, self.request)))
 
-    def checked(self, kind: str, change: str, decision: Decision, *, rule: str | None = None, where: str | None = None, metric: str | None = None,
-                value: int | None = None, delta: int | None = None, minimal: bool = False) -> Checked:
-        return Checked(kind, change, rule, where, metric, value, delta, decision.outcome, decision.metrics["prompt_tokens"], decision.fallback_count,
-                       dict(decision.selected_topk), minimal)
+    def checked(
+        self,
+        kind: str,
+        change: str,
+        decision: Decision,
+        *,
+        rule: str | None = None,
+        where: str | None = None,
+        metric: str | None = None,
+        value: int | None = None,
+        delta: int | None = None,
+        minimal: bool = False,
+    ) -> Checked:
+        return Checked(
+            kind,
+            change,
+            rule,
+            where,
+            metric,
+            value,
+            delta,
+            decision.outcome,
+            decision.metrics["prompt_tokens"],
+            decision.fallback_count,
+            dict(decision.selected_topk),
+            minimal,
+        )
 
     def untrimmed_fit(self, base: Decision, untrimmed: int) -> tuple[tuple[Checked, ...], Checked | None]:
         """Raise every blocking limit the untrimmed prompt fails to exactly what it needs;
@@ -147,10 +192,25 @@ class _Fitter:
             limit = self.settings.limit(metric)
             assert limit is not None
             smaller = self.run(self.with_limits({**values, metric: values[metric] - 1}))
-            out.append(Checked("limit", f"{metric} <= {values[metric]:,}", limit.rule, _where(limit.span), metric, values[metric], values[metric] - limit.value,
-                               decision.outcome, decision.metrics["prompt_tokens"], decision.fallback_count, dict(decision.selected_topk),
-                               fits and smaller.outcome != "allowed"))
-        together = self.checked("limit", ", ".join(f"{m} <= {values[m]:,}" for m in failing), decision, minimal=all(c.minimal for c in out))
+            out.append(
+                Checked(
+                    "limit",
+                    f"{metric} <= {values[metric]:,}",
+                    limit.rule,
+                    _where(limit.span),
+                    metric,
+                    values[metric],
+                    values[metric] - limit.value,
+                    decision.outcome,
+                    decision.metrics["prompt_tokens"],
+                    decision.fallback_count,
+                    dict(decision.selected_topk),
+                    fits and smaller.outcome != "allowed",
+                )
+            )
+        together = self.checked(
+            "limit", ", ".join(f"{m} <= {values[m]:,}" for m in failing), decision, minimal=all(c.minimal for c in out)
+        )
         return tuple(out), together
 
     def raise_limit(self, metric: str, untrimmed: int, completion: int) -> Checked | str:
@@ -163,8 +223,17 @@ class _Fitter:
             return f"raising {metric} alone does not allow it (still blocked by {top.reason} with {metric} at {high:,})"
         best = self._smallest(low, high, lambda v: self.run(self.with_limits({metric: v})).allowed)
         decision = self.run(self.with_limits({metric: best}))
-        return self.checked("limit", f"raise {metric} to {best:,} (+{best - limit.value:,})", decision, rule=limit.rule, where=_where(limit.span),
-                            metric=metric, value=best, delta=best - limit.value, minimal=True)
+        return self.checked(
+            "limit",
+            f"raise {metric} to {best:,} (+{best - limit.value:,})",
+            decision,
+            rule=limit.rule,
+            where=_where(limit.span),
+            metric=metric,
+            value=best,
+            delta=best - limit.value,
+            minimal=True,
+        )
 
     @staticmethod
     def _smallest(low: int, high: int, ok: Callable[[int], bool]) -> int:
@@ -202,19 +271,34 @@ class _Fitter:
                 high = mid
         decision = self.run(settings_for(low))
         bigger = low + 1 < kept and self.run(settings_for(low + 1)).allowed
-        return self.checked("rung", f"append `stage {name}: {pool} keep {low}` to the ladder (removes {kept - low} {pool})", decision,
-                            value=low, delta=low - kept, minimal=not bigger)
+        return self.checked(
+            "rung",
+            f"append `stage {name}: {pool} keep {low}` to the ladder (removes {kept - low} {pool})",
+            decision,
+            value=low,
+            delta=low - kept,
+            minimal=not bigger,
+        )
 
     def lower_floor(self) -> Checked | str:
         floor = self.settings.lanes.explore_floor
         if floor <= 0:
             return "explore floor is already 0"
         for value in range(floor - 1, -1, -1):
-            settings = dataclasses.replace(self.settings, lanes=dataclasses.replace(self.settings.lanes, explore_floor=value))
+            settings = dataclasses.replace(
+                self.settings, lanes=dataclasses.replace(self.settings.lanes, explore_floor=value)
+            )
             decision = self.run(settings)
             if decision.allowed:
-                return self.checked("floor", f"lower the explore floor to {value} (from {floor})", decision, value=value, delta=value - floor,
-                                    where=_where(self.settings.lanes.span), minimal=True)
+                return self.checked(
+                    "floor",
+                    f"lower the explore floor to {value} (from {floor})",
+                    decision,
+                    value=value,
+                    delta=value - floor,
+                    where=_where(self.settings.lanes.span),
+                    minimal=True,
+                )
         return "lowering the explore floor (even to 0) does not allow it"
 
     def lower_minimum(self, stage: Stage) -> Checked | str:
@@ -232,11 +316,27 @@ class _Fitter:
             else:
                 high = mid
         decision = self.run(settings_for(low))
-        return self.checked("minimum", f"lower stage {stage.rule}'s min to {low} (from {stage.minimum})", decision, rule=stage.rule,
-                            where=_where(stage.span), value=low, delta=low - stage.minimum, minimal=True)
+        return self.checked(
+            "minimum",
+            f"lower stage {stage.rule}'s min to {low} (from {stage.minimum})",
+            decision,
+            rule=stage.rule,
+            where=_where(stage.span),
+            value=low,
+            delta=low - stage.minimum,
+            minimal=True,
+        )
 
 
-def fit(policy: Policy, pools: Pools, *, usage: UsageSnapshot = UsageSnapshot(), request: Request = Request(), idea: Any = None, knowledge: Any = None) -> FitReport:
+def fit(
+    policy: Policy,
+    pools: Pools,
+    *,
+    usage: UsageSnapshot = UsageSnapshot(),
+    request: Request = Request(),
+    idea: Any = None,
+    knowledge: Any = None,
+) -> FitReport:
     f = _Fitter(policy, pools, usage, request, idea, knowledge)
     base = evaluate(policy, pools, usage=usage, request=request, idea=idea, knowledge=knowledge, explain="rules")
     start = next(s for s in base.trace if s.kind == "start")
@@ -257,10 +357,24 @@ def fit(policy: Policy, pools: Pools, *, usage: UsageSnapshot = UsageSnapshot(),
     checked = [c for c in changes if isinstance(c, Checked)]
     # cheapest first: within a kind, the change that keeps the most candidates (a rung on an
     # owner pool cascades), then the most prompt; a limit by how little it moves
-    checked.sort(key=lambda c: ({"limit": 0, "rung": 1, "minimum": 2, "floor": 3}[c.kind],
-                                abs(c.delta or 0) if c.kind == "limit" else -sum(c.sizes.values()), -c.prompt_tokens))
+    checked.sort(
+        key=lambda c: (
+            {"limit": 0, "rung": 1, "minimum": 2, "floor": 3}[c.kind],
+            abs(c.delta or 0) if c.kind == "limit" else -sum(c.sizes.values()),
+            -c.prompt_tokens,
+        )
+    )
     remaining = _remaining(f.settings, request, usage, base)
-    return FitReport(base, untrimmed, over, fit_limits, together, tuple(checked), remaining, tuple(c for c in changes if isinstance(c, str)))
+    return FitReport(
+        base,
+        untrimmed,
+        over,
+        fit_limits,
+        together,
+        tuple(checked),
+        remaining,
+        tuple(c for c in changes if isinstance(c, str)),
+    )
 
 
 def _remaining(settings: Settings, request: Request, usage: UsageSnapshot, decision: Decision) -> tuple[Remaining, ...]:
@@ -268,7 +382,12 @@ def _remaining(settings: Settings, request: Request, usage: UsageSnapshot, decis
     and day limits still hold, counted from the usage before this call, this call included."""
     size = decision.metrics["request_tokens"]
     cost = decision.metrics["request_micro_usd"]
-    used = {"batch_total": usage.batch_tokens, "day_total": usage.day_tokens, "batch_usd": usage.batch_micro_usd, "day_usd": usage.day_micro_usd}
+    used = {
+        "batch_total": usage.batch_tokens,
+        "day_total": usage.day_tokens,
+        "batch_usd": usage.batch_micro_usd,
+        "day_usd": usage.day_micro_usd,
+    }
     out = []
     for limit in settings.limits:
         if limit.metric not in used:
@@ -278,5 +397,9 @@ def _remaining(settings: Settings, request: Request, usage: UsageSnapshot, decis
             continue
         effective = effective_limit(limit, settings, request)
         left = max(0, effective - used[limit.metric])
-        out.append(Remaining(limit.metric, effective, used[limit.metric], per_call, None if per_call == 0 else left // per_call))
+        out.append(
+            Remaining(
+                limit.metric, effective, used[limit.metric], per_call, None if per_call == 0 else left // per_call
+            )
+        )
     return tuple(out)

@@ -168,6 +168,7 @@ class Settings:
 
 # ---- conditions -----------------------------------------------------------------------
 
+
 @dataclass(frozen=True, slots=True)
 class Compare:
     """``attribute op value``. Attributes are pack attributes (``region``, ``universe``,
@@ -220,6 +221,7 @@ class Conditional:
 
 
 # ---- the policy -----------------------------------------------------------------------
+
 
 @dataclass(frozen=True, slots=True)
 class Policy:

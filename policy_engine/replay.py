@@ -69,7 +69,9 @@ class ReplayReport:
     identical: bool
     manifest: tuple[tuple[str, Any, Any, str], ...]  # (key, recorded, now, meaning)
     decision: tuple[Change, ...]  # the headline changes a reader looks for first
-    other: tuple[str, ...]  # JSON pointers of every other differing value (manifest, selection and headline values excluded)
+    other: tuple[
+        str, ...
+    ]  # JSON pointers of every other differing value (manifest, selection and headline values excluded)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -111,13 +113,28 @@ def compare(recorded: Mapping[str, Any], replayed: Mapping[str, Any]) -> ReplayR
     if rungs_a != rungs_b:
         changes.append(Change("rungs", rungs_a, rungs_b))
     covered = ("/manifest/", "/selection/", "/selected_topk/")
-    headline = {"/outcome", "/reason", "/fallback_count", "/allowed", "/metrics/prompt_tokens", "/metrics/request_tokens", "/metrics/request_usd", "/metrics/request_micro_usd"}
-    other = tuple(p for p in _pointers(dict(recorded), dict(replayed), "") if p not in headline and not p.startswith(covered))
+    headline = {
+        "/outcome",
+        "/reason",
+        "/fallback_count",
+        "/allowed",
+        "/metrics/prompt_tokens",
+        "/metrics/request_tokens",
+        "/metrics/request_usd",
+        "/metrics/request_micro_usd",
+    }
+    other = tuple(
+        p for p in _pointers(dict(recorded), dict(replayed), "") if p not in headline and not p.startswith(covered)
+    )
     return ReplayReport(not manifest and not changes and not other, manifest, tuple(changes), other)
 
 
 def _rungs(decision: Mapping[str, Any]) -> list[str]:
-    return [f"{s.get('rule')} {s.get('step_kind')} {s.get('step_value')}" for s in decision.get("trace", []) if s.get("kind") == "rung" and s.get("verdict") != "skipped"]
+    return [
+        f"{s.get('rule')} {s.get('step_kind')} {s.get('step_value')}"
+        for s in decision.get("trace", [])
+        if s.get("kind") == "rung" and s.get("verdict") != "skipped"
+    ]
 
 
 def _pointers(a: Any, b: Any, here: str) -> Iterator[str]:

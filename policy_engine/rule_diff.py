@@ -33,16 +33,28 @@ class Side:
     @classmethod
     def of(cls, decision: Decision) -> Side:
         rungs = tuple(f"{s.rule} {s.step_kind} {s.step_value}" for s in decision.rungs)
-        return cls(decision.outcome, decision.reason, rungs, tuple(decision.selected_topk.items()),
-                   decision.metrics["prompt_tokens"], decision.metrics["request_micro_usd"])
+        return cls(
+            decision.outcome,
+            decision.reason,
+            rungs,
+            tuple(decision.selected_topk.items()),
+            decision.metrics["prompt_tokens"],
+            decision.metrics["request_micro_usd"],
+        )
 
     @property
     def sent(self) -> bool:
         return self.outcome != "blocked"
 
     def to_json(self) -> dict[str, Any]:
-        return {"outcome": self.outcome, "reason": self.reason, "rungs": list(self.rungs), "sizes": dict(self.sizes),
-                "prompt_tokens": self.prompt_tokens, "request_micro_usd": self.request_micro_usd}
+        return {
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "rungs": list(self.rungs),
+            "sizes": dict(self.sizes),
+            "prompt_tokens": self.prompt_tokens,
+            "request_micro_usd": self.request_micro_usd,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +68,12 @@ class PackDiff:
         return tuple(kind for kind in CHANGE_KINDS if getattr(self.before, kind) != getattr(self.after, kind))
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "changes": list(self.changes), "before": self.before.to_json(), "after": self.after.to_json()}
+        return {
+            "file": self.file,
+            "changes": list(self.changes),
+            "before": self.before.to_json(),
+            "after": self.after.to_json(),
+        }
 
 
 def nearest_rank(sorted_values: Sequence[int], percent: int) -> int:
@@ -68,7 +85,12 @@ def distribution(values: Sequence[int]) -> dict[str, int] | None:
     if not values:
         return None
     ordered = sorted(values)
-    return {"min": ordered[0], "median": nearest_rank(ordered, 50), "p95": nearest_rank(ordered, 95), "max": ordered[-1]}
+    return {
+        "min": ordered[0],
+        "median": nearest_rank(ordered, 50),
+        "p95": nearest_rank(ordered, 95),
+        "max": ordered[-1],
+    }
 
 
 def corpus_stats(sides: Sequence[Side]) -> dict[str, Any]:

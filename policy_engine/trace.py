@@ -42,7 +42,13 @@ class TraceStep:
     item_tokens: Mapping[str, Mapping[str, int]] | None = field(default=None)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"kind": self.kind, "rule": self.rule, "verdict": self.verdict, "span": span_json(self.span), "message": self.message}
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "rule": self.rule,
+            "verdict": self.verdict,
+            "span": span_json(self.span),
+            "message": self.message,
+        }
         optional = {
             "stage": self.stage,
             "pool": self.pool,

@@ -26,7 +26,17 @@ def check_quantity(owner: str, name: str, value: object) -> None:
         problem = f"{owner}.{name} is above the bound of 10^15"
     else:
         return
-    raise UsageInputError([Diagnostic("P120", problem, hint="token counts and micro-USD amounts are whole numbers from 0 to 10^15", file=owner, pointer=f"/{name}")])
+    raise UsageInputError(
+        [
+            Diagnostic(
+                "P120",
+                problem,
+                hint="token counts and micro-USD amounts are whole numbers from 0 to 10^15",
+                file=owner,
+                pointer=f"/{name}",
+            )
+        ]
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +73,26 @@ class Request:
         if self.completion_tokens is not None:
             check_quantity("Request", "completion_tokens", self.completion_tokens)
             if self.completion_tokens == 0:
-                raise UsageInputError([Diagnostic("P120", "Request.completion_tokens must be positive, got 0", hint="ask for at least one completion token, or None for the policy's budget", file="Request", pointer="/completion_tokens")])
+                raise UsageInputError(
+                    [
+                        Diagnostic(
+                            "P120",
+                            "Request.completion_tokens must be positive, got 0",
+                            hint="ask for at least one completion token, or None for the policy's budget",
+                            file="Request",
+                            pointer="/completion_tokens",
+                        )
+                    ]
+                )
         if not isinstance(self.expansion, bool):
-            raise UsageInputError([Diagnostic("P120", f"Request.expansion must be true or false, got {self.expansion!r:.40}", hint="pass a bool", file="Request", pointer="/expansion")])
+            raise UsageInputError(
+                [
+                    Diagnostic(
+                        "P120",
+                        f"Request.expansion must be true or false, got {self.expansion!r:.40}",
+                        hint="pass a bool",
+                        file="Request",
+                        pointer="/expansion",
+                    )
+                ]
+            )

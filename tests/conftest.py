@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / "tests" / "fixtures" / "shared"
 REGEN = os.environ.get("POLICY_ENGINE_REGEN_GOLDEN") == "1"
 
-settings.register_profile("fast", max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "fast", max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.register_profile("thorough", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("POLICY_ENGINE_HYPOTHESIS_PROFILE", "fast"))
 

@@ -26,8 +26,14 @@ def find_bindir() -> Path | None:
         candidates.append(os.environ["POLICY_PG_BINDIR"])
     if shutil.which("pg_config"):
         with contextlib.suppress(OSError, subprocess.CalledProcessError):
-            candidates.append(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip())
-    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0, reverse=True)
+            candidates.append(
+                subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+            )
+    candidates += sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+        reverse=True,
+    )
     if shutil.which("initdb"):
         candidates.append(str(Path(shutil.which("initdb")).resolve().parent))  # type: ignore[arg-type]
     for c in candidates:
@@ -53,8 +59,14 @@ class PgCluster:
             shutil.chown(self.root, "nobody")
         os.chmod(self.root, 0o700)
         self._run("initdb", "-D", str(self.data), "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync", "--locale=C")
-        opts = [f"port = {self.port}", "listen_addresses = '127.0.0.1'", f"unix_socket_directories = '{self.root}'",
-                f"max_connections = {max_connections}", f"fsync = {'on' if fsync else 'off'}", "shared_buffers = 64MB"]
+        opts = [
+            f"port = {self.port}",
+            "listen_addresses = '127.0.0.1'",
+            f"unix_socket_directories = '{self.root}'",
+            f"max_connections = {max_connections}",
+            f"fsync = {'on' if fsync else 'off'}",
+            "shared_buffers = 64MB",
+        ]
         with open(self.data / "postgresql.auto.conf", "a", encoding="utf-8") as conf:
             conf.write("\n".join(opts) + "\n")
         self.start()

@@ -16,7 +16,18 @@ from policy_engine.verify.strategies import (
     usage_snapshots,
 )
 
-__all__ = ["PackSizes", "PolicySpec", "StageSpec", "cases", "ladders", "packs", "policy_specs", "requests", "stage_specs", "usage_snapshots"]
+__all__ = [
+    "PackSizes",
+    "PolicySpec",
+    "StageSpec",
+    "cases",
+    "ladders",
+    "packs",
+    "policy_specs",
+    "requests",
+    "stage_specs",
+    "usage_snapshots",
+]
 
 
 # ---- knowledge packs (section 3.1's edge cases), for the template/reference property ------
@@ -53,21 +64,43 @@ def knowledge_documents(draw: Any, pack: dict[str, Any]) -> dict[str, Any]:
         return st.one_of(extra, junk) if draw(st.booleans()) else extra
 
     named = st.builds(lambda n, body: {**n, "body": body}, _maybe("name", op), _TEXT)
-    used = st.builds(lambda u, f, body: {**u, **f, "expression": body},
-                     _maybe("used_operators", st.lists(op, max_size=3)), _maybe("used_fields", st.lists(field, max_size=3)), _TEXT)
-    cards = st.builds(lambda u, body: {**u, "expression": body}, _maybe("used_operators", st.lists(op, max_size=3)), _TEXT)
+    used = st.builds(
+        lambda u, f, body: {**u, **f, "expression": body},
+        _maybe("used_operators", st.lists(op, max_size=3)),
+        _maybe("used_fields", st.lists(field, max_size=3)),
+        _TEXT,
+    )
+    cards = st.builds(
+        lambda u, body: {**u, "expression": body}, _maybe("used_operators", st.lists(op, max_size=3)), _TEXT
+    )
     head = st.fixed_dictionaries({}, optional={"version": _TEXT, "generated_at": _TEXT})
     docs: dict[str, Any] = {}
     if draw(st.integers(0, 9)):
-        docs["operator_signature_pack"] = {**draw(head), "operator_count": 999, "operators": draw(st.lists(row(named), max_size=8)), "missing_required_fields": []}
+        docs["operator_signature_pack"] = {
+            **draw(head),
+            "operator_count": 999,
+            "operators": draw(st.lists(row(named), max_size=8)),
+            "missing_required_fields": [],
+        }
     if draw(st.integers(0, 9)):
-        docs["fastexpr_examples_pack"] = {**draw(head), **draw(_maybe("fallback_used", st.booleans())), "examples": draw(st.lists(row(used), max_size=12))}
+        docs["fastexpr_examples_pack"] = {
+            **draw(head),
+            **draw(_maybe("fallback_used", st.booleans())),
+            "examples": draw(st.lists(row(used), max_size=12)),
+        }
     if draw(st.integers(0, 9)):
         taxonomy = draw(st.one_of(st.lists(st.fixed_dictionaries({"error_key": _TEXT}), max_size=2), junk))
-        docs["fastexpr_visual_pack"] = {**draw(head), "operators": draw(st.lists(row(named), max_size=6)), "error_taxonomy": taxonomy,
-                                        "example_cards": draw(st.lists(row(cards), max_size=11)), "extra_key": "never sent"}
+        docs["fastexpr_visual_pack"] = {
+            **draw(head),
+            "operators": draw(st.lists(row(named), max_size=6)),
+            "error_taxonomy": taxonomy,
+            "example_cards": draw(st.lists(row(cards), max_size=11)),
+            "extra_key": "never sent",
+        }
     if draw(st.integers(0, 9)):
-        docs["simulation_settings_allowed_pack"] = draw(st.one_of(st.fixed_dictionaries({"allowed": st.dictionaries(_TEXT, _TEXT, max_size=2)}), junk))
+        docs["simulation_settings_allowed_pack"] = draw(
+            st.one_of(st.fixed_dictionaries({"allowed": st.dictionaries(_TEXT, _TEXT, max_size=2)}), junk)
+        )
     if draw(st.booleans()):
         docs["fastexpr_counterexamples_pack"] = {"cases": [{"never": "sent"}]}
     return docs

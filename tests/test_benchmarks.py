@@ -13,10 +13,26 @@ from tests.conftest import ROOT
 
 def test_benchmark_smoke_run_reports_every_section(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--packs", "4", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--packs", "4", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
-    for needle in ("issue 10 table", "policy eval DIR", "cold policy eval of one pack", "baseline: one tiktoken encode", "decision, exact, warm", "decision, rough", "whole ladder", "gate:", "packs/s", "memory: peak traced"):
+    for needle in (
+        "issue 10 table",
+        "policy eval DIR",
+        "cold policy eval of one pack",
+        "baseline: one tiktoken encode",
+        "decision, exact, warm",
+        "decision, rough",
+        "whole ladder",
+        "gate:",
+        "packs/s",
+        "memory: peak traced",
+    ):
         assert needle in proc.stdout, needle
     numbers = json.loads(out.read_text())
     assert set(numbers) >= {"seed", "whole_ladder", "gate", "corpus", "memory", "issue10"}
@@ -45,7 +61,9 @@ def test_a_warm_decision_is_not_grossly_slower_than_one_encode_of_its_prompt() -
     pools = load_pack_file(ROOT / "examples" / "packs" / "seed_5x15x72x60.json", idea=idea)
     engine = Engine.build(policy, knowledge=knowledge)
     decision = evaluate(engine, pools, idea=idea)
-    model = engine.prompt_model(pools, idea=idea, knowledge=knowledge, limits=limits_view(policy.resolve(pools.attributes)[0]))
+    model = engine.prompt_model(
+        pools, idea=idea, knowledge=knowledge, limits=limits_view(policy.resolve(pools.attributes)[0])
+    )
     text = model.render(decision_selection(decision))
     assert engine.counter.count(text) == decision.metrics["prompt_tokens"]
     from policy_engine.tokens import resolve_encoding

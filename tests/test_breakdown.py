@@ -24,7 +24,11 @@ SCHEMA = json.loads((ROOT / "schemas" / "decision.schema.json").read_text())
 KNOWLEDGE = load_knowledge(SHARED / "knowledge")
 IDEA = load_idea(SHARED / "ideaspec.example.json")
 SUITE_PACKS = sorted((SHARED / "packs").glob("*.json")) + sorted((ROOT / "examples" / "packs").glob("*.json"))
-SUITE_RULES = [ROOT / "rules" / "default.policy", ROOT / "rules" / "tight.policy", ROOT / "examples" / "policies" / "demo.policy"]
+SUITE_RULES = [
+    ROOT / "rules" / "default.policy",
+    ROOT / "rules" / "tight.policy",
+    ROOT / "examples" / "policies" / "demo.policy",
+]
 
 
 def _sums(decision) -> None:
@@ -48,7 +52,9 @@ def _sums(decision) -> None:
 def test_parts_sum_to_prompt_tokens_on_every_suite_pack(pack: Path, rules: Path, knowledge: bool) -> None:
     policy = load_policy(rules)
     idea = IDEA if knowledge else None
-    decision = evaluate(policy, load_pack_file(pack, idea=idea), idea=idea, knowledge=KNOWLEDGE if knowledge else None, explain="full")
+    decision = evaluate(
+        policy, load_pack_file(pack, idea=idea), idea=idea, knowledge=KNOWLEDGE if knowledge else None, explain="full"
+    )
     _sums(decision)
 
 
@@ -77,8 +83,16 @@ def test_sections_of_the_seed_pack_are_the_ones_a_reader_expects() -> None:
     final = {s["section"]: s["tokens"] for s in d.breakdown["final"]["sections"]}
     untrimmed = {s["section"]: s["tokens"] for s in d.breakdown["untrimmed"]["sections"]}
     assert list(final)[:2] == ["envelope", "idea"]
-    assert {"pool:subcategories", "pool:datasets", "pool:fields", "pool:operators", "limits_echo",
-            "knowledge:operator_signature_pack", "knowledge:fastexpr_examples_pack", "knowledge:compact_policy"} <= set(final)
+    assert {
+        "pool:subcategories",
+        "pool:datasets",
+        "pool:fields",
+        "pool:operators",
+        "limits_echo",
+        "knowledge:operator_signature_pack",
+        "knowledge:fastexpr_examples_pack",
+        "knowledge:compact_policy",
+    } <= set(final)
     # only fields were trimmed: the fields section shrinks, the other pools do not change
     assert d.selected_topk["fields"] < 72 and untrimmed["pool:fields"] > final["pool:fields"]
     for pool in ("subcategories", "datasets", "operators"):
@@ -93,20 +107,38 @@ def test_the_limits_echo_is_the_llm_budget_lines() -> None:
     from policy_engine.render import build_prompt_model, limits_view
 
     pools = load_pack_file(SHARED / "packs" / "small_2x4x10x8.json", idea=IDEA)
-    model = build_prompt_model(policy.template, pools, idea=IDEA, knowledge=KNOWLEDGE, counter=counter, limits=limits_view(policy.settings))
+    model = build_prompt_model(
+        policy.template, pools, idea=IDEA, knowledge=KNOWLEDGE, counter=counter, limits=limits_view(policy.settings)
+    )
     lines = prompt_lines(model, {p: tuple(c.id for c in pools.pool(p)) for p in pools.pools})
     echo = [line.text.strip() for line in lines if section_of(line.path) == "limits_echo"]
-    assert echo == ['"llm_budget": {', '"max_prompt_tokens": 12000,', '"max_completion_tokens": 1600,', '"max_tokens_per_batch": 52000,', '"max_tokens_per_day": 1500000', "}"]
+    assert echo == [
+        '"llm_budget": {',
+        '"max_prompt_tokens": 12000,',
+        '"max_completion_tokens": 1600,',
+        '"max_tokens_per_batch": 52000,',
+        '"max_tokens_per_day": 1500000',
+        "}",
+    ]
 
 
 def test_paths_of_nested_json() -> None:
-    doc = {"a": {"b": [1, {"c": "x"}], "d": []}, "retrieval_pack": {"candidate_fields": [{"id": "f1", "t": "M"}, {"id": "f2"}]}}
+    doc = {
+        "a": {"b": [1, {"c": "x"}], "d": []},
+        "retrieval_pack": {"candidate_fields": [{"id": "f1", "t": "M"}, {"id": "f2"}]},
+    }
     lines = list(_paths(json.dumps(doc, indent=2)))
     assert "".join(line.text for line in lines) == json.dumps(doc, indent=2)
     by_text = [(line.text.strip(), line.path) for line in lines]
     assert by_text[:8] == [
-        ("{", ()), ('"a": {', ("a",)), ('"b": [', ("a", "b")), ("1,", ("a", "b", 0)), ("{", ("a", "b", 1)),
-        ('"c": "x"', ("a", "b", 1, "c")), ("}", ("a", "b", 1)), ("],", ("a", "b")),
+        ("{", ()),
+        ('"a": {', ("a",)),
+        ('"b": [', ("a", "b")),
+        ("1,", ("a", "b", 0)),
+        ("{", ("a", "b", 1)),
+        ('"c": "x"', ("a", "b", 1, "c")),
+        ("}", ("a", "b", 1)),
+        ("],", ("a", "b")),
     ]
     assert ('"d": []', ("a", "d")) in by_text
     assert ('"id": "f2"', ("retrieval_pack", "candidate_fields", 1, "id")) in by_text
@@ -120,7 +152,14 @@ def test_items_are_named_and_ranked_and_ties_are_stable() -> None:
         def measure(self, text: str) -> int:
             return len(text)
 
-    text = json.dumps({"retrieval_pack": {"candidate_fields": [{"id": "short"}, {"id": "a_much_longer_one"}, {"id": "tie_a"}, {"id": "tie_b"}]}}, indent=2)
+    text = json.dumps(
+        {
+            "retrieval_pack": {
+                "candidate_fields": [{"id": "short"}, {"id": "a_much_longer_one"}, {"id": "tie_a"}, {"id": "tie_b"}]
+            }
+        },
+        indent=2,
+    )
     lines = list(_paths(text))
     bd = breakdown(lines, Chars(), len(text))
     assert [i.name for i in bd.top_items] == ["a_much_longer_one", "short", "tie_a", "tie_b"]
@@ -146,7 +185,12 @@ def test_rough_counts_are_apportioned_to_the_rounded_total() -> None:
 
 
 def test_share_text() -> None:
-    assert share_text(1, 3) == "33.3" and share_text(2, 3) == "66.7" and share_text(0, 0) == "0.0" and share_text(5, 5) == "100.0"
+    assert (
+        share_text(1, 3) == "33.3"
+        and share_text(2, 3) == "66.7"
+        and share_text(0, 0) == "0.0"
+        and share_text(5, 5) == "100.0"
+    )
 
 
 def test_other_templates_still_sum(monkeypatch) -> None:

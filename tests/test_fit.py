@@ -69,7 +69,9 @@ def test_add_a_rung_is_the_largest_keep_that_allows_it() -> None:
     policy = fields_only(9_000)
     report = fit(load_policy_text(policy, "<fields_only>"), SEED, knowledge=KNOWLEDGE)
     assert report.decision.outcome == "blocked"
-    rungs = {c.change.split("`")[1].split(":")[0].removeprefix("stage fit_"): c for c in report.changes if c.kind == "rung"}
+    rungs = {
+        c.change.split("`")[1].split(":")[0].removeprefix("stage fit_"): c for c in report.changes if c.kind == "rung"
+    }
     assert "operators" in rungs and "fields" not in rungs  # fields already at the ladder's end; keeping 1 is not enough
     for pool, c in rungs.items():
         keep = c.value
@@ -100,7 +102,7 @@ def test_stage_minimum_is_lowered_when_it_stops_the_ladder() -> None:
 
 def test_a_when_block_is_what_gets_changed() -> None:
     """The limit that applies comes from a `when` block: the suggestion names its rule."""
-    text = DEFAULT + '\nwhen wide: fields.count > 50 {\n  limit wide_prompt: request_prompt <= 11_000 tokens\n}\n'
+    text = DEFAULT + "\nwhen wide: fields.count > 50 {\n  limit wide_prompt: request_prompt <= 11_000 tokens\n}\n"
     report = fit(load_policy_text(text, "when.policy"), SEED, knowledge=KNOWLEDGE)
     (limit,) = report.untrimmed_fit
     assert limit.rule == "wide_prompt" and limit.delta == limit.value - 11_000
@@ -145,6 +147,8 @@ def test_calls_left_in_the_batch_and_day() -> None:
 def test_json_is_plain(pack: str) -> None:
     import json
 
-    report = fit(load_policy_text(DEFAULT, "default.policy"), load_pack_file(EX / "packs" / f"{pack}.json"), knowledge=KNOWLEDGE)
+    report = fit(
+        load_policy_text(DEFAULT, "default.policy"), load_pack_file(EX / "packs" / f"{pack}.json"), knowledge=KNOWLEDGE
+    )
     data = json.loads(json.dumps(report.to_json()))
     assert data["untrimmed_prompt_tokens"] >= data["prompt_tokens"]

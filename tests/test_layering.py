@@ -114,20 +114,36 @@ def test_relative_imports_in_an_init_resolve_against_its_package(tmp_path: Path)
 
 
 PLANTS = {
-    "from-init": ("evaluator/__init__.py", "from ..adapters import ledger\n",
-                  "policy_engine/evaluator/__init__.py (core) imports policy_engine.adapters"),
-    "relative-deep": ("render/prompt.py", "from ..cli import main\n",
-                      "policy_engine/render/prompt.py (core) imports policy_engine.cli"),
-    "absolute-lazy": ("policy.py", "def _late():\n    import policy_engine.adapters.gate\n",
-                      "policy_engine/policy.py (core) imports policy_engine.adapters.gate"),
-    "import-module": ("tokens/counter.py",
-                      "import importlib\n_m = importlib.import_module('policy_engine.adapters.ledger')\n",
-                      "policy_engine/tokens/counter.py (core) imports policy_engine.adapters.ledger"),
-    "import-module-relative": ("packs/registry.py",
-                               "from importlib import import_module\n_m = import_module('..cli', __package__)\n",
-                               "policy_engine/packs/registry.py (core) imports policy_engine.cli"),
-    "dunder-import": ("adapters/gate.py", "_m = __import__('policy_engine.cli.main')\n",
-                      "policy_engine/adapters/gate.py (adapters) imports policy_engine.cli.main"),
+    "from-init": (
+        "evaluator/__init__.py",
+        "from ..adapters import ledger\n",
+        "policy_engine/evaluator/__init__.py (core) imports policy_engine.adapters",
+    ),
+    "relative-deep": (
+        "render/prompt.py",
+        "from ..cli import main\n",
+        "policy_engine/render/prompt.py (core) imports policy_engine.cli",
+    ),
+    "absolute-lazy": (
+        "policy.py",
+        "def _late():\n    import policy_engine.adapters.gate\n",
+        "policy_engine/policy.py (core) imports policy_engine.adapters.gate",
+    ),
+    "import-module": (
+        "tokens/counter.py",
+        "import importlib\n_m = importlib.import_module('policy_engine.adapters.ledger')\n",
+        "policy_engine/tokens/counter.py (core) imports policy_engine.adapters.ledger",
+    ),
+    "import-module-relative": (
+        "packs/registry.py",
+        "from importlib import import_module\n_m = import_module('..cli', __package__)\n",
+        "policy_engine/packs/registry.py (core) imports policy_engine.cli",
+    ),
+    "dunder-import": (
+        "adapters/gate.py",
+        "_m = __import__('policy_engine.cli.main')\n",
+        "policy_engine/adapters/gate.py (adapters) imports policy_engine.cli.main",
+    ),
 }
 
 

@@ -21,8 +21,11 @@ from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.S)
-SHELL_BLOCKS = [b for b in re.findall(r"```bash\n(.*?)```", README, re.S)
-                if all(line.startswith(("cp ", ".venv/bin/policy ")) for line in b.strip().splitlines())]
+SHELL_BLOCKS = [
+    b
+    for b in re.findall(r"```bash\n(.*?)```", README, re.S)
+    if all(line.startswith(("cp ", ".venv/bin/policy ")) for line in b.strip().splitlines())
+]
 POLICY = shutil.which("policy", path=str(Path(sys.executable).parent)) or "policy"
 
 
@@ -48,7 +51,7 @@ def test_shell_snippet_runs(block: str, workdir: Path) -> None:
     for line in block.strip().splitlines():
         command = line.split("  #")[0].strip()
         if command.startswith(".venv/bin/policy "):
-            command = f"'{POLICY}' " + command[len(".venv/bin/policy "):]
+            command = f"'{POLICY}' " + command[len(".venv/bin/policy ") :]
         proc = subprocess.run(command, shell=True, cwd=workdir, capture_output=True, text=True, timeout=300)
         # 2 is a blocked pack, shown on purpose; anything else is a broken snippet
         assert proc.returncode in (0, 2), (line, proc.returncode, proc.stdout[-500:], proc.stderr[-500:])
@@ -58,11 +61,21 @@ def test_shell_snippet_runs(block: str, workdir: Path) -> None:
 def test_api_error_classes_are_exported_and_explain_is_checked() -> None:
     from policy_engine import api
 
-    for name in ("PolicyError", "RuleSyntaxError", "RuleCheckError", "PackError", "UsageInputError", "TokenizerError", "Diagnostic"):
+    for name in (
+        "PolicyError",
+        "RuleSyntaxError",
+        "RuleCheckError",
+        "PackError",
+        "UsageInputError",
+        "TokenizerError",
+        "Diagnostic",
+    ):
         assert name in api.__all__ and hasattr(api, name)
     policy = api.load_policy(ROOT / "rules" / "default.policy")
     with pytest.raises(api.PolicyError) as err:
-        api.evaluate_pack(policy, api.read_pack_document(ROOT / "examples" / "packs" / "small_2x4x10x8.json")[0], explain="rulez")
+        api.evaluate_pack(
+            policy, api.read_pack_document(ROOT / "examples" / "packs" / "small_2x4x10x8.json")[0], explain="rulez"
+        )
     assert err.value.diagnostics[0].code == "V102" and "'rules'" in err.value.diagnostics[0].hint
 
 
@@ -80,5 +93,12 @@ def test_mypy_strict_passes_on_a_users_script(tmp_path: Path) -> None:
         "    return decision.outcome\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MYPYPATH")}
-    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", "user.py"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "user.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr

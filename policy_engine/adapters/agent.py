@@ -64,6 +64,7 @@ _drift: dict[str, Any] = {"count": 0, "last": None}
 
 # ---- configuration and the drift counter -------------------------------------------------
 
+
 def configure(*, rules: str | os.PathLike[str] | Policy | None = None, tokenizer: str = DEFAULT_TOKENIZER) -> None:
     """Process-wide settings: ``rules`` (a rule file, a policy directory or a loaded
     `Policy`) used for every call that passes no ``rules=``; ``tokenizer``, the exact
@@ -101,6 +102,7 @@ def reset_template_drift() -> None:
 
 # ---- result types -------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class TemplateDrift:
     """The agent's prompt for the engine's choice is not the engine's rendering of it:
@@ -116,8 +118,10 @@ class TemplateDrift:
     @property
     def message(self) -> str:
         where = f"line {self.line}" + (f" ({self.pointer})" if self.pointer else "")
-        return (f"template drift: the agent's prompt_builder renders {self.real_prompt_tokens} tokens where the policy's template renders "
-                f"{self.engine_prompt_tokens}; first difference at {where}; the real prompt's count decided")
+        return (
+            f"template drift: the agent's prompt_builder renders {self.real_prompt_tokens} tokens where the policy's template renders "
+            f"{self.engine_prompt_tokens}; first difference at {where}; the real prompt's count decided"
+        )
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,7 @@ class BudgetGateResult:
 
 # ---- the gate -----------------------------------------------------------------------------
 
+
 def enforce_alpha_prompt_budget(
     *,
     idea: Any,
@@ -190,11 +195,22 @@ def enforce_alpha_prompt_budget(
     seen = _seen(seen_combo_keys)
     settings, _ = policy.resolve(pools.attributes)
     counter = get_counter(policy.tokenizer)
-    engine = build_prompt_model(policy.template, pools, idea=idea_doc, knowledge=knowledge, counter=counter,
-                                limits=limits_view(settings), spec=policy.template_spec)
-    sender = _Sender(pack_doc, type(retrieval_pack), idea, knowledge_bundle, prompt_builder, counter, _echo(policy, settings))
+    engine = build_prompt_model(
+        policy.template,
+        pools,
+        idea=idea_doc,
+        knowledge=knowledge,
+        counter=counter,
+        limits=limits_view(settings),
+        spec=policy.template_spec,
+    )
+    sender = _Sender(
+        pack_doc, type(retrieval_pack), idea, knowledge_bundle, prompt_builder, counter, _echo(policy, settings)
+    )
 
-    decision = evaluate(policy, pools, usage=snapshot, request=request, seen_combos=seen, prompt_model=engine, counter=counter)
+    decision = evaluate(
+        policy, pools, usage=snapshot, request=request, seen_combos=seen, prompt_model=engine, counter=counter
+    )
     chosen = decision_selection(decision)
     sent = sender.build(chosen)
     engine_text = engine.render(chosen)
@@ -205,7 +221,9 @@ def enforce_alpha_prompt_budget(
         assert diff is not None
         engine_line = dict(diff.expected).get(diff.line, "")
         real_line = dict(diff.actual).get(diff.line, "")
-        drift = TemplateDrift(decision.metrics["prompt_tokens"], sent.tokens, diff.line, diff.pointer, engine_line, real_line)
+        drift = TemplateDrift(
+            decision.metrics["prompt_tokens"], sent.tokens, diff.line, diff.pointer, engine_line, real_line
+        )
         with _lock:
             _drift["count"] += 1
             _drift["last"] = drift
@@ -213,7 +231,9 @@ def enforce_alpha_prompt_budget(
         # failed with them), the engine's choice and everything below it are counted from
         # the real prompt; so the ladder goes on from there, or blocks.
         checked = _RealFromChoice(engine, {pool: frozenset(ids) for pool, ids in chosen.items()}, sender)
-        decision = evaluate(policy, pools, usage=snapshot, request=request, seen_combos=seen, prompt_model=checked, counter=counter)
+        decision = evaluate(
+            policy, pools, usage=snapshot, request=request, seen_combos=seen, prompt_model=checked, counter=counter
+        )
         chosen = decision_selection(decision)
         sent = sender.build(chosen)
         assert sent.tokens == decision.metrics["prompt_tokens"]
@@ -221,6 +241,7 @@ def enforce_alpha_prompt_budget(
 
 
 # ---- the real prompt ----------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Sent:
@@ -241,14 +262,50 @@ class _Sender:
     echoes them) validated back into the agent's pack model, then its own prompt_builder.
     Memoised per selection: the walk and the final answer ask for the same ones."""
 
-    def __init__(self, pack_doc: dict[str, Any], pack_type: Any, idea: Any, bundle: Any, builder: Callable[[Any, Any, Any], str], counter: Any,
-                 echo: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(
+        self,
+        pack_doc: dict[str, Any],
+        pack_type: Any,
+        idea: Any,
+        bundle: Any,
+        builder: Callable[[Any, Any, Any], str],
+        counter: Any,
+        echo: Callable[[dict[str, Any]], None],
+    ) -> None:
         validate = getattr(pack_type, "model_validate", None)
         if not callable(validate):
-            raise PackError([Diagnostic("P112", f"retrieval_pack: {pack_type.__name__} has no model_validate", hint="pass the agent's RetrievalPack (a pydantic v2 model)", file="retrieval_pack", pointer="")])
+            raise PackError(
+                [
+                    Diagnostic(
+                        "P112",
+                        f"retrieval_pack: {pack_type.__name__} has no model_validate",
+                        hint="pass the agent's RetrievalPack (a pydantic v2 model)",
+                        file="retrieval_pack",
+                        pointer="",
+                    )
+                ]
+            )
         if not callable(builder):
-            raise PackError([Diagnostic("P112", "prompt_builder is not callable", hint="pass the agent's prompt builder: (idea, pack_model, knowledge_bundle) -> str", file="prompt_builder", pointer="")])
-        self.pack_doc, self.validate, self.idea, self.bundle, self.builder, self.counter, self.echo = pack_doc, validate, idea, bundle, builder, counter, echo
+            raise PackError(
+                [
+                    Diagnostic(
+                        "P112",
+                        "prompt_builder is not callable",
+                        hint="pass the agent's prompt builder: (idea, pack_model, knowledge_bundle) -> str",
+                        file="prompt_builder",
+                        pointer="",
+                    )
+                ]
+            )
+        self.pack_doc, self.validate, self.idea, self.bundle, self.builder, self.counter, self.echo = (
+            pack_doc,
+            validate,
+            idea,
+            bundle,
+            builder,
+            counter,
+            echo,
+        )
         self.memo: dict[Any, _Sent] = {}
 
     def build(self, selection: Mapping[str, tuple[str, ...]]) -> _Sent:
@@ -260,7 +317,17 @@ class _Sender:
             model = self.validate(doc)
             text = self.builder(self.idea, model, self.bundle)
             if not isinstance(text, str):
-                raise PackError([Diagnostic("P112", f"prompt_builder returned a {type(text).__name__}, not the prompt text", hint="the builder returns the exact string sent to the LLM", file="prompt_builder", pointer="")])
+                raise PackError(
+                    [
+                        Diagnostic(
+                            "P112",
+                            f"prompt_builder returned a {type(text).__name__}, not the prompt text",
+                            hint="the builder returns the exact string sent to the LLM",
+                            file="prompt_builder",
+                            pointer="",
+                        )
+                    ]
+                )
             hit = self.memo[key] = _Sent(text, self.counter.count(text), model)
         return hit
 
@@ -302,20 +369,36 @@ def _echo(policy: Policy, settings: Settings) -> Callable[[dict[str, Any]], None
             return
         outer, inner = echo["into"]
         if isinstance(doc.get(outer), dict):
-            doc[outer] = {**doc[outer], inner: {key: view.get(metric) for key, metric in echo["keys"].items() if view.get(metric) is not None}}
+            doc[outer] = {
+                **doc[outer],
+                inner: {key: view.get(metric) for key, metric in echo["keys"].items() if view.get(metric) is not None},
+            }
 
     return apply
 
 
 # ---- inputs -------------------------------------------------------------------------------
 
+
 def _dump(model: Any, name: str, code: str, hint: str) -> dict[str, Any]:
     dump = getattr(model, "model_dump", None)
     if not callable(dump):
-        raise PackError([Diagnostic(code, f"{name}: a {type(model).__name__} has no model_dump", hint=hint, file=name, pointer="")])
+        raise PackError(
+            [Diagnostic(code, f"{name}: a {type(model).__name__} has no model_dump", hint=hint, file=name, pointer="")]
+        )
     doc = dump(mode="python")
     if not isinstance(doc, dict):
-        raise PackError([Diagnostic(code, f"{name}: model_dump gave a {type(doc).__name__}, not an object", hint=hint, file=name, pointer="")])
+        raise PackError(
+            [
+                Diagnostic(
+                    code,
+                    f"{name}: model_dump gave a {type(doc).__name__}, not an object",
+                    hint=hint,
+                    file=name,
+                    pointer="",
+                )
+            ]
+        )
     return doc
 
 
@@ -325,7 +408,17 @@ def _snapshot(usage: Any, policy: Policy) -> UsageSnapshot:
     values = {}
     for name in ("run_prompt_tokens", "run_completion_tokens", "day_prompt_tokens", "day_completion_tokens"):
         if not hasattr(usage, name):
-            raise UsageInputError([Diagnostic("P120", f"usage has no {name}", hint="pass the agent's usage dataclass (run_/day_ prompt and completion tokens)", file="usage", pointer=f"/{name}")])
+            raise UsageInputError(
+                [
+                    Diagnostic(
+                        "P120",
+                        f"usage has no {name}",
+                        hint="pass the agent's usage dataclass (run_/day_ prompt and completion tokens)",
+                        file="usage",
+                        pointer=f"/{name}",
+                    )
+                ]
+            )
         value = getattr(usage, name)
         check_quantity("usage", name, value)
         values[name] = value
@@ -333,8 +426,12 @@ def _snapshot(usage: Any, policy: Policy) -> UsageSnapshot:
     return UsageSnapshot(
         batch_tokens=values["run_prompt_tokens"] + values["run_completion_tokens"],
         day_tokens=values["day_prompt_tokens"] + values["day_completion_tokens"],
-        batch_micro_usd=0 if price is None else price.cost_micro_usd(values["run_prompt_tokens"], values["run_completion_tokens"]),
-        day_micro_usd=0 if price is None else price.cost_micro_usd(values["day_prompt_tokens"], values["day_completion_tokens"]),
+        batch_micro_usd=0
+        if price is None
+        else price.cost_micro_usd(values["run_prompt_tokens"], values["run_completion_tokens"]),
+        day_micro_usd=0
+        if price is None
+        else price.cost_micro_usd(values["day_prompt_tokens"], values["day_completion_tokens"]),
     )
 
 
@@ -344,14 +441,35 @@ def _seen(keys: Any) -> frozenset[str]:
     try:
         items = list(keys)
     except TypeError:
-        raise UsageInputError([Diagnostic("P114", f"seen_combo_keys: a {type(keys).__name__} is not a collection", hint="pass a set of \"<field_id>::<operator_name>\" strings", file="seen_combo_keys", pointer="")]) from None
+        raise UsageInputError(
+            [
+                Diagnostic(
+                    "P114",
+                    f"seen_combo_keys: a {type(keys).__name__} is not a collection",
+                    hint='pass a set of "<field_id>::<operator_name>" strings',
+                    file="seen_combo_keys",
+                    pointer="",
+                )
+            ]
+        ) from None
     bad = [item for item in items if not isinstance(item, str) or "::" not in item]
     if bad:
-        raise UsageInputError([Diagnostic("P114", f"seen_combo_keys: {bad[0]!r:.60} is not \"<field_id>::<operator_name>\"", hint="each combo is a string with ::", file="seen_combo_keys", pointer="")])
+        raise UsageInputError(
+            [
+                Diagnostic(
+                    "P114",
+                    f'seen_combo_keys: {bad[0]!r:.60} is not "<field_id>::<operator_name>"',
+                    hint="each combo is a string with ::",
+                    file="seen_combo_keys",
+                    pointer="",
+                )
+            ]
+        )
     return frozenset(items)
 
 
 # ---- the policy ---------------------------------------------------------------------------
+
 
 def _load_rules(rules: str | os.PathLike[str]) -> Policy:
     path = Path(rules)
@@ -400,6 +518,7 @@ def _remember(key: Any, policy: Policy) -> None:
 
 # ---- the result ---------------------------------------------------------------------------
 
+
 def _exceeded(failing: tuple[str, ...], floor_breached: bool) -> dict[str, bool]:
     out = {name: name in failing for name in REASONS}
     out.update({name: True for name in failing if name not in out})  # USD limits of a rule file
@@ -409,10 +528,12 @@ def _exceeded(failing: tuple[str, ...], floor_breached: bool) -> dict[str, bool]
 
 def _lane_ratio(settings: Settings, counts: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
     return {
-        "exploit_ratio": float(settings.lanes.exploit_ratio), "explore_ratio": float(settings.lanes.explore_ratio),
+        "exploit_ratio": float(settings.lanes.exploit_ratio),
+        "explore_ratio": float(settings.lanes.explore_ratio),
         "exploit_count": sum(lanes.get("exploit", 0) for lanes in counts.values()),
         "explore_count": sum(lanes.get("explore", 0) for lanes in counts.values()),
-        "fields": dict(counts.get("fields", {})), "operators": dict(counts.get("operators", {})),
+        "fields": dict(counts.get("fields", {})),
+        "operators": dict(counts.get("operators", {})),
     }
 
 
@@ -424,38 +545,70 @@ def _factor(value: str | None) -> float | None:
     return f if f is not None and math.isfinite(f) else None
 
 
-def _floor_breached(settings: Settings, start: Mapping[str, Mapping[str, int]], counts: Mapping[str, Mapping[str, int]]) -> bool:
+def _floor_breached(
+    settings: Settings, start: Mapping[str, Mapping[str, int]], counts: Mapping[str, Mapping[str, int]]
+) -> bool:
     floor = settings.lanes.explore_floor
-    return any(counts.get(pool, {}).get("explore", 0) < min(floor, lanes.get("explore", 0)) for pool, lanes in start.items())
+    return any(
+        counts.get(pool, {}).get("explore", 0) < min(floor, lanes.get("explore", 0)) for pool, lanes in start.items()
+    )
 
 
-def _result(decision: Decision, settings: Settings, sent: _Sent, usage: Any, drift: TemplateDrift | None, drift_at: int, drift_topk: dict[str, int],
-            tokenizer: str) -> BudgetGateResult:
+def _result(
+    decision: Decision,
+    settings: Settings,
+    sent: _Sent,
+    usage: Any,
+    drift: TemplateDrift | None,
+    drift_at: int,
+    drift_topk: dict[str, int],
+    tokenizer: str,
+) -> BudgetGateResult:
     m = decision.metrics
     completion = m["completion_tokens"]
     start_counts = next((s.counts_after for s in decision.trace if s.kind == "start"), None) or {}
     steps: list[dict[str, Any]] = []
     for i, step in enumerate(decision.rungs, start=1):
         counts = step.counts_after or {}
-        steps.append({
-            "phase": step.pool, "factor": _factor(step.step_value), "prompt_tokens": step.prompt_tokens_after, "completion_tokens": completion,
-            "selected_topk": {pool: sum(lanes.values()) for pool, lanes in counts.items()},
-            "budget_exceeded": _exceeded(tuple(step.failing), _floor_breached(settings, start_counts, counts)),
-            "fallback_count": i, "step_name": step.rule, "lane_ratio": _lane_ratio(settings, counts),
-        })
+        steps.append(
+            {
+                "phase": step.pool,
+                "factor": _factor(step.step_value),
+                "prompt_tokens": step.prompt_tokens_after,
+                "completion_tokens": completion,
+                "selected_topk": {pool: sum(lanes.values()) for pool, lanes in counts.items()},
+                "budget_exceeded": _exceeded(tuple(step.failing), _floor_breached(settings, start_counts, counts)),
+                "fallback_count": i,
+                "step_name": step.rule,
+                "lane_ratio": _lane_ratio(settings, counts),
+            }
+        )
     warnings = [f"{w.code}: {w.message}" for w in decision.warnings]
     final_counts = {pool: {lane: len(ids) for lane, ids in lanes.items()} for pool, lanes in decision.selection.items()}
     floor_ok = all(f.preserved for f in decision.explore_floor)
     if drift is not None:
         warnings.insert(0, drift.message)
         # the state the engine chose, as the real prompt measured it (a rung, or the start)
-        at_choice = decision.rungs[drift_at - 1] if 0 < drift_at <= len(decision.rungs) else next((s for s in decision.trace if s.kind == "start"), None)
-        steps.insert(min(drift_at, len(steps)), {
-            "phase": "template_drift", "factor": None, "prompt_tokens": drift.real_prompt_tokens, "completion_tokens": completion,
-            "selected_topk": drift_topk, "budget_exceeded": _exceeded(tuple(at_choice.failing), False) if at_choice else _exceeded((), False),
-            "fallback_count": drift_at, "step_name": "template_drift",
-            "warning": drift.message, "engine_prompt_tokens": drift.engine_prompt_tokens,
-        })
+        at_choice = (
+            decision.rungs[drift_at - 1]
+            if 0 < drift_at <= len(decision.rungs)
+            else next((s for s in decision.trace if s.kind == "start"), None)
+        )
+        steps.insert(
+            min(drift_at, len(steps)),
+            {
+                "phase": "template_drift",
+                "factor": None,
+                "prompt_tokens": drift.real_prompt_tokens,
+                "completion_tokens": completion,
+                "selected_topk": drift_topk,
+                "budget_exceeded": _exceeded(tuple(at_choice.failing), False) if at_choice else _exceeded((), False),
+                "fallback_count": drift_at,
+                "step_name": "template_drift",
+                "warning": drift.message,
+                "engine_prompt_tokens": drift.engine_prompt_tokens,
+            },
+        )
     evaluation = BudgetEvaluation(
         passed=decision.allowed,
         prompt_tokens_rough=sent.tokens,

@@ -68,8 +68,14 @@ def limits_in_force(decision: Decision, settings: Settings) -> dict[str, Any]:
     explore floor, which the KPI view compares against."""
     limits: dict[str, Any] = {}
     for metric, info in sorted(decision.limits.items()):
-        limits[metric] = {k: info.get(k) for k in ("rule", "value", "effective", "unit", "actual", "verdict", "severity")}
-    limits["lanes"] = {"exploit_ratio": str(settings.lanes.exploit_ratio), "explore_ratio": str(settings.lanes.explore_ratio), "explore_floor": settings.lanes.explore_floor}
+        limits[metric] = {
+            k: info.get(k) for k in ("rule", "value", "effective", "unit", "actual", "verdict", "severity")
+        }
+    limits["lanes"] = {
+        "exploit_ratio": str(settings.lanes.exploit_ratio),
+        "explore_ratio": str(settings.lanes.explore_ratio),
+        "explore_floor": settings.lanes.explore_floor,
+    }
     return limits
 
 
@@ -77,27 +83,59 @@ def rungs_of(decision: Decision) -> list[dict[str, Any]]:
     """The ladder's rungs that were tried, each with the prompt tokens before and after."""
     out = []
     for step in decision.rungs:
-        out.append({
-            "rung": step.rung, "stage": step.rule, "pool": step.pool, "step_kind": step.step_kind, "step_value": step.step_value,
-            "verdict": step.verdict, "prompt_tokens_before": step.prompt_tokens_before, "prompt_tokens_after": step.prompt_tokens_after,
-            "failing": list(step.failing),
-        })
+        out.append(
+            {
+                "rung": step.rung,
+                "stage": step.rule,
+                "pool": step.pool,
+                "step_kind": step.step_kind,
+                "step_value": step.step_value,
+                "verdict": step.verdict,
+                "prompt_tokens_before": step.prompt_tokens_before,
+                "prompt_tokens_after": step.prompt_tokens_after,
+                "failing": list(step.failing),
+            }
+        )
     return out
 
 
-def gated_call(decision: Decision, settings: Settings, *, run_id: str, created_at: float, decision_ms: float | None, reservation_id: str | None) -> GatedCall:
+def gated_call(
+    decision: Decision,
+    settings: Settings,
+    *,
+    run_id: str,
+    created_at: float,
+    decision_ms: float | None,
+    reservation_id: str | None,
+) -> GatedCall:
     exploit = explore = 0
     for lanes in decision.selection.values():
         exploit += len(lanes.get("exploit", ()))
         explore += len(lanes.get("explore", ()))
-    kpis = {"coverage": decision.kpis.get("coverage"), "novelty": decision.kpis.get("novelty"), "exploit_count": exploit, "explore_count": explore,
-            "explore_floor_preserved": all(f.preserved for f in decision.explore_floor)}
+    kpis = {
+        "coverage": decision.kpis.get("coverage"),
+        "novelty": decision.kpis.get("novelty"),
+        "exploit_count": exploit,
+        "explore_count": explore,
+        "explore_floor_preserved": all(f.preserved for f in decision.explore_floor),
+    }
     m = decision.metrics
     return GatedCall(
-        call_id=uuid.uuid4().hex, run_id=run_id, created_at=created_at, outcome=decision.outcome, reason=decision.reason, reasons=tuple(decision.reasons),
-        rules_digest=str(decision.manifest.get("rules_digest", "")), limits=limits_in_force(decision, settings),
-        prompt_tokens=int(m["prompt_tokens"]), completion_tokens=int(m["completion_tokens"]), request_micro_usd=m.get("request_micro_usd"),
-        rungs=rungs_of(decision), kpis=kpis, decision_ms=decision_ms, reservation_id=reservation_id,
+        call_id=uuid.uuid4().hex,
+        run_id=run_id,
+        created_at=created_at,
+        outcome=decision.outcome,
+        reason=decision.reason,
+        reasons=tuple(decision.reasons),
+        rules_digest=str(decision.manifest.get("rules_digest", "")),
+        limits=limits_in_force(decision, settings),
+        prompt_tokens=int(m["prompt_tokens"]),
+        completion_tokens=int(m["completion_tokens"]),
+        request_micro_usd=m.get("request_micro_usd"),
+        rungs=rungs_of(decision),
+        kpis=kpis,
+        decision_ms=decision_ms,
+        reservation_id=reservation_id,
     )
 
 
@@ -110,7 +148,24 @@ def insert_call(db: Any, call: GatedCall, placeholder: str = "?") -> None:
 
     db.execute(
         "INSERT INTO gated_calls (call_id, run_id, created_at, outcome, reason, reasons_json, rules_digest, limits_json, prompt_tokens, completion_tokens,"
-        " request_micro_usd, rungs_json, kpis_json, decision_ms, reservation_id) VALUES (" + ", ".join([placeholder] * 15) + ")",
-        (call.call_id, call.run_id, call.created_at, call.outcome, call.reason, dump(list(call.reasons)), call.rules_digest, dump(call.limits),
-         call.prompt_tokens, call.completion_tokens, call.request_micro_usd, dump(call.rungs), dump(call.kpis), call.decision_ms, call.reservation_id),
+        " request_micro_usd, rungs_json, kpis_json, decision_ms, reservation_id) VALUES ("
+        + ", ".join([placeholder] * 15)
+        + ")",
+        (
+            call.call_id,
+            call.run_id,
+            call.created_at,
+            call.outcome,
+            call.reason,
+            dump(list(call.reasons)),
+            call.rules_digest,
+            dump(call.limits),
+            call.prompt_tokens,
+            call.completion_tokens,
+            call.request_micro_usd,
+            dump(call.rungs),
+            dump(call.kpis),
+            call.decision_ms,
+            call.reservation_id,
+        ),
     )

@@ -54,10 +54,21 @@ def _usd(micro: int | None) -> str | None:
 def runs_payload(reader: LedgerReader) -> dict[str, Any]:
     runs = []
     for r in reader.runs():
-        runs.append({
-            "run_id": r["run_id"], "first_call": _iso(r["first_call"]), "last_call": _iso(r["last_call"]), "calls": r["calls"], "allowed": r["allowed"],
-            "trimmed": r["trimmed"], "blocked": r["blocked"], "usage_points": r["usage_points"], "tokens": r["tokens"], "micro_usd": r["micro_usd"], "usd": _usd(r["micro_usd"]),
-        })
+        runs.append(
+            {
+                "run_id": r["run_id"],
+                "first_call": _iso(r["first_call"]),
+                "last_call": _iso(r["last_call"]),
+                "calls": r["calls"],
+                "allowed": r["allowed"],
+                "trimmed": r["trimmed"],
+                "blocked": r["blocked"],
+                "usage_points": r["usage_points"],
+                "tokens": r["tokens"],
+                "micro_usd": r["micro_usd"],
+                "usd": _usd(r["micro_usd"]),
+            }
+        )
     return {"schema_version": SCHEMA_VERSION, "runs": runs, "call_log": reader.has_call_log}
 
 
@@ -65,13 +76,34 @@ def _call_json(c: CallRow) -> dict[str, Any]:
     prompt_limit = c.limits.get("request_prompt") or {}
     day = c.limits.get("day_total") or {}
     return {
-        "seq": c.seq, "call_id": c.call_id, "ts": utc_iso(c.created_at), "outcome": c.outcome, "allowed": c.outcome != "blocked", "reason": c.reason, "reasons": c.reasons,
-        "rules_digest": c.rules_digest, "prompt_tokens": c.prompt_tokens, "prompt_limit": prompt_limit.get("value"), "prompt_limit_effective": prompt_limit.get("effective"),
-        "completion_tokens": c.completion_tokens, "projected_day_tokens": day.get("actual"), "day_limit": day.get("value"),
-        "request_micro_usd": c.request_micro_usd, "request_usd": _usd(c.request_micro_usd), "fallback_count": len(c.rungs), "rungs": c.rungs,
+        "seq": c.seq,
+        "call_id": c.call_id,
+        "ts": utc_iso(c.created_at),
+        "outcome": c.outcome,
+        "allowed": c.outcome != "blocked",
+        "reason": c.reason,
+        "reasons": c.reasons,
+        "rules_digest": c.rules_digest,
+        "prompt_tokens": c.prompt_tokens,
+        "prompt_limit": prompt_limit.get("value"),
+        "prompt_limit_effective": prompt_limit.get("effective"),
+        "completion_tokens": c.completion_tokens,
+        "projected_day_tokens": day.get("actual"),
+        "day_limit": day.get("value"),
+        "request_micro_usd": c.request_micro_usd,
+        "request_usd": _usd(c.request_micro_usd),
+        "fallback_count": len(c.rungs),
+        "rungs": c.rungs,
         "decision_ms": None if c.decision_ms is None else round(c.decision_ms, 3),
-        "settled": None if c.settled is None else {"prompt_tokens": c.settled[0], "completion_tokens": c.settled[1], "total_tokens": c.settled[0] + c.settled[1],
-                                                   "micro_usd": c.settled[2], "usd": _usd(c.settled[2])},
+        "settled": None
+        if c.settled is None
+        else {
+            "prompt_tokens": c.settled[0],
+            "completion_tokens": c.settled[1],
+            "total_tokens": c.settled[0] + c.settled[1],
+            "micro_usd": c.settled[2],
+            "usd": _usd(c.settled[2]),
+        },
         "limits": c.limits,
     }
 
@@ -85,7 +117,15 @@ def _gated_with(calls: list[CallRow]) -> list[dict[str, Any]]:
             out[-1]["last_seq"] = c.seq
             out[-1]["calls"] += 1
             continue
-        out.append({"rules_digest": c.rules_digest, "first_seq": c.seq, "last_seq": c.seq, "calls": 1, "limits": c.limits_without_actuals})
+        out.append(
+            {
+                "rules_digest": c.rules_digest,
+                "first_seq": c.seq,
+                "last_seq": c.seq,
+                "calls": 1,
+                "limits": c.limits_without_actuals,
+            }
+        )
     return out
 
 
@@ -100,36 +140,108 @@ def budget_payload(reader: LedgerReader, run_id: str) -> dict[str, Any]:
         tokens, micro = reader.day_usage(day)
         in_force = [c for c in calls if utc_iso(c.created_at)[:10] == day]
         day_limit = _limit_value(in_force[-1].limits, "day_total") if in_force else _limit_value(limits, "day_total")
-        days.append({"day": day, "tokens": tokens, "limit": day_limit, "micro_usd": micro, "usd": _usd(micro), "over": _over(tokens, day_limit)})
+        days.append(
+            {
+                "day": day,
+                "tokens": tokens,
+                "limit": day_limit,
+                "micro_usd": micro,
+                "usd": _usd(micro),
+                "over": _over(tokens, day_limit),
+            }
+        )
     blocked_by: dict[str, int] = {}
     for c in calls:
         if c.outcome == "blocked":
             blocked_by[c.reason or "unknown"] = blocked_by.get(c.reason or "unknown", 0) + 1
     totals = {
-        "calls": len(calls), "allowed": sum(c.outcome == "allowed" for c in calls), "trimmed": sum(c.outcome == "trimmed" for c in calls),
-        "blocked": sum(c.outcome == "blocked" for c in calls), "blocked_by": dict(sorted(blocked_by.items())), "usage_points": usage_points,
-        "settled_tokens": run_tokens, "settled_micro_usd": run_micro, "settled_usd": _usd(run_micro),
+        "calls": len(calls),
+        "allowed": sum(c.outcome == "allowed" for c in calls),
+        "trimmed": sum(c.outcome == "trimmed" for c in calls),
+        "blocked": sum(c.outcome == "blocked" for c in calls),
+        "blocked_by": dict(sorted(blocked_by.items())),
+        "usage_points": usage_points,
+        "settled_tokens": run_tokens,
+        "settled_micro_usd": run_micro,
+        "settled_usd": _usd(run_micro),
     }
-    prompt = [{"seq": c["seq"], "call_id": c["call_id"], "ts": c["ts"], "outcome": c["outcome"], "reason": c["reason"], "value": c["prompt_tokens"], "limit": c["prompt_limit"]}
-              for c in call_json]
-    completion = [{"seq": c["seq"], "call_id": c["call_id"], "ts": c["ts"], "outcome": c["outcome"], "value": c["completion_tokens"],
-                   "limit": _limit_value(c["limits"], "request_completion")} for c in call_json]
-    timeline = [{"seq": c["seq"], "call_id": c["call_id"], "ts": c["ts"], "outcome": c["outcome"], "rung": r["rung"], "phase": r["pool"], "stage": r["stage"],
-                 "factor": r["step_value"], "verdict": r["verdict"], "prompt_tokens_before": r["prompt_tokens_before"], "prompt_tokens_after": r["prompt_tokens_after"]}
-                for c in call_json for r in c["rungs"]]
+    prompt = [
+        {
+            "seq": c["seq"],
+            "call_id": c["call_id"],
+            "ts": c["ts"],
+            "outcome": c["outcome"],
+            "reason": c["reason"],
+            "value": c["prompt_tokens"],
+            "limit": c["prompt_limit"],
+        }
+        for c in call_json
+    ]
+    completion = [
+        {
+            "seq": c["seq"],
+            "call_id": c["call_id"],
+            "ts": c["ts"],
+            "outcome": c["outcome"],
+            "value": c["completion_tokens"],
+            "limit": _limit_value(c["limits"], "request_completion"),
+        }
+        for c in call_json
+    ]
+    timeline = [
+        {
+            "seq": c["seq"],
+            "call_id": c["call_id"],
+            "ts": c["ts"],
+            "outcome": c["outcome"],
+            "rung": r["rung"],
+            "phase": r["pool"],
+            "stage": r["stage"],
+            "factor": r["step_value"],
+            "verdict": r["verdict"],
+            "prompt_tokens_before": r["prompt_tokens_before"],
+            "prompt_tokens_after": r["prompt_tokens_after"],
+        }
+        for c in call_json
+        for r in c["rungs"]
+    ]
     day_spend: list[dict[str, Any]] = []
     running = 0
     for cj in call_json:
         running += cj["settled"]["total_tokens"] if cj["settled"] else 0
-        day_spend.append({"seq": cj["seq"], "call_id": cj["call_id"], "ts": cj["ts"], "outcome": cj["outcome"], "run_settled_tokens": running,
-                          "projected_day_tokens": cj["projected_day_tokens"], "day_limit": cj["day_limit"]})
+        day_spend.append(
+            {
+                "seq": cj["seq"],
+                "call_id": cj["call_id"],
+                "ts": cj["ts"],
+                "outcome": cj["outcome"],
+                "run_settled_tokens": running,
+                "projected_day_tokens": cj["projected_day_tokens"],
+                "day_limit": cj["day_limit"],
+            }
+        )
     latest_day = days[-1] if days else None
     gauges: dict[str, dict[str, Any]] = {
-        "prompt_tokens": {"value": last.prompt_tokens if last else None, "limit": _limit_value(limits, "request_prompt"), "of": "the last gated call"},
-        "completion_tokens": {"value": last.completion_tokens if last else None, "limit": _limit_value(limits, "request_completion"), "of": "the last gated call"},
-        "batch_tokens": {"value": run_tokens if (usage_points or calls) else None, "limit": _limit_value(limits, "batch_total"), "of": "settled tokens of this run"},
-        "day_tokens": {"value": latest_day["tokens"] if latest_day else None, "limit": latest_day["limit"] if latest_day else _limit_value(limits, "day_total"),
-                       "of": f"settled tokens of UTC day {latest_day['day']}, all runs" if latest_day else "no settled usage yet"},
+        "prompt_tokens": {
+            "value": last.prompt_tokens if last else None,
+            "limit": _limit_value(limits, "request_prompt"),
+            "of": "the last gated call",
+        },
+        "completion_tokens": {
+            "value": last.completion_tokens if last else None,
+            "limit": _limit_value(limits, "request_completion"),
+            "of": "the last gated call",
+        },
+        "batch_tokens": {
+            "value": run_tokens if (usage_points or calls) else None,
+            "limit": _limit_value(limits, "batch_total"),
+            "of": "settled tokens of this run",
+        },
+        "day_tokens": {
+            "value": latest_day["tokens"] if latest_day else None,
+            "limit": latest_day["limit"] if latest_day else _limit_value(limits, "day_total"),
+            "of": f"settled tokens of UTC day {latest_day['day']}, all runs" if latest_day else "no settled usage yet",
+        },
     }
     flags = {
         "budget_blocked": bool(blocked_by) if calls else None,
@@ -138,13 +250,28 @@ def budget_payload(reader: LedgerReader, run_id: str) -> dict[str, Any]:
         "over_completion_budget": _over(gauges["completion_tokens"]["value"], gauges["completion_tokens"]["limit"]),
         "over_batch_budget": _over(gauges["batch_tokens"]["value"], gauges["batch_tokens"]["limit"]),
         "over_day_budget": _over(gauges["day_tokens"]["value"], gauges["day_tokens"]["limit"]),
-        "explore_floor_breached": (not all(c.kpis.get("explore_floor_preserved", True) for c in calls)) if calls else None,
+        "explore_floor_breached": (not all(c.kpis.get("explore_floor_preserved", True) for c in calls))
+        if calls
+        else None,
     }
     return {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "call_log": reader.has_call_log,
-        "limits": limits, "gated_with": _gated_with(calls), "totals": totals, "days": days, "calls": call_json,
-        "series": {"prompt_tokens": prompt, "completion_tokens": completion, "fallback_timeline": timeline, "day_spend": day_spend},
-        "gauges": gauges, "flags": flags, "flag_meanings": FLAG_MEANINGS,
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "call_log": reader.has_call_log,
+        "limits": limits,
+        "gated_with": _gated_with(calls),
+        "totals": totals,
+        "days": days,
+        "calls": call_json,
+        "series": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "fallback_timeline": timeline,
+            "day_spend": day_spend,
+        },
+        "gauges": gauges,
+        "flags": flags,
+        "flag_meanings": FLAG_MEANINGS,
         # settlements the reservations did not cover (`budget.overspend` events): never silent
         "overspend": reader.overspend(run_id),
     }
@@ -172,15 +299,30 @@ def kpi_payload(reader: LedgerReader, run_id: str) -> dict[str, Any]:
     configured = float(lanes["explore_ratio"]) if "explore_ratio" in lanes else None
     explore_threshold = None if configured is None else round(configured - EXPLORE_TOLERANCE, 6)
     return {
-        "schema_version": SCHEMA_VERSION, "run_id": run_id, "call_log": reader.has_call_log,
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "call_log": reader.has_call_log,
         "series": {"coverage": coverage, "novelty": novelty, "explore_ratio": explore},
         "gauges": {
-            "coverage": {"value": cov, "limit": None, "threshold": 1, "meaning": "unique subcategories in the last call's prompt; below 1 flags low_coverage (the prompt covers no subcategory)"},
-            "novelty": {"value": nov, "limit": 1.0, "threshold": LOW_NOVELTY,
-                        "meaning": f"share of the last call's field x operator combos not seen earlier in the run; 1.0 is the most possible (all new); below {LOW_NOVELTY} flags low_novelty"},
-            "explore_ratio": {"value": exp, "limit": configured, "threshold": explore_threshold,
-                              "meaning": "share of explore-lane candidates in the last call; the limit is the configured explore share, "
-                                         f"more than {EXPLORE_TOLERANCE} under it flags explore_floor_breached"},
+            "coverage": {
+                "value": cov,
+                "limit": None,
+                "threshold": 1,
+                "meaning": "unique subcategories in the last call's prompt; below 1 flags low_coverage (the prompt covers no subcategory)",
+            },
+            "novelty": {
+                "value": nov,
+                "limit": 1.0,
+                "threshold": LOW_NOVELTY,
+                "meaning": f"share of the last call's field x operator combos not seen earlier in the run; 1.0 is the most possible (all new); below {LOW_NOVELTY} flags low_novelty",
+            },
+            "explore_ratio": {
+                "value": exp,
+                "limit": configured,
+                "threshold": explore_threshold,
+                "meaning": "share of explore-lane candidates in the last call; the limit is the configured explore share, "
+                f"more than {EXPLORE_TOLERANCE} under it flags explore_floor_breached",
+            },
         },
         "flags": {
             "low_novelty": None if nov is None else nov < LOW_NOVELTY,

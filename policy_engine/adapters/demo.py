@@ -26,8 +26,18 @@ class MockLLM:
         self.calls += 1
         digest = int(hashlib.sha256(f"{idea_id}:{self.calls}".encode()).hexdigest(), 16)
         completion = min(max_completion_tokens, 200 + digest % 400)
-        text = json.dumps({"idea_id": idea_id, "simulation_settings": {"type": "REGULAR", "regular": "rank(ts_mean(close, 20))"}})
-        return {"id": f"mock-{self.calls}", "content": text, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}}
+        text = json.dumps(
+            {"idea_id": idea_id, "simulation_settings": {"type": "REGULAR", "regular": "rank(ts_mean(close, 20))"}}
+        )
+        return {
+            "id": f"mock-{self.calls}",
+            "content": text,
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion,
+            },
+        }
 
 
 def demo_run(gate: BudgetGate, run_id: str, packs: list[Path], calls: int, llm: MockLLM) -> dict[str, Any]:
@@ -46,7 +56,24 @@ def demo_run(gate: BudgetGate, run_id: str, packs: list[Path], calls: int, llm: 
         allowed += 1
         m = result.decision.metrics
         answer = llm.complete(m["prompt_tokens"], m["completion_tokens"], pack.get("idea_id", ""))
-        gate.record_usage(run_id, answer["usage"], model=None, reservation_id=result.reservation_id, provider=llm.name,
-                          response_id=answer["id"], prompt_chars=m["prompt_chars"], completion_chars=len(answer["content"]), idea_id=pack.get("idea_id"))
+        gate.record_usage(
+            run_id,
+            answer["usage"],
+            model=None,
+            reservation_id=result.reservation_id,
+            provider=llm.name,
+            response_id=answer["id"],
+            prompt_chars=m["prompt_chars"],
+            completion_chars=len(answer["content"]),
+            idea_id=pack.get("idea_id"),
+        )
     tokens, _micro_usd, points = gate.ledger.settled_totals(run_id=run_id)
-    return {"run_id": run_id, "calls": calls, "allowed": allowed, "blocked": blocked, "block_reasons": reasons, "settled_tokens": tokens, "usage_points": points}
+    return {
+        "run_id": run_id,
+        "calls": calls,
+        "allowed": allowed,
+        "blocked": blocked,
+        "block_reasons": reasons,
+        "settled_tokens": tokens,
+        "usage_points": points,
+    }

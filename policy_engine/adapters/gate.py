@@ -67,10 +67,21 @@ def parse_provider_usage(usage: Any) -> tuple[int, int]:
         return check_quantity(f"usage {name}", value)
 
     if get("prompt_tokens") is not None or get("completion_tokens") is not None:
-        prompt, completion = whole("prompt_tokens", get("prompt_tokens") or 0), whole("completion_tokens", get("completion_tokens") or 0)
+        prompt, completion = (
+            whole("prompt_tokens", get("prompt_tokens") or 0),
+            whole("completion_tokens", get("completion_tokens") or 0),
+        )
         total = get("total_tokens")
         if total is not None and whole("total_tokens", total) != prompt + completion:
-            raise LedgerError([Diagnostic("L104", f"usage total_tokens {total} != prompt_tokens {prompt} + completion_tokens {completion}", hint="pass the provider's usage unchanged")])
+            raise LedgerError(
+                [
+                    Diagnostic(
+                        "L104",
+                        f"usage total_tokens {total} != prompt_tokens {prompt} + completion_tokens {completion}",
+                        hint="pass the provider's usage unchanged",
+                    )
+                ]
+            )
         return prompt, completion
     if get("input_tokens") is not None or get("output_tokens") is not None:
         prompt = whole("input_tokens", get("input_tokens") or 0)
@@ -78,18 +89,40 @@ def parse_provider_usage(usage: Any) -> tuple[int, int]:
             if get(extra) is not None:
                 prompt += whole(extra, get(extra))
         return prompt, whole("output_tokens", get("output_tokens") or 0)
-    raise LedgerError([Diagnostic("L104", "usage has neither prompt_tokens/completion_tokens nor input_tokens/output_tokens", hint="pass the provider's usage object (OpenAI or Anthropic shape)")])
+    raise LedgerError(
+        [
+            Diagnostic(
+                "L104",
+                "usage has neither prompt_tokens/completion_tokens nor input_tokens/output_tokens",
+                hint="pass the provider's usage object (OpenAI or Anthropic shape)",
+            )
+        ]
+    )
 
 
 class BudgetGate:
-    def __init__(self, policy: Policy, ledger: Ledger, *, sinks: Iterable[EventSink] = (), reservation_ttl_s: float = 600.0,
-                 knowledge_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        ledger: Ledger,
+        *,
+        sinks: Iterable[EventSink] = (),
+        reservation_ttl_s: float = 600.0,
+        knowledge_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
         if not 0 < reservation_ttl_s <= 86_400:
             raise ValueError("reservation_ttl_s must be > 0 and at most a day (renew a lease instead of a longer TTL)")
         self.policy, self.ledger, self.sinks, self.ttl = policy, ledger, tuple(sinks), reservation_ttl_s
         self.knowledge = load_knowledge(knowledge_dir) if knowledge_dir is not None else None
 
-    def check(self, pack: Mapping[str, Any], run_id: str, *, request: Request = Request(), idea: Mapping[str, Any] | None = None) -> GateResult:
+    def check(
+        self,
+        pack: Mapping[str, Any],
+        run_id: str,
+        *,
+        request: Request = Request(),
+        idea: Mapping[str, Any] | None = None,
+    ) -> GateResult:
         check_run_id(run_id)
         pools = load_pack(pack, idea=idea)  # validation errors raise PackError before any lock
         now = self.ledger.clock()
@@ -97,16 +130,42 @@ class BudgetGate:
         with self.ledger.transaction() as db:
             usage = self.ledger.snapshot(run_id, now=now, db=db)
             started = time.perf_counter()
-            decision = evaluate(self.policy, pools, usage=usage, request=request, seen_combos=self.ledger.seen_combos(run_id, db=db), idea=idea, knowledge=self.knowledge)
+            decision = evaluate(
+                self.policy,
+                pools,
+                usage=usage,
+                request=request,
+                seen_combos=self.ledger.seen_combos(run_id, db=db),
+                idea=idea,
+                knowledge=self.knowledge,
+            )
             reservation = None
             if decision.allowed:
-                reservation = self.ledger.reserve(db, run_id, decision.metrics["request_tokens"], decision.metrics["request_micro_usd"] or 0, now=now, ttl_s=self.ttl)
+                reservation = self.ledger.reserve(
+                    db,
+                    run_id,
+                    decision.metrics["request_tokens"],
+                    decision.metrics["request_micro_usd"] or 0,
+                    now=now,
+                    ttl_s=self.ttl,
+                )
             settings = self.policy.resolve(pools.attributes)[0]
             events = budget_events(decision, settings, run_id=run_id, idea_id=pack.get("idea_id"), created_at=created)
             for event in events:
-                self.ledger.add_event(run_id, event.event_type, json.dumps(event.payload, sort_keys=True), created, db=db)
-            self.ledger.record_call(gated_call(decision, settings, run_id=run_id, created_at=now, decision_ms=(time.perf_counter() - started) * 1000,
-                                               reservation_id=None if reservation is None else reservation.id), db=db)
+                self.ledger.add_event(
+                    run_id, event.event_type, json.dumps(event.payload, sort_keys=True), created, db=db
+                )
+            self.ledger.record_call(
+                gated_call(
+                    decision,
+                    settings,
+                    run_id=run_id,
+                    created_at=now,
+                    decision_ms=(time.perf_counter() - started) * 1000,
+                    reservation_id=None if reservation is None else reservation.id,
+                ),
+                db=db,
+            )
             if decision.allowed:
                 self.ledger.add_seen(run_id, list(decision.kpis.get("combo_sample") or ()), db=db)
         self._publish(events)
@@ -146,9 +205,21 @@ class BudgetGate:
         if failure:
             raise failure[0]
 
-    def record_usage(self, run_id: str, usage: Any = None, *, prompt_tokens: int | None = None, completion_tokens: int | None = None,
-                     model: str | None = None, reservation_id: str | None = None, provider: str | None = None, response_id: str | None = None,
-                     prompt_chars: int | None = None, completion_chars: int | None = None, idea_id: str | None = None) -> Event:
+    def record_usage(
+        self,
+        run_id: str,
+        usage: Any = None,
+        *,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        model: str | None = None,
+        reservation_id: str | None = None,
+        provider: str | None = None,
+        response_id: str | None = None,
+        prompt_chars: int | None = None,
+        completion_chars: int | None = None,
+        idea_id: str | None = None,
+    ) -> Event:
         """Settle real usage: either the provider's ``usage`` (OpenAI or Anthropic shape) or
         ``prompt_tokens`` and ``completion_tokens``. Replaces the reservation when given.
         Idempotent per reservation: a retry with the same numbers returns the same event
@@ -161,13 +232,39 @@ class BudgetGate:
         if usage is not None:
             prompt, completion = parse_provider_usage(usage)
         elif prompt_tokens is not None and completion_tokens is not None:
-            prompt, completion = parse_provider_usage({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens})
+            prompt, completion = parse_provider_usage(
+                {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+            )
         else:
-            raise LedgerError([Diagnostic("L104", "record_usage needs the provider's usage or both prompt_tokens and completion_tokens", hint="pass usage=response.usage")])
+            raise LedgerError(
+                [
+                    Diagnostic(
+                        "L104",
+                        "record_usage needs the provider's usage or both prompt_tokens and completion_tokens",
+                        hint="pass usage=response.usage",
+                    )
+                ]
+            )
         micro_usd = self._cost(model, prompt, completion)
-        raw = usage if isinstance(usage, Mapping) else (None if usage is None else {k: getattr(usage, k) for k in dir(usage) if k.endswith("tokens")})
-        event = usage_event(run_id, idea_id, utc_iso(self.ledger.clock()), prompt_tokens=prompt, completion_tokens=completion, micro_usd=micro_usd,
-                            prompt_chars=prompt_chars, completion_chars=completion_chars, provider=provider, model=model, response_id=response_id, raw_usage=raw)
+        raw = (
+            usage
+            if isinstance(usage, Mapping)
+            else (None if usage is None else {k: getattr(usage, k) for k in dir(usage) if k.endswith("tokens")})
+        )
+        event = usage_event(
+            run_id,
+            idea_id,
+            utc_iso(self.ledger.clock()),
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            micro_usd=micro_usd,
+            prompt_chars=prompt_chars,
+            completion_chars=completion_chars,
+            provider=provider,
+            model=model,
+            response_id=response_id,
+            raw_usage=raw,
+        )
         published: list[Event] = [event]
 
         def rows(done: Settlement) -> list[tuple[str, str, str]]:
@@ -177,7 +274,9 @@ class BudgetGate:
             return [(e.event_type, json.dumps(e.payload, sort_keys=True), e.created_at) for e in published]
 
         # the usage point and its events land together or not at all
-        done = self.ledger.settle(run_id, prompt, completion, micro_usd or 0, model=model, reservation_id=reservation_id, events=rows)
+        done = self.ledger.settle(
+            run_id, prompt, completion, micro_usd or 0, model=model, reservation_id=reservation_id, events=rows
+        )
         if not done.repeated:
             self._publish(published)
         return event
@@ -191,7 +290,15 @@ class BudgetGate:
         if price is not None:
             return price.cost_micro_usd(prompt, completion)
         if any(METRICS[lim.metric] == "usd" for lim in self.policy.settings.limits):
-            raise LedgerError([Diagnostic("L105", f"model {model!r} has no price in the policy, which has USD limits", hint=f"add `price \"{model}\": ...` to the rules")])
+            raise LedgerError(
+                [
+                    Diagnostic(
+                        "L105",
+                        f"model {model!r} has no price in the policy, which has USD limits",
+                        hint=f'add `price "{model}": ...` to the rules',
+                    )
+                ]
+            )
         return None
 
     def _publish(self, events: list[Event]) -> None:

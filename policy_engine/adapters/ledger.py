@@ -104,8 +104,16 @@ class LedgerUnavailable(LedgerError):
 
 
 def schema_too_new(found: int, supported: int, where: str) -> LedgerError:
-    return LedgerError([Diagnostic("L112", f"the ledger's schema is version {found}; this engine understands up to {supported}",
-                                   hint="upgrade policy_engine on this machine (a newer engine migrated the ledger); it will not write to a schema it does not know", file=where)])
+    return LedgerError(
+        [
+            Diagnostic(
+                "L112",
+                f"the ledger's schema is version {found}; this engine understands up to {supported}",
+                hint="upgrade policy_engine on this machine (a newer engine migrated the ledger); it will not write to a schema it does not know",
+                file=where,
+            )
+        ]
+    )
 
 
 def utc_day(ts: float) -> str:
@@ -145,17 +153,40 @@ class Settlement:
 
 def check_run_id(run_id: Any) -> str:
     if not isinstance(run_id, str) or not 0 < len(run_id) <= MAX_RUN_ID:
-        raise LedgerError([Diagnostic("L109", f"run id must be a non-empty string of at most {MAX_RUN_ID} characters, got {_short(run_id)}",
-                                      hint="pass the orchestrator's run (batch) id, e.g. 'run-2026-09-21-a'")])
+        raise LedgerError(
+            [
+                Diagnostic(
+                    "L109",
+                    f"run id must be a non-empty string of at most {MAX_RUN_ID} characters, got {_short(run_id)}",
+                    hint="pass the orchestrator's run (batch) id, e.g. 'run-2026-09-21-a'",
+                )
+            ]
+        )
     return run_id
 
 
 def check_quantity(name: str, value: Any, bound: int = MAX_TOKENS) -> int:
     """Every quantity the ledger stores: an integer (not a bool), 0 <= value <= bound."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise LedgerError([Diagnostic("L104", f"{name} must be a whole number >= 0, got {_short(value)}", hint="pass the provider's usage object as returned")])
+        raise LedgerError(
+            [
+                Diagnostic(
+                    "L104",
+                    f"{name} must be a whole number >= 0, got {_short(value)}",
+                    hint="pass the provider's usage object as returned",
+                )
+            ]
+        )
     if value > bound:
-        raise LedgerError([Diagnostic("L108", f"{name} {value} is over the ledger's bound of {bound}", hint=f"no LLM call uses more than {bound} tokens; check the caller's arithmetic")])
+        raise LedgerError(
+            [
+                Diagnostic(
+                    "L108",
+                    f"{name} {value} is over the ledger's bound of {bound}",
+                    hint=f"no LLM call uses more than {bound} tokens; check the caller's arithmetic",
+                )
+            ]
+        )
     return value
 
 
@@ -164,21 +195,40 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def overspend_payload(reason: str, *, reservation_id: str | None, day: str, tokens: int, micro_usd: int, reserved_tokens: int,
-                      expires_at: float, settled_at: float) -> dict[str, Any]:
+def overspend_payload(
+    reason: str,
+    *,
+    reservation_id: str | None,
+    day: str,
+    tokens: int,
+    micro_usd: int,
+    reserved_tokens: int,
+    expires_at: float,
+    settled_at: float,
+) -> dict[str, Any]:
     """The `budget.overspend` payload: ``tokens`` / ``micro_usd`` are the amount that went
     past the policy's accounting: the whole settlement when the reservation had expired
     (its room was free for others), the excess over the reservation otherwise."""
-    return {"reason": reason, "reservation_id": reservation_id, "day": day, "tokens": tokens, "micro_usd": micro_usd,
-            "reserved_tokens": reserved_tokens, "expired_at": utc_iso(expires_at), "settled_at": utc_iso(settled_at),
-            "late_by_s": round(max(0.0, settled_at - expires_at), 3)}
+    return {
+        "reason": reason,
+        "reservation_id": reservation_id,
+        "day": day,
+        "tokens": tokens,
+        "micro_usd": micro_usd,
+        "reserved_tokens": reserved_tokens,
+        "expired_at": utc_iso(expires_at),
+        "settled_at": utc_iso(settled_at),
+        "late_by_s": round(max(0.0, settled_at - expires_at), 3),
+    }
 
 
 class Ledger:
     """One SQLite file. Each process opens its own `Ledger` (connections are not shared
     across processes or threads)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time, busy_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, clock: Callable[[], float] = time.time, busy_timeout_s: float = 30.0
+    ) -> None:
         self.path = str(path)
         self.url = "sqlite:///" + os.path.abspath(self.path)
         self.clock = clock
@@ -186,14 +236,32 @@ class Ledger:
         self._lock = threading.RLock()
         parent = Path(self.path).parent
         if not parent.is_dir():
-            raise LedgerError([Diagnostic("L101", f"the ledger's directory {str(parent)!r} does not exist", hint="create it, or pass another --db path", file=self.path)])
+            raise LedgerError(
+                [
+                    Diagnostic(
+                        "L101",
+                        f"the ledger's directory {str(parent)!r} does not exist",
+                        hint="create it, or pass another --db path",
+                        file=self.path,
+                    )
+                ]
+            )
         try:
             self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
         except sqlite3.DatabaseError as exc:
-            raise LedgerError([Diagnostic("L102", f"cannot open the ledger: {exc}", hint="is it an SQLite file written by policy_engine?", file=self.path)]) from None
+            raise LedgerError(
+                [
+                    Diagnostic(
+                        "L102",
+                        f"cannot open the ledger: {exc}",
+                        hint="is it an SQLite file written by policy_engine?",
+                        file=self.path,
+                    )
+                ]
+            ) from None
 
     def close(self) -> None:
         self._db.close()
@@ -223,12 +291,30 @@ class Ledger:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
-                raise LedgerUnavailable([Diagnostic("L111", f"the ledger is unavailable: {exc}", hint="another process held the write lock past the busy timeout; retry the call", file=self.path)]) from None
+                raise LedgerUnavailable(
+                    [
+                        Diagnostic(
+                            "L111",
+                            f"the ledger is unavailable: {exc}",
+                            hint="another process held the write lock past the busy timeout; retry the call",
+                            file=self.path,
+                        )
+                    ]
+                ) from None
             try:
                 yield self._db
             except (OverflowError, sqlite3.IntegrityError) as exc:
                 self._db.execute("ROLLBACK")
-                raise LedgerError([Diagnostic("L110", f"the ledger refused the write: {exc}", hint="a quantity or id is out of range; see the ledger bounds in docs/reservations.md", file=self.path)]) from None
+                raise LedgerError(
+                    [
+                        Diagnostic(
+                            "L110",
+                            f"the ledger refused the write: {exc}",
+                            hint="a quantity or id is out of range; see the ledger bounds in docs/reservations.md",
+                            file=self.path,
+                        )
+                    ]
+                ) from None
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -242,24 +328,44 @@ class Ledger:
         db = db or self._db
         now = self.clock() if now is None else now
         day = utc_day(now)
-        run_tokens, run_usd = db.execute("SELECT COALESCE(SUM(total_tokens), 0), COALESCE(SUM(micro_usd), 0) FROM usage_points WHERE run_id = ?", (run_id,)).fetchone()
-        day_tokens, day_usd = db.execute("SELECT COALESCE(SUM(total_tokens), 0), COALESCE(SUM(micro_usd), 0) FROM usage_points WHERE day = ?", (day,)).fetchone()
-        held_run = db.execute("SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(micro_usd), 0) FROM reservations WHERE run_id = ? AND state = 'held' AND expires_at > ?", (run_id, now)).fetchone()
-        held_day = db.execute("SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(micro_usd), 0) FROM reservations WHERE day = ? AND state = 'held' AND expires_at > ?", (day, now)).fetchone()
+        run_tokens, run_usd = db.execute(
+            "SELECT COALESCE(SUM(total_tokens), 0), COALESCE(SUM(micro_usd), 0) FROM usage_points WHERE run_id = ?",
+            (run_id,),
+        ).fetchone()
+        day_tokens, day_usd = db.execute(
+            "SELECT COALESCE(SUM(total_tokens), 0), COALESCE(SUM(micro_usd), 0) FROM usage_points WHERE day = ?", (day,)
+        ).fetchone()
+        held_run = db.execute(
+            "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(micro_usd), 0) FROM reservations WHERE run_id = ? AND state = 'held' AND expires_at > ?",
+            (run_id, now),
+        ).fetchone()
+        held_day = db.execute(
+            "SELECT COALESCE(SUM(tokens), 0), COALESCE(SUM(micro_usd), 0) FROM reservations WHERE day = ? AND state = 'held' AND expires_at > ?",
+            (day, now),
+        ).fetchone()
         return UsageSnapshot(
-            batch_tokens=run_tokens + held_run[0], day_tokens=day_tokens + held_day[0],
-            batch_micro_usd=run_usd + held_run[1], day_micro_usd=day_usd + held_day[1],
+            batch_tokens=run_tokens + held_run[0],
+            day_tokens=day_tokens + held_day[0],
+            batch_micro_usd=run_usd + held_run[1],
+            day_micro_usd=day_usd + held_day[1],
         )
 
     def settled_totals(self, *, run_id: str | None = None, day: str | None = None) -> tuple[int, int, int]:
         """(total tokens, micro-USD, usage points) settled for a run or a day."""
         where, args = ("run_id = ?", (run_id,)) if run_id is not None else ("day = ?", (day,))
-        row = self._db.execute(f"SELECT COALESCE(SUM(total_tokens), 0), COALESCE(SUM(micro_usd), 0), COUNT(*) FROM usage_points WHERE {where}", args).fetchone()
+        row = self._db.execute(
+            f"SELECT COALESCE(SUM(total_tokens), 0), COALESCE(SUM(micro_usd), 0), COUNT(*) FROM usage_points WHERE {where}",
+            args,
+        ).fetchone()
         return int(row[0]), int(row[1]), int(row[2])
 
     def held(self, *, now: float | None = None) -> int:
         now = self.clock() if now is None else now
-        return int(self._db.execute("SELECT COUNT(*) FROM reservations WHERE state = 'held' AND expires_at > ?", (now,)).fetchone()[0])
+        return int(
+            self._db.execute(
+                "SELECT COUNT(*) FROM reservations WHERE state = 'held' AND expires_at > ?", (now,)
+            ).fetchone()[0]
+        )
 
     def run_exists(self, run_id: str) -> bool:
         for table in ("usage_points", "event_log", "reservations"):
@@ -269,12 +375,17 @@ class Ledger:
 
     # ---- writing ----------------------------------------------------------------------
 
-    def reserve(self, db: sqlite3.Connection, run_id: str, tokens: int, micro_usd: int, *, now: float, ttl_s: float) -> Reservation:
+    def reserve(
+        self, db: sqlite3.Connection, run_id: str, tokens: int, micro_usd: int, *, now: float, ttl_s: float
+    ) -> Reservation:
         """Insert a reservation; call inside `transaction()` after checking the snapshot."""
         check_quantity("reserved tokens", tokens)
         check_quantity("reserved micro-USD", micro_usd, MAX_MICRO_USD)
         res = Reservation(uuid.uuid4().hex, run_id, utc_day(now), tokens, micro_usd, now + ttl_s)
-        db.execute("INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?, ?, 'held')", (res.id, run_id, res.day, tokens, micro_usd, now, res.expires_at))
+        db.execute(
+            "INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?, ?, 'held')",
+            (res.id, run_id, res.day, tokens, micro_usd, now, res.expires_at),
+        )
         return res
 
     def renew(self, run_id: str, reservation_id: str, *, ttl_s: float) -> float:
@@ -283,7 +394,9 @@ class Ledger:
         been given away: L107); one already settled needs no renewal (L107)."""
         now = self.clock()
         with self.transaction() as db:
-            row = db.execute("SELECT state, expires_at FROM reservations WHERE id = ? AND run_id = ?", (reservation_id, run_id)).fetchone()
+            row = db.execute(
+                "SELECT state, expires_at FROM reservations WHERE id = ? AND run_id = ?", (reservation_id, run_id)
+            ).fetchone()
             if row is None:
                 raise self._unknown(reservation_id, run_id)
             state, expires_at = row
@@ -292,8 +405,18 @@ class Ledger:
             db.execute("UPDATE reservations SET expires_at = ? WHERE id = ?", (new_expiry, reservation_id))
         return new_expiry
 
-    def settle(self, run_id: str, prompt_tokens: int, completion_tokens: int, micro_usd: int, *, model: str | None = None, reservation_id: str | None = None,
-               event: tuple[str, str, str] | None = None, events: Callable[[Settlement], list[tuple[str, str, str]]] | None = None) -> Settlement:
+    def settle(
+        self,
+        run_id: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        micro_usd: int,
+        *,
+        model: str | None = None,
+        reservation_id: str | None = None,
+        event: tuple[str, str, str] | None = None,
+        events: Callable[[Settlement], list[tuple[str, str, str]]] | None = None,
+    ) -> Settlement:
         """Record actual usage (replacing the reservation, if any) and its events in one
         transaction: ``event`` (type, payload JSON, created_at), or ``events``, called
         inside the transaction with the settlement (so a `budget.overspend` event lands
@@ -307,27 +430,80 @@ class Ledger:
         with self.transaction() as db:
             day, overspend = utc_day(now), None
             if reservation_id is not None:
-                row = db.execute("SELECT day, state, tokens, micro_usd, expires_at FROM reservations WHERE id = ? AND run_id = ?", (reservation_id, run_id)).fetchone()
+                row = db.execute(
+                    "SELECT day, state, tokens, micro_usd, expires_at FROM reservations WHERE id = ? AND run_id = ?",
+                    (reservation_id, run_id),
+                ).fetchone()
                 if row is None:
                     raise self._unknown(reservation_id, run_id)
                 day, state, reserved, reserved_usd, expires_at = row
                 if state == "settled":
-                    prior = db.execute("SELECT id, prompt_tokens, completion_tokens, micro_usd, model FROM usage_points WHERE reservation_id = ?", (reservation_id,)).fetchone()
-                    return _repeat(prior, run_id, day, prompt_tokens, completion_tokens, micro_usd, model, reservation_id, self.path)
-                overspend = _overspend(reservation_id, day, prompt_tokens + completion_tokens, micro_usd, reserved, reserved_usd, expires_at, now)
+                    prior = db.execute(
+                        "SELECT id, prompt_tokens, completion_tokens, micro_usd, model FROM usage_points WHERE reservation_id = ?",
+                        (reservation_id,),
+                    ).fetchone()
+                    return _repeat(
+                        prior,
+                        run_id,
+                        day,
+                        prompt_tokens,
+                        completion_tokens,
+                        micro_usd,
+                        model,
+                        reservation_id,
+                        self.path,
+                    )
+                overspend = _overspend(
+                    reservation_id,
+                    day,
+                    prompt_tokens + completion_tokens,
+                    micro_usd,
+                    reserved,
+                    reserved_usd,
+                    expires_at,
+                    now,
+                )
                 db.execute("UPDATE reservations SET state = 'settled' WHERE id = ?", (reservation_id,))
             cur = db.execute(
                 "INSERT INTO usage_points (run_id, day, prompt_tokens, completion_tokens, total_tokens, micro_usd, model, reservation_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, day, prompt_tokens, completion_tokens, prompt_tokens + completion_tokens, micro_usd, model, reservation_id, now),
+                (
+                    run_id,
+                    day,
+                    prompt_tokens,
+                    completion_tokens,
+                    prompt_tokens + completion_tokens,
+                    micro_usd,
+                    model,
+                    reservation_id,
+                    now,
+                ),
             )
-            done = Settlement(int(cur.lastrowid or 0), run_id, day, prompt_tokens, completion_tokens, micro_usd, reservation_id, overspend=overspend)
+            done = Settlement(
+                int(cur.lastrowid or 0),
+                run_id,
+                day,
+                prompt_tokens,
+                completion_tokens,
+                micro_usd,
+                reservation_id,
+                overspend=overspend,
+            )
             rows = ([event] if event is not None else []) + (events(done) if events is not None else [])
             for row in rows:
                 self.add_event(run_id, *row, db=db)
             return done
 
     def _unknown(self, reservation_id: str, run_id: str) -> LedgerError:
-        return LedgerError([Diagnostic("L103", f"no reservation {reservation_id!r} for run {run_id!r}", hint="pass the reservation id the gate returned", file=self.path)])
+        return LedgerError(
+            [
+                Diagnostic(
+                    "L103",
+                    f"no reservation {reservation_id!r} for run {run_id!r}",
+                    hint="pass the reservation id the gate returned",
+                    file=self.path,
+                )
+            ]
+        )
 
     def seen_combos(self, run_id: str, db: sqlite3.Connection | None = None) -> frozenset[str]:
         """The novelty KPI's seen set: the combo samples of the run's earlier passed checks
@@ -338,13 +514,25 @@ class Ledger:
     def add_seen(self, run_id: str, combos: list[str], db: sqlite3.Connection | None = None) -> None:
         (db or self._db).executemany("INSERT OR IGNORE INTO seen_combos VALUES (?, ?)", [(run_id, c) for c in combos])
 
-    def add_event(self, run_id: str | None, event_type: str, payload_json: str, created_at: str, db: sqlite3.Connection | None = None) -> None:
-        (db or self._db).execute("INSERT INTO event_log (run_id, event_type, payload_json, created_at) VALUES (?, ?, ?, ?)", (run_id, event_type, payload_json, created_at))
+    def add_event(
+        self,
+        run_id: str | None,
+        event_type: str,
+        payload_json: str,
+        created_at: str,
+        db: sqlite3.Connection | None = None,
+    ) -> None:
+        (db or self._db).execute(
+            "INSERT INTO event_log (run_id, event_type, payload_json, created_at) VALUES (?, ?, ?, ?)",
+            (run_id, event_type, payload_json, created_at),
+        )
 
     def events(self, run_id: str) -> list[tuple[str, dict[str, Any], str]]:
         import json
 
-        rows = self._db.execute("SELECT event_type, payload_json, created_at FROM event_log WHERE run_id = ? ORDER BY id", (run_id,)).fetchall()
+        rows = self._db.execute(
+            "SELECT event_type, payload_json, created_at FROM event_log WHERE run_id = ? ORDER BY id", (run_id,)
+        ).fetchall()
         return [(t, json.loads(p), c) for t, p, c in rows]
 
     # ---- the call log (dashboards) ------------------------------------------------------
@@ -357,27 +545,91 @@ class Ledger:
 
 def _check_renewable(reservation_id: str, state: str, expires_at: float, now: float, where: str) -> None:
     if state == "settled":
-        raise LedgerError([Diagnostic("L107", f"reservation {reservation_id!r} is already settled", hint="renew only while the LLM call runs; stop the heartbeat after record_usage", file=where)])
+        raise LedgerError(
+            [
+                Diagnostic(
+                    "L107",
+                    f"reservation {reservation_id!r} is already settled",
+                    hint="renew only while the LLM call runs; stop the heartbeat after record_usage",
+                    file=where,
+                )
+            ]
+        )
     if expires_at <= now:
-        raise LedgerError([Diagnostic("L107", f"reservation {reservation_id!r} expired {now - expires_at:.1f} s ago and cannot be renewed",
-                                      hint="renew well inside the TTL (gate.lease renews every TTL/3); settle it anyway: the usage is recorded as overspend", file=where)])
+        raise LedgerError(
+            [
+                Diagnostic(
+                    "L107",
+                    f"reservation {reservation_id!r} expired {now - expires_at:.1f} s ago and cannot be renewed",
+                    hint="renew well inside the TTL (gate.lease renews every TTL/3); settle it anyway: the usage is recorded as overspend",
+                    file=where,
+                )
+            ]
+        )
 
 
-def _overspend(reservation_id: str, day: str, tokens: int, micro_usd: int, reserved: int, reserved_usd: int, expires_at: float, now: float) -> dict[str, Any] | None:
+def _overspend(
+    reservation_id: str,
+    day: str,
+    tokens: int,
+    micro_usd: int,
+    reserved: int,
+    reserved_usd: int,
+    expires_at: float,
+    now: float,
+) -> dict[str, Any] | None:
     if expires_at <= now:
-        return overspend_payload("settled_after_expiry", reservation_id=reservation_id, day=day, tokens=tokens, micro_usd=micro_usd,
-                                 reserved_tokens=reserved, expires_at=expires_at, settled_at=now)
+        return overspend_payload(
+            "settled_after_expiry",
+            reservation_id=reservation_id,
+            day=day,
+            tokens=tokens,
+            micro_usd=micro_usd,
+            reserved_tokens=reserved,
+            expires_at=expires_at,
+            settled_at=now,
+        )
     if tokens > reserved:
-        return overspend_payload("settled_over_reservation", reservation_id=reservation_id, day=day, tokens=tokens - reserved, micro_usd=max(0, micro_usd - reserved_usd),
-                                 reserved_tokens=reserved, expires_at=expires_at, settled_at=now)
+        return overspend_payload(
+            "settled_over_reservation",
+            reservation_id=reservation_id,
+            day=day,
+            tokens=tokens - reserved,
+            micro_usd=max(0, micro_usd - reserved_usd),
+            reserved_tokens=reserved,
+            expires_at=expires_at,
+            settled_at=now,
+        )
     return None
 
 
-def _repeat(prior: Any, run_id: str, day: str, prompt: int, completion: int, micro_usd: int, model: str | None, reservation_id: str, where: str) -> Settlement:
+def _repeat(
+    prior: Any,
+    run_id: str,
+    day: str,
+    prompt: int,
+    completion: int,
+    micro_usd: int,
+    model: str | None,
+    reservation_id: str,
+    where: str,
+) -> Settlement:
     """A second settlement of one reservation: the same numbers are a retry (no-op), other
     numbers a conflict the caller must resolve (L106)."""
     if prior is None or tuple(prior[1:]) != (prompt, completion, micro_usd, model):
-        had = "no usage point" if prior is None else f"{prior[1]}+{prior[2]} tokens, {prior[3]} micro-USD, model {prior[4]!r}"
-        raise LedgerError([Diagnostic("L106", f"reservation {reservation_id!r} is already settled ({had}); this settlement says {prompt}+{completion} tokens, {micro_usd} micro-USD, model {model!r}",
-                                      hint="settle each reservation once; a retry must repeat the same numbers", file=where)])
+        had = (
+            "no usage point"
+            if prior is None
+            else f"{prior[1]}+{prior[2]} tokens, {prior[3]} micro-USD, model {prior[4]!r}"
+        )
+        raise LedgerError(
+            [
+                Diagnostic(
+                    "L106",
+                    f"reservation {reservation_id!r} is already settled ({had}); this settlement says {prompt}+{completion} tokens, {micro_usd} micro-USD, model {model!r}",
+                    hint="settle each reservation once; a retry must repeat the same numbers",
+                    file=where,
+                )
+            ]
+        )
     return Settlement(int(prior[0]), run_id, day, prompt, completion, micro_usd, reservation_id, repeated=True)

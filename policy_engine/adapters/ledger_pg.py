@@ -48,6 +48,7 @@ def _aggregate(row: tuple[Any, ...] | None) -> tuple[Any, ...]:
         raise RuntimeError("an aggregate query returned no row")
     return row
 
+
 # Migration n brings the schema from version n-1 to n. Applied once, in order, under an
 # advisory lock, each in its own transaction with its schema_version row.
 MIGRATIONS: list[str] = [
@@ -151,7 +152,9 @@ class PgLedger:
     """A PostgreSQL ledger behind a connection pool. Thread-safe (the pool hands each
     transaction its own connection); open one per process."""
 
-    def __init__(self, url: str, *, clock: Callable[[], float] = time.time, pool_size: int = 4, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, clock: Callable[[], float] = time.time, pool_size: int = 4, timeout_s: float = 10.0
+    ) -> None:
         import psycopg
         from psycopg_pool import ConnectionPool
 
@@ -160,12 +163,23 @@ class PgLedger:
         conninfo, pool_size, timeout_s = conninfo_of(url, pool_size, timeout_s)
         # No per-checkout health check (a round trip per call): a connection broken by a
         # server restart fails its transaction once (L111, retryable) and the pool drops it.
-        self.pool = ConnectionPool(conninfo, min_size=1, max_size=max(1, pool_size), timeout=timeout_s, open=False, name="policy-ledger")
+        self.pool = ConnectionPool(
+            conninfo, min_size=1, max_size=max(1, pool_size), timeout=timeout_s, open=False, name="policy-ledger"
+        )
         try:
             self.pool.open(wait=True, timeout=timeout_s)
         except Exception as exc:
             self.pool.close()
-            raise LedgerUnavailable([Diagnostic("L111", f"cannot reach the PostgreSQL ledger: {exc}", hint="is the server up and the URL right? retry when it is", file=self.path)]) from None
+            raise LedgerUnavailable(
+                [
+                    Diagnostic(
+                        "L111",
+                        f"cannot reach the PostgreSQL ledger: {exc}",
+                        hint="is the server up and the URL right? retry when it is",
+                        file=self.path,
+                    )
+                ]
+            ) from None
         self._migrate()
 
     def close(self) -> None:
@@ -178,7 +192,9 @@ class PgLedger:
         an advisory lock; an engine older than the schema refuses it (L112)."""
         with self.transaction() as db:
             db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
             found = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
             if found > SCHEMA_VERSION:
                 raise schema_too_new(found, SCHEMA_VERSION, self.path)
@@ -203,17 +219,40 @@ class PgLedger:
         except LedgerError:
             raise
         except (errors.IntegrityError, errors.DataError, errors.NumericValueOutOfRange) as exc:
-            raise LedgerError([Diagnostic("L110", f"the ledger refused the write: {exc}".strip(), hint="a quantity or id is out of range; see docs/reservations.md", file=self.path)]) from None
+            raise LedgerError(
+                [
+                    Diagnostic(
+                        "L110",
+                        f"the ledger refused the write: {exc}".strip(),
+                        hint="a quantity or id is out of range; see docs/reservations.md",
+                        file=self.path,
+                    )
+                ]
+            ) from None
         except (self._psycopg.OperationalError, self._psycopg.InterfaceError, _pool_errors()) as exc:
-            raise LedgerUnavailable([Diagnostic("L111", f"the PostgreSQL ledger is unavailable: {str(exc).strip() or type(exc).__name__}",
-                                                hint="retry the call: nothing half-done was kept (a retried settlement is a no-op if the first one landed)", file=self.path)]) from None
+            raise LedgerUnavailable(
+                [
+                    Diagnostic(
+                        "L111",
+                        f"the PostgreSQL ledger is unavailable: {str(exc).strip() or type(exc).__name__}",
+                        hint="retry the call: nothing half-done was kept (a retried settlement is a no-op if the first one landed)",
+                        file=self.path,
+                    )
+                ]
+            ) from None
 
     def _lock_totals(self, db: Any, day: str, run_id: str) -> None:
         """Take the day's and then the run's counter-row locks, creating the rows on first
         use: an upsert whose no-op update locks the row like SELECT ... FOR UPDATE, in one
         round trip per row."""
-        db.execute("INSERT INTO day_totals (day) VALUES (%s) ON CONFLICT (day) DO UPDATE SET tokens = day_totals.tokens", (day,))
-        db.execute("INSERT INTO run_totals (run_id) VALUES (%s) ON CONFLICT (run_id) DO UPDATE SET tokens = run_totals.tokens", (run_id,))
+        db.execute(
+            "INSERT INTO day_totals (day) VALUES (%s) ON CONFLICT (day) DO UPDATE SET tokens = day_totals.tokens",
+            (day,),
+        )
+        db.execute(
+            "INSERT INTO run_totals (run_id) VALUES (%s) ON CONFLICT (run_id) DO UPDATE SET tokens = run_totals.tokens",
+            (run_id,),
+        )
 
     # ---- reading -----------------------------------------------------------------------
 
@@ -243,21 +282,35 @@ class PgLedger:
             {"run": run_id, "day": day, "now": now},
         ).fetchone()
         run_t, run_u, day_t, day_u, held_rt, held_ru, held_dt, held_du = (int(v) for v in row)
-        return UsageSnapshot(batch_tokens=run_t + held_rt, day_tokens=day_t + held_dt, batch_micro_usd=run_u + held_ru, day_micro_usd=day_u + held_du)
+        return UsageSnapshot(
+            batch_tokens=run_t + held_rt,
+            day_tokens=day_t + held_dt,
+            batch_micro_usd=run_u + held_ru,
+            day_micro_usd=day_u + held_du,
+        )
 
     def settled_totals(self, *, run_id: str | None = None, day: str | None = None) -> tuple[int, int, int]:
         """(total tokens, micro-USD, usage points) settled for a run or a day, summed from
         the usage points themselves (the counters are checked against them in tests)."""
         where, arg = ("run_id = %s", run_id) if run_id is not None else ("day = %s", day)
         with self.pool.connection() as db:
-            row = db.execute(f"SELECT COALESCE(SUM(total_tokens), 0), COALESCE(SUM(micro_usd), 0), COUNT(*) FROM usage_points WHERE {where}", (arg,)).fetchone()
+            row = db.execute(
+                f"SELECT COALESCE(SUM(total_tokens), 0), COALESCE(SUM(micro_usd), 0), COUNT(*) FROM usage_points WHERE {where}",
+                (arg,),
+            ).fetchone()
         row = _aggregate(row)
         return int(row[0]), int(row[1]), int(row[2])
 
     def held(self, *, now: float | None = None) -> int:
         now = self.clock() if now is None else now
         with self.pool.connection() as db:
-            return int(_aggregate(db.execute("SELECT COUNT(*) FROM reservations WHERE state = 'held' AND expires_at > %s", (now,)).fetchone())[0])
+            return int(
+                _aggregate(
+                    db.execute(
+                        "SELECT COUNT(*) FROM reservations WHERE state = 'held' AND expires_at > %s", (now,)
+                    ).fetchone()
+                )[0]
+            )
 
     def run_exists(self, run_id: str) -> bool:
         with self.pool.connection() as db:
@@ -268,14 +321,18 @@ class PgLedger:
 
     def events(self, run_id: str) -> list[tuple[str, dict[str, Any], str]]:
         with self.pool.connection() as db:
-            rows = db.execute("SELECT event_type, payload_json, created_at FROM event_log WHERE run_id = %s ORDER BY id", (run_id,)).fetchall()
+            rows = db.execute(
+                "SELECT event_type, payload_json, created_at FROM event_log WHERE run_id = %s ORDER BY id", (run_id,)
+            ).fetchall()
         return [(t, json.loads(p), c) for t, p, c in rows]
 
     def seen_combos(self, run_id: str, db: Any = None) -> frozenset[str]:
         if db is None:
             with self.pool.connection() as conn:
                 return self.seen_combos(run_id, conn)
-        return frozenset(r[0] for r in db.execute("SELECT combo FROM seen_combos WHERE run_id = %s", (run_id,)).fetchall())
+        return frozenset(
+            r[0] for r in db.execute("SELECT combo FROM seen_combos WHERE run_id = %s", (run_id,)).fetchall()
+        )
 
     # ---- writing -----------------------------------------------------------------------
 
@@ -284,20 +341,30 @@ class PgLedger:
         check_quantity("reserved tokens", tokens)
         check_quantity("reserved micro-USD", micro_usd, MAX_MICRO_USD)
         res = Reservation(uuid.uuid4().hex, run_id, utc_day(now), tokens, micro_usd, now + ttl_s)
-        db.execute("INSERT INTO reservations VALUES (%s, %s, %s, %s, %s, %s, %s, 'held')", (res.id, run_id, res.day, tokens, micro_usd, now, res.expires_at))
+        db.execute(
+            "INSERT INTO reservations VALUES (%s, %s, %s, %s, %s, %s, %s, 'held')",
+            (res.id, run_id, res.day, tokens, micro_usd, now, res.expires_at),
+        )
         return res
 
     def add_seen(self, run_id: str, combos: list[str], db: Any = None) -> None:
         if combos:
             with db.cursor() as cur:
-                cur.executemany("INSERT INTO seen_combos VALUES (%s, %s) ON CONFLICT DO NOTHING", [(run_id, c) for c in combos])
+                cur.executemany(
+                    "INSERT INTO seen_combos VALUES (%s, %s) ON CONFLICT DO NOTHING", [(run_id, c) for c in combos]
+                )
 
-    def add_event(self, run_id: str | None, event_type: str, payload_json: str, created_at: str, db: Any = None) -> None:
+    def add_event(
+        self, run_id: str | None, event_type: str, payload_json: str, created_at: str, db: Any = None
+    ) -> None:
         if db is None:
             with self.transaction() as conn:
                 self.add_event(run_id, event_type, payload_json, created_at, conn)
             return
-        db.execute("INSERT INTO event_log (run_id, event_type, payload_json, created_at) VALUES (%s, %s, %s, %s)", (run_id, event_type, payload_json, created_at))
+        db.execute(
+            "INSERT INTO event_log (run_id, event_type, payload_json, created_at) VALUES (%s, %s, %s, %s)",
+            (run_id, event_type, payload_json, created_at),
+        )
 
     def record_call(self, call: GatedCall, db: Any = None) -> None:
         """One row per gated call, in the gate's transaction (``db``) so the call lands
@@ -313,7 +380,10 @@ class PgLedger:
         renewal moves no room between callers (a lapsed one is refused, L107)."""
         now = self.clock()
         with self.transaction() as db:
-            row = db.execute("SELECT state, expires_at FROM reservations WHERE id = %s AND run_id = %s FOR UPDATE", (reservation_id, run_id)).fetchone()
+            row = db.execute(
+                "SELECT state, expires_at FROM reservations WHERE id = %s AND run_id = %s FOR UPDATE",
+                (reservation_id, run_id),
+            ).fetchone()
             if row is None:
                 raise self._unknown(reservation_id, run_id)
             _check_renewable(reservation_id, row[0], row[1], now, self.path)
@@ -321,8 +391,18 @@ class PgLedger:
             db.execute("UPDATE reservations SET expires_at = %s WHERE id = %s", (new_expiry, reservation_id))
         return new_expiry
 
-    def settle(self, run_id: str, prompt_tokens: int, completion_tokens: int, micro_usd: int, *, model: str | None = None, reservation_id: str | None = None,
-               event: tuple[str, str, str] | None = None, events: Callable[[Settlement], list[tuple[str, str, str]]] | None = None) -> Settlement:
+    def settle(
+        self,
+        run_id: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        micro_usd: int,
+        *,
+        model: str | None = None,
+        reservation_id: str | None = None,
+        event: tuple[str, str, str] | None = None,
+        events: Callable[[Settlement], list[tuple[str, str, str]]] | None = None,
+    ) -> Settlement:
         """As `Ledger.settle`: the usage point, the counters, the reservation's state and
         the events in one transaction, under the day's and run's row locks."""
         check_quantity("prompt_tokens", prompt_tokens)
@@ -333,17 +413,34 @@ class PgLedger:
         with self.transaction() as db:
             day, overspend = utc_day(now), None
             if reservation_id is not None:
-                found = db.execute("SELECT day FROM reservations WHERE id = %s AND run_id = %s", (reservation_id, run_id)).fetchone()
+                found = db.execute(
+                    "SELECT day FROM reservations WHERE id = %s AND run_id = %s", (reservation_id, run_id)
+                ).fetchone()
                 if found is None:
                     raise self._unknown(reservation_id, run_id)
                 day = found[0]
             self._lock_totals(db, day, run_id)
             if reservation_id is not None:
                 state, reserved, reserved_usd, expires_at = db.execute(
-                    "SELECT state, tokens, micro_usd, expires_at FROM reservations WHERE id = %s FOR UPDATE", (reservation_id,)).fetchone()
+                    "SELECT state, tokens, micro_usd, expires_at FROM reservations WHERE id = %s FOR UPDATE",
+                    (reservation_id,),
+                ).fetchone()
                 if state == "settled":
-                    prior = db.execute("SELECT id, prompt_tokens, completion_tokens, micro_usd, model FROM usage_points WHERE reservation_id = %s", (reservation_id,)).fetchone()
-                    return _repeat(prior, run_id, day, prompt_tokens, completion_tokens, micro_usd, model, reservation_id, self.path)
+                    prior = db.execute(
+                        "SELECT id, prompt_tokens, completion_tokens, micro_usd, model FROM usage_points WHERE reservation_id = %s",
+                        (reservation_id,),
+                    ).fetchone()
+                    return _repeat(
+                        prior,
+                        run_id,
+                        day,
+                        prompt_tokens,
+                        completion_tokens,
+                        micro_usd,
+                        model,
+                        reservation_id,
+                        self.path,
+                    )
                 overspend = _overspend(reservation_id, day, total, micro_usd, reserved, reserved_usd, expires_at, now)
                 db.execute("UPDATE reservations SET state = 'settled' WHERE id = %s", (reservation_id,))
             usage_id = db.execute(
@@ -351,15 +448,39 @@ class PgLedger:
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
                 (run_id, day, prompt_tokens, completion_tokens, total, micro_usd, model, reservation_id, now),
             ).fetchone()[0]
-            db.execute("UPDATE day_totals SET tokens = tokens + %s, micro_usd = micro_usd + %s, points = points + 1 WHERE day = %s", (total, micro_usd, day))
-            db.execute("UPDATE run_totals SET tokens = tokens + %s, micro_usd = micro_usd + %s, points = points + 1 WHERE run_id = %s", (total, micro_usd, run_id))
-            done = Settlement(int(usage_id), run_id, day, prompt_tokens, completion_tokens, micro_usd, reservation_id, overspend=overspend)
+            db.execute(
+                "UPDATE day_totals SET tokens = tokens + %s, micro_usd = micro_usd + %s, points = points + 1 WHERE day = %s",
+                (total, micro_usd, day),
+            )
+            db.execute(
+                "UPDATE run_totals SET tokens = tokens + %s, micro_usd = micro_usd + %s, points = points + 1 WHERE run_id = %s",
+                (total, micro_usd, run_id),
+            )
+            done = Settlement(
+                int(usage_id),
+                run_id,
+                day,
+                prompt_tokens,
+                completion_tokens,
+                micro_usd,
+                reservation_id,
+                overspend=overspend,
+            )
             for row in ([event] if event is not None else []) + (events(done) if events is not None else []):
                 self.add_event(run_id, *row, db=db)
             return done
 
     def _unknown(self, reservation_id: str, run_id: str) -> LedgerError:
-        return LedgerError([Diagnostic("L103", f"no reservation {reservation_id!r} for run {run_id!r}", hint="pass the reservation id the gate returned", file=self.path)])
+        return LedgerError(
+            [
+                Diagnostic(
+                    "L103",
+                    f"no reservation {reservation_id!r} for run {run_id!r}",
+                    hint="pass the reservation id the gate returned",
+                    file=self.path,
+                )
+            ]
+        )
 
 
 def _pool_errors() -> type[BaseException]:

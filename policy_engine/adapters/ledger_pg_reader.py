@@ -36,17 +36,31 @@ class PgLedgerReader(LedgerReader):
             raise self._unavailable(exc) from None
         self._conn.read_only = True
         self._conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        tables = {r[0] for r in self._all("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")}
+        tables = {
+            r[0]
+            for r in self._all("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")
+        }
         self._adopt(tables)
 
     def _unavailable(self, exc: BaseException) -> LedgerUnavailable:
-        return LedgerUnavailable([Diagnostic("L111", f"the PostgreSQL ledger is unavailable: {str(exc).strip() or type(exc).__name__}",
-                                             hint="is the server up and the URL right? retry when it is", file=self.path)])
+        return LedgerUnavailable(
+            [
+                Diagnostic(
+                    "L111",
+                    f"the PostgreSQL ledger is unavailable: {str(exc).strip() or type(exc).__name__}",
+                    hint="is the server up and the URL right? retry when it is",
+                    file=self.path,
+                )
+            ]
+        )
 
     def _all(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
             return self._conn.execute(sql.replace("?", "%s"), args).fetchall()
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:  # lost server; anything else is a bug and surfaces
+        except (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+        ) as exc:  # lost server; anything else is a bug and surfaces
             raise self._unavailable(exc) from None
 
     def close(self) -> None:

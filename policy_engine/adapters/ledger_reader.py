@@ -30,7 +30,16 @@ LEDGER_TABLES = frozenset({"reservations", "usage_points", "event_log"})
 
 
 def not_a_ledger(why: str, where: str) -> LedgerError:
-    return LedgerError([Diagnostic("L116", f"not a ledger: {why}", hint="pass the ledger the budget gate writes (--ledger: a SQLite path or a postgresql:// URL)", file=where)])
+    return LedgerError(
+        [
+            Diagnostic(
+                "L116",
+                f"not a ledger: {why}",
+                hint="pass the ledger the budget gate writes (--ledger: a SQLite path or a postgresql:// URL)",
+                file=where,
+            )
+        ]
+    )
 
 
 def open_reader(url: str | os.PathLike[str]) -> LedgerReader:
@@ -42,7 +51,16 @@ def open_reader(url: str | os.PathLike[str]) -> LedgerReader:
     try:
         from policy_engine.adapters.ledger_pg_reader import PgLedgerReader
     except ImportError:
-        raise LedgerError([Diagnostic("L113", "the PostgreSQL ledger needs psycopg 3", hint="pip install 'policy-engine[postgres]'", file=str(url))]) from None
+        raise LedgerError(
+            [
+                Diagnostic(
+                    "L113",
+                    "the PostgreSQL ledger needs psycopg 3",
+                    hint="pip install 'policy-engine[postgres]'",
+                    file=str(url),
+                )
+            ]
+        ) from None
     return PgLedgerReader(str(url))
 
 
@@ -70,8 +88,14 @@ class CallRow:
     def limits_without_actuals(self) -> dict[str, Any]:
         """The limits as configured (value, effective value, unit), without this call's
         measured values and verdicts: what stays equal from call to call under one policy."""
-        return {k: ({f: v for f, v in info.items() if f not in ("actual", "verdict")} if isinstance(info, dict) and "verdict" in info else info)
-                for k, info in self.limits.items()}
+        return {
+            k: (
+                {f: v for f, v in info.items() if f not in ("actual", "verdict")}
+                if isinstance(info, dict) and "verdict" in info
+                else info
+            )
+            for k, info in self.limits.items()
+        }
 
 
 class LedgerReader:
@@ -83,7 +107,16 @@ class LedgerReader:
         self.path = os.fspath(path)
         self.label = os.path.basename(self.path)
         if not Path(self.path).is_file():
-            raise LedgerError([Diagnostic("L115", f"no ledger at {self.path!r}", hint="run the gate or `policy demo-run` first, or pass the right --ledger", file=self.path)])
+            raise LedgerError(
+                [
+                    Diagnostic(
+                        "L115",
+                        f"no ledger at {self.path!r}",
+                        hint="run the gate or `policy demo-run` first, or pass the right --ledger",
+                        file=self.path,
+                    )
+                ]
+            )
         uri = "file:" + quote(os.path.abspath(self.path)) + "?mode=ro"
         try:
             self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
@@ -98,7 +131,9 @@ class LedgerReader:
         if missing:
             self.close()
             raise not_a_ledger(f"no {', '.join(sorted(missing))} table", self.path)
-        version = self._one("SELECT COALESCE(MAX(version), 0) FROM schema_version")[0] if "schema_version" in tables else 0
+        version = (
+            self._one("SELECT COALESCE(MAX(version), 0) FROM schema_version")[0] if "schema_version" in tables else 0
+        )
         if version > self.schema_supported:
             self.close()
             raise schema_too_new(version, self.schema_supported, self.path)
@@ -129,17 +164,46 @@ class LedgerReader:
         """Every run with gated calls or usage, newest activity first."""
         out: dict[str, dict[str, Any]] = {}
         for run_id, first, last, points, tokens, micro in self._all(
-                "SELECT run_id, MIN(created_at), MAX(created_at), COUNT(*), SUM(total_tokens), SUM(micro_usd) FROM usage_points GROUP BY run_id"):
-            out[run_id] = {"run_id": run_id, "first_call": first, "last_call": last, "calls": 0, "allowed": 0, "trimmed": 0, "blocked": 0,
-                           "usage_points": int(points), "tokens": int(tokens), "micro_usd": int(micro)}
+            "SELECT run_id, MIN(created_at), MAX(created_at), COUNT(*), SUM(total_tokens), SUM(micro_usd) FROM usage_points GROUP BY run_id"
+        ):
+            out[run_id] = {
+                "run_id": run_id,
+                "first_call": first,
+                "last_call": last,
+                "calls": 0,
+                "allowed": 0,
+                "trimmed": 0,
+                "blocked": 0,
+                "usage_points": int(points),
+                "tokens": int(tokens),
+                "micro_usd": int(micro),
+            }
         if self.has_call_log:
             rows = self._all(
-                "SELECT run_id, MIN(created_at), MAX(created_at), COUNT(*), " + ", ".join(_count_if(f"outcome = '{o}'") for o in ("allowed", "trimmed", "blocked")) +
-                " FROM gated_calls GROUP BY run_id")
+                "SELECT run_id, MIN(created_at), MAX(created_at), COUNT(*), "
+                + ", ".join(_count_if(f"outcome = '{o}'") for o in ("allowed", "trimmed", "blocked"))
+                + " FROM gated_calls GROUP BY run_id"
+            )
             for run_id, first, last, calls, allowed, trimmed, blocked in rows:
-                run = out.setdefault(run_id, {"run_id": run_id, "first_call": first, "last_call": last, "usage_points": 0, "tokens": 0, "micro_usd": 0})
-                run.update(first_call=min(first, run["first_call"]), last_call=max(last, run["last_call"]), calls=int(calls), allowed=int(allowed), trimmed=int(trimmed),
-                           blocked=int(blocked))
+                run = out.setdefault(
+                    run_id,
+                    {
+                        "run_id": run_id,
+                        "first_call": first,
+                        "last_call": last,
+                        "usage_points": 0,
+                        "tokens": 0,
+                        "micro_usd": 0,
+                    },
+                )
+                run.update(
+                    first_call=min(first, run["first_call"]),
+                    last_call=max(last, run["last_call"]),
+                    calls=int(calls),
+                    allowed=int(allowed),
+                    trimmed=int(trimmed),
+                    blocked=int(blocked),
+                )
         return sorted(out.values(), key=lambda r: (-r["last_call"], r["run_id"]))
 
     def calls(self, run_id: str) -> list[CallRow]:
@@ -149,36 +213,74 @@ class LedgerReader:
             "SELECT c.call_id, c.run_id, c.created_at, c.outcome, c.reason, c.reasons_json, c.rules_digest, c.limits_json, c.prompt_tokens, c.completion_tokens,"
             " c.request_micro_usd, c.rungs_json, c.kpis_json, c.decision_ms, c.reservation_id, u.prompt_tokens, u.completion_tokens, u.micro_usd"
             " FROM gated_calls c LEFT JOIN usage_points u ON u.reservation_id = c.reservation_id AND c.reservation_id IS NOT NULL"
-            " WHERE c.run_id = ? ORDER BY c.id", (run_id,))
+            " WHERE c.run_id = ? ORDER BY c.id",
+            (run_id,),
+        )
         out = []
         for seq, r in enumerate(rows, start=1):
             settled = None if r[15] is None else (int(r[15]), int(r[16]), int(r[17]))
-            out.append(CallRow(seq, r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], json.loads(r[7]), r[8], r[9], r[10], json.loads(r[11]),
-                               json.loads(r[12]), r[13], r[14], settled))
+            out.append(
+                CallRow(
+                    seq,
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    json.loads(r[5]),
+                    r[6],
+                    json.loads(r[7]),
+                    r[8],
+                    r[9],
+                    r[10],
+                    json.loads(r[11]),
+                    json.loads(r[12]),
+                    r[13],
+                    r[14],
+                    settled,
+                )
+            )
         return out
 
     def run_usage(self, run_id: str) -> tuple[int, int, int]:
         """(tokens, micro-USD, usage points) settled for the run."""
-        row = self._one("SELECT COALESCE(SUM(total_tokens), 0), COALESCE(SUM(micro_usd), 0), COUNT(*) FROM usage_points WHERE run_id = ?", (run_id,))
+        row = self._one(
+            "SELECT COALESCE(SUM(total_tokens), 0), COALESCE(SUM(micro_usd), 0), COUNT(*) FROM usage_points WHERE run_id = ?",
+            (run_id,),
+        )
         return int(row[0]), int(row[1]), int(row[2])
 
     def day_usage(self, day: str) -> tuple[int, int]:
         """(tokens, micro-USD) settled on a UTC day, all runs together (the day cap is shared)."""
-        row = self._one("SELECT COALESCE(SUM(total_tokens), 0), COALESCE(SUM(micro_usd), 0) FROM usage_points WHERE day = ?", (day,))
+        row = self._one(
+            "SELECT COALESCE(SUM(total_tokens), 0), COALESCE(SUM(micro_usd), 0) FROM usage_points WHERE day = ?", (day,)
+        )
         return int(row[0]), int(row[1])
 
     def run_days(self, run_id: str) -> list[str]:
-        return [r[0] for r in self._all("SELECT DISTINCT day FROM usage_points WHERE run_id = ? ORDER BY day", (run_id,))]
+        return [
+            r[0] for r in self._all("SELECT DISTINCT day FROM usage_points WHERE run_id = ? ORDER BY day", (run_id,))
+        ]
 
     def overspend(self, run_id: str) -> dict[str, int]:
         """The run's `budget.overspend` events: settlements its reservations did not cover."""
-        rows = self._all("SELECT payload_json FROM event_log WHERE run_id = ? AND event_type = 'budget.overspend' ORDER BY id", (run_id,))
+        rows = self._all(
+            "SELECT payload_json FROM event_log WHERE run_id = ? AND event_type = 'budget.overspend' ORDER BY id",
+            (run_id,),
+        )
         payloads = [json.loads(r[0]) for r in rows]
-        return {"events": len(payloads), "tokens": sum(int(p.get("tokens") or 0) for p in payloads), "micro_usd": sum(int(p.get("micro_usd") or 0) for p in payloads)}
+        return {
+            "events": len(payloads),
+            "tokens": sum(int(p.get("tokens") or 0) for p in payloads),
+            "micro_usd": sum(int(p.get("micro_usd") or 0) for p in payloads),
+        }
 
     def live_reserved(self, run_id: str, now: float) -> int:
         """Tokens held by the run's unexpired, unsettled reservations at ``now``."""
-        row = self._one("SELECT COALESCE(SUM(tokens), 0) FROM reservations WHERE run_id = ? AND state = 'held' AND expires_at > ?", (run_id, now))
+        row = self._one(
+            "SELECT COALESCE(SUM(tokens), 0) FROM reservations WHERE run_id = ? AND state = 'held' AND expires_at > ?",
+            (run_id, now),
+        )
         return int(row[0])
 
     # ---- aggregates for /metrics --------------------------------------------------------
@@ -186,22 +288,39 @@ class LedgerReader:
     def outcome_counts(self) -> list[tuple[str, str, int]]:
         if not self.has_call_log:
             return []
-        return [(r, o, int(n)) for r, o, n in self._all("SELECT run_id, outcome, COUNT(*) FROM gated_calls GROUP BY run_id, outcome ORDER BY run_id, outcome")]
+        return [
+            (r, o, int(n))
+            for r, o, n in self._all(
+                "SELECT run_id, outcome, COUNT(*) FROM gated_calls GROUP BY run_id, outcome ORDER BY run_id, outcome"
+            )
+        ]
 
     def block_reasons(self) -> list[tuple[str, int]]:
         if not self.has_call_log:
             return []
-        return [(r or "unknown", int(n)) for r, n in self._all("SELECT reason, COUNT(*) FROM gated_calls WHERE outcome = 'blocked' GROUP BY reason ORDER BY reason")]
+        return [
+            (r or "unknown", int(n))
+            for r, n in self._all(
+                "SELECT reason, COUNT(*) FROM gated_calls WHERE outcome = 'blocked' GROUP BY reason ORDER BY reason"
+            )
+        ]
 
     def usage_by_run(self) -> list[tuple[str, int, int]]:
-        return [(r, int(t), int(m)) for r, t, m in self._all("SELECT run_id, SUM(total_tokens), SUM(micro_usd) FROM usage_points GROUP BY run_id ORDER BY run_id")]
+        return [
+            (r, int(t), int(m))
+            for r, t, m in self._all(
+                "SELECT run_id, SUM(total_tokens), SUM(micro_usd) FROM usage_points GROUP BY run_id ORDER BY run_id"
+            )
+        ]
 
     def decision_latency_ms(self, bounds_ms: list[float]) -> tuple[list[int], int, float]:
         """Cumulative counts of decisions at or under each bound, the count and the sum (ms)."""
         if not self.has_call_log:
             return [0] * len(bounds_ms), 0, 0.0
         cols = ", ".join(_count_if(f"decision_ms <= {float(b)!r}") for b in bounds_ms)
-        row = self._one(f"SELECT {cols}, COUNT(*), COALESCE(SUM(decision_ms), 0) FROM gated_calls WHERE decision_ms IS NOT NULL")
+        row = self._one(
+            f"SELECT {cols}, COUNT(*), COALESCE(SUM(decision_ms), 0) FROM gated_calls WHERE decision_ms IS NOT NULL"
+        )
         return [int(x or 0) for x in row[:-2]], int(row[-2]), float(row[-1])
 
 

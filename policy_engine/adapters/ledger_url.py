@@ -33,12 +33,18 @@ class UsageLedger(Protocol):
     def run_exists(self, run_id: str) -> bool: ...
     def events(self, run_id: str) -> list[tuple[str, dict[str, Any], str]]: ...
     def seen_combos(self, run_id: str, db: Any = None) -> frozenset[str]: ...
-    def reserve(self, db: Any, run_id: str, tokens: int, micro_usd: int, *, now: float, ttl_s: float) -> Reservation: ...
+    def reserve(
+        self, db: Any, run_id: str, tokens: int, micro_usd: int, *, now: float, ttl_s: float
+    ) -> Reservation: ...
     def add_seen(self, run_id: str, combos: list[str], db: Any = None) -> None: ...
-    def add_event(self, run_id: str | None, event_type: str, payload_json: str, created_at: str, db: Any = None) -> None: ...
+    def add_event(
+        self, run_id: str | None, event_type: str, payload_json: str, created_at: str, db: Any = None
+    ) -> None: ...
     def record_call(self, call: GatedCall, db: Any = None) -> None: ...
     def renew(self, run_id: str, reservation_id: str, *, ttl_s: float) -> float: ...
-    def settle(self, run_id: str, prompt_tokens: int, completion_tokens: int, micro_usd: int, **kwargs: Any) -> Settlement: ...
+    def settle(
+        self, run_id: str, prompt_tokens: int, completion_tokens: int, micro_usd: int, **kwargs: Any
+    ) -> Settlement: ...
     def schema_version(self) -> int: ...
     def close(self) -> None: ...
 
@@ -53,10 +59,19 @@ def sqlite_path(url: str | os.PathLike[str]) -> str | None:
     if is_postgres(text):
         return None
     if text.startswith("sqlite:///"):
-        return text[len("sqlite:///"):]
+        return text[len("sqlite:///") :]
     if "://" in text:
         scheme = text.split("://", 1)[0]
-        raise LedgerError([Diagnostic("L113", f"unsupported ledger URL scheme {scheme!r}", hint="use a path, sqlite:///path or postgresql://user@host:port/db", file=text)])
+        raise LedgerError(
+            [
+                Diagnostic(
+                    "L113",
+                    f"unsupported ledger URL scheme {scheme!r}",
+                    hint="use a path, sqlite:///path or postgresql://user@host:port/db",
+                    file=text,
+                )
+            ]
+        )
     return text
 
 
@@ -68,7 +83,14 @@ def open_ledger(url: str | os.PathLike[str], *, clock: Callable[[], float] = tim
     try:
         from policy_engine.adapters.ledger_pg import PgLedger
     except ImportError:
-        raise LedgerError([Diagnostic("L113", "the PostgreSQL ledger needs psycopg 3 and psycopg_pool", hint="pip install 'policy-engine[postgres]'", file=str(url))]) from None
+        raise LedgerError(
+            [
+                Diagnostic(
+                    "L113",
+                    "the PostgreSQL ledger needs psycopg 3 and psycopg_pool",
+                    hint="pip install 'policy-engine[postgres]'",
+                    file=str(url),
+                )
+            ]
+        ) from None
     return PgLedger(str(url), clock=clock, **options)
-
-

@@ -50,7 +50,9 @@ class _Json(JSONResponse):
         return (json.dumps(content, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def _error(status: int, error: str, message: str, code: str | None = None, headers: dict[str, str] | None = None) -> Response:
+def _error(
+    status: int, error: str, message: str, code: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
     body = {"error": error, "message": message} | ({"code": code} if code else {})
     return _Json(body, status_code=status, headers={**HEADERS, **(headers or {})})
 
@@ -58,7 +60,7 @@ def _error(status: int, error: str, message: str, code: str | None = None, heade
 def _html_error(status: int, title: str, message: str, headers: dict[str, str] | None = None) -> Response:
     from markupsafe import escape
 
-    body = f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title></head><body><h1>{escape(title)}</h1><p>{escape(message)}</p><p><a href=\"/\">all runs</a></p></body></html>"
+    body = f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title></head><body><h1>{escape(title)}</h1><p>{escape(message)}</p><p><a href="/">all runs</a></p></body></html>'
     return HTMLResponse(body, status_code=status, headers={**HEADERS, **(headers or {})})
 
 
@@ -113,7 +115,10 @@ def create_app(ledger_url: str) -> Starlette:
         return with_reader(request, build)
 
     def page_runs(request: Request) -> Response:
-        return with_reader(request, lambda r: HTMLResponse(runs_page(runs_payload(r), db_label=r.label, root=_root(request)), headers=HEADERS))
+        return with_reader(
+            request,
+            lambda r: HTMLResponse(runs_page(runs_payload(r), db_label=r.label, root=_root(request)), headers=HEADERS),
+        )
 
     def page_run(request: Request) -> Response:
         run_id = request.path_params["run_id"]
@@ -121,7 +126,9 @@ def create_app(ledger_url: str) -> Starlette:
         def build(reader: LedgerReader) -> Response:
             if not reader.run_exists(run_id):
                 return unknown_run(request, run_id)
-            html = run_page(budget_payload(reader, run_id), kpi_payload(reader, run_id), db_label=reader.label, root=_root(request))
+            html = run_page(
+                budget_payload(reader, run_id), kpi_payload(reader, run_id), db_label=reader.label, root=_root(request)
+            )
             return HTMLResponse(html, headers=HEADERS)
 
         return with_reader(request, build)
@@ -129,7 +136,9 @@ def create_app(ledger_url: str) -> Starlette:
     async def healthz(request: Request) -> Response:
         # answered on the event loop: never queued behind ledger reads in the thread pool
         # a server ledger is not probed here (that would queue liveness behind the network)
-        return _Json({"status": "ok", "ledger_file": os.path.isfile(file) if file is not None else None}, headers=HEADERS)
+        return _Json(
+            {"status": "ok", "ledger_file": os.path.isfile(file) if file is not None else None}, headers=HEADERS
+        )
 
     def metrics(request: Request) -> Response:
         def build(reader: LedgerReader) -> Response:
@@ -147,17 +156,29 @@ def create_app(ledger_url: str) -> Starlette:
         return Response(_schema_text(f"{name}.schema.json"), media_type="application/schema+json", headers=HEADERS)
 
     async def static_plotly(request: Request) -> Response:
-        return Response(plotly_js(), media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"})
+        return Response(
+            plotly_js(),
+            media_type="text/javascript",
+            headers={"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"},
+        )
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             message = "this server is read-only: GET and HEAD only"
-            return _error(405, "method_not_allowed", message, headers=headers) if _is_json_path(request.url.path) else _html_error(405, "Method not allowed", message, headers)
+            return (
+                _error(405, "method_not_allowed", message, headers=headers)
+                if _is_json_path(request.url.path)
+                else _html_error(405, "Method not allowed", message, headers)
+            )
         if exc.status_code == 404:
             message = "see /api/openapi.json for the API; / lists the runs"
-            return _error(404, "not_found", message, headers=headers) if _is_json_path(request.url.path) else _html_error(404, "Not found", message, headers)
+            return (
+                _error(404, "not_found", message, headers=headers)
+                if _is_json_path(request.url.path)
+                else _html_error(404, "Not found", message, headers)
+            )
         return _error(exc.status_code, "http_error", str(exc.detail), headers=headers)
 
     routes = [
@@ -238,6 +259,14 @@ def serve(ledger_url: str, sock: socket.socket, *, header_timeout: float = 10.0,
     import uvicorn
 
     protocol = type("HeadTimeoutH11", (HeadTimeoutH11Protocol,), {"header_timeout": header_timeout})
-    config = uvicorn.Config(create_app(ledger_url), http=protocol, log_level="warning", access_log=False, backlog=backlog, timeout_keep_alive=5,
-                            lifespan="off", server_header=False)
+    config = uvicorn.Config(
+        create_app(ledger_url),
+        http=protocol,
+        log_level="warning",
+        access_log=False,
+        backlog=backlog,
+        timeout_keep_alive=5,
+        lifespan="off",
+        server_header=False,
+    )
     uvicorn.Server(config).run(sockets=[sock])

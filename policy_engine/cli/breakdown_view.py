@@ -27,7 +27,9 @@ def breakdown_view(breakdown: Mapping[str, Any], *, bars: bool) -> Group:
     for name in ("final", "share") + (("",) if bars else ()) + ("untrimmed", "share"):
         table.add_column(name, justify="right", no_wrap=True, min_width=max(len(name), 6) if name else BAR_WIDTH)
     before = {s["section"]: s for s in untrimmed["sections"]}
-    names = [s["section"] for s in final["sections"]] + [n for n in before if n not in {s["section"] for s in final["sections"]}]
+    names = [s["section"] for s in final["sections"]] + [
+        n for n in before if n not in {s["section"] for s in final["sections"]}
+    ]
     after = {s["section"]: s for s in final["sections"]}
     for name in names:
         f = after.get(name, {"tokens": 0, "share": "0.0"})
@@ -37,14 +39,20 @@ def breakdown_view(breakdown: Mapping[str, Any], *, bars: bool) -> Group:
             row.append(_bar(f["tokens"], final["prompt_tokens"]))
         row += [f"{u['tokens']:,}", f"{u['share']}%"]
         table.add_row(*row)
-    total = ["total", f"{final['prompt_tokens']:,}", "100.0%"] + ([""] if bars else []) + [f"{untrimmed['prompt_tokens']:,}", "100.0%"]
+    total = (
+        ["total", f"{final['prompt_tokens']:,}", "100.0%"]
+        + ([""] if bars else [])
+        + [f"{untrimmed['prompt_tokens']:,}", "100.0%"]
+    )
     table.add_row(*total, style="bold")
     parts: list[Any] = [table]
     shown = [("final", final)]
     if untrimmed["top_items"] != final["top_items"]:
         shown.append(("untrimmed", untrimmed))
     for label, part in shown:
-        items = Table(title=f"most expensive items ({label} prompt)", title_justify="left", show_edge=False, pad_edge=False)
+        items = Table(
+            title=f"most expensive items ({label} prompt)", title_justify="left", show_edge=False, pad_edge=False
+        )
         items.add_column("#", justify="right")
         items.add_column("tokens", justify="right")
         items.add_column("section")

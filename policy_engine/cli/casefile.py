@@ -83,12 +83,16 @@ def load_cases(path: Path) -> list[Case]:
             usage = base / usage
         cases.append(
             Case(
-                name=str(raw.get("name", f"case {i + 1}")), file=label, pack=base / str(raw["pack"]),
+                name=str(raw.get("name", f"case {i + 1}")),
+                file=label,
+                pack=base / str(raw["pack"]),
                 rules=opt_path(raw.get("rules"), f"{ptr}/rules") or defaults["rules"],
                 knowledge=opt_path(raw.get("knowledge"), f"{ptr}/knowledge") or defaults["knowledge"],
                 idea=opt_path(raw.get("idea"), f"{ptr}/idea") or defaults["idea"],
-                usage=usage, expansion=raw.get("expansion", False),
-                completion_tokens=raw.get("completion_tokens"), expect=expect,
+                usage=usage,
+                expansion=raw.get("expansion", False),
+                completion_tokens=raw.get("completion_tokens"),
+                expect=expect,
             )
         )
     return cases

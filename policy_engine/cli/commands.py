@@ -49,7 +49,11 @@ def writable_target(path: str | None, flag: str) -> None:
     if target.is_dir():
         raise _err("C120", f"{flag} {path} is a directory", "give a file path to write")
     if not parent.is_dir():
-        raise _err("C120", f"{flag} {path}: directory {parent} does not exist", "create the directory first, or write somewhere else")
+        raise _err(
+            "C120",
+            f"{flag} {path}: directory {parent} does not exist",
+            "create the directory first, or write somewhere else",
+        )
     if not os.access(parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
         raise _err("C120", f"{flag} {path} is not writable", "write somewhere else")
 
@@ -77,10 +81,25 @@ def pack_paths(items: list[str]) -> list[str]:
         if p.is_dir():
             found = sorted(str(x) for x in p.rglob("*.json") if x.is_file())
             if not found:
-                raise _err("P117", "directory holds no *.json packs", "pass pack files, or a directory containing them", file=item)
+                raise _err(
+                    "P117",
+                    "directory holds no *.json packs",
+                    "pass pack files, or a directory containing them",
+                    file=item,
+                )
             out.extend(found)
         elif not p.exists():
-            raise PackError([Diagnostic("P101", "no such file", hint="check the path; pass a pack file, a directory of packs, or - for stdin", file=item, pointer="")])
+            raise PackError(
+                [
+                    Diagnostic(
+                        "P101",
+                        "no such file",
+                        hint="check the path; pass a pack file, a directory of packs, or - for stdin",
+                        file=item,
+                        pointer="",
+                    )
+                ]
+            )
         else:
             out.append(item)
     return out
@@ -92,7 +111,11 @@ def _inputs(args: argparse.Namespace) -> dict[str, Any]:
     from policy_engine.usage import Request, UsageSnapshot
 
     if args.completion_tokens is not None and args.completion_tokens <= 0:
-        raise _err("C101", f"--completion-tokens must be positive, got {args.completion_tokens}", "give a positive number of tokens")
+        raise _err(
+            "C101",
+            f"--completion-tokens must be positive, got {args.completion_tokens}",
+            "give a positive number of tokens",
+        )
     return {
         "usage": load_usage(args.usage) if args.usage else UsageSnapshot(),
         "knowledge": load_knowledge(args.knowledge_pack_dir) if args.knowledge_pack_dir else None,
@@ -150,7 +173,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
             with Progress(console=_console(stderr=True), transient=True) as progress:
                 task = progress.add_task("evaluating", total=len(paths))
-                results = evaluate_many(engine, paths, common, explain, jobs, rebuild, lambda n: progress.advance(task, n))
+                results = evaluate_many(
+                    engine, paths, common, explain, jobs, rebuild, lambda n: progress.advance(task, n)
+                )
         else:
             results = evaluate_many(engine, paths, common, explain, jobs, rebuild, lambda n: None)
     report = Report(tuple(results), fail_on_warn=args.fail_on_warn, seconds=time.perf_counter() - started)
@@ -166,7 +191,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.trimmed_pack and results[0].decision is not None:
         from policy_engine.api import trimmed_pack
 
-        Path(args.trimmed_pack).write_text(json.dumps(trimmed_pack(docs[0], results[0].decision), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        Path(args.trimmed_pack).write_text(
+            json.dumps(trimmed_pack(docs[0], results[0].decision), indent=2, ensure_ascii=False) + "\n",
+            encoding="utf-8",
+        )
     for r in results:
         if r.decision is not None and r.decision.outcome == "blocked":
             print(blocked_line(r.decision, r.file), file=sys.stderr)
@@ -192,7 +220,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     common = _inputs(args)
     paths = pack_paths([args.pack])
     if len(paths) != 1:
-        raise _err("C121", f"explain shows one pack; {args.pack} holds {len(paths)}", f"pass one of them, e.g. `policy explain {paths[0]}`, or use `policy eval {args.pack}`")
+        raise _err(
+            "C121",
+            f"explain shows one pack; {args.pack} holds {len(paths)}",
+            f"pass one of them, e.g. `policy explain {paths[0]}`, or use `policy eval {args.pack}`",
+        )
     (path,) = paths
     result, _ = _evaluate_one(policy, path, common, "full" if getattr(args, "breakdown", False) else "rules")
     if result.decision is None:
@@ -246,7 +278,13 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     files = _policy_files(targets)
     missing = [t for t in targets if not Path(t).exists()]
     if missing:
-        raise RuleCheckError([Diagnostic("E307", f"{missing[0]}: no such rule file or directory", hint="check the path", file=missing[0])])
+        raise RuleCheckError(
+            [
+                Diagnostic(
+                    "E307", f"{missing[0]}: no such rule file or directory", hint="check the path", file=missing[0]
+                )
+            ]
+        )
     changed = 0
     problems: list[Diagnostic] = []
     sources: dict[str, str] = {}
@@ -265,7 +303,9 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             continue
         changed += 1
         if args.diff:
-            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), out.splitlines(True), f"{path}", f"{path} (formatted)"))
+            sys.stdout.writelines(
+                difflib.unified_diff(text.splitlines(True), out.splitlines(True), f"{path}", f"{path} (formatted)")
+            )
         elif args.check:
             print(f"would reformat {path}")
         else:
@@ -274,7 +314,10 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     if problems:
         raise RuleSyntaxError(problems)
     if (args.check or args.diff) and changed:
-        print(f"{changed} file{'s' if changed != 1 else ''} would be reformatted, {len(files) - changed} already formatted", file=sys.stderr)
+        print(
+            f"{changed} file{'s' if changed != 1 else ''} would be reformatted, {len(files) - changed} already formatted",
+            file=sys.stderr,
+        )
         return ExitCode.FAILED
     return ExitCode.OK
 
@@ -322,7 +365,14 @@ def cmd_test(args: argparse.Namespace) -> int:
                 idea = load_idea(case.idea) if case.idea else None
                 pools = load_pack_file(case.pack, idea=idea)
                 knowledge = load_knowledge(case.knowledge) if case.knowledge else None
-                decision = evaluate(policies[key], pools, usage=usage, request=Request(case.completion_tokens, case.expansion), idea=idea, knowledge=knowledge)
+                decision = evaluate(
+                    policies[key],
+                    pools,
+                    usage=usage,
+                    request=Request(case.completion_tokens, case.expansion),
+                    idea=idea,
+                    knowledge=knowledge,
+                )
                 res.decision = decision
                 res.failures = compare(case.expect, decision)
                 exercised |= _exercised(decision)
@@ -346,7 +396,10 @@ def cmd_test(args: argparse.Namespace) -> int:
     missing = sorted(set().union(*universe.values()) - exercised) if universe else []
     if missing:
         out.print("not exercised by any case: " + ", ".join(missing))
-    out.print(f"{len(results) - failed} passed, {failed} failed" + (f" ({input_errors} with invalid inputs)" if input_errors else ""))
+    out.print(
+        f"{len(results) - failed} passed, {failed} failed"
+        + (f" ({input_errors} with invalid inputs)" if input_errors else "")
+    )
     if input_errors:  # a case that could not run is bad input, not a failed expectation
         return ExitCode.INVALID_INPUT
     return ExitCode.FAILED if failed else ExitCode.OK
@@ -383,7 +436,9 @@ def cmd_tokens(args: argparse.Namespace) -> int:
     from policy_engine.tokens import get_counter
 
     if (args.text is None) == (args.file is None):
-        raise _err("C104", "give either TEXT or --file", "policy tokens 'some text'  or  policy tokens --file prompt.txt")
+        raise _err(
+            "C104", "give either TEXT or --file", "policy tokens 'some text'  or  policy tokens --file prompt.txt"
+        )
     if args.file:
         from policy_engine.reading import decode_utf8, read_bounded
         from policy_engine.reading.bounds import TEXT_BOUNDS
@@ -398,7 +453,11 @@ def cmd_tokens(args: argparse.Namespace) -> int:
         except InvalidOperation:
             raise _err("C105", f"--rough needs a number, got {args.rough!r}", "e.g. --rough 4") from None
         if not ratio.is_finite() or not Decimal("0.1") <= ratio <= 100:
-            raise _err("C105", f"--rough needs a number of characters per token from 0.1 to 100, got {args.rough!r}", "e.g. --rough 4")
+            raise _err(
+                "C105",
+                f"--rough needs a number of characters per token from 0.1 to 100, got {args.rough!r}",
+                "e.g. --rough 4",
+            )
         tokenizer = Tokenizer("rough", chars_per_token=ratio)
     elif args.model:
         tokenizer = Tokenizer("model", args.model)
@@ -414,7 +473,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     from policy_engine.packs.document import read_json_file
 
     llm, llm_label = read_json_file(args.llm_budget, error=RuleCheckError)
-    retrieval, r_label = (read_json_file(args.retrieval_budget, error=RuleCheckError) if args.retrieval_budget else (None, None))
+    retrieval, r_label = (
+        read_json_file(args.retrieval_budget, error=RuleCheckError) if args.retrieval_budget else (None, None)
+    )
     text = import_config(llm, retrieval, llm_file=llm_label, retrieval_file=r_label, tokenizer=args.tokenizer)
     if args.tokenizer:
         from policy_engine.dsl import load_policy_text
@@ -433,7 +494,11 @@ def cmd_schema(args: argparse.Namespace) -> int:
     name = args.name.removesuffix(".schema.json").removesuffix(".json")
     if name not in known:
         close = difflib.get_close_matches(name, known, n=1)
-        raise _err("C106", f"no shipped schema named {args.name!r}", (f"did you mean {close[0]!r}? " if close else "") + "known: " + ", ".join(known))
+        raise _err(
+            "C106",
+            f"no shipped schema named {args.name!r}",
+            (f"did you mean {close[0]!r}? " if close else "") + "known: " + ", ".join(known),
+        )
     sys.stdout.write(folder.joinpath(f"{name}.schema.json").read_text(encoding="utf-8"))
     return ExitCode.OK
 
@@ -446,7 +511,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:  # hypothesis lives in the `verify` extra
         if exc.name != "hypothesis":
             raise
-        raise _err("C140", "policy verify needs hypothesis, which is not installed", "install the extra: pip install 'policy-engine[verify]'") from None
+        raise _err(
+            "C140",
+            "policy verify needs hypothesis, which is not installed",
+            "install the extra: pip install 'policy-engine[verify]'",
+        ) from None
 
     if not 1 <= args.examples <= 100_000:
         raise _err("C107", f"--examples must be from 1 to 100000, got {args.examples}", "e.g. --examples 200")
@@ -456,10 +525,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         out = Path(args.out)
         try:
             out.mkdir(parents=True, exist_ok=True)
-            (out / "pack.json").write_text(json.dumps(report.counterexample.pack, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            (out / "pack.json").write_text(
+                json.dumps(report.counterexample.pack, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            )
             (out / "usage.json").write_text(json.dumps(report.usage_json(), indent=2) + "\n", encoding="utf-8")
         except OSError as exc:
-            raise _err("C108", f"cannot write the counterexample to {args.out}: {exc.strerror}", "give a writable directory") from None
+            raise _err(
+                "C108", f"cannot write the counterexample to {args.out}: {exc.strerror}", "give a writable directory"
+            ) from None
     if args.format == "json":
         sys.stdout.write(json.dumps(report.to_json(), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     else:
@@ -478,7 +551,9 @@ def cmd_demo_run(args: argparse.Namespace) -> int:
     folder = Path(args.packs)
     packs = sorted(folder.glob("*.json")) if folder.is_dir() else []
     if not packs:
-        raise _err("C111", f"no *.json packs in {args.packs}", "give a directory of retrieval packs, e.g. examples/packs")
+        raise _err(
+            "C111", f"no *.json packs in {args.packs}", "give a directory of retrieval packs, e.g. examples/packs"
+        )
     if args.calls < 1:
         raise _err("C111", f"--calls must be at least 1, got {args.calls}", "e.g. --calls 12")
     policy = load_rules(args)
@@ -488,5 +563,8 @@ def cmd_demo_run(args: argparse.Namespace) -> int:
     summary = demo_run(gate, args.run_id, packs, args.calls, MockLLM())
     ledger.close()
     print(json.dumps(summary, indent=2, sort_keys=True))
-    print(f"see it: policy serve --ledger {args.db}  then open http://127.0.0.1:8765/runs/{args.run_id}  (or: policy report --ledger {args.db} --run-id {args.run_id} --output run.html)", file=sys.stderr)
+    print(
+        f"see it: policy serve --ledger {args.db}  then open http://127.0.0.1:8765/runs/{args.run_id}  (or: policy report --ledger {args.db} --run-id {args.run_id} --output run.html)",
+        file=sys.stderr,
+    )
     return ExitCode.OK

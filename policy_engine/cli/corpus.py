@@ -37,9 +37,18 @@ def evaluate_one(engine: Any, path: str, common: dict[str, Any], explain: str) -
         # the document was read here and is never mutated: no defensive copy
         pools = load_pack(doc, file=label, idea=common["idea"], copy=False)
     except PackError as exc:
-        return PackResult(path if path != "-" else "<stdin>", problems=exc.diagnostics, seconds=time.perf_counter() - started), None
-    decision = evaluate(engine, pools, usage=common["usage"], request=common["request"], seen_combos=common["seen_combos"],
-                        idea=common["idea"], explain=explain)
+        return PackResult(
+            path if path != "-" else "<stdin>", problems=exc.diagnostics, seconds=time.perf_counter() - started
+        ), None
+    decision = evaluate(
+        engine,
+        pools,
+        usage=common["usage"],
+        request=common["request"],
+        seen_combos=common["seen_combos"],
+        idea=common["idea"],
+        explain=explain,
+    )
     return PackResult(label, decision, seconds=time.perf_counter() - started), doc
 
 
@@ -53,8 +62,15 @@ def _spawned(build: Callable[[], tuple[Any, dict[str, Any], str]]) -> None:
         _STATE["engine"], _STATE["common"], _STATE["explain"] = build()
 
 
-def evaluate_many(engine: Any, paths: Sequence[str], common: dict[str, Any], explain: str, jobs: int,
-                  build: Callable[[], tuple[Any, dict[str, Any], str]], advance: Callable[[int], None]) -> list[PackResult]:
+def evaluate_many(
+    engine: Any,
+    paths: Sequence[str],
+    common: dict[str, Any],
+    explain: str,
+    jobs: int,
+    build: Callable[[], tuple[Any, dict[str, Any], str]],
+    advance: Callable[[int], None],
+) -> list[PackResult]:
     """Results in the order of ``paths``. ``build`` rebuilds (engine, common, explain) in a
     worker that could not inherit them (no fork on this platform)."""
     if jobs <= 1 or len(paths) < 2 or "-" in paths:  # standard input is read by this process
@@ -66,7 +82,7 @@ def evaluate_many(engine: Any, paths: Sequence[str], common: dict[str, Any], exp
     jobs = min(jobs, len(paths))
     # contiguous chunks, several per worker so a slow chunk does not idle the others
     size = max(1, len(paths) // (jobs * 4))
-    chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
+    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
     fork = "fork" in multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if fork else "spawn")
     _STATE.update(engine=engine, common=common, explain=explain)
@@ -74,7 +90,9 @@ def evaluate_many(engine: Any, paths: Sequence[str], common: dict[str, Any], exp
         if fork:  # the workers inherit the engine, warm
             executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
         else:
-            executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_spawned, initargs=(build,))
+            executor = ProcessPoolExecutor(
+                max_workers=jobs, mp_context=context, initializer=_spawned, initargs=(build,)
+            )
         with executor as pool:
             results: list[PackResult] = []
             for chunk in pool.map(_work, chunks):

@@ -18,17 +18,22 @@ if TYPE_CHECKING:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("diff", help="evaluate a corpus under two rule sets and report what changes",
-                       description="Evaluate every pack under OLD_RULES and NEW_RULES and report the packs whose outcome, reason, rungs, "
-                                   "final sizes or prompt tokens change, with token and USD totals and the prompt-token distribution "
-                                   "(min, median, p95, max; nearest rank) of the calls that would be sent, before and after.")
+    p = sub.add_parser(
+        "diff",
+        help="evaluate a corpus under two rule sets and report what changes",
+        description="Evaluate every pack under OLD_RULES and NEW_RULES and report the packs whose outcome, reason, rungs, "
+        "final sizes or prompt tokens change, with token and USD totals and the prompt-token distribution "
+        "(min, median, p95, max; nearest rank) of the calls that would be sent, before and after.",
+    )
     p.add_argument("old_rules", metavar="OLD_RULES", help="rule file or policy directory before the change")
     p.add_argument("new_rules", metavar="NEW_RULES", help="rule file or policy directory after the change")
     p.add_argument("packs", nargs="+", metavar="PACK", help="pack files or directories of *.json packs")
     p.add_argument("--usage", metavar="FILE", help="usage snapshot JSON every pack is evaluated with")
     p.add_argument("--knowledge-pack-dir", metavar="DIR", help="the agent's knowledge pack directory")
     p.add_argument("--idea", metavar="FILE", help="the idea spec JSON the prompts carry")
-    p.add_argument("--completion-tokens", type=int, metavar="N", help="completion budget asked for (default: each policy's)")
+    p.add_argument(
+        "--completion-tokens", type=int, metavar="N", help="completion budget asked for (default: each policy's)"
+    )
     p.add_argument("--expansion", action="store_true", help="evaluate as repair-loop expansions")
     p.add_argument("--format", choices=("text", "json", "html"), default="text")
     p.add_argument("--output", metavar="FILE", help="write the report here instead of stdout")
@@ -75,6 +80,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 # ---- renderers ------------------------------------------------------------------------
 
+
 def _n(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
@@ -100,8 +106,14 @@ def _pack_lines(p: Any) -> list[str]:
         parts.append(f"rungs {len(b.rungs)} -> {len(a.rungs)}")
     if "sizes" in p.changes:
         old, new = dict(b.sizes), dict(a.sizes)
-        parts.extend(f"{pool} {old.get(pool, 0)} -> {new.get(pool, 0)}" for pool in new if old.get(pool) != new.get(pool))
-    parts.append(f"prompt {b.prompt_tokens:,} -> {a.prompt_tokens:,} ({_delta(b.prompt_tokens, a.prompt_tokens)})" if "prompt_tokens" in p.changes else f"prompt {b.prompt_tokens:,}")
+        parts.extend(
+            f"{pool} {old.get(pool, 0)} -> {new.get(pool, 0)}" for pool in new if old.get(pool) != new.get(pool)
+        )
+    parts.append(
+        f"prompt {b.prompt_tokens:,} -> {a.prompt_tokens:,} ({_delta(b.prompt_tokens, a.prompt_tokens)})"
+        if "prompt_tokens" in p.changes
+        else f"prompt {b.prompt_tokens:,}"
+    )
     lines = [f"CHANGED  {p.file}: " + "; ".join(parts)]
     if "rungs" in p.changes:
         lines.append(f"         rungs before: {', '.join(b.rungs) or 'none'}")
@@ -113,11 +125,27 @@ def _summary_rows(report: Any) -> list[tuple[str, str, str, str]]:
     data = report.to_json()
     b, a = data["before"], data["after"]
     rows = [
-        ("allowed / trimmed / blocked", "{allowed} / {trimmed} / {blocked}".format(**b["outcomes"]), "{allowed} / {trimmed} / {blocked}".format(**a["outcomes"]), ""),
+        (
+            "allowed / trimmed / blocked",
+            "{allowed} / {trimmed} / {blocked}".format(**b["outcomes"]),
+            "{allowed} / {trimmed} / {blocked}".format(**a["outcomes"]),
+            "",
+        ),
         ("calls sent", _n(b["sent_calls"]), _n(a["sent_calls"]), _delta(b["sent_calls"], a["sent_calls"])),
-        ("prompt tokens (sent)", _n(b["prompt_tokens"]), _n(a["prompt_tokens"]), _delta(b["prompt_tokens"], a["prompt_tokens"])),
-        ("request USD (sent)", b["request_usd"] or "unpriced", a["request_usd"] or "unpriced",
-         "" if b["request_micro_usd"] is None or a["request_micro_usd"] is None else _usd_delta(a["request_micro_usd"] - b["request_micro_usd"])),
+        (
+            "prompt tokens (sent)",
+            _n(b["prompt_tokens"]),
+            _n(a["prompt_tokens"]),
+            _delta(b["prompt_tokens"], a["prompt_tokens"]),
+        ),
+        (
+            "request USD (sent)",
+            b["request_usd"] or "unpriced",
+            a["request_usd"] or "unpriced",
+            ""
+            if b["request_micro_usd"] is None or a["request_micro_usd"] is None
+            else _usd_delta(a["request_micro_usd"] - b["request_micro_usd"]),
+        ),
     ]
     for stat in ("min", "median", "p95", "max"):
         x = (b["prompt_tokens_distribution"] or {}).get(stat)
@@ -134,7 +162,9 @@ def _usd_delta(micro: int) -> str:
 
 
 def diff_text(report: Any) -> str:
-    out = [f"policy diff {report.old_rules} -> {report.new_rules}: {len(report.changed)} of {len(report.packs)} pack{'s' if len(report.packs) != 1 else ''} change"]
+    out = [
+        f"policy diff {report.old_rules} -> {report.new_rules}: {len(report.changed)} of {len(report.packs)} pack{'s' if len(report.packs) != 1 else ''} change"
+    ]
     for p in report.changed:
         out.extend(_pack_lines(p))
     out.append("")
@@ -156,9 +186,11 @@ def diff_html(report: Any) -> str:
     head = ET.SubElement(html, "head")
     ET.SubElement(head, "meta", charset="utf-8")
     ET.SubElement(head, "title").text = f"policy diff {report.old_rules} -> {report.new_rules}"
-    ET.SubElement(head, "style").text = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-                                         "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}td:first-child,th:first-child{text-align:left}"
-                                         ".changed{background:#fff4d6}")
+    ET.SubElement(head, "style").text = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}td:first-child,th:first-child{text-align:left}"
+        ".changed{background:#fff4d6}"
+    )
     body = ET.SubElement(html, "body")
     ET.SubElement(body, "h1").text = f"{len(report.changed)} of {len(report.packs)} packs change"
     ET.SubElement(body, "p").text = f"old rules: {report.old_rules} — new rules: {report.new_rules}"
@@ -172,12 +204,33 @@ def diff_html(report: Any) -> str:
             ET.SubElement(row, "td").text = c
     packs = ET.SubElement(body, "table", id="packs")
     row = ET.SubElement(packs, "tr")
-    for h in ("pack", "changes", "outcome before", "outcome after", "rungs before", "rungs after", "sizes before", "sizes after", "prompt before", "prompt after"):
+    for h in (
+        "pack",
+        "changes",
+        "outcome before",
+        "outcome after",
+        "rungs before",
+        "rungs after",
+        "sizes before",
+        "sizes after",
+        "prompt before",
+        "prompt after",
+    ):
         ET.SubElement(row, "th").text = h
     for p in report.packs:
         row = ET.SubElement(packs, "tr", attrib={"class": "changed"} if p.changes else {})
         b, a = p.before, p.after
-        for c in (p.file, ", ".join(p.changes) or "none", _side_text(b), _side_text(a), str(len(b.rungs)), str(len(a.rungs)),
-                  " ".join(f"{k} {v}" for k, v in b.sizes), " ".join(f"{k} {v}" for k, v in a.sizes), _n(b.prompt_tokens), _n(a.prompt_tokens)):
+        for c in (
+            p.file,
+            ", ".join(p.changes) or "none",
+            _side_text(b),
+            _side_text(a),
+            str(len(b.rungs)),
+            str(len(a.rungs)),
+            " ".join(f"{k} {v}" for k, v in b.sizes),
+            " ".join(f"{k} {v}" for k, v in a.sizes),
+            _n(b.prompt_tokens),
+            _n(a.prompt_tokens),
+        ):
             ET.SubElement(row, "td").text = c
     return "<!DOCTYPE html>\n" + ET.tostring(html, encoding="unicode", method="html") + "\n"

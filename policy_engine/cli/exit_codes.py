@@ -19,10 +19,16 @@ class ExitCode(IntEnum):
 
 TABLE = [
     (ExitCode.OK, "every pack allowed (possibly after trimming); files clean"),
-    (ExitCode.FAILED, "--fail-on-warn with warnings, `fmt --check` would reformat, a policy test or `verify` failed, `diff --fail-on-change` found changes, `replay` differs"),
+    (
+        ExitCode.FAILED,
+        "--fail-on-warn with warnings, `fmt --check` would reformat, a policy test or `verify` failed, `diff --fail-on-change` found changes, `replay` differs",
+    ),
     (ExitCode.BLOCKED, "at least one pack blocked by policy (the agent's contract)"),
     (ExitCode.INVALID_RULES, "a rule file has syntax or check errors, or cannot be read"),
-    (ExitCode.INVALID_INPUT, "a pack, usage snapshot, knowledge pack, idea spec or test-case file is invalid or missing"),
+    (
+        ExitCode.INVALID_INPUT,
+        "a pack, usage snapshot, knowledge pack, idea spec or test-case file is invalid or missing",
+    ),
     (ExitCode.TOKENIZER, "the tokenizer cannot be resolved (unknown, or its BPE file is unavailable offline)"),
     (ExitCode.USAGE, "bad command-line usage"),
     (ExitCode.INTERNAL, "internal error (a bug; --debug shows the traceback)"),

@@ -23,8 +23,11 @@ def decision_tree(decision: Decision, title: str) -> Tree:
     limit = decision.limits.get("request_prompt", {}).get("effective")
     of_limit = f" / {limit:,}" if limit else ""
     colour = {"allowed": "green", "trimmed": "yellow", "blocked": "red"}[decision.outcome]
-    root = Tree(f"[bold]{escape(title)}[/]: [{colour}]{decision.outcome.upper()}[/]" + (f" ({decision.reason})" if decision.reason else "")
-                + f" — prompt {decision.metrics['prompt_tokens']:,}{of_limit} tokens, tokenizer {decision.manifest['tokenizer']}")
+    root = Tree(
+        f"[bold]{escape(title)}[/]: [{colour}]{decision.outcome.upper()}[/]"
+        + (f" ({decision.reason})" if decision.reason else "")
+        + f" — prompt {decision.metrics['prompt_tokens']:,}{of_limit} tokens, tokenizer {decision.manifest['tokenizer']}"
+    )
     for step in decision.trace:
         where = f" [dim]({step.span.file}:{step.span.line})[/]" if step.span is not None and step.span.line else ""
         if step.kind == "condition":

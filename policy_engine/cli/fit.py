@@ -12,11 +12,14 @@ from policy_engine.cli.exit_codes import ExitCode
 
 
 def register(sub: Any, inputs: Any) -> None:
-    p = sub.add_parser("fit", help="what would make a pack fit (smallest limits, cheapest changes), each checked by evaluation",
-                       description="For a trimmed or blocked pack: the smallest limits under which the untrimmed pack fits; for a blocked "
-                                   "pack, which limit blocked and by how many tokens, and the cheapest changes that would allow it "
-                                   "(raise that limit; add a rung on one pool; lower a stage minimum or the explore floor), each checked "
-                                   "by evaluating the changed policy. Also: calls of this size the batch and day limits still hold.")
+    p = sub.add_parser(
+        "fit",
+        help="what would make a pack fit (smallest limits, cheapest changes), each checked by evaluation",
+        description="For a trimmed or blocked pack: the smallest limits under which the untrimmed pack fits; for a blocked "
+        "pack, which limit blocked and by how many tokens, and the cheapest changes that would allow it "
+        "(raise that limit; add a rung on one pool; lower a stage minimum or the explore floor), each checked "
+        "by evaluating the changed policy. Also: calls of this size the batch and day limits still hold.",
+    )
     p.add_argument("pack", metavar="PACK")
     inputs(p)
     p.add_argument("--format", choices=("text", "json"), default="text")
@@ -33,9 +36,18 @@ def cmd_fit(args: argparse.Namespace) -> int:
     (path,) = pack_paths([args.pack])
     doc, label = read_pack_document(path)
     pools = load_pack(doc, file=label, idea=common["idea"])
-    report = fit(policy, pools, usage=common["usage"], request=common["request"], idea=common["idea"], knowledge=common["knowledge"])
+    report = fit(
+        policy,
+        pools,
+        usage=common["usage"],
+        request=common["request"],
+        idea=common["idea"],
+        knowledge=common["knowledge"],
+    )
     if args.format == "json":
-        sys.stdout.write(json.dumps({"file": label, **report.to_json()}, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        sys.stdout.write(
+            json.dumps({"file": label, **report.to_json()}, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        )
     else:
         sys.stdout.write(fit_text(report, label))
     return ExitCode.OK
@@ -52,10 +64,14 @@ def fit_text(report: Any, label: str) -> str:
     limits = d.limits
     out = []
     if d.outcome == "blocked":
-        overs = "; ".join(f"{m} by {report.over[m]:,} ({limits[m]['actual']:,} > {limits[m]['effective']:,})" for m in report.over)
+        overs = "; ".join(
+            f"{m} by {report.over[m]:,} ({limits[m]['actual']:,} > {limits[m]['effective']:,})" for m in report.over
+        )
         out.append(f"{label}: BLOCKED by {overs} after {d.fallback_count} rung{'s' if d.fallback_count != 1 else ''}")
     elif d.outcome == "trimmed":
-        out.append(f"{label}: TRIMMED to {d.metrics['prompt_tokens']:,} tokens in {d.fallback_count} rung{'s' if d.fallback_count != 1 else ''}")
+        out.append(
+            f"{label}: TRIMMED to {d.metrics['prompt_tokens']:,} tokens in {d.fallback_count} rung{'s' if d.fallback_count != 1 else ''}"
+        )
     else:
         out.append(f"{label}: ALLOWED untrimmed at {d.metrics['prompt_tokens']:,} tokens")
     out.append(f"untrimmed prompt: {report.untrimmed_tokens:,} tokens")
@@ -84,6 +100,12 @@ def fit_text(report: Any, label: str) -> str:
             if r.calls is None:
                 out.append(f"  {r.metric}: calls of this size cost 0 {unit}: no limit on their number")
             else:
-                left = f"{r.limit - r.used:,} of {r.limit:,} left" if r.used <= r.limit else f"{r.used:,} already used of {r.limit:,}"
-                out.append(f"  {r.metric}: {r.calls:,} call{'s' if r.calls != 1 else ''} of {r.per_call:,} {unit} ({left})")
+                left = (
+                    f"{r.limit - r.used:,} of {r.limit:,} left"
+                    if r.used <= r.limit
+                    else f"{r.used:,} already used of {r.limit:,}"
+                )
+                out.append(
+                    f"  {r.metric}: {r.calls:,} call{'s' if r.calls != 1 else ''} of {r.per_call:,} {unit} ({left})"
+                )
     return "\n".join(out) + "\n"

@@ -63,8 +63,15 @@ class Report:
 
 def blocked_line(decision: Decision, file: str) -> str:
     """The agent's contract line on stderr, naming the pack (one line per blocked pack)."""
-    return json.dumps({"error": "budget_blocked", "message": f"alpha generation blocked by budget policy: {decision.reason}", "pack": file},
-                      separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        {
+            "error": "budget_blocked",
+            "message": f"alpha generation blocked by budget policy: {decision.reason}",
+            "pack": file,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
 
 
 def summary_counts(results: Sequence[PackResult]) -> dict[str, int]:
@@ -83,6 +90,7 @@ def summary_line(results: Sequence[PackResult]) -> str:
 
 
 # ---- limits in words -------------------------------------------------------------------
+
 
 def _amount(value: int, unit: str) -> str:
     if unit == "micro_usd":
@@ -119,6 +127,7 @@ def _limit_text(decision: Decision) -> str:
 
 # ---- text and json ---------------------------------------------------------------------
 
+
 def decision_text(report: Report, sources: Mapping[str, str] | None = None) -> str:
     lines = []
     for r in report.results:
@@ -153,10 +162,19 @@ def decision_json(report: Report) -> str:
         else:
             item["errors"] = [d.to_dict() for d in r.problems]
         results.append(item)
-    return json.dumps({"results": results, "summary": summary_counts(report.results)}, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+    return (
+        json.dumps(
+            {"results": results, "summary": summary_counts(report.results)},
+            sort_keys=True,
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
 
 
 # ---- junit -----------------------------------------------------------------------------
+
 
 def _seconds(value: float) -> str:
     return f"{value:.3f}"
@@ -165,7 +183,13 @@ def _seconds(value: float) -> str:
 def _junit(name: str, cases: list[ET.Element], seconds: float) -> str:
     failures = sum(1 for c in cases if c.find("failure") is not None)
     errors = sum(1 for c in cases if c.find("error") is not None)
-    counts = {"tests": str(len(cases)), "failures": str(failures), "errors": str(errors), "skipped": "0", "time": _seconds(seconds)}
+    counts = {
+        "tests": str(len(cases)),
+        "failures": str(failures),
+        "errors": str(errors),
+        "skipped": "0",
+        "time": _seconds(seconds),
+    }
     root = ET.Element("testsuites", {"name": name, **counts})
     suite = ET.SubElement(root, "testsuite", {"name": name, **counts})
     suite.extend(cases)
@@ -180,22 +204,34 @@ def decision_junit(report: Report) -> str:
         case = ET.Element("testcase", classname="policy.eval", name=r.file, file=r.file, time=_seconds(r.seconds))
         why = report.failure(r)
         if r.decision is None:
-            err = ET.SubElement(case, "error", type="invalid_input", message=r.problems[0].message if r.problems else "invalid")
+            err = ET.SubElement(
+                case, "error", type="invalid_input", message=r.problems[0].message if r.problems else "invalid"
+            )
             err.text = render_text(r.problems)
         elif why == "blocked":
-            fail = ET.SubElement(case, "failure", type=r.decision.reason or "blocked", message=f"blocked by budget policy: {r.decision.reason} ({limit_words(r.decision)})")
+            fail = ET.SubElement(
+                case,
+                "failure",
+                type=r.decision.reason or "blocked",
+                message=f"blocked by budget policy: {r.decision.reason} ({limit_words(r.decision)})",
+            )
             fail.text = _limit_text(r.decision)
         elif why == "warning":
-            fail = ET.SubElement(case, "failure", type="warning", message=f"{len(r.decision.warnings)} warning(s) with --fail-on-warn")
+            fail = ET.SubElement(
+                case, "failure", type="warning", message=f"{len(r.decision.warnings)} warning(s) with --fail-on-warn"
+            )
             fail.text = "\n".join(f"{w.code}: {w.message}" for w in r.decision.warnings)
         else:
             out = ET.SubElement(case, "system-out")
-            out.text = f"{r.decision.outcome}: {_limit_text(r.decision)}" + "".join(f"\nwarning {w.code}: {w.message}" for w in r.decision.warnings)
+            out.text = f"{r.decision.outcome}: {_limit_text(r.decision)}" + "".join(
+                f"\nwarning {w.code}: {w.message}" for w in r.decision.warnings
+            )
         cases.append(case)
     return _junit("policy eval", cases, report.seconds)
 
 
 # ---- sarif -----------------------------------------------------------------------------
+
 
 def _catalogue() -> dict[str, tuple[str, str]]:
     from policy_engine.adapters.codes import CODES as ADAPTERS
@@ -235,7 +271,10 @@ def _rule(rule_id: str) -> dict[str, Any]:
         "name": name,
         "shortDescription": {"text": title},
         "fullDescription": {"text": f"{title}: {fix}"},
-        "help": {"text": fix, "markdown": f"**{rule_id}** {title}. Fix: {fix}. See [the rules reference]({DOCS_URI}#{anchor})."},
+        "help": {
+            "text": fix,
+            "markdown": f"**{rule_id}** {title}. Fix: {fix}. See [the rules reference]({DOCS_URI}#{anchor}).",
+        },
         "helpUri": f"{DOCS_URI}#{anchor}",
     }
 
@@ -254,7 +293,9 @@ def _artifact(file: str) -> dict[str, Any]:
     return {"uri": quote(rel.as_posix()), "uriBaseId": "%SRCROOT%"}
 
 
-def _location(file: str, line: int | None = None, column: int | None = None, message: str | None = None) -> dict[str, Any]:
+def _location(
+    file: str, line: int | None = None, column: int | None = None, message: str | None = None
+) -> dict[str, Any]:
     physical: dict[str, Any] = {"artifactLocation": _artifact(file)}
     if line:
         physical["region"] = {"startLine": line, "startColumn": max(column or 1, 1)}
@@ -288,7 +329,10 @@ def _diag_sarif(d: Diagnostic) -> dict[str, Any]:
         "partialFingerprints": _fingerprint(d.code, _artifact(where)["uri"], d.message, d.pointer or ""),
     }
     if d.related:
-        out["relatedLocations"] = [{**_location(span.file, span.line or None, span.column or None, note), "id": i} for i, (span, note) in enumerate(d.related)]
+        out["relatedLocations"] = [
+            {**_location(span.file, span.line or None, span.column or None, note), "id": i}
+            for i, (span, note) in enumerate(d.related)
+        ]
     return out
 
 
@@ -349,12 +393,20 @@ def decision_sarif(report: Report) -> str:
             out.append(result)
         level = "error" if report.fail_on_warn else "warning"
         for w in d.warnings:
-            out.append({"ruleId": f"budget/{w.code}", "level": level, "message": {"text": w.message}, "locations": [_location(r.file, 1, 1)],
-                        "partialFingerprints": _fingerprint("warning", _artifact(r.file)["uri"], w.code, w.rule or "")})
+            out.append(
+                {
+                    "ruleId": f"budget/{w.code}",
+                    "level": level,
+                    "message": {"text": w.message},
+                    "locations": [_location(r.file, 1, 1)],
+                    "partialFingerprints": _fingerprint("warning", _artifact(r.file)["uri"], w.code, w.rule or ""),
+                }
+            )
     return _sarif(out)
 
 
 # ---- github workflow commands ------------------------------------------------------------
+
 
 def _gh_escape(text: str, prop: bool = False) -> str:
     text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
@@ -363,7 +415,15 @@ def _gh_escape(text: str, prop: bool = False) -> str:
     return text
 
 
-def _gh(level: str, message: str, *, file: str | None = None, line: int | None = None, col: int | None = None, title: str | None = None) -> str:
+def _gh(
+    level: str,
+    message: str,
+    *,
+    file: str | None = None,
+    line: int | None = None,
+    col: int | None = None,
+    title: str | None = None,
+) -> str:
     props = []
     if file:
         props.append(f"file={_gh_escape(file, True)}")
@@ -392,9 +452,23 @@ def decision_github(report: Report) -> str:
             continue
         d = r.decision
         if d.outcome == "blocked":
-            lines.append(_gh("error", f"blocked by budget policy: {d.reason} ({_limit_text(d)})", file=r.file, title=f"budget blocked by {limit_words(d)}"))
+            lines.append(
+                _gh(
+                    "error",
+                    f"blocked by budget policy: {d.reason} ({_limit_text(d)})",
+                    file=r.file,
+                    title=f"budget blocked by {limit_words(d)}",
+                )
+            )
         elif d.outcome == "trimmed":
-            lines.append(_gh("notice", f"trimmed in {d.fallback_count} rung(s): {_limit_text(d)}", file=r.file, title="budget trimmed"))
+            lines.append(
+                _gh(
+                    "notice",
+                    f"trimmed in {d.fallback_count} rung(s): {_limit_text(d)}",
+                    file=r.file,
+                    title="budget trimmed",
+                )
+            )
         level = "error" if report.fail_on_warn else "warning"
         for w in d.warnings:
             lines.append(_gh(level, w.message, file=r.file, title=f"budget warning: {w.code}"))
@@ -420,6 +494,7 @@ def _html(report: Report) -> str:
 
 # ---- diagnostics (policy check) -------------------------------------------------------
 
+
 def check_junit(problems: Sequence[Diagnostic], checked: Sequence[str], seconds: float = 0.0) -> str:
     """One testcase per rule file; a file with errors has one failure listing them all
     (warnings go to system-out), so `failures > 0` exactly when `check` exits 3."""
@@ -443,7 +518,9 @@ def check_junit(problems: Sequence[Diagnostic], checked: Sequence[str], seconds:
     return _junit("policy check", cases, seconds)
 
 
-def check_output(fmt: str, problems: Sequence[Diagnostic], sources: Mapping[str, str], checked: Sequence[str], seconds: float = 0.0) -> str:
+def check_output(
+    fmt: str, problems: Sequence[Diagnostic], sources: Mapping[str, str], checked: Sequence[str], seconds: float = 0.0
+) -> str:
     errors = [d for d in problems if d.severity is not Severity.WARNING]
     warnings = [d for d in problems if d.severity is Severity.WARNING]
     if fmt == "text":
@@ -451,10 +528,25 @@ def check_output(fmt: str, problems: Sequence[Diagnostic], sources: Mapping[str,
         files = f"{n} rule file{'s' if n != 1 else ''}"
         tail = f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''}" if warnings else ""
         if not errors:
-            return render_text(problems, sources) * bool(problems) + f"{files} checked: no problems" + (f", {tail}" if tail else "") + "\n"
-        return render_text(problems, sources) + f"{len(errors)} problem{'s' if len(errors) != 1 else ''}" + (f" and {tail}" if tail else "") + f" in {files}\n"
+            return (
+                render_text(problems, sources) * bool(problems)
+                + f"{files} checked: no problems"
+                + (f", {tail}" if tail else "")
+                + "\n"
+            )
+        return (
+            render_text(problems, sources)
+            + f"{len(errors)} problem{'s' if len(errors) != 1 else ''}"
+            + (f" and {tail}" if tail else "")
+            + f" in {files}\n"
+        )
     if fmt == "json":
-        return json.dumps({"checked": list(checked), "problems": [d.to_dict() for d in problems]}, sort_keys=True, indent=2) + "\n"
+        return (
+            json.dumps(
+                {"checked": list(checked), "problems": [d.to_dict() for d in problems]}, sort_keys=True, indent=2
+            )
+            + "\n"
+        )
     if fmt == "junit":
         return check_junit(problems, checked, seconds)
     if fmt == "sarif":

@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="policy",
         description="Keep an LLM agent's prompts inside their token and cost budget, by rules.",
-        epilog="exit codes:\n" + table_text() + "\n\nDefault rules: --rules, else $POLICY_RULES, else the shipped rules/default.policy.",
+        epilog="exit codes:\n"
+        + table_text()
+        + "\n\nDefault rules: --rules, else $POLICY_RULES, else the shipped rules/default.policy.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"policy_engine {policy_engine.__version__}")
@@ -76,32 +78,63 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def rules_opt(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--rules", metavar="PATH", help="rule file or policy directory (default: $POLICY_RULES or the shipped default)")
+        p.add_argument(
+            "--rules",
+            metavar="PATH",
+            help="rule file or policy directory (default: $POLICY_RULES or the shipped default)",
+        )
 
     def inputs(p: argparse.ArgumentParser) -> None:
         rules_opt(p)
-        p.add_argument("--usage", metavar="FILE", help="usage snapshot JSON (tokens/USD already spent in the batch and day)")
-        p.add_argument("--knowledge-pack-dir", metavar="DIR", help="the agent's knowledge pack directory (fixed prompt part)")
+        p.add_argument(
+            "--usage", metavar="FILE", help="usage snapshot JSON (tokens/USD already spent in the batch and day)"
+        )
+        p.add_argument(
+            "--knowledge-pack-dir", metavar="DIR", help="the agent's knowledge pack directory (fixed prompt part)"
+        )
         p.add_argument("--idea", metavar="FILE", help="the idea spec JSON the prompt carries")
         p.add_argument("--seen", metavar="FILE", help="JSON list of already-seen field::operator combos (novelty KPI)")
-        p.add_argument("--expansion", action="store_true", help="mark the request as a repair-loop expansion (may spend the reserve)")
-        p.add_argument("--completion-tokens", type=int, metavar="N", help="completion budget asked for (default: the policy's)")
+        p.add_argument(
+            "--expansion",
+            action="store_true",
+            help="mark the request as a repair-loop expansion (may spend the reserve)",
+        )
+        p.add_argument(
+            "--completion-tokens", type=int, metavar="N", help="completion budget asked for (default: the policy's)"
+        )
 
-    p = sub.add_parser("eval", help="evaluate packs against the rules", description="Evaluate retrieval packs (files, directories of *.json, or - for stdin).")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate packs against the rules",
+        description="Evaluate retrieval packs (files, directories of *.json, or - for stdin).",
+    )
     p.add_argument("packs", nargs="+", metavar="PACK")
     inputs(p)
-    p.add_argument("--format", choices=(*FORMATS, "html"), default="text", help="output format (default: text; json, junit, sarif and github for tools; html: a corpus report)")
-    p.add_argument("--explain", choices=("off", "rules", "full"), default="rules", help="trace detail in JSON (default: rules)")
+    p.add_argument(
+        "--format",
+        choices=(*FORMATS, "html"),
+        default="text",
+        help="output format (default: text; json, junit, sarif and github for tools; html: a corpus report)",
+    )
+    p.add_argument(
+        "--explain", choices=("off", "rules", "full"), default="rules", help="trace detail in JSON (default: rules)"
+    )
     p.add_argument("--output", metavar="FILE", help="write the result here instead of stdout")
     p.add_argument("--trimmed-pack", metavar="FILE", help="also write the trimmed pack (single pack only)")
     p.add_argument("--fail-on-warn", action="store_true", help="exit 1 when a decision has warnings")
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help="evaluate packs in N processes (default 1; output identical)")
+    p.add_argument(
+        "--jobs", type=int, default=1, metavar="N", help="evaluate packs in N processes (default 1; output identical)"
+    )
     p.set_defaults(run=commands.cmd_eval)
 
     p = sub.add_parser("explain", help="show a decision as a readable tree")
     p.add_argument("pack", metavar="PACK")
     inputs(p)
-    p.add_argument("--breakdown", action="store_true", help="also show where the tokens go: tokens by prompt section and the most expensive items")
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also show where the tokens go: tokens by prompt section and the most expensive items",
+    )
     p.set_defaults(run=commands.cmd_explain)
 
     p = sub.add_parser("check", help="parse and check rule files")
@@ -116,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=commands.cmd_fmt)
 
     p = sub.add_parser("test", help="run policy test cases (YAML or JSON)")
-    p.add_argument("paths", nargs="+", metavar="PATH", help="case files or directories of *.yaml/*.yml/*.json case files")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="case files or directories of *.yaml/*.yml/*.json case files"
+    )
     rules_opt(p)
     p.set_defaults(run=commands.cmd_test)
 
@@ -129,30 +164,51 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rough", metavar="RATIO", help="the rough chars-per-token estimate")
     p.set_defaults(run=commands.cmd_tokens)
 
-    p = sub.add_parser("import-config", help="convert the agent's llm_budget.json (+ retrieval_budget.json) to a rule file")
+    p = sub.add_parser(
+        "import-config", help="convert the agent's llm_budget.json (+ retrieval_budget.json) to a rule file"
+    )
     p.add_argument("llm_budget", metavar="LLM_BUDGET_JSON")
     p.add_argument("retrieval_budget", nargs="?", metavar="RETRIEVAL_BUDGET_JSON")
     p.add_argument("--tokenizer", metavar="ENCODING", help="use this exact encoding instead of upstream's chars/4")
     p.add_argument("--output", metavar="FILE")
     p.set_defaults(run=commands.cmd_import)
 
-    p = sub.add_parser("verify", help="check the ladder's invariants on generated packs against your rules",
-                       description="Generate packs and usage near your limits, evaluate them, and check every ladder invariant; "
-                                   "on a failure print the shrunk counterexample pack, ready to save and replay with `policy eval`.")
+    p = sub.add_parser(
+        "verify",
+        help="check the ladder's invariants on generated packs against your rules",
+        description="Generate packs and usage near your limits, evaluate them, and check every ladder invariant; "
+        "on a failure print the shrunk counterexample pack, ready to save and replay with `policy eval`.",
+    )
     rules_opt(p)
     p.add_argument("--examples", type=int, default=200, metavar="N", help="generated cases to try (default 200)")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; the same seed tries the same cases (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="random seed; the same seed tries the same cases (default 0)"
+    )
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--out", metavar="DIR", help="on a failure, also save pack.json and usage.json here")
     p.set_defaults(run=commands.cmd_verify)
 
     dashboard_commands.add_parsers(sub)  # serve, report
 
-    p = sub.add_parser("demo-run", help="walk packs through the budget gate with a mock LLM, recording usage and events in a ledger")
+    p = sub.add_parser(
+        "demo-run", help="walk packs through the budget gate with a mock LLM, recording usage and events in a ledger"
+    )
     p.add_argument("--run-id", required=True, metavar="R")
     p.add_argument("--packs", required=True, metavar="DIR", help="directory of pack JSON files (cycled through)")
-    p.add_argument("--ledger", "--db", dest="db", required=True, metavar="URL", help="the ledger (created if missing): a path or sqlite:///path, or postgresql://user@host:port/db")
-    p.add_argument("--mock-llm", action="store_true", required=True, help="use the built-in mock provider (the only provider in the demo)")
+    p.add_argument(
+        "--ledger",
+        "--db",
+        dest="db",
+        required=True,
+        metavar="URL",
+        help="the ledger (created if missing): a path or sqlite:///path, or postgresql://user@host:port/db",
+    )
+    p.add_argument(
+        "--mock-llm",
+        action="store_true",
+        required=True,
+        help="use the built-in mock provider (the only provider in the demo)",
+    )
     p.add_argument("--calls", type=int, default=12, metavar="N", help="LLM calls to gate (default 12)")
     p.add_argument("--events-jsonl", metavar="FILE", help="also append every event here as JSON lines")
     p.add_argument("--knowledge-pack-dir", metavar="DIR")
@@ -170,8 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     from policy_engine.cli import render_commands
 
     render_commands.add_commands(sub, inputs)
-    p = sub.add_parser("completion", help="print a shell completion script (bash, zsh or fish)",
-                       description="Print the completion script for your shell, e.g. `policy completion bash > ~/.local/share/bash-completion/completions/policy`.")
+    p = sub.add_parser(
+        "completion",
+        help="print a shell completion script (bash, zsh or fish)",
+        description="Print the completion script for your shell, e.g. `policy completion bash > ~/.local/share/bash-completion/completions/policy`.",
+    )
     p.add_argument("shell", metavar="SHELL", help="bash, zsh or fish")
     p.set_defaults(run=_completion)
 
@@ -189,7 +248,9 @@ def _completion(args: argparse.Namespace) -> int:
 
     shells = ("bash", "zsh", "fish")
     if args.shell not in shells:
-        raise CommandLineError([Diagnostic("C122", f"no completion for shell {args.shell!r}", hint="use bash, zsh or fish")])
+        raise CommandLineError(
+            [Diagnostic("C122", f"no completion for shell {args.shell!r}", hint="use bash, zsh or fish")]
+        )
     if args.shell == "fish":
         sys.stdout.write(_fish(build_parser()))
     else:
@@ -205,11 +266,15 @@ def _fish(parser: argparse.ArgumentParser) -> str:
     names = " ".join(sub.choices)
     helps = {c.dest: c.help or "" for c in sub._choices_actions}
     for name, sp in sub.choices.items():
-        lines.append(f"complete -c policy -n 'not __fish_seen_subcommand_from {names}' -a {name} -d {_fish_quote(helps.get(name, ''))}")
+        lines.append(
+            f"complete -c policy -n 'not __fish_seen_subcommand_from {names}' -a {name} -d {_fish_quote(helps.get(name, ''))}"
+        )
         for action in sp._actions:
             for opt in action.option_strings:
                 if opt.startswith("--"):
-                    lines.append(f"complete -c policy -n '__fish_seen_subcommand_from {name}' -l {opt[2:]} -d {_fish_quote(action.help or '')}")
+                    lines.append(
+                        f"complete -c policy -n '__fish_seen_subcommand_from {name}' -l {opt[2:]} -d {_fish_quote(action.help or '')}"
+                    )
     return "\n".join(lines) + "\n"
 
 
@@ -223,7 +288,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         bad = next((a for a in argv if "\x00" in a), None)
         if bad is not None:  # no path or value can hold one; the OS would refuse it later, mid-work
-            raise CommandLineError([Diagnostic("C123", f"argument {bad!r} contains a NUL byte", hint="remove it; no file name or value can hold one")])
+            raise CommandLineError(
+                [
+                    Diagnostic(
+                        "C123",
+                        f"argument {bad!r} contains a NUL byte",
+                        hint="remove it; no file name or value can hold one",
+                    )
+                ]
+            )
         parser = _parser()
         args = parser.parse_args(argv)
         if not getattr(args, "command", None):
@@ -244,7 +317,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(ExitCode.OK)
         target = exc.filename if isinstance(exc.filename, str) else None
         shown = target if target is None or len(target) <= 120 else target[:100] + f"... ({len(target)} characters)"
-        diag = Diagnostic("P102", f"cannot access {shown or 'a file'}: {exc.strerror or type(exc).__name__}", hint="check the path, its length and its permissions", file=shown, pointer="" if shown else None)
+        diag = Diagnostic(
+            "P102",
+            f"cannot access {shown or 'a file'}: {exc.strerror or type(exc).__name__}",
+            hint="check the path, its length and its permissions",
+            file=shown,
+            pointer="" if shown else None,
+        )
         sys.stderr.write(render_text([diag], {}))
         return int(ExitCode.INVALID_INPUT)
     except KeyboardInterrupt:
@@ -256,7 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         else:
-            print(f"policy: internal error: {type(exc).__name__}: {exc}. This is a bug; rerun with --debug for the traceback.", file=sys.stderr)
+            print(
+                f"policy: internal error: {type(exc).__name__}: {exc}. This is a bug; rerun with --debug for the traceback.",
+                file=sys.stderr,
+            )
         return int(ExitCode.INTERNAL)
 
 

@@ -14,19 +14,25 @@ from policy_engine.errors import PackError
 
 
 def add_commands(sub: Any, inputs: Callable[[argparse.ArgumentParser], None]) -> None:
-    p = sub.add_parser("render", help="print the exact prompt the agent would send for a pack",
-                       description="Print the prompt text the engine counted: by default for the decision's final (trimmed) selection, "
-                                   "with --untrimmed for the whole pack. Its token count equals the decision's prompt_tokens.")
+    p = sub.add_parser(
+        "render",
+        help="print the exact prompt the agent would send for a pack",
+        description="Print the prompt text the engine counted: by default for the decision's final (trimmed) selection, "
+        "with --untrimmed for the whole pack. Its token count equals the decision's prompt_tokens.",
+    )
     p.add_argument("pack", metavar="PACK")
     inputs(p)
     p.add_argument("--untrimmed", action="store_true", help="render the whole pack, not the decision's final selection")
     p.add_argument("--output", metavar="FILE", help="write the prompt here instead of stdout")
     p.set_defaults(run=cmd_render)
 
-    p = sub.add_parser("conform", help="check that the engine renders a captured prompt byte for byte",
-                       description="Compare the prompt an agent really sent for PACK with the engine's rendering of it (the decision's final "
-                                   "selection, or the whole pack with --untrimmed). Exit 0 when byte-identical, 1 with the first differing "
-                                   "line, the JSON Pointer of the value on it and both texts around it.")
+    p = sub.add_parser(
+        "conform",
+        help="check that the engine renders a captured prompt byte for byte",
+        description="Compare the prompt an agent really sent for PACK with the engine's rendering of it (the decision's final "
+        "selection, or the whole pack with --untrimmed). Exit 0 when byte-identical, 1 with the first differing "
+        "line, the JSON Pointer of the value on it and both texts around it.",
+    )
     p.add_argument("pack", metavar="PACK")
     p.add_argument("--prompt", required=True, metavar="CAPTURED.txt", help="the prompt text the agent sent")
     inputs(p)
@@ -67,7 +73,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     which = "whole pack" if args.untrimmed else f"final selection, {decision.outcome}"
-    print(f"{label}: {tokens:,} tokens ({decision.manifest['tokenizer']}), {len(text):,} chars ({which})", file=sys.stderr)
+    print(
+        f"{label}: {tokens:,} tokens ({decision.manifest['tokenizer']}), {len(text):,} chars ({which})", file=sys.stderr
+    )
     return ExitCode.OK
 
 
@@ -80,17 +88,27 @@ def cmd_conform(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         raise _err("P101", "no such file", "pass the prompt text the agent sent", file=args.prompt) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise _err("P102", f"cannot read ({getattr(exc, 'strerror', None) or 'not UTF-8'})", "pass a UTF-8 text file", file=args.prompt) from None
+        raise _err(
+            "P102",
+            f"cannot read ({getattr(exc, 'strerror', None) or 'not UTF-8'})",
+            "pass a UTF-8 text file",
+            file=args.prompt,
+        ) from None
     text, tokens, _decision, label = _prompt(args)
     diff = first_difference(captured, text)
     if diff is None:
         print(f"{label}: byte-identical to {args.prompt} ({tokens:,} tokens, {len(text):,} chars)")
         return ExitCode.OK
     where = f" (JSON Pointer {diff.pointer or '/'})" if diff.pointer is not None else ""
-    out = [f"{label}: the engine's prompt differs from {args.prompt} at line {diff.line}{where}", f"  captured ({args.prompt}):"]
+    out = [
+        f"{label}: the engine's prompt differs from {args.prompt} at line {diff.line}{where}",
+        f"  captured ({args.prompt}):",
+    ]
     out += [f"  {'>' if n == diff.line else ' '} {n:>6} | {line}" for n, line in diff.expected]
     out.append("  engine:")
     out += [f"  {'>' if n == diff.line else ' '} {n:>6} | {line}" for n, line in diff.actual]
-    out.append("  hint: if the agent's prompt builder changed, copy the template next to your rules (NAME.template.json), edit it, and select it with `template \"NAME\"`")
+    out.append(
+        '  hint: if the agent\'s prompt builder changed, copy the template next to your rules (NAME.template.json), edit it, and select it with `template "NAME"`'
+    )
     print("\n".join(out))
     return ExitCode.FAILED

@@ -16,17 +16,28 @@ _SHOWN_POINTERS = 12
 
 
 def register(sub: Any, rules_opt: Any) -> None:
-    p = sub.add_parser("replay", help="re-evaluate a recorded decision and say whether it is byte-identical, and if not why",
-                       description="Re-evaluate the call a decision JSON records (its usage, completion budget and expansion flag "
-                                   "come from the decision) and compare: byte-identical (exit 0), or which manifest entry differs "
-                                   "(rules, tokenizer, engine version, prices) and what changed in the decision (exit 1).")
-    p.add_argument("decision", metavar="DECISION_JSON", help="a decision as `policy eval --format json` writes it (its `results` entry for --pack, or a bare decision object)")
+    p = sub.add_parser(
+        "replay",
+        help="re-evaluate a recorded decision and say whether it is byte-identical, and if not why",
+        description="Re-evaluate the call a decision JSON records (its usage, completion budget and expansion flag "
+        "come from the decision) and compare: byte-identical (exit 0), or which manifest entry differs "
+        "(rules, tokenizer, engine version, prices) and what changed in the decision (exit 1).",
+    )
+    p.add_argument(
+        "decision",
+        metavar="DECISION_JSON",
+        help="a decision as `policy eval --format json` writes it (its `results` entry for --pack, or a bare decision object)",
+    )
     p.add_argument("--pack", required=True, metavar="PACK", help="the retrieval pack the decision was made for")
     rules_opt(p)
-    p.add_argument("--knowledge-pack-dir", metavar="DIR", help="the knowledge pack the call used (not recorded in the decision)")
+    p.add_argument(
+        "--knowledge-pack-dir", metavar="DIR", help="the knowledge pack the call used (not recorded in the decision)"
+    )
     p.add_argument("--idea", metavar="FILE", help="the idea spec the call used")
     p.add_argument("--seen", metavar="FILE", help="the seen field::operator combos the call used (novelty KPI)")
-    p.add_argument("--usage", metavar="FILE", help="replay with this usage snapshot instead of the one the decision records")
+    p.add_argument(
+        "--usage", metavar="FILE", help="replay with this usage snapshot instead of the one the decision records"
+    )
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(run=cmd_replay)
 
@@ -48,18 +59,38 @@ def read_decision(path: str, pack: str) -> tuple[dict[str, Any], str]:
         matching = [r for r in records if r.get("file") == pack] or (records if len(records) == 1 else [])
         if len(matching) != 1:
             files = ", ".join(str(r.get("file")) for r in records)
-            raise _bad("V151", f"{len(records)} results and {len(matching)} for --pack {pack}", f"pass --pack exactly as the result's file names it (results: {files})", path, "/results")
+            raise _bad(
+                "V151",
+                f"{len(records)} results and {len(matching)} for --pack {pack}",
+                f"pass --pack exactly as the result's file names it (results: {files})",
+                path,
+                "/results",
+            )
         index = records.index(matching[0])
         if "decision" not in matching[0]:
-            raise _bad("V150", "this result holds errors, not a decision", "replay a pack that was evaluated", label, f"/results/{index}")
+            raise _bad(
+                "V150",
+                "this result holds errors, not a decision",
+                "replay a pack that was evaluated",
+                label,
+                f"/results/{index}",
+            )
         doc = matching[0]["decision"]
-    schema = json.loads(resources.files("policy_engine.schemas").joinpath("decision.schema.json").read_text(encoding="utf-8"))
+    schema = json.loads(
+        resources.files("policy_engine.schemas").joinpath("decision.schema.json").read_text(encoding="utf-8")
+    )
     import jsonschema
 
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(doc))
     if error is not None:
         pointer = "".join(f"/{p}" for p in error.absolute_path)
-        raise _bad("V150", f"not a decision: {error.message}", "pass the JSON `policy eval --format json` wrote for one pack", label, pointer)
+        raise _bad(
+            "V150",
+            f"not a decision: {error.message}",
+            "pass the JSON `policy eval --format json` wrote for one pack",
+            label,
+            pointer,
+        )
     return doc, json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
@@ -90,7 +121,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if identical != report.identical:  # the canonical text and the value comparison must agree
         raise AssertionError("replay: byte comparison and value comparison disagree")
     if args.format == "json":
-        sys.stdout.write(json.dumps({"decision_file": args.decision, "pack": result.file, **report.to_json()}, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        sys.stdout.write(
+            json.dumps(
+                {"decision_file": args.decision, "pack": result.file, **report.to_json()},
+                indent=2,
+                sort_keys=True,
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
     else:
         sys.stdout.write(report_text(report, args.decision, result.file))
     return ExitCode.OK if identical else ExitCode.FAILED
@@ -121,6 +160,10 @@ def report_text(report: Any, decision_file: str, pack: str) -> str:
                 out.append(f"  {c.what}: {_short(c.before)} -> {_short(c.after)}")
     if report.other:
         shown = ", ".join(report.other[:_SHOWN_POINTERS])
-        more = f" (+{len(report.other) - _SHOWN_POINTERS} more; --format json lists all)" if len(report.other) > _SHOWN_POINTERS else ""
+        more = (
+            f" (+{len(report.other) - _SHOWN_POINTERS} more; --format json lists all)"
+            if len(report.other) > _SHOWN_POINTERS
+            else ""
+        )
         out.append(f"other differences: {shown}{more}")
     return "\n".join(out) + "\n"

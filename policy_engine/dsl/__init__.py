@@ -72,7 +72,9 @@ def _compile(entry: Path, root: Path) -> tuple[Policy | None, list[Diagnostic], 
     sources = collect(entry, root)
     if sources.problems:
         return None, sources.problems, sources.texts
-    policy, problems = build_policy(sources.files, _digest(sources), tuple(dict.fromkeys(TEMPLATES + tuple(user_template_names(root)))))
+    policy, problems = build_policy(
+        sources.files, _digest(sources), tuple(dict.fromkeys(TEMPLATES + tuple(user_template_names(root))))
+    )
     policy = _with_template(policy, root, problems)
     if policy is not None:
         # Relative to the policy's root, so a decision's manifest is the same on every machine.
@@ -84,11 +86,29 @@ def _compile(entry: Path, root: Path) -> tuple[Policy | None, list[Diagnostic], 
 def load_policy(path: str | os.PathLike[str]) -> Policy:
     p = Path(path)
     if not p.exists():
-        raise RuleCheckError([Diagnostic("E307", "no such rule file or directory", hint="pass a .policy file or a policy directory", span=Span(str(p), 0, 0))])
+        raise RuleCheckError(
+            [
+                Diagnostic(
+                    "E307",
+                    "no such rule file or directory",
+                    hint="pass a .policy file or a policy directory",
+                    span=Span(str(p), 0, 0),
+                )
+            ]
+        )
     root, entries = entry_files(p)
     if len(entries) != 1:
         found = ", ".join(e.name for e in entries) or "none"
-        raise RuleCheckError([Diagnostic("E306", f"a policy directory needs main.policy or exactly one .policy file (found {found})", hint="add main.policy that includes the others", span=Span(str(p), 0, 0))])
+        raise RuleCheckError(
+            [
+                Diagnostic(
+                    "E306",
+                    f"a policy directory needs main.policy or exactly one .policy file (found {found})",
+                    hint="add main.policy that includes the others",
+                    span=Span(str(p), 0, 0),
+                )
+            ]
+        )
     policy, problems, _ = _compile(entries[0], root)
     _raise(problems)
     assert policy is not None
@@ -98,7 +118,13 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
 def load_policy_text(text: str, file: str = "<string>") -> Policy:
     tree = parse(text, file)
     if any(n.__class__.__name__ == "Include" for n in tree.statements):
-        raise RuleCheckError([Diagnostic("E301", "include needs a rule file on disk", hint="use load_policy(path)", span=Span(file, 1, 1))])
+        raise RuleCheckError(
+            [
+                Diagnostic(
+                    "E301", "include needs a rule file on disk", hint="use load_policy(path)", span=Span(file, 1, 1)
+                )
+            ]
+        )
     sources = SourceSet([(tree, text)], {file: text}, [])
     policy, problems = build_policy(sources.files, _digest(sources))
     policy = _with_template(policy, None, problems)
@@ -117,7 +143,9 @@ def check_paths(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Diagnosti
     for raw in paths:
         p = Path(raw)
         if not p.exists():
-            problems.append(Diagnostic("E307", "no such rule file or directory", hint="check the path", span=Span(str(p), 0, 0)))
+            problems.append(
+                Diagnostic("E307", "no such rule file or directory", hint="check the path", span=Span(str(p), 0, 0))
+            )
             continue
         templates = _templates_under(p)
         for template in templates:
@@ -131,7 +159,14 @@ def check_paths(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Diagnosti
             # that includes it: pre-commit passes changed files one at a time.
             found = [(e.parent, e) for e in _includers(p)] or found
         if not found:
-            problems.append(Diagnostic("E306", "no .policy files here", hint="give a .policy file or a directory holding some", span=Span(str(p), 0, 0)))
+            problems.append(
+                Diagnostic(
+                    "E306",
+                    "no .policy files here",
+                    hint="give a .policy file or a directory holding some",
+                    span=Span(str(p), 0, 0),
+                )
+            )
         for root, entry in found:
             if (root, entry) in done:
                 continue
@@ -209,4 +244,3 @@ def format_text(text: str, file: str = "<string>") -> str:
     if again != tree or format_ast(again) != out:
         raise AssertionError(f"formatter bug on {file}: output is not equivalent or not stable")
     return out
-

@@ -211,8 +211,21 @@ class WhenDecl:
 
 
 Statement = (
-    PolicyName | Include | TokenizerDecl | TemplateDecl | PriceDecl | PricingDecl | LimitDecl | CompletionDecl
-    | ReserveDecl | LanesDecl | FloorDecl | TopKDecl | LadderDecl | WhenDecl | Comment
+    PolicyName
+    | Include
+    | TokenizerDecl
+    | TemplateDecl
+    | PriceDecl
+    | PricingDecl
+    | LimitDecl
+    | CompletionDecl
+    | ReserveDecl
+    | LanesDecl
+    | FloorDecl
+    | TopKDecl
+    | LadderDecl
+    | WhenDecl
+    | Comment
 )
 
 

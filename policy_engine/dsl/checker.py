@@ -92,20 +92,43 @@ class Collector:
             return None
         value = num.value
         if value != value.to_integral_value():
-            self.add(_d("E214", f"{what} must be a whole number, got {num.text}", "token and candidate counts are whole numbers", num.span))
+            self.add(
+                _d(
+                    "E214",
+                    f"{what} must be a whole number, got {num.text}",
+                    "token and candidate counts are whole numbers",
+                    num.span,
+                )
+            )
             return None
         if value < minimum:
-            self.add(_d("E203", f"{what} must be at least {minimum}, got {num.text}", "use a positive number" if minimum > 0 else "use 0 or more", num.span))
+            self.add(
+                _d(
+                    "E203",
+                    f"{what} must be at least {minimum}, got {num.text}",
+                    "use a positive number" if minimum > 0 else "use 0 or more",
+                    num.span,
+                )
+            )
             return None
         if value > MAX_QUANTITY:
-            self.add(_d("E203", f"{what} is above the bound of 10^15", "no budget or count has business above a quadrillion", num.span))
+            self.add(
+                _d(
+                    "E203",
+                    f"{what} is above the bound of 10^15",
+                    "no budget or count has business above a quadrillion",
+                    num.span,
+                )
+            )
             return None
         return int(value)
 
     def ratio(self, num: A.Num, what: str) -> Decimal | None:
         value = num.value
         if not (Decimal(0) < value <= Decimal(1)):
-            self.add(_d("E204", f"{what} must be in (0, 1], got {num.text}", "write a share such as 0.85 or 85%", num.span))
+            self.add(
+                _d("E204", f"{what} must be in (0, 1], got {num.text}", "write a share such as 0.85 or 85%", num.span)
+            )
             return None
         return value
 
@@ -113,7 +136,14 @@ class Collector:
 
     def limit(self, node: A.LimitDecl) -> Limit | None:
         if node.metric not in METRICS:
-            self.add(_d("E201", f"unknown metric `{node.metric}`", _did_you_mean(node.metric, tuple(METRICS)) or "see docs/rules-reference.md", node.metric_span))
+            self.add(
+                _d(
+                    "E201",
+                    f"unknown metric `{node.metric}`",
+                    _did_you_mean(node.metric, tuple(METRICS)) or "see docs/rules-reference.md",
+                    node.metric_span,
+                )
+            )
             return None
         unit = METRICS[node.metric]
         severity = Enforcement(node.severity) if node.severity else Enforcement.BLOCK
@@ -121,14 +151,18 @@ class Collector:
             if not isinstance(node.amount, A.Num):
                 usd = _USD_TWIN.get(node.metric)
                 amount = node.amount.text.lstrip("$")
-                hint = f"write `{node.metric} <= {amount} tokens`" + (f", or cap dollars with `{usd} <= {node.amount.text}`" if usd else "")
+                hint = f"write `{node.metric} <= {amount} tokens`" + (
+                    f", or cap dollars with `{usd} <= {node.amount.text}`" if usd else ""
+                )
                 self.add(_d("E202", f"`{node.metric}` is counted in tokens, not dollars", hint, node.amount.span))
                 return None
             value = self.whole(node.amount, f"limit `{node.name}`")
             return None if value is None else Limit(node.name, node.metric, value, severity, span=node.span)
         if not isinstance(node.amount, A.Money):
             tokens = _TOKEN_TWIN.get(node.metric)
-            hint = f"write `{node.metric} <= ${node.amount.text}`" + (f", or cap tokens with `{tokens} <= {node.amount.text} tokens`" if tokens else "")
+            hint = f"write `{node.metric} <= ${node.amount.text}`" + (
+                f", or cap tokens with `{tokens} <= {node.amount.text} tokens`" if tokens else ""
+            )
             self.add(_d("E202", f"`{node.metric}` is in USD, not tokens", hint, node.amount.span))
             return None
         micro = node.amount.value * 1_000_000
@@ -136,10 +170,24 @@ class Collector:
             self.add(_d("E203", f"limit `{node.name}` must be more than $0", "use a positive amount", node.amount.span))
             return None
         if micro > MAX_QUANTITY:
-            self.add(_d("E203", f"limit `{node.name}` is above the bound of $1,000,000,000", "amounts are held in micro-dollars up to 10^15", node.amount.span))
+            self.add(
+                _d(
+                    "E203",
+                    f"limit `{node.name}` is above the bound of $1,000,000,000",
+                    "amounts are held in micro-dollars up to 10^15",
+                    node.amount.span,
+                )
+            )
             return None
         if micro != micro.to_integral_value():
-            self.add(_d("E214", f"limit `{node.name}` is finer than a micro-dollar ({node.amount.text})", "use at most 6 decimal places", node.amount.span))
+            self.add(
+                _d(
+                    "E214",
+                    f"limit `{node.name}` is finer than a micro-dollar ({node.amount.text})",
+                    "use at most 6 decimal places",
+                    node.amount.span,
+                )
+            )
             return None
         return Limit(node.name, node.metric, int(micro), severity, span=node.span)
 
@@ -151,7 +199,14 @@ class Collector:
         steps: list[Step] = []
         count = sum(len(group.values) for group in node.groups)
         if count > MAX_STEPS_PER_STAGE:
-            self.add(_d("E220", f"stage `{node.name}` has {count} steps; the limit is {MAX_STEPS_PER_STAGE}", "a few steps per stage suffice: each is one rung of the ladder", node.span))
+            self.add(
+                _d(
+                    "E220",
+                    f"stage `{node.name}` has {count} steps; the limit is {MAX_STEPS_PER_STAGE}",
+                    "a few steps per stage suffice: each is one rung of the ladder",
+                    node.span,
+                )
+            )
             return None
         for group in node.groups:
             kind = _STEP_KIND[group.kind]
@@ -166,7 +221,14 @@ class Collector:
                     ok = False
                     continue
                 if previous is not None and value >= previous:
-                    self.add(_d("E206", f"steps must strictly decrease: {num.text} follows {previous.normalize()}", "order the steps from the largest to the smallest", num.span))
+                    self.add(
+                        _d(
+                            "E206",
+                            f"steps must strictly decrease: {num.text} follows {previous.normalize()}",
+                            "order the steps from the largest to the smallest",
+                            num.span,
+                        )
+                    )
                     ok = False
                 previous = value
                 steps.append(Step(kind, value, span=num.span))
@@ -186,10 +248,19 @@ class Collector:
         for item in node.items:
             if isinstance(item, A.StageDecl):
                 if item.name in seen_names:
-                    self.add(_d("E205", f"stage name `{item.name}` is used twice", "give each stage its own name", item.span))
+                    self.add(
+                        _d("E205", f"stage name `{item.name}` is used twice", "give each stage its own name", item.span)
+                    )
                 seen_names.add(item.name)
                 if item.pool in seen_pools:
-                    self.add(_d("E205", f"pool `{item.pool}` has two stages in one ladder", "merge them: `stage x: fields factor 0.85 then keep 5`", item.span))
+                    self.add(
+                        _d(
+                            "E205",
+                            f"pool `{item.pool}` has two stages in one ladder",
+                            "merge them: `stage x: fields factor 0.85 then keep 5`",
+                            item.span,
+                        )
+                    )
                 seen_pools[item.pool] = item
                 stage = self.stage(item)
                 if stage is not None:
@@ -222,7 +293,14 @@ class Collector:
         if node.op in ("<", "<=", ">", ">=") and not numeric:
             self.add(_d("E213", f"`{node.op}` compares numbers, but `{attr}` is text", "use == != or in", node.span))
         if node.op == "contains" and attr not in LIST_ATTRIBUTES:
-            self.add(_d("E213", f"`contains` tests a list, but `{attr}` is not one", 'use tags contains "momentum"', node.span))
+            self.add(
+                _d(
+                    "E213",
+                    f"`contains` tests a list, but `{attr}` is not one",
+                    'use tags contains "momentum"',
+                    node.span,
+                )
+            )
         if attr in LIST_ATTRIBUTES and node.op != "contains":
             self.add(_d("E213", f"`{attr}` is a list; test it with contains", f'{attr} contains "momentum"', node.span))
         plain = tuple(v.value for v in values)
@@ -232,28 +310,52 @@ class Collector:
 
 def _tokenizer(col: Collector, node: A.TokenizerDecl) -> Tokenizer | None:
     if node.kind == "rough":
-        ratio = node.ratio.value  # type: ignore[union-attr]
+        ratio_num = node.ratio
+        assert ratio_num is not None  # the grammar gives every rough tokenizer its ratio
+        ratio = ratio_num.value
         if not Decimal("0.1") <= ratio <= 100:
-            col.add(_d("E203", f"chars per token must be from 0.1 to 100, got {node.ratio.text}", "upstream used 4", node.ratio.span))  # type: ignore[union-attr]
+            col.add(
+                _d(
+                    "E203",
+                    f"chars per token must be from 0.1 to 100, got {ratio_num.text}",
+                    "upstream used 4",
+                    ratio_num.span,
+                )
+            )
             return None
         return Tokenizer("rough", chars_per_token=ratio, span=node.span)
-    name = node.name.value  # type: ignore[union-attr]
+    name_str = node.name
+    assert name_str is not None  # the grammar names every tiktoken and model tokenizer
+    name = name_str.value
     if node.kind == "tiktoken":
         if name not in KNOWN_ENCODINGS:
-            col.add(_d("E208", f"unknown tiktoken encoding `{name}`", _did_you_mean(name, KNOWN_ENCODINGS), node.name.span))  # type: ignore[union-attr]
+            col.add(
+                _d("E208", f"unknown tiktoken encoding `{name}`", _did_you_mean(name, KNOWN_ENCODINGS), name_str.span)
+            )
             return None
         return Tokenizer("tiktoken", name, span=node.span)
     try:
         tiktoken.model.encoding_name_for_model(name)
     except KeyError:
         known = sorted(tiktoken.model.MODEL_TO_ENCODING)
-        col.add(_d("E208", f"tiktoken maps no encoding to model `{name}`", _did_you_mean(name, known) or "name an encoding instead: tokenizer tiktoken \"o200k_base\"", node.name.span))  # type: ignore[union-attr]
+        hint = _did_you_mean(name, known) or 'name an encoding instead: tokenizer tiktoken "o200k_base"'
+        col.add(_d("E208", f"tiktoken maps no encoding to model `{name}`", hint, name_str.span))
         return None
     return Tokenizer("model", name, span=node.span)
 
 
 def _duplicates(col: Collector, statements: tuple[Any, ...], where: str) -> None:
-    singles = (A.PolicyName, A.TokenizerDecl, A.TemplateDecl, A.PricingDecl, A.CompletionDecl, A.ReserveDecl, A.LanesDecl, A.FloorDecl, A.LadderDecl)
+    singles = (
+        A.PolicyName,
+        A.TokenizerDecl,
+        A.TemplateDecl,
+        A.PricingDecl,
+        A.CompletionDecl,
+        A.ReserveDecl,
+        A.LanesDecl,
+        A.FloorDecl,
+        A.LadderDecl,
+    )
     seen: dict[Any, Any] = {}
     for node in statements:
         key: Any = None
@@ -263,8 +365,15 @@ def _duplicates(col: Collector, statements: tuple[Any, ...], where: str) -> None
             key = ("metric", node.metric)
             if ("rule", node.name) in seen:
                 first_rule = seen[("rule", node.name)].span
-                col.add(Diagnostic("E205", f"rule name `{node.name}` is used twice in {where}", hint="give each rule its own name", span=node.span,
-                                   related=((first_rule, f"`{node.name}` is first defined here"),)))
+                col.add(
+                    Diagnostic(
+                        "E205",
+                        f"rule name `{node.name}` is used twice in {where}",
+                        hint="give each rule its own name",
+                        span=node.span,
+                        related=((first_rule, f"`{node.name}` is first defined here"),),
+                    )
+                )
             seen[("rule", node.name)] = node
         elif isinstance(node, A.PriceDecl):
             key = ("price", node.model.value)
@@ -276,8 +385,15 @@ def _duplicates(col: Collector, statements: tuple[Any, ...], where: str) -> None
             continue
         if key in seen:
             first = seen[key].span
-            col.add(Diagnostic("E205", f"this repeats the statement at line {first.line} in {where}", hint="keep one; to override a value, put it in a file that includes this one",
-                               span=node.span, related=((first, "first here"),)))
+            col.add(
+                Diagnostic(
+                    "E205",
+                    f"this repeats the statement at line {first.line} in {where}",
+                    hint="keep one; to override a value, put it in a file that includes this one",
+                    span=node.span,
+                    related=((first, "first here"),),
+                )
+            )
         else:
             seen[key] = node
 
@@ -286,15 +402,27 @@ def check_file_statements(col: Collector, statements: tuple[Any, ...], *, in_whe
     _duplicates(col, statements, "this block" if in_when else "this file")
     for node in statements:
         if in_when and not isinstance(node, _ALLOWED_IN_WHEN):
-            col.add(_d("E218", f"`{_keyword(node)}` cannot appear inside `when`", "move it to the top level", node.span))
+            col.add(
+                _d("E218", f"`{_keyword(node)}` cannot appear inside `when`", "move it to the top level", node.span)
+            )
 
 
 def _keyword(node: Any) -> str:
-    return {A.PolicyName: "policy", A.Include: "include", A.TokenizerDecl: "tokenizer", A.TemplateDecl: "template", A.PriceDecl: "price",
-            A.PricingDecl: "pricing", A.LanesDecl: "lanes", A.WhenDecl: "when"}.get(type(node), type(node).__name__)
+    return {
+        A.PolicyName: "policy",
+        A.Include: "include",
+        A.TokenizerDecl: "tokenizer",
+        A.TemplateDecl: "template",
+        A.PriceDecl: "price",
+        A.PricingDecl: "pricing",
+        A.LanesDecl: "lanes",
+        A.WhenDecl: "when",
+    }.get(type(node), type(node).__name__)
 
 
-def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str, templates: tuple[str, ...] = TEMPLATES) -> tuple[Policy | None, list[Diagnostic]]:
+def build_policy(
+    files: list[tuple[A.PolicyFile, str]], digest: str, templates: tuple[str, ...] = TEMPLATES
+) -> tuple[Policy | None, list[Diagnostic]]:
     """``files`` in precedence order, lowest first (included files before the files that
     include them); a later file's statement overrides an earlier one with the same key.
     ``templates``: the template names the policy may select (shipped, and the policy
@@ -327,38 +455,83 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str, templates: 
     tok_node = merged.get(A.TokenizerDecl)
     tokenizer = None
     if tok_node is None:
-        col.add(_d("E216", "the policy names no tokenizer", 'add `tokenizer tiktoken "o200k_base"` (or `tokenizer rough 4 chars per token` for upstream parity)', Span(top.file, 1, 1)))
+        col.add(
+            _d(
+                "E216",
+                "the policy names no tokenizer",
+                'add `tokenizer tiktoken "o200k_base"` (or `tokenizer rough 4 chars per token` for upstream parity)',
+                Span(top.file, 1, 1),
+            )
+        )
     else:
         tokenizer = _tokenizer(col, tok_node)
     template = "agent_envelope"
     if A.TemplateDecl in merged:
         node = merged[A.TemplateDecl]
         if node.name.value not in templates:
-            col.add(_d("E217", f"unknown prompt template `{node.name.value}`", _did_you_mean(node.name.value, list(templates)), node.name.span))
+            col.add(
+                _d(
+                    "E217",
+                    f"unknown prompt template `{node.name.value}`",
+                    _did_you_mean(node.name.value, list(templates)),
+                    node.name.span,
+                )
+            )
         template = node.name.value
 
     if len(whens) > MAX_CONDITIONS:
         extra = list(whens.values())[MAX_CONDITIONS]
-        col.add(_d("E221", f"the policy has {len(whens)} `when` conditions; the limit is {MAX_CONDITIONS}", "merge conditions with `or`", extra.span))
+        col.add(
+            _d(
+                "E221",
+                f"the policy has {len(whens)} `when` conditions; the limit is {MAX_CONDITIONS}",
+                "merge conditions with `or`",
+                extra.span,
+            )
+        )
     price_list = []
     for node in prices.values():
         if max(node.prompt.value, node.completion.value) > 1_000_000:
-            col.add(_d("E203", f"price for `{node.model.value}` is above $1,000,000 per unit", "prices are per 1M or per 1k tokens", node.span))
+            col.add(
+                _d(
+                    "E203",
+                    f"price for `{node.model.value}` is above $1,000,000 per unit",
+                    "prices are per 1M or per 1k tokens",
+                    node.span,
+                )
+            )
             continue
         per_p = Decimal(1000) if node.prompt_per == "1k" else Decimal(1)
         per_c = Decimal(1000) if node.completion_per == "1k" else Decimal(1)
-        price_list.append(Price(node.model.value, node.prompt.value * per_p, node.completion.value * per_c, span=node.span))
+        price_list.append(
+            Price(node.model.value, node.prompt.value * per_p, node.completion.value * per_c, span=node.span)
+        )
     pricing = merged.get(A.PricingDecl)
     price_model = pricing.model.value if pricing else None
     if pricing is not None and pricing.model.value not in prices:
         price_model = pricing.model.value
-        col.add(_d("E211", f"no price for model `{price_model}`", _did_you_mean(price_model, list(prices)) or f'add `price "{price_model}": prompt $0.15 per 1M, completion $0.60 per 1M`', pricing.model.span))
+        col.add(
+            _d(
+                "E211",
+                f"no price for model `{price_model}`",
+                _did_you_mean(price_model, list(prices))
+                or f'add `price "{price_model}": prompt $0.15 per 1M, completion $0.60 per 1M`',
+                pricing.model.span,
+            )
+        )
 
     built_limits = [lim for lim in (col.limit(n) for n in limits.values()) if lim is not None]
     if any(METRICS[lim.metric] == "usd" for lim in built_limits) and (pricing is None or price_model not in prices):
         first = next(n for n in limits.values() if n.metric in METRICS and METRICS[n.metric] == "usd")
         if pricing is None:
-            col.add(_d("E211", f"limit `{first.name}` is in USD but no `pricing model` is named", "add `pricing model \"...\"` and its `price`", first.span))
+            col.add(
+                _d(
+                    "E211",
+                    f"limit `{first.name}` is in USD but no `pricing model` is named",
+                    'add `pricing model "..."` and its `price`',
+                    first.span,
+                )
+            )
 
     lanes = Lanes()
     if A.LanesDecl in merged:
@@ -366,7 +539,14 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str, templates: 
         exploit, explore = col.ratio(node.exploit, "the exploit ratio"), col.ratio(node.explore, "the explore ratio")
         if exploit is not None and explore is not None:
             if exploit + explore != 1:
-                col.add(_d("E210", f"exploit {node.exploit.text} + explore {node.explore.text} is not 100%", "make them add up to 1 (e.g. 70% and 30%)", node.span))
+                col.add(
+                    _d(
+                        "E210",
+                        f"exploit {node.exploit.text} + explore {node.explore.text} is not 100%",
+                        "make them add up to 1 (e.g. 70% and 30%)",
+                        node.span,
+                    )
+                )
             lanes = Lanes(exploit, explore, lanes.explore_floor, span=node.span)
     floor_value = lanes.explore_floor
     if A.FloorDecl in merged:
@@ -386,10 +566,23 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str, templates: 
                 built_topk.append(TopK(node.pool, lane, v, span=num.span))
     for t in built_topk:
         if t.lane == "explore" and floor_value > t.value and floor_value > 0 and t.value > 0:
-            col.add(_d("E209", f"explore floor {floor_value} is larger than the explore top-k of {t.pool} ({t.value})", "lower the floor or raise the top-k", t.span))
+            col.add(
+                _d(
+                    "E209",
+                    f"explore floor {floor_value} is larger than the explore top-k of {t.pool} ({t.value})",
+                    "lower the floor or raise the top-k",
+                    t.span,
+                )
+            )
         elif t.lane == "explore" and floor_value > 0 and t.value == 0:
-            col.warn(_d("W201", f"`topk {t.pool} ... explore 0` keeps no explore {t.pool}, so the explore floor of {floor_value} cannot hold for them",
-                        f"raise the explore top-k of {t.pool} to at least {floor_value}, or set `explore floor 0`", t.span))
+            col.warn(
+                _d(
+                    "W201",
+                    f"`topk {t.pool} ... explore 0` keeps no explore {t.pool}, so the explore floor of {floor_value} cannot hold for them",
+                    f"raise the explore top-k of {t.pool} to at least {floor_value}, or set `explore floor 0`",
+                    t.span,
+                )
+            )
 
     stages: list[Stage] = []
     reason = None
@@ -404,19 +597,35 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str, templates: 
     reserve = scalar(A.ReserveDecl, "tokens", "the expansion reserve", 0)
     batch = next((lim for lim in built_limits if lim.metric == "batch_total"), None)
     if reserve and batch is not None and reserve >= batch.value:
-        col.add(_d("E203", f"the expansion reserve ({reserve}) leaves nothing of the batch limit ({batch.value})", "keep the reserve below the batch limit", merged[A.ReserveDecl].span))
+        col.add(
+            _d(
+                "E203",
+                f"the expansion reserve ({reserve}) leaves nothing of the batch limit ({batch.value})",
+                "keep the reserve below the batch limit",
+                merged[A.ReserveDecl].span,
+            )
+        )
 
     conditionals: list[Conditional] = []
     for node in whens.values():
         check_file_statements(col, node.body, in_when=True)
         guard = col.guard(node.guard)
-        c_limits = tuple(lim for lim in (col.limit(n) for n in node.body if isinstance(n, A.LimitDecl)) if lim is not None)
+        c_limits = tuple(
+            lim for lim in (col.limit(n) for n in node.body if isinstance(n, A.LimitDecl)) if lim is not None
+        )
         c_stages: tuple[Stage, ...] = ()
         for n in node.body:
             if isinstance(n, A.LadderDecl):
                 s, _, exhausted = col.ladder(n)
                 if exhausted:
-                    col.add(_d("E218", "`on exhausted` cannot be changed inside `when`", "set it in the top-level ladder", n.span))
+                    col.add(
+                        _d(
+                            "E218",
+                            "`on exhausted` cannot be changed inside `when`",
+                            "set it in the top-level ladder",
+                            n.span,
+                        )
+                    )
                 c_stages = tuple(s)
         c_topk: list[TopK] = []
         for n in node.body:
@@ -428,24 +637,48 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str, templates: 
                     v = col.whole(num, f"top-k of {n.pool} {lane}", minimum=0)
                     if v is not None:
                         c_topk.append(TopK(n.pool, lane, v, span=num.span))
-        c_floor = next((col.whole(n.count, "the explore floor", minimum=0) for n in node.body if isinstance(n, A.FloorDecl)), None)
-        c_reserve = next((col.whole(n.tokens, "the expansion reserve", minimum=0) for n in node.body if isinstance(n, A.ReserveDecl)), None)
-        c_completion = next((col.whole(n.tokens, "the completion budget") for n in node.body if isinstance(n, A.CompletionDecl)), None)
-        conditionals.append(Conditional(node.name, guard, c_limits, c_stages, tuple(c_topk), c_floor, c_reserve, c_completion, span=node.span))
+        c_floor = next(
+            (col.whole(n.count, "the explore floor", minimum=0) for n in node.body if isinstance(n, A.FloorDecl)), None
+        )
+        c_reserve = next(
+            (
+                col.whole(n.tokens, "the expansion reserve", minimum=0)
+                for n in node.body
+                if isinstance(n, A.ReserveDecl)
+            ),
+            None,
+        )
+        c_completion = next(
+            (col.whole(n.tokens, "the completion budget") for n in node.body if isinstance(n, A.CompletionDecl)), None
+        )
+        conditionals.append(
+            Conditional(
+                node.name, guard, c_limits, c_stages, tuple(c_topk), c_floor, c_reserve, c_completion, span=node.span
+            )
+        )
 
     if col.problems or tokenizer is None:
         return None, _sorted(col.problems + col.warnings)
     settings = Settings(
         limits=tuple(sorted(built_limits, key=lambda lim: list(METRICS).index(lim.metric))),
-        ladder=Ladder(tuple(stages), reason, span=merged[A.LadderDecl].span if A.LadderDecl in merged else Span("<builtin>", 0, 0)),
+        ladder=Ladder(
+            tuple(stages), reason, span=merged[A.LadderDecl].span if A.LadderDecl in merged else Span("<builtin>", 0, 0)
+        ),
         lanes=lanes,
         topk=tuple(built_topk),
         expansion_reserve=reserve or 0,
         completion_budget=completion or 0,
     )
     policy = Policy(
-        name=name, tokenizer=tokenizer, settings=settings, prices=tuple(price_list), price_model=price_model,
-        template=template, conditionals=tuple(conditionals), digest=digest, source_files=tuple(t.file for t, _ in files),
+        name=name,
+        tokenizer=tokenizer,
+        settings=settings,
+        prices=tuple(price_list),
+        price_model=price_model,
+        template=template,
+        conditionals=tuple(conditionals),
+        digest=digest,
+        source_files=tuple(t.file for t, _ in files),
     )
     return policy, _sorted(col.warnings)
 
@@ -453,6 +686,12 @@ def build_policy(files: list[tuple[A.PolicyFile, str]], digest: str, templates: 
 def _sorted(items: list[Diagnostic]) -> list[Diagnostic]:
     unique: dict[tuple[Any, ...], Diagnostic] = {}
     for d in items:
-        key = (d.span.file if d.span else "", d.span.line if d.span else 0, d.span.column if d.span else 0, d.code, d.message)
+        key = (
+            d.span.file if d.span else "",
+            d.span.line if d.span else 0,
+            d.span.column if d.span else 0,
+            d.code,
+            d.message,
+        )
         unique.setdefault(key, d)
     return [unique[k] for k in sorted(unique)]

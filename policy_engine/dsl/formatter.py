@@ -107,11 +107,18 @@ def _blank_before(prev: Any, node: Any) -> bool:
 
 #: statements printed as one paragraph
 _GROUP: dict[type, object] = {
-    A.PolicyName: "head", A.Include: "head", A.TokenizerDecl: "head", A.TemplateDecl: "head",
-    A.PriceDecl: "price", A.PricingDecl: "price",
+    A.PolicyName: "head",
+    A.Include: "head",
+    A.TokenizerDecl: "head",
+    A.TemplateDecl: "head",
+    A.PriceDecl: "price",
+    A.PricingDecl: "price",
     A.LimitDecl: "limit",
-    A.CompletionDecl: "budget", A.ReserveDecl: "budget",
-    A.LanesDecl: "lanes", A.FloorDecl: "lanes", A.TopKDecl: "lanes",
+    A.CompletionDecl: "budget",
+    A.ReserveDecl: "budget",
+    A.LanesDecl: "lanes",
+    A.FloorDecl: "lanes",
+    A.TopKDecl: "lanes",
 }
 
 

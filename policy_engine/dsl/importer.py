@@ -18,9 +18,17 @@ from typing import Any
 from policy_engine.errors import Diagnostic, RuleCheckError
 
 LLM_KEYS = {
-    "max_prompt_tokens", "max_completion_tokens", "max_tokens_per_batch", "max_tokens_per_day", "fallback_topk_steps",
-    "exploit_ratio", "explore_ratio", "min_explore_candidates_per_batch", "expansion_reserve_tokens",
-    "estimated_cost_per_1k_prompt_tokens", "estimated_cost_per_1k_completion_tokens",
+    "max_prompt_tokens",
+    "max_completion_tokens",
+    "max_tokens_per_batch",
+    "max_tokens_per_day",
+    "fallback_topk_steps",
+    "exploit_ratio",
+    "explore_ratio",
+    "min_explore_candidates_per_batch",
+    "expansion_reserve_tokens",
+    "estimated_cost_per_1k_prompt_tokens",
+    "estimated_cost_per_1k_completion_tokens",
 }
 RETRIEVAL_KEYS = {"exploit_ratio", "explore_ratio", "exploit", "explore", "expansion_policy"}
 POOL_KEYS = ("subcategories", "datasets", "fields", "operators")
@@ -58,7 +66,11 @@ def _positive_int(r: _Refusals, doc: Mapping[str, Any], key: str, *, minimum: in
             r.bad(f"/{key}", f"expected a whole number, got {value!r}", "write a whole number of tokens")
             return None
     if value < minimum:
-        r.bad(f"/{key}", f"must be at least {minimum}, got {value}", "use a positive value" if minimum else "use 0 or more")
+        r.bad(
+            f"/{key}",
+            f"must be at least {minimum}, got {value}",
+            "use a positive value" if minimum else "use 0 or more",
+        )
         return None
     return value
 
@@ -95,7 +107,17 @@ def import_config(
 
     r = _Refusals(llm_file)
     if not isinstance(llm_budget, Mapping):
-        raise RuleCheckError([Diagnostic("E402", f"{llm_file}: expected a JSON object", hint="give the agent's llm_budget.json", file=llm_file, pointer="")])
+        raise RuleCheckError(
+            [
+                Diagnostic(
+                    "E402",
+                    f"{llm_file}: expected a JSON object",
+                    hint="give the agent's llm_budget.json",
+                    file=llm_file,
+                    pointer="",
+                )
+            ]
+        )
     _unknown(r, llm_budget, LLM_KEYS)
     prompt = _positive_int(r, llm_budget, "max_prompt_tokens")
     completion = _positive_int(r, llm_budget, "max_completion_tokens")
@@ -109,15 +131,27 @@ def import_config(
     if "fallback_topk_steps" in llm_budget:
         raw = llm_budget["fallback_topk_steps"]
         if not isinstance(raw, list) or not raw:
-            r.bad("/fallback_topk_steps", f"expected a non-empty list of factors, got {raw!r}", "e.g. [0.85, 0.7, 0.55, 0.4]")
+            r.bad(
+                "/fallback_topk_steps",
+                f"expected a non-empty list of factors, got {raw!r}",
+                "e.g. [0.85, 0.7, 0.55, 0.4]",
+            )
         else:
             previous = None
             for i, value in enumerate(raw):
                 if not _is_number(value) or not (0 < value <= 1):
-                    r.bad(f"/fallback_topk_steps/{i}", f"expected a factor in (0, 1], got {value!r}", "upstream silently dropped such entries; fix or remove it")
+                    r.bad(
+                        f"/fallback_topk_steps/{i}",
+                        f"expected a factor in (0, 1], got {value!r}",
+                        "upstream silently dropped such entries; fix or remove it",
+                    )
                     continue
                 if previous is not None and value >= previous:
-                    r.bad(f"/fallback_topk_steps/{i}", f"{value} does not decrease after {previous}", "list the factors from the largest to the smallest")
+                    r.bad(
+                        f"/fallback_topk_steps/{i}",
+                        f"{value} does not decrease after {previous}",
+                        "list the factors from the largest to the smallest",
+                    )
                 previous = value
                 steps.append(value)
     prices = {}
@@ -133,7 +167,17 @@ def import_config(
     if retrieval_budget is not None:
         rr = _Refusals(retrieval_file or "retrieval_budget.json")
         if not isinstance(retrieval_budget, Mapping):
-            raise RuleCheckError([Diagnostic("E402", f"{rr.file}: expected a JSON object", hint="give the agent's retrieval_budget.json", file=rr.file, pointer="")])
+            raise RuleCheckError(
+                [
+                    Diagnostic(
+                        "E402",
+                        f"{rr.file}: expected a JSON object",
+                        hint="give the agent's retrieval_budget.json",
+                        file=rr.file,
+                        pointer="",
+                    )
+                ]
+            )
         _unknown(rr, retrieval_budget, RETRIEVAL_KEYS)
         r_exploit = _ratio(rr, retrieval_budget, "exploit_ratio", "/exploit_ratio")
         r_explore = _ratio(rr, retrieval_budget, "explore_ratio", "/explore_ratio")
@@ -172,7 +216,9 @@ def import_config(
         raise RuleCheckError(r.items)
 
     lines = [
-        f"# Imported by `policy import-config` from {llm_file}" + (f" and {retrieval_file}" if retrieval_file else "") + ".",
+        f"# Imported by `policy import-config` from {llm_file}"
+        + (f" and {retrieval_file}" if retrieval_file else "")
+        + ".",
         f'policy "{name}"',
         "",
     ]
@@ -185,9 +231,16 @@ def import_config(
     if prices:
         p = prices.get("estimated_cost_per_1k_prompt_tokens", Decimal(0))
         c = prices.get("estimated_cost_per_1k_completion_tokens", Decimal(0))
-        lines.append(f'price "upstream": prompt ${format(p.normalize(), "f")} per 1k, completion ${format(c.normalize(), "f")} per 1k')
+        lines.append(
+            f'price "upstream": prompt ${format(p.normalize(), "f")} per 1k, completion ${format(c.normalize(), "f")} per 1k'
+        )
         lines.append('pricing model "upstream"')
-    for metric, value in (("request_prompt", prompt), ("request_completion", completion), ("batch_total", batch), ("day_total", day)):
+    for metric, value in (
+        ("request_prompt", prompt),
+        ("request_completion", completion),
+        ("batch_total", batch),
+        ("day_total", day),
+    ):
         if value is not None:
             lines.append(f"limit {metric}: {metric} <= {_int_text(value)} tokens")
     if completion is not None:

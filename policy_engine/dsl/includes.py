@@ -56,12 +56,21 @@ def read_text(path: Path, label: str, span: Span | None = None) -> tuple[str | N
         with path.open("rb") as handle:
             raw = handle.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        return None, Diagnostic("E301" if span else "E307", f"{label}: no such rule file", hint="check the path", span=where)
+        return None, Diagnostic(
+            "E301" if span else "E307", f"{label}: no such rule file", hint="check the path", span=where
+        )
     except (OSError, ValueError) as exc:
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else "invalid path"
-        return None, Diagnostic("E307", f"{label}: cannot read ({detail})", hint="check the path and permissions", span=where)
+        return None, Diagnostic(
+            "E307", f"{label}: cannot read ({detail})", hint="check the path and permissions", span=where
+        )
     if len(raw) > MAX_FILE_BYTES:
-        return None, Diagnostic("E104", f"{label}: rule file is larger than {MAX_FILE_BYTES:,} bytes", hint="split it into files joined with include", span=Span(label, 1, 1))
+        return None, Diagnostic(
+            "E104",
+            f"{label}: rule file is larger than {MAX_FILE_BYTES:,} bytes",
+            hint="split it into files joined with include",
+            span=Span(label, 1, 1),
+        )
     return decode_rule_text(raw, label)
 
 
@@ -71,11 +80,21 @@ def decode_rule_text(raw: bytes, label: str) -> tuple[str | None, Diagnostic | N
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        return None, Diagnostic("E106", f"not UTF-8: invalid byte 0x{raw[exc.start]:02x} at byte offset {exc.start}", hint="save the rule file as UTF-8", span=Span(label, line, column))
+        return None, Diagnostic(
+            "E106",
+            f"not UTF-8: invalid byte 0x{raw[exc.start]:02x} at byte offset {exc.start}",
+            hint="save the rule file as UTF-8",
+            span=Span(label, line, column),
+        )
     if "\0" in text:
         pos = text.index("\0")
         line = text.count("\n", 0, pos) + 1
-        return None, Diagnostic("E106", "the rule file contains a NUL character", hint="a rule file is text; remove the NUL byte", span=Span(label, line, pos - (text.rfind("\n", 0, pos) + 1) + 1))
+        return None, Diagnostic(
+            "E106",
+            "the rule file contains a NUL character",
+            hint="a rule file is text; remove the NUL byte",
+            span=Span(label, line, pos - (text.rfind("\n", 0, pos) + 1) + 1),
+        )
     return text, None
 
 
@@ -91,26 +110,55 @@ def collect(entry: Path, root: Path) -> SourceSet:
         target_text = node.path.value
         span = node.path.span
         if any(ord(ch) < 32 for ch in target_text):
-            problems.append(Diagnostic("E301", "include path contains a control character", hint="write a plain relative path", span=span))
+            problems.append(
+                Diagnostic(
+                    "E301", "include path contains a control character", hint="write a plain relative path", span=span
+                )
+            )
             return None
         if os.path.isabs(target_text):
-            problems.append(Diagnostic("E303", f"include path `{target_text}` is absolute", hint="write it relative to this file", span=span))
+            problems.append(
+                Diagnostic(
+                    "E303",
+                    f"include path `{target_text}` is absolute",
+                    hint="write it relative to this file",
+                    span=span,
+                )
+            )
             return None
         target = path.parent / target_text
         try:
             resolved = target.resolve()
         except (OSError, RuntimeError, ValueError):
-            problems.append(Diagnostic("E301", f"cannot resolve include `{target_text}`", hint="check the path", span=span))
+            problems.append(
+                Diagnostic("E301", f"cannot resolve include `{target_text}`", hint="check the path", span=span)
+            )
             return None
         if resolved != real_root and real_root not in resolved.parents:
-            problems.append(Diagnostic("E302", f"include `{target_text}` leaves the policy directory {root}", hint="keep included files inside the policy's root directory", span=span))
+            problems.append(
+                Diagnostic(
+                    "E302",
+                    f"include `{target_text}` leaves the policy directory {root}",
+                    hint="keep included files inside the policy's root directory",
+                    span=span,
+                )
+            )
             return None
         if resolved in chain:
             cycle = " -> ".join(p.name for p in chain + (resolved,))
-            problems.append(Diagnostic("E304", f"include cycle: {cycle}", hint="remove one of these includes", span=span))
+            problems.append(
+                Diagnostic("E304", f"include cycle: {cycle}", hint="remove one of these includes", span=span)
+            )
             return None
         if resolved in mine:
-            problems.append(Diagnostic("E308", f"`{target_text}` is already included by this file at line {mine[resolved].line}", hint="remove the repeated include", span=span))
+            problems.append(
+                Diagnostic(
+                    "E308",
+                    f"`{target_text}` is already included by this file at line {mine[resolved].line}",
+                    hint="remove the repeated include",
+                    span=span,
+                )
+            )
             return None
         mine[resolved] = span
         return target
@@ -118,14 +166,28 @@ def collect(entry: Path, root: Path) -> SourceSet:
     def visit(path: Path, chain: tuple[Path, ...], via: Span | None) -> None:
         label = str(path)
         if len(chain) > MAX_INCLUDE_DEPTH:
-            problems.append(Diagnostic("E305", f"includes nest deeper than {MAX_INCLUDE_DEPTH} files", hint="flatten the include chain", span=via))
+            problems.append(
+                Diagnostic(
+                    "E305",
+                    f"includes nest deeper than {MAX_INCLUDE_DEPTH} files",
+                    hint="flatten the include chain",
+                    span=via,
+                )
+            )
             return
         if chain[-1] in seen:  # a diamond: the file is already in the policy, at its first inclusion
             return
         seen.add(chain[-1])
         budget["files"] += 1
         if budget["files"] > MAX_INCLUDE_FILES:
-            problems.append(Diagnostic("E309", f"the policy includes more than {MAX_INCLUDE_FILES} files", hint="merge small rule files", span=via))
+            problems.append(
+                Diagnostic(
+                    "E309",
+                    f"the policy includes more than {MAX_INCLUDE_FILES} files",
+                    hint="merge small rule files",
+                    span=via,
+                )
+            )
             return
         text, err = read_text(path, label, via)
         if err is not None:
@@ -134,7 +196,14 @@ def collect(entry: Path, root: Path) -> SourceSet:
         assert text is not None
         budget["bytes"] += len(text.encode("utf-8"))
         if budget["bytes"] > MAX_TOTAL_BYTES:
-            problems.append(Diagnostic("E310", f"the policy's files hold more than {MAX_TOTAL_BYTES:,} bytes in all", hint="a policy is a few KB; check for generated or duplicated files", span=via or Span(label, 1, 1)))
+            problems.append(
+                Diagnostic(
+                    "E310",
+                    f"the policy's files hold more than {MAX_TOTAL_BYTES:,} bytes in all",
+                    hint="a policy is a few KB; check for generated or duplicated files",
+                    span=via or Span(label, 1, 1),
+                )
+            )
             return
         texts[label] = text
         try:

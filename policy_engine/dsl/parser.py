@@ -54,8 +54,13 @@ def _collect_comment(tok: Token) -> Token:
 @cache
 def grammar() -> Lark:
     return Lark.open_from_package(
-        "policy_engine.dsl", "grammar.lark", parser="lalr", propagate_positions=True, cache=True,
-        maybe_placeholders=False, lexer_callbacks={"COMMENT": _collect_comment},
+        "policy_engine.dsl",
+        "grammar.lark",
+        parser="lalr",
+        propagate_positions=True,
+        cache=True,
+        maybe_placeholders=False,
+        lexer_callbacks={"COMMENT": _collect_comment},
     )
 
 
@@ -90,16 +95,71 @@ def _expected_list(expected: set[str]) -> list[str]:
     return words
 
 
-_KEYWORDS = frozenset({
-    "policy", "include", "tokenizer", "template", "price", "pricing", "limit", "completion", "expansion", "lanes",
-    "explore", "exploit", "floor", "topk", "ladder", "stage", "then", "min", "on", "exhausted", "block", "warn", "when",
-    "and", "or", "not", "in", "contains", "tokens", "budget", "reserve", "model", "tiktoken", "rough", "chars", "per",
-    "token", "prompt", "factor", "share", "keep",
-})
+_KEYWORDS = frozenset(
+    {
+        "policy",
+        "include",
+        "tokenizer",
+        "template",
+        "price",
+        "pricing",
+        "limit",
+        "completion",
+        "expansion",
+        "lanes",
+        "explore",
+        "exploit",
+        "floor",
+        "topk",
+        "ladder",
+        "stage",
+        "then",
+        "min",
+        "on",
+        "exhausted",
+        "block",
+        "warn",
+        "when",
+        "and",
+        "or",
+        "not",
+        "in",
+        "contains",
+        "tokens",
+        "budget",
+        "reserve",
+        "model",
+        "tiktoken",
+        "rough",
+        "chars",
+        "per",
+        "token",
+        "prompt",
+        "factor",
+        "share",
+        "keep",
+    }
+)
 # Words that begin a statement (`stage`, `on` inside a ladder): after an error, parsing
 # resumes at the next line that starts with one of them, or with `}`.
-_SYNC_WORDS = ("policy", "include", "tokenizer", "template", "price", "pricing", "limit", "completion", "expansion",
-               "lanes", "explore", "topk", "ladder", "when", "stage", "on")
+_SYNC_WORDS = (
+    "policy",
+    "include",
+    "tokenizer",
+    "template",
+    "price",
+    "pricing",
+    "limit",
+    "completion",
+    "expansion",
+    "lanes",
+    "explore",
+    "topk",
+    "ladder",
+    "when",
+    "stage",
+    "on",
+)
 _SYNC_LINE = re.compile(r"^[ \t]*(?:(" + "|".join(_SYNC_WORDS) + r")(?![A-Za-z0-9_])|(\}))", re.M)
 _WORD_AT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -138,7 +198,7 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, lines: list[str], text: 
         if word is not None:
             message = f"unexpected `{word.group(0)}`"
         elif text.startswith(("=<", "=>"), pos):
-            end, message = column + 1, f"unexpected `{text[pos:pos + 2]}`"
+            end, message = column + 1, f"unexpected `{text[pos : pos + 2]}`"
         if char == '"':
             end = len(lines[line - 1]) if 0 < line <= len(lines) else column
             message = "unterminated string"
@@ -155,16 +215,25 @@ def _syntax_diagnostic(err: UnexpectedInput, file: str, lines: list[str], text: 
     if isinstance(err, UnexpectedEOF) or (token is not None and token.type == "$END"):
         line = len(lines)
         column = len(lines[-1]) + 1 if lines else 1
-        return Diagnostic("E102", "the file ends in the middle of a statement", hint="expected " + _join(expected), span=Span(file, line, column, line, column))
+        return Diagnostic(
+            "E102",
+            "the file ends in the middle of a statement",
+            hint="expected " + _join(expected),
+            span=Span(file, line, column, line, column),
+        )
     message = f"unexpected {_token_text(token)}"
     hint = "expected " + _join(expected)
     if token is not None:
         pos = token.start_pos or 0
         if str(token) == "," and 0 < pos < len(text) - 1 and text[pos - 1].isdigit() and text[pos + 1].isdigit():
-            grouped = re.match(r"[0-9][0-9,]*", text[_number_start(text, pos):])
+            grouped = re.match(r"[0-9][0-9,]*", text[_number_start(text, pos) :])
             written = grouped.group(0) if grouped else "1,000"
-            return Diagnostic("E103", f"unexpected `,` in the number `{written}`", hint=f"group digits with `_`: write `{written.replace(',', '_')}`",
-                              span=Span(file, line, column, line, column))
+            return Diagnostic(
+                "E103",
+                f"unexpected `,` in the number `{written}`",
+                hint=f"group digits with `_`: write `{written.replace(',', '_')}`",
+                span=Span(file, line, column, line, column),
+            )
         keywords = [w.strip("`") for w in expected if w.startswith("`")]
         close = difflib.get_close_matches(str(token), keywords, n=1)
         if close:
@@ -214,7 +283,7 @@ class _Recovery:
             resume_from = (err.pos_in_stream or 0) + 1
         else:
             assert token is not None
-            resume_from = (token.end_pos or 0)
+            resume_from = token.end_pos or 0
             if self._starts_line(token) and str(token) in _SYNC_WORDS + ("}",):
                 # The previous statement ended early; this word starts the next one.
                 diag = self._ended_early(token, diag)
@@ -241,8 +310,12 @@ class _Recovery:
         line = self.text.count("\n", 0, pos) + 1
         column = pos - (self.text.rfind("\n", 0, pos) + 1) + 1
         expected = diag.hint.split("expected ", 1)[-1]
-        return Diagnostic("E103", f"the statement ends before `{token}` starts the next one", hint=f"expected {expected} here",
-                          span=Span(self.file, line, column + 1, line, column + 1))
+        return Diagnostic(
+            "E103",
+            f"the statement ends before `{token}` starts the next one",
+            hint=f"expected {expected} here",
+            span=Span(self.file, line, column + 1, line, column + 1),
+        )
 
     def _add(self, diag: Diagnostic | None) -> None:
         if diag is None:
@@ -261,7 +334,7 @@ class _Recovery:
         target = match.start(1) if match and match.group(1) else (match.start(2) if match else len(self.text))
         counter = ip.lexer_thread.state.line_ctr
         if target > counter.char_pos:
-            counter.feed(self.text[counter.char_pos:target])
+            counter.feed(self.text[counter.char_pos : target])
         word = (match.group(1) or match.group(2)) if match else None
         if word is None:
             brace = self._open_brace(ip.parser_state.value_stack)
@@ -285,10 +358,10 @@ class _Recovery:
         if depth == 0 or kind is None:
             self._add(diag)
             return False
-        popped = state.value_stack[depth - 1:]
+        popped = state.value_stack[depth - 1 :]
         brace = self._open_brace(popped)
         del state.state_stack[depth:]
-        del state.value_stack[depth - 1:]
+        del state.value_stack[depth - 1 :]
         self._add(self._unclosed(brace) if brace is not None else diag)
         return True
 
@@ -301,8 +374,12 @@ class _Recovery:
         return None
 
     def _unclosed(self, brace: Token) -> Diagnostic:
-        return Diagnostic("E107", "this `{` is never closed", hint="add `}` after the block's last statement",
-                          span=Span(self.file, brace.line or 1, brace.column or 1, brace.line or 1, brace.column or 1))
+        return Diagnostic(
+            "E107",
+            "this `{` is never closed",
+            hint="add `}` after the block's last statement",
+            span=Span(self.file, brace.line or 1, brace.column or 1, brace.line or 1, brace.column or 1),
+        )
 
 
 def _join(words: list[str]) -> str:
@@ -337,7 +414,16 @@ def _first_deep_line(tree: Tree[Token]) -> int:
 def parse(text: str, file: str = "<string>") -> A.PolicyFile:
     size = len(text.encode("utf-8"))
     if size > MAX_FILE_BYTES:
-        raise RuleSyntaxError([Diagnostic("E104", f"rule file is {size} bytes; the limit is {MAX_FILE_BYTES}", hint="split it into files joined with include", span=Span(file, 1, 1))])
+        raise RuleSyntaxError(
+            [
+                Diagnostic(
+                    "E104",
+                    f"rule file is {size} bytes; the limit is {MAX_FILE_BYTES}",
+                    hint="split it into files joined with include",
+                    span=Span(file, 1, 1),
+                )
+            ]
+        )
     lines = text.split("\n")
     comments: list[Token] = []
     recovery = _Recovery(text, file, lines)
@@ -354,7 +440,14 @@ def parse(text: str, file: str = "<string>") -> A.PolicyFile:
             recovery.errors.append(recovery.pending_eof or _syntax_diagnostic(err, file, lines, text))
         tree = None
     except RecursionError:
-        recovery.errors.append(Diagnostic("E105", "rule file nested too deeply", hint=f"nesting is limited to {MAX_DEPTH} levels", span=Span(file, 1, 1)))
+        recovery.errors.append(
+            Diagnostic(
+                "E105",
+                "rule file nested too deeply",
+                hint=f"nesting is limited to {MAX_DEPTH} levels",
+                span=Span(file, 1, 1),
+            )
+        )
         tree = None
     errors = recovery.errors
     if errors:
@@ -362,7 +455,16 @@ def parse(text: str, file: str = "<string>") -> A.PolicyFile:
         raise RuleSyntaxError(sorted(unique.values(), key=lambda d: (d.span.line, d.span.column)))  # type: ignore[union-attr]
     assert tree is not None
     if _depth(tree) > MAX_DEPTH:
-        raise RuleSyntaxError([Diagnostic("E105", "rule file nested too deeply", hint=f"nesting is limited to {MAX_DEPTH} levels (conditions, parentheses, `when` blocks)", span=Span(file, _first_deep_line(tree), 1))])
+        raise RuleSyntaxError(
+            [
+                Diagnostic(
+                    "E105",
+                    "rule file nested too deeply",
+                    hint=f"nesting is limited to {MAX_DEPTH} levels (conditions, parentheses, `when` blocks)",
+                    span=Span(file, _first_deep_line(tree), 1),
+                )
+            ]
+        )
     try:
         statements = _ToAst(file).transform(tree)
     except VisitError as err:  # pragma: no cover - a transformer bug, not user input
@@ -372,6 +474,7 @@ def parse(text: str, file: str = "<string>") -> A.PolicyFile:
 
 
 # ---- tree -> AST -------------------------------------------------------------------------
+
 
 def _span(file: str, meta: Any) -> Span:
     if getattr(meta, "empty", True):
@@ -438,7 +541,9 @@ class _ToAst(Transformer[Token, Any]):
 
     def limit(self, meta: Any, c: list[Any]) -> A.LimitDecl:
         severity = str(c[3]) if len(c) > 3 else None
-        return A.LimitDecl(str(c[0]), str(c[1]), c[2], severity, metric_span=_tok_span(self.file, c[1]), span=self.s(meta))
+        return A.LimitDecl(
+            str(c[0]), str(c[1]), c[2], severity, metric_span=_tok_span(self.file, c[1]), span=self.s(meta)
+        )
 
     def completion(self, meta: Any, c: list[Any]) -> A.CompletionDecl:
         return A.CompletionDecl(c[0], span=self.s(meta))
@@ -467,7 +572,9 @@ class _ToAst(Transformer[Token, Any]):
     def stage(self, meta: Any, c: list[Any]) -> A.StageDecl:
         groups = tuple(x for x in c[2:] if isinstance(x, A.StepGroup))
         minimum = next((x for x in c[2:] if isinstance(x, A.Num)), None)
-        return A.StageDecl(str(c[0]), str(c[1]), groups, minimum, pool_span=_tok_span(self.file, c[1]), span=self.s(meta))
+        return A.StageDecl(
+            str(c[0]), str(c[1]), groups, minimum, pool_span=_tok_span(self.file, c[1]), span=self.s(meta)
+        )
 
     def exhausted(self, meta: Any, c: list[Any]) -> A.ExhaustedDecl:
         return A.ExhaustedDecl(self._str(c[0]) if c else None, span=self.s(meta))
@@ -495,6 +602,7 @@ class _ToAst(Transformer[Token, Any]):
 
 
 # ---- comments ----------------------------------------------------------------------------
+
 
 def _with_items(node: Any, items: list[Any]) -> Any:
     from dataclasses import replace
@@ -533,7 +641,12 @@ def _place_comments(statements: list[Any], comments: list[Token], file: str) -> 
         out.sort(key=lambda n: (n.span.line, n.span.column))
         fixed: list[Any] = []
         for node in out:
-            if isinstance(node, A.Comment) and fixed and not isinstance(fixed[-1], A.Comment) and fixed[-1].span.end_line == node.span.line:
+            if (
+                isinstance(node, A.Comment)
+                and fixed
+                and not isinstance(fixed[-1], A.Comment)
+                and fixed[-1].span.end_line == node.span.line
+            ):
                 from dataclasses import replace
 
                 node = replace(node, inline=True)

@@ -31,7 +31,18 @@ EXPLAIN_LEVELS = ("off", "rules", "full")
 class _Walk:
     """One walk of the ladder with a given token function."""
 
-    def __init__(self, policy: Policy, settings: Settings, pools: Pools, usage: UsageSnapshot, request: Request, completion: int, tokens: Callable[[Mapping[str, tuple[str, ...]]], int], model: Any, explain: str) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        settings: Settings,
+        pools: Pools,
+        usage: UsageSnapshot,
+        request: Request,
+        completion: int,
+        tokens: Callable[[Mapping[str, tuple[str, ...]]], int],
+        model: Any,
+        explain: str,
+    ) -> None:
         self.policy, self.settings, self.pools, self.usage, self.request = policy, settings, pools, usage, request
         self.completion, self.tokens, self.model, self.explain = completion, tokens, model, explain
         self.price = policy.price
@@ -55,11 +66,19 @@ class _Walk:
         fails = failing(settings, request, now, Enforcement.BLOCK)
         start_items = None
         if self.explain == "full":
-            start_items = {pool: {c.id: self.model.item_tokens(pool, c.id) for c in items} for pool, items in state.items()}
+            start_items = {
+                pool: {c.id: self.model.item_tokens(pool, c.id) for c in items} for pool, items in state.items()
+            }
         self.trace.append(
             TraceStep(
-                "start", "start", "fail" if fails else "pass", counts_after=lane_counts(state), prompt_tokens_after=now.prompt_tokens,
-                failing=fails, message="initial selection: the pack's top-k" + (" exceeds " + ", ".join(fails) if fails else " fits every blocking limit"),
+                "start",
+                "start",
+                "fail" if fails else "pass",
+                counts_after=lane_counts(state),
+                prompt_tokens_after=now.prompt_tokens,
+                failing=fails,
+                message="initial selection: the pack's top-k"
+                + (" exceeds " + ", ".join(fails) if fails else " fits every blocking limit"),
                 item_tokens=start_items,
             )
         )
@@ -67,7 +86,12 @@ class _Walk:
             return state, now, fails, "fits without trimming"
         hopeless = unfixable(settings, request, self.usage, self.completion, self.price, fails)
         if hopeless:
-            return state, now, fails, "trimming cannot fix " + ", ".join(hopeless) + " (it fails even with an empty prompt)"
+            return (
+                state,
+                now,
+                fails,
+                "trimming cannot fix " + ", ".join(hopeless) + " (it fails even with an empty prompt)",
+            )
         original = {pool: len(items) for pool, items in state.items()}
         floor = settings.lanes.explore_floor
         rung = 0
@@ -79,16 +103,41 @@ class _Walk:
                 explore_items = [c for c in current if c.lane == "explore"]
                 # A rung never takes the pool below the explore floor's worth of explore
                 # candidates: with fewer slots than the floor, the floor could not hold.
-                target = max(resize(step, len(current), original[stage.pool], stage.minimum), min(floor, len(explore_items)))
+                target = max(
+                    resize(step, len(current), original[stage.pool], stage.minimum), min(floor, len(explore_items))
+                )
                 common = dict(
-                    rule=stage.rule, span=step.span, stage=stage.rule, pool=stage.pool, step_kind=step.kind.value,
-                    step_value=str(step.value), rung=rung, counts_before=lane_counts(state), prompt_tokens_before=now.prompt_tokens,
+                    rule=stage.rule,
+                    span=step.span,
+                    stage=stage.rule,
+                    pool=stage.pool,
+                    step_kind=step.kind.value,
+                    step_value=str(step.value),
+                    rung=rung,
+                    counts_before=lane_counts(state),
+                    prompt_tokens_before=now.prompt_tokens,
                 )
                 if target >= len(current):
-                    why = "pool is empty" if not current else f"{stage.pool} already at {len(current)} (minimum {stage.minimum})"
-                    self.trace.append(TraceStep("rung", verdict="skipped", counts_after=lane_counts(state), prompt_tokens_after=now.prompt_tokens, failing=fails, message="no change: " + why, **common))
+                    why = (
+                        "pool is empty"
+                        if not current
+                        else f"{stage.pool} already at {len(current)} (minimum {stage.minimum})"
+                    )
+                    self.trace.append(
+                        TraceStep(
+                            "rung",
+                            verdict="skipped",
+                            counts_after=lane_counts(state),
+                            prompt_tokens_after=now.prompt_tokens,
+                            failing=fails,
+                            message="no change: " + why,
+                            **common,
+                        )
+                    )
                     continue
-                n_exploit, n_explore = split_lanes(target, len(exploit_items), len(explore_items), settings.lanes.explore_ratio, floor)
+                n_exploit, n_explore = split_lanes(
+                    target, len(exploit_items), len(explore_items), settings.lanes.explore_ratio, floor
+                )
                 keep = {c.id for c in exploit_items[:n_exploit]} | {c.id for c in explore_items[:n_explore]}
                 before = state
                 state = cascade({**state, stage.pool: tuple(c for c in current if c.id in keep)})
@@ -98,10 +147,17 @@ class _Walk:
                 removed = removed_between(before, state)
                 self.trace.append(
                     TraceStep(
-                        "rung", verdict="fail" if fails else "pass", counts_after=lane_counts(state), prompt_tokens_after=now.prompt_tokens,
-                        removed=removed, failing=fails, item_tokens=self.item_tokens(removed),
-                        message=(f"{stage.pool} {len(current)} -> {target} ({n_exploit} exploit + {n_explore} explore); "
-                                 + ("still exceeds " + ", ".join(fails) if fails else "everything fits")),
+                        "rung",
+                        verdict="fail" if fails else "pass",
+                        counts_after=lane_counts(state),
+                        prompt_tokens_after=now.prompt_tokens,
+                        removed=removed,
+                        failing=fails,
+                        item_tokens=self.item_tokens(removed),
+                        message=(
+                            f"{stage.pool} {len(current)} -> {target} ({n_exploit} exploit + {n_explore} explore); "
+                            + ("still exceeds " + ", ".join(fails) if fails else "everything fits")
+                        ),
                         **common,
                     )
                 )
@@ -147,12 +203,26 @@ def evaluate(
     packs), or a `Policy`: then the engine is the one this process built for that policy
     (and ``counter``) before, so repeated calls share its caches."""
     if isinstance(policy, Engine):
-        engine = policy if counter is None or counter is policy.counter else Engine.build(policy.policy, counter=counter, knowledge=policy.knowledge)
+        engine = (
+            policy
+            if counter is None or counter is policy.counter
+            else Engine.build(policy.policy, counter=counter, knowledge=policy.knowledge)
+        )
         if knowledge is None:
             knowledge = engine.knowledge
     else:
         engine = _engine_for(policy, counter)
-    return decide(engine, pools, usage=usage, request=request, seen_combos=seen_combos, prompt_model=prompt_model, idea=idea, knowledge=knowledge, explain=explain)
+    return decide(
+        engine,
+        pools,
+        usage=usage,
+        request=request,
+        seen_combos=seen_combos,
+        prompt_model=prompt_model,
+        idea=idea,
+        knowledge=knowledge,
+        explain=explain,
+    )
 
 
 def decide(
@@ -173,12 +243,31 @@ def decide(
     policy, counter = engine.policy, engine.counter
     if explain not in EXPLAIN_LEVELS:
         close = [lvl for lvl in EXPLAIN_LEVELS if lvl[:3] == str(explain)[:3]]
-        raise UsageInputError([Diagnostic("V102", f"unknown explain level {explain!r}", hint=(f"did you mean {close[0]!r}? " if close else "") + "use " + ", ".join(map(repr, EXPLAIN_LEVELS)))])
+        raise UsageInputError(
+            [
+                Diagnostic(
+                    "V102",
+                    f"unknown explain level {explain!r}",
+                    hint=(f"did you mean {close[0]!r}? " if close else "")
+                    + "use "
+                    + ", ".join(map(repr, EXPLAIN_LEVELS)),
+                )
+            ]
+        )
     settings, matched = policy.resolve(pools.attributes)
     usd_limits = [lim for lim in settings.limits if METRICS[lim.metric] == "usd"]
     if usd_limits and policy.price is None:
         first = usd_limits[0]
-        raise RuleCheckError([Diagnostic("V101", f"limit {first.rule!r} is in USD but the policy prices no model", hint="add a price table and `price model \"...\"`", span=first.span)])
+        raise RuleCheckError(
+            [
+                Diagnostic(
+                    "V101",
+                    f"limit {first.rule!r} is in USD but the policy prices no model",
+                    hint='add a price table and `price model "..."`',
+                    span=first.span,
+                )
+            ]
+        )
     model = prompt_model or engine.prompt_model(pools, idea=idea, knowledge=knowledge, limits=limits_view(settings))
     completion = request.completion_tokens if request.completion_tokens is not None else settings.completion_budget
 
@@ -189,14 +278,37 @@ def decide(
     notes: list[TraceStep] = []
     if exact != now.prompt_tokens:
         # Arithmetic and proof disagree: walk again counting every rung exactly.
-        notes.append(TraceStep("stop", "accounting", "info", message=f"arithmetic gave {now.prompt_tokens}, exact count {exact}: re-walked counting each rung exactly"))
-        walk = _Walk(policy, settings, pools, usage, request, completion, lambda sel: counter.count(model.render(sel)), model, explain)
+        notes.append(
+            TraceStep(
+                "stop",
+                "accounting",
+                "info",
+                message=f"arithmetic gave {now.prompt_tokens}, exact count {exact}: re-walked counting each rung exactly",
+            )
+        )
+        walk = _Walk(
+            policy,
+            settings,
+            pools,
+            usage,
+            request,
+            completion,
+            lambda sel: counter.count(model.render(sel)),
+            model,
+            explain,
+        )
         state, now, fails, why = walk.run()
         final_text = model.render(as_selection(state))
         exact = counter.count(final_text)
 
     trace: list[TraceStep] = [
-        TraceStep("condition", cond.rule, "applied", span=cond.span, message="condition matched: its settings override the base policy")
+        TraceStep(
+            "condition",
+            cond.rule,
+            "applied",
+            span=cond.span,
+            message="condition matched: its settings override the base policy",
+        )
         for cond in matched
     ]
     trace.extend(walk.trace)
@@ -208,11 +320,24 @@ def decide(
         value = now.value(limit.metric)
         verdict = "unpriced" if value is None else ("fail" if value > effective else "pass")
         limits_json[limit.metric] = {
-            "rule": limit.rule, "value": limit.value, "effective": effective, "severity": limit.severity.value,
-            "unit": "micro_usd" if METRICS[limit.metric] == "usd" else METRICS[limit.metric], "actual": value, "verdict": verdict, "span": span_json(limit.span),
+            "rule": limit.rule,
+            "value": limit.value,
+            "effective": effective,
+            "severity": limit.severity.value,
+            "unit": "micro_usd" if METRICS[limit.metric] == "usd" else METRICS[limit.metric],
+            "actual": value,
+            "verdict": verdict,
+            "span": span_json(limit.span),
         }
-        trace.append(TraceStep("check", limit.rule, verdict if limit.severity is Enforcement.BLOCK or verdict != "fail" else "warn", span=limit.span,
-                               message=f"{limit.metric}: {value} vs {effective} ({limit.severity.value})"))
+        trace.append(
+            TraceStep(
+                "check",
+                limit.rule,
+                verdict if limit.severity is Enforcement.BLOCK or verdict != "fail" else "warn",
+                span=limit.span,
+                message=f"{limit.metric}: {value} vs {effective} ({limit.severity.value})",
+            )
+        )
 
     floors: list[FloorStatus] = []
     start = initial_state(pools, settings.topk)
@@ -228,21 +353,47 @@ def decide(
             status = "not_preserved"
         floors.append(FloorStatus(pool, required, available, kept, status))
 
-    warnings = [DecisionWarning(metric, f"{metric} exceeds its warning limit: {now.value(metric)} > {effective_limit(warn_limit, settings, request)}", warn_limit.rule) for metric in warn_fails if (warn_limit := settings.limit(metric)) is not None]
+    warnings = [
+        DecisionWarning(
+            metric,
+            f"{metric} exceeds its warning limit: {now.value(metric)} > {effective_limit(warn_limit, settings, request)}",
+            warn_limit.rule,
+        )
+        for metric in warn_fails
+        if (warn_limit := settings.limit(metric)) is not None
+    ]
     for f in floors:
         if f.status == "pack_short":
             offered = sum(1 for c in pools.pool(f.pool) if c.lane == "explore")
             if offered > f.available:  # the policy's top-k (or the cascade) held them back, not the pack
-                warnings.append(DecisionWarning("explore_floor", f"{f.pool}: the pack offered {offered} explore candidate(s) but the policy's top-k and parent pools leave {f.available}, fewer than the floor of {f.required}"))
+                warnings.append(
+                    DecisionWarning(
+                        "explore_floor",
+                        f"{f.pool}: the pack offered {offered} explore candidate(s) but the policy's top-k and parent pools leave {f.available}, fewer than the floor of {f.required}",
+                    )
+                )
             else:
-                warnings.append(DecisionWarning("explore_floor", f"{f.pool}: the pack offered {f.available} explore candidate(s), fewer than the floor of {f.required}"))
+                warnings.append(
+                    DecisionWarning(
+                        "explore_floor",
+                        f"{f.pool}: the pack offered {f.available} explore candidate(s), fewer than the floor of {f.required}",
+                    )
+                )
         elif f.status == "not_preserved":
-            warnings.append(DecisionWarning("explore_floor", f"{f.pool}: only {f.kept} explore candidate(s) kept, below the floor of {f.required}: their owners were dropped by the cascade"))
+            warnings.append(
+                DecisionWarning(
+                    "explore_floor",
+                    f"{f.pool}: only {f.kept} explore candidate(s) kept, below the floor of {f.required}: their owners were dropped by the cascade",
+                )
+            )
 
     blocked = bool(fails)
     reason = (settings.ladder.exhausted_reason or fails[0]) if blocked else None
     trace.append(TraceStep("stop", "stop", "fail" if blocked else "pass", failing=fails, message=why))
-    selection = {pool: {lane: tuple(c.id for c in items if c.lane == lane) for lane in ("exploit", "explore")} for pool, items in state.items()}
+    selection = {
+        pool: {lane: tuple(c.id for c in items if c.lane == lane) for lane in ("exploit", "explore")}
+        for pool, items in state.items()
+    }
     metrics = {
         "prompt_tokens": exact,
         "prompt_chars": len(final_text),
@@ -276,7 +427,13 @@ def decide(
         "template": policy.template,
         "template_digest": policy.template_spec.digest if policy.template_spec is not None else None,
         "pack_format": pools.format,
-        "price": None if price is None else {"model": price.model, "prompt_usd_per_1m": str(price.prompt_per_million), "completion_usd_per_1m": str(price.completion_per_million)},
+        "price": None
+        if price is None
+        else {
+            "model": price.model,
+            "prompt_usd_per_1m": str(price.prompt_per_million),
+            "completion_usd_per_1m": str(price.completion_per_million),
+        },
     }
     return Decision(
         allowed=not blocked,

@@ -42,18 +42,36 @@ class Engine:
     caches: RenderCaches = field(default_factory=_fresh_caches)
 
     @classmethod
-    def build(cls, policy: Policy, *, counter: TokenCounter | None = None, knowledge: KnowledgePack | None = None) -> Engine:
+    def build(
+        cls, policy: Policy, *, counter: TokenCounter | None = None, knowledge: KnowledgePack | None = None
+    ) -> Engine:
         """Resolve the policy's tokenizer (loaded once per process; the count cache is this
         engine's own unless ``counter`` is given)."""
         from policy_engine.tokens import new_counter
 
         return cls(policy, counter if counter is not None else new_counter(policy.tokenizer), knowledge)
 
-    def prompt_model(self, pools: Pools, *, idea: Mapping[str, Any] | None, knowledge: KnowledgePack | None, limits: Mapping[str, int | None]) -> PromptModel:
+    def prompt_model(
+        self,
+        pools: Pools,
+        *,
+        idea: Mapping[str, Any] | None,
+        knowledge: KnowledgePack | None,
+        limits: Mapping[str, int | None],
+    ) -> PromptModel:
         from policy_engine.render import build_prompt_model
 
         policy = self.policy
-        return build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=self.counter, limits=limits, spec=policy.template_spec, caches=self.caches)
+        return build_prompt_model(
+            policy.template,
+            pools,
+            idea=idea,
+            knowledge=knowledge,
+            counter=self.counter,
+            limits=limits,
+            spec=policy.template_spec,
+            caches=self.caches,
+        )
 
 
 def evaluate(
@@ -71,5 +89,14 @@ def evaluate(
     """The decision for one pack: a pure function of the engine and these inputs."""
     from policy_engine.evaluator.core import decide
 
-    return decide(engine, pools, usage=usage, request=request, seen_combos=seen_combos, idea=idea,
-                  knowledge=knowledge if knowledge is not None else engine.knowledge, explain=explain, prompt_model=prompt_model)
+    return decide(
+        engine,
+        pools,
+        usage=usage,
+        request=request,
+        seen_combos=seen_combos,
+        idea=idea,
+        knowledge=knowledge if knowledge is not None else engine.knowledge,
+        explain=explain,
+        prompt_model=prompt_model,
+    )

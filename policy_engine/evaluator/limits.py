@@ -77,7 +77,14 @@ def failing(settings: Settings, request: Request, measured: Measured, severity: 
     return tuple(out)
 
 
-def unfixable(settings: Settings, request: Request, usage: UsageSnapshot, completion: int, price: Price | None, metrics: tuple[str, ...]) -> tuple[str, ...]:
+def unfixable(
+    settings: Settings,
+    request: Request,
+    usage: UsageSnapshot,
+    completion: int,
+    price: Price | None,
+    metrics: tuple[str, ...],
+) -> tuple[str, ...]:
     """Failing limits that an empty prompt would still fail: trimming cannot help."""
     floor_state = measure_state(0, completion, usage, price)
     out = []

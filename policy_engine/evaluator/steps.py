@@ -34,7 +34,9 @@ def resize(step: Step, current: int, original: int, minimum: int) -> int:
     return min(target, current)
 
 
-def split_lanes(total: int, exploit_available: int, explore_available: int, explore_ratio: Decimal, floor: int) -> tuple[int, int]:
+def split_lanes(
+    total: int, exploit_available: int, explore_available: int, explore_ratio: Decimal, floor: int
+) -> tuple[int, int]:
     """(exploit, explore) counts for a pool of ``total`` kept candidates."""
     explore = int((Decimal(total) * explore_ratio).to_integral_value(rounding=ROUND_HALF_EVEN))
     explore = max(explore, min(floor, explore_available))

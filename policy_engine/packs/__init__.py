@@ -55,7 +55,17 @@ def load_pack(
     label = file or "<pack>"
     if not isinstance(document, Mapping):
         kind = "JSON string" if isinstance(document, str) else type(document).__name__
-        raise PackError([Diagnostic("P112", f"a retrieval pack is a JSON object, got a {kind}", hint="a pack is the agent's retrieval pack object; API callers pass the document (a dict), or read a file with load_pack_file(path)", file=label, pointer="")])
+        raise PackError(
+            [
+                Diagnostic(
+                    "P112",
+                    f"a retrieval pack is a JSON object, got a {kind}",
+                    hint="a pack is the agent's retrieval pack object; API callers pass the document (a dict), or read a file with load_pack_file(path)",
+                    file=label,
+                    pointer="",
+                )
+            ]
+        )
     fmt = find_format(document, label, format)
     if fmt.quick_check is not None and fmt.quick_check(document):
         # Valid, and plain JSON values only (the check is bounded: a cyclic or too deep
@@ -65,7 +75,17 @@ def load_pack(
         return dataclasses.replace(fmt.adapt(doc, idea=idea), digest=text_digest(text))
     deep = depth_exceeds(document, PACK_BOUNDS.max_depth)
     if deep is not None:  # before deepcopy, which recurses (and a cyclic dict is infinitely deep)
-        raise PackError([Diagnostic("P119", f"nested deeper than {PACK_BOUNDS.max_depth} levels", hint="flatten the document", file=label, pointer=json_pointer(deep))])
+        raise PackError(
+            [
+                Diagnostic(
+                    "P119",
+                    f"nested deeper than {PACK_BOUNDS.max_depth} levels",
+                    hint="flatten the document",
+                    file=label,
+                    pointer=json_pointer(deep),
+                )
+            ]
+        )
     doc = _copy.deepcopy(dict(document)) if copy else document
     problems = fmt.validate(doc, label)
     if problems:
@@ -74,7 +94,9 @@ def load_pack(
     return dataclasses.replace(pools, digest=document_digest(doc))
 
 
-def load_pack_file(path: str | os.PathLike[str], *, format: str | None = None, idea: Mapping[str, Any] | None = None) -> Pools:
+def load_pack_file(
+    path: str | os.PathLike[str], *, format: str | None = None, idea: Mapping[str, Any] | None = None
+) -> Pools:
     """Read a pack file (``-`` for standard input) and load it: the explicit path form."""
     doc, label = read_json_file(path)
     return load_pack(doc, file=label, format=format, idea=idea, copy=False)

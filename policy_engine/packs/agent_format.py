@@ -31,10 +31,7 @@ def _counts(pools: Mapping[str, tuple[Candidate, ...]]) -> dict[str, int]:
 
 
 def adapt(doc: Mapping[str, Any], *, idea: Mapping[str, Any] | None = None) -> Pools:
-    datasets = tuple(
-        Candidate(d["id"], "datasets", d["lane"], d["subcategory_id"])
-        for d in doc["candidate_datasets"]
-    )
+    datasets = tuple(Candidate(d["id"], "datasets", d["lane"], d["subcategory_id"]) for d in doc["candidate_datasets"])
     lanes_by_sub: dict[str, set[str]] = {}
     for d in datasets:
         lanes_by_sub.setdefault(d.parent or "", set()).add(d.lane)
@@ -42,14 +39,8 @@ def adapt(doc: Mapping[str, Any], *, idea: Mapping[str, Any] | None = None) -> P
         Candidate(s, "subcategories", "explore" if lanes_by_sub.get(s) == {"explore"} else "exploit", None)
         for s in doc["selected_subcategories"]
     )
-    fields = tuple(
-        Candidate(f["id"], "fields", f["lane"], f["dataset_id"])
-        for f in doc["candidate_fields"]
-    )
-    operators = tuple(
-        Candidate(o["name"], "operators", o["lane"], None)
-        for o in doc["candidate_operators"]
-    )
+    fields = tuple(Candidate(f["id"], "fields", f["lane"], f["dataset_id"]) for f in doc["candidate_fields"])
+    operators = tuple(Candidate(o["name"], "operators", o["lane"], None) for o in doc["candidate_operators"])
     pools = {"subcategories": subcategories, "datasets": datasets, "fields": fields, "operators": operators}
     target = doc.get("target") or {}
     attributes: dict[str, Any] = {

@@ -11,16 +11,28 @@ CODES: dict[str, tuple[str, str]] = {
     "P106": ("file too large", "packs over the size limit are refused; trim the pack upstream"),
     "P107": ("schema violation", "make the value match the retrieval pack schema (policy schema retrieval_pack)"),
     "P108": ("duplicate candidate id", "candidate ids must be unique within a pool"),
-    "P109": ("dangling reference", "a field's dataset_id must name a candidate dataset, a dataset's subcategory_id a selected subcategory"),
+    "P109": (
+        "dangling reference",
+        "a field's dataset_id must name a candidate dataset, a dataset's subcategory_id a selected subcategory",
+    ),
     "P110": ("lane lists disagree with candidates", "the lanes lists must name exactly the candidates of that lane"),
     "P111": ("unknown pack format", "name a registered pack format, or let the engine detect it"),
     "P112": ("not a retrieval pack", "the document matches no registered pack format"),
-    "P113": ("invalid usage snapshot", "see policy schema usage: {\"batch\": {\"tokens\": N, \"usd\": \"0.01\"}, \"day\": {...}}"),
-    "P114": ("invalid seen-combos file", "give a JSON list of \"<field_id>::<operator_name>\" strings"),
+    "P113": (
+        "invalid usage snapshot",
+        'see policy schema usage: {"batch": {"tokens": N, "usd": "0.01"}, "day": {...}}',
+    ),
+    "P114": ("invalid seen-combos file", 'give a JSON list of "<field_id>::<operator_name>" strings'),
     "P115": ("empty input", "the file is empty: give a JSON document"),
     "P116": ("invalid policy test-case file", "see `policy test` in the README: a mapping with a `cases` list"),
     "P117": ("no inputs in directory", "pass files, or a directory that contains *.json packs (or case files)"),
-    "P118": ("number out of range", "integers must lie within ±(2^53 - 1) and numbers must be finite; quantities within 0..10^15"),
+    "P118": (
+        "number out of range",
+        "integers must lie within ±(2^53 - 1) and numbers must be finite; quantities within 0..10^15",
+    ),
     "P119": ("nested too deeply", "documents are limited to 64 levels of nesting; flatten it"),
-    "P120": ("invalid request or usage quantity", "token counts and micro-USD amounts are whole numbers from 0 to 10^15"),
+    "P120": (
+        "invalid request or usage quantity",
+        "token counts and micro-USD amounts are whole numbers from 0 to 10^15",
+    ),
 }

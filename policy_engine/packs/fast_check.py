@@ -65,8 +65,16 @@ def _strings(value: Any, non_empty: bool = False) -> bool:
     return not (non_empty and "" in value)
 
 
-def _candidates(items: Any, id_key: str, required: frozenset[str], string_keys: frozenset[str], non_empty: frozenset[str],
-                parent_key: str | None, parents: Any, lane_ids: dict[str, list[str]]) -> set[str] | None:
+def _candidates(
+    items: Any,
+    id_key: str,
+    required: frozenset[str],
+    string_keys: frozenset[str],
+    non_empty: frozenset[str],
+    parent_key: str | None,
+    parents: Any,
+    lane_ids: dict[str, list[str]],
+) -> set[str] | None:
     """The pool's ids when every candidate is a valid object (and its parent is listed),
     else None. Candidates are at depth 2 (pack, list, object): their values at 3."""
     if type(items) is not list:
@@ -102,10 +110,33 @@ def _candidates(items: Any, id_key: str, required: frozenset[str], string_keys: 
     return ids
 
 
-_DATASET = (frozenset({"id", "subcategory_id", "lane", "score"}), frozenset({"id", "subcategory_id", "lane", "name"}), frozenset({"id", "subcategory_id"}))
-_FIELD = (frozenset({"id", "dataset_id", "lane", "score"}), frozenset({"id", "dataset_id", "lane", "type"}), frozenset({"id", "dataset_id"}))
-_OPERATOR = (frozenset({"name", "lane", "score"}), frozenset({"name", "lane", "definition", "category"}), frozenset({"name"}))
-_KNOWN = frozenset({"idea_id", "query", "target", "selected_subcategories", "candidate_datasets", "candidate_fields", "candidate_operators", "lanes"})
+_DATASET = (
+    frozenset({"id", "subcategory_id", "lane", "score"}),
+    frozenset({"id", "subcategory_id", "lane", "name"}),
+    frozenset({"id", "subcategory_id"}),
+)
+_FIELD = (
+    frozenset({"id", "dataset_id", "lane", "score"}),
+    frozenset({"id", "dataset_id", "lane", "type"}),
+    frozenset({"id", "dataset_id"}),
+)
+_OPERATOR = (
+    frozenset({"name", "lane", "score"}),
+    frozenset({"name", "lane", "definition", "category"}),
+    frozenset({"name"}),
+)
+_KNOWN = frozenset(
+    {
+        "idea_id",
+        "query",
+        "target",
+        "selected_subcategories",
+        "candidate_datasets",
+        "candidate_fields",
+        "candidate_operators",
+        "lanes",
+    }
+)
 
 
 def pack_is_valid(doc: Any) -> bool:
@@ -145,9 +176,15 @@ def pack_is_valid(doc: Any) -> bool:
             return False
         for lane in _LANES:
             lists = lanes[lane]
-            if type(lists) is not dict or not _strings(lists.get("field_ids")) or not _strings(lists.get("operator_names")):
+            if (
+                type(lists) is not dict
+                or not _strings(lists.get("field_ids"))
+                or not _strings(lists.get("operator_names"))
+            ):
                 return False
-        by_lane: dict[str, dict[str, list[str]]] = {pool: {lane: [] for lane in _LANES} for pool in ("datasets", "fields", "operators")}
+        by_lane: dict[str, dict[str, list[str]]] = {
+            pool: {lane: [] for lane in _LANES} for pool in ("datasets", "fields", "operators")
+        }
         datasets = _candidates(doc["candidate_datasets"], "id", *_DATASET, "subcategory_id", subs, by_lane["datasets"])
         if datasets is None:
             return False

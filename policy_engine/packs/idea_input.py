@@ -19,8 +19,20 @@ from policy_engine.reading.json_text import read_json_file
 
 def idea_from_document(doc: Any, file: str = "<idea>") -> Mapping[str, Any]:
     if not isinstance(doc, Mapping):
-        raise PackError([Diagnostic("R104", f"an idea spec is a JSON object, got a {type(doc).__name__}", hint="see the agent's idea spec format (reference section 2)", file=file, pointer="")])
-    problems = non_json_diagnostics(doc, file, "P") or schema_diagnostics(dict(doc), "ideaspec", file, "R104", "see `policy schema ideaspec`")
+        raise PackError(
+            [
+                Diagnostic(
+                    "R104",
+                    f"an idea spec is a JSON object, got a {type(doc).__name__}",
+                    hint="see the agent's idea spec format (reference section 2)",
+                    file=file,
+                    pointer="",
+                )
+            ]
+        )
+    problems = non_json_diagnostics(doc, file, "P") or schema_diagnostics(
+        dict(doc), "ideaspec", file, "R104", "see `policy schema ideaspec`"
+    )
     if problems:
         raise PackError(problems)
     return doc

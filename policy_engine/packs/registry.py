@@ -50,7 +50,16 @@ def _load() -> None:
     from policy_engine.packs.fast_check import pack_is_valid
     from policy_engine.packs.validate import validate_pack_document
 
-    register_format(PackFormat(agent_format.NAME, agent_format.detect, agent_format.adapt, validate_pack_document, agent_format.trim, pack_is_valid))
+    register_format(
+        PackFormat(
+            agent_format.NAME,
+            agent_format.detect,
+            agent_format.adapt,
+            validate_pack_document,
+            agent_format.trim,
+            pack_is_valid,
+        )
+    )
     for ep in entry_points(group=GROUP):
         if ep.name in _FORMATS:
             continue
@@ -69,13 +78,28 @@ def find_format(doc: Any, file: str, name: str | None) -> PackFormat:
     if name is not None:
         if name not in _FORMATS:
             raise PackError(
-                [Diagnostic("P111", f"unknown pack format {name!r}", hint="known: " + ", ".join(sorted(_FORMATS)), file=file, pointer="")]
+                [
+                    Diagnostic(
+                        "P111",
+                        f"unknown pack format {name!r}",
+                        hint="known: " + ", ".join(sorted(_FORMATS)),
+                        file=file,
+                        pointer="",
+                    )
+                ]
             )
         return _FORMATS[name]
     if not isinstance(doc, Mapping):
         raise PackError(
-            [Diagnostic("P112", f"expected a JSON object (a retrieval pack), got {type(doc).__name__ if doc is not None else 'null'}",
-                        hint="a pack is one JSON object with candidate_datasets, candidate_fields, candidate_operators and lanes", file=file, pointer="")]
+            [
+                Diagnostic(
+                    "P112",
+                    f"expected a JSON object (a retrieval pack), got {type(doc).__name__ if doc is not None else 'null'}",
+                    hint="a pack is one JSON object with candidate_datasets, candidate_fields, candidate_operators and lanes",
+                    file=file,
+                    pointer="",
+                )
+            ]
         )
     for fmt in _FORMATS.values():
         if fmt.detect(doc):

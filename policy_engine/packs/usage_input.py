@@ -19,7 +19,9 @@ def _micro_usd(value: Any) -> int:
 
 
 def usage_from_document(doc: Any, file: str) -> UsageSnapshot:
-    problems = non_json_diagnostics(doc, file, "P") or schema_diagnostics(doc, "usage", file, "P113", "see `policy schema usage`")
+    problems = non_json_diagnostics(doc, file, "P") or schema_diagnostics(
+        doc, "usage", file, "P113", "see `policy schema usage`"
+    )
     if problems:
         raise UsageInputError(problems)
     try:
@@ -32,7 +34,9 @@ def usage_from_document(doc: Any, file: str) -> UsageSnapshot:
             day_micro_usd=_micro_usd(day.get("usd", 0)),
         )
     except InvalidOperation:
-        raise UsageInputError([Diagnostic("P113", "usd is not a decimal amount", hint="write USD as \"0.0125\"", file=file, pointer="")]) from None
+        raise UsageInputError(
+            [Diagnostic("P113", "usd is not a decimal amount", hint='write USD as "0.0125"', file=file, pointer="")]
+        ) from None
 
 
 def load_usage(path: str | os.PathLike[str]) -> UsageSnapshot:
@@ -45,10 +49,29 @@ def load_seen_combos(path: str | os.PathLike[str]) -> frozenset[str]:
     ``combo_sample`` format)."""
     doc, label = read_json_file(path, error=UsageInputError, bounds=SMALL_DOCUMENT_BOUNDS)
     if not isinstance(doc, list):
-        raise UsageInputError([Diagnostic("P114", "expected a JSON list of combo strings", hint="[\"fnd6_epspxq::ts_rank\", ...]", file=label, pointer="")])
+        raise UsageInputError(
+            [
+                Diagnostic(
+                    "P114",
+                    "expected a JSON list of combo strings",
+                    hint='["fnd6_epspxq::ts_rank", ...]',
+                    file=label,
+                    pointer="",
+                )
+            ]
+        )
     bad = [i for i, item in enumerate(doc) if not isinstance(item, str) or "::" not in item]
     if bad:
         raise UsageInputError(
-            [Diagnostic("P114", f"/{i}: expected \"<field_id>::<operator_name>\"", hint="each combo is a string with ::", file=label, pointer=f"/{i}") for i in bad]
+            [
+                Diagnostic(
+                    "P114",
+                    f'/{i}: expected "<field_id>::<operator_name>"',
+                    hint="each combo is a string with ::",
+                    file=label,
+                    pointer=f"/{i}",
+                )
+                for i in bad
+            ]
         )
     return frozenset(doc)

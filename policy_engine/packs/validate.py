@@ -19,8 +19,13 @@ if TYPE_CHECKING:  # imported when a document fails the fast path (it costs ~40 
     import jsonschema
 
 _TYPE_NAMES = {
-    "object": "object", "array": "array", "string": "string", "number": "number",
-    "integer": "integer", "boolean": "boolean", "null": "null",
+    "object": "object",
+    "array": "array",
+    "string": "string",
+    "number": "number",
+    "integer": "integer",
+    "boolean": "boolean",
+    "null": "null",
 }
 
 
@@ -59,7 +64,11 @@ def _message(error: jsonschema.ValidationError) -> str:
     if error.validator == "type":
         want = error.validator_value
         want = " or ".join(want) if isinstance(want, list) else want
-        return f"expected {want}, got {_json_type(error.instance)} {got}" if isinstance(error.instance, (dict, list)) else f"expected {want}, got {got}"
+        return (
+            f"expected {want}, got {_json_type(error.instance)} {got}"
+            if isinstance(error.instance, (dict, list))
+            else f"expected {want}, got {got}"
+        )
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return f"missing required key {missing!r}"
@@ -106,7 +115,9 @@ def schema_diagnostics(doc: Any, schema_name: str, file: str, code: str, hint: s
         # for oneOf/anyOf, report the most specific branch error when there is one
         best = jsonschema.exceptions.best_match([error]) if error.context else error
         found.append((pointer(best.absolute_path), _message(best)))
-    return [Diagnostic(code, f"{ptr or '/'}: {msg}", hint=hint, file=file, pointer=ptr) for ptr, msg in sorted(set(found))]
+    return [
+        Diagnostic(code, f"{ptr or '/'}: {msg}", hint=hint, file=file, pointer=ptr) for ptr, msg in sorted(set(found))
+    ]
 
 
 def _semantic(doc: Mapping[str, Any], file: str) -> Iterator[Diagnostic]:
@@ -117,24 +128,47 @@ def _semantic(doc: Mapping[str, Any], file: str) -> Iterator[Diagnostic]:
     seen: dict[str, int] = {}
     for i, sub in enumerate(subcats):
         if sub in seen:
-            yield diag("P108", f"/selected_subcategories/{i}", f"subcategory {sub!r} is listed twice (first at index {seen[sub]})", "list each subcategory once")
+            yield diag(
+                "P108",
+                f"/selected_subcategories/{i}",
+                f"subcategory {sub!r} is listed twice (first at index {seen[sub]})",
+                "list each subcategory once",
+            )
         seen.setdefault(sub, i)
     for key, id_key in (("candidate_datasets", "id"), ("candidate_fields", "id"), ("candidate_operators", "name")):
         first: dict[str, int] = {}
         for i, item in enumerate(doc[key]):
             ident = item[id_key]
             if ident in first:
-                yield diag("P108", f"/{key}/{i}/{id_key}", f"{id_key} {ident!r} repeats /{key}/{first[ident]}", "candidate ids must be unique within a pool")
+                yield diag(
+                    "P108",
+                    f"/{key}/{i}/{id_key}",
+                    f"{id_key} {ident!r} repeats /{key}/{first[ident]}",
+                    "candidate ids must be unique within a pool",
+                )
             first.setdefault(ident, i)
     dataset_ids = {d["id"] for d in doc["candidate_datasets"]}
     for i, ds in enumerate(doc["candidate_datasets"]):
         if ds["subcategory_id"] not in seen:
-            yield diag("P109", f"/candidate_datasets/{i}/subcategory_id", f"{ds['subcategory_id']!r} is not in selected_subcategories", "add the subcategory or drop the dataset")
+            yield diag(
+                "P109",
+                f"/candidate_datasets/{i}/subcategory_id",
+                f"{ds['subcategory_id']!r} is not in selected_subcategories",
+                "add the subcategory or drop the dataset",
+            )
     for i, field in enumerate(doc["candidate_fields"]):
         if field["dataset_id"] not in dataset_ids:
-            yield diag("P109", f"/candidate_fields/{i}/dataset_id", f"{field['dataset_id']!r} is not a candidate dataset", "add the dataset or drop the field")
+            yield diag(
+                "P109",
+                f"/candidate_fields/{i}/dataset_id",
+                f"{field['dataset_id']!r} is not a candidate dataset",
+                "add the dataset or drop the field",
+            )
     for lane in ("exploit", "explore"):
-        for list_key, cand_key, id_key in (("field_ids", "candidate_fields", "id"), ("operator_names", "candidate_operators", "name")):
+        for list_key, cand_key, id_key in (
+            ("field_ids", "candidate_fields", "id"),
+            ("operator_names", "candidate_operators", "name"),
+        ):
             listed = doc["lanes"][lane][list_key]
             actual = [c[id_key] for c in doc[cand_key] if c["lane"] == lane]
             if sorted(listed) != sorted(actual):
@@ -142,12 +176,22 @@ def _semantic(doc: Mapping[str, Any], file: str) -> Iterator[Diagnostic]:
                 missing = sorted(set(actual) - set(listed))
                 parts = []
                 if extra:
-                    parts.append("lists " + ", ".join(map(repr, extra[:5])) + (" ..." if len(extra) > 5 else "") + f" not in {lane} lane of {cand_key}")
+                    parts.append(
+                        "lists "
+                        + ", ".join(map(repr, extra[:5]))
+                        + (" ..." if len(extra) > 5 else "")
+                        + f" not in {lane} lane of {cand_key}"
+                    )
                 if missing:
                     parts.append("omits " + ", ".join(map(repr, missing[:5])) + (" ..." if len(missing) > 5 else ""))
                 if not parts:
                     parts.append("repeats an id")
-                yield diag("P110", f"/lanes/{lane}/{list_key}", "; ".join(parts), "keep lanes lists and candidates' lane values in agreement")
+                yield diag(
+                    "P110",
+                    f"/lanes/{lane}/{list_key}",
+                    "; ".join(parts),
+                    "keep lanes lists and candidates' lane values in agreement",
+                )
 
 
 def non_json_diagnostics(doc: Any, file: str, code_prefix: str = "P") -> list[Diagnostic]:
@@ -159,22 +203,62 @@ def non_json_diagnostics(doc: Any, file: str, code_prefix: str = "P") -> list[Di
     while stack and len(found) < 50:
         value, path = stack.pop()
         if len(path) > PACK_BOUNDS.max_depth:
-            found.append(Diagnostic(f"{code_prefix}119", f"{pointer(path)}: nested deeper than {PACK_BOUNDS.max_depth} levels", hint="flatten the document", file=file, pointer=pointer(path)))
+            found.append(
+                Diagnostic(
+                    f"{code_prefix}119",
+                    f"{pointer(path)}: nested deeper than {PACK_BOUNDS.max_depth} levels",
+                    hint="flatten the document",
+                    file=file,
+                    pointer=pointer(path),
+                )
+            )
             break
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_JSON_INTEGER:
-            found.append(Diagnostic(f"{code_prefix}118", f"{pointer(path) or '/'}: integer out of range", hint=f"integers must lie within ±{MAX_JSON_INTEGER:,} (2^53 - 1)", file=file, pointer=pointer(path)))
+            found.append(
+                Diagnostic(
+                    f"{code_prefix}118",
+                    f"{pointer(path) or '/'}: integer out of range",
+                    hint=f"integers must lie within ±{MAX_JSON_INTEGER:,} (2^53 - 1)",
+                    file=file,
+                    pointer=pointer(path),
+                )
+            )
         elif isinstance(value, float) and not math.isfinite(value):
-            found.append(Diagnostic(f"{code_prefix}105", f"{pointer(path) or '/'}: {value!r} is not a JSON number", hint="use a finite number", file=file, pointer=pointer(path)))
+            found.append(
+                Diagnostic(
+                    f"{code_prefix}105",
+                    f"{pointer(path) or '/'}: {value!r} is not a JSON number",
+                    hint="use a finite number",
+                    file=file,
+                    pointer=pointer(path),
+                )
+            )
         elif isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(key, str):
-                    found.append(Diagnostic(f"{code_prefix}107", f"{pointer(path) or '/'}: key {key!r} is not a string", hint="JSON object keys are strings", file=file, pointer=pointer(path)))
+                    found.append(
+                        Diagnostic(
+                            f"{code_prefix}107",
+                            f"{pointer(path) or '/'}: key {key!r} is not a string",
+                            hint="JSON object keys are strings",
+                            file=file,
+                            pointer=pointer(path),
+                        )
+                    )
                 else:
                     stack.append((item, path + (key,)))
         elif isinstance(value, list):
             stack.extend((item, path + (i,)) for i, item in enumerate(value))
         elif value is not None and not isinstance(value, (str, int, float, bool)):
-            found.append(Diagnostic(f"{code_prefix}107", f"{pointer(path) or '/'}: a {type(value).__name__} is not a JSON value", hint="pass lists, dicts, strings, numbers, booleans or None", file=file, pointer=pointer(path)))
+            found.append(
+                Diagnostic(
+                    f"{code_prefix}107",
+                    f"{pointer(path) or '/'}: a {type(value).__name__} is not a JSON value",
+                    hint="pass lists, dicts, strings, numbers, booleans or None",
+                    file=file,
+                    pointer=pointer(path),
+                )
+            )
     return sorted(found, key=lambda d: (d.pointer or "", d.code))
 
 

@@ -15,7 +15,15 @@ from policy_engine.reading.bounds import DEFAULT_BOUNDS, Bounds
 from policy_engine.reading.files import decode_utf8, read_bounded
 from policy_engine.reading.json_text import parse_json_text, read_json_file
 
-__all__ = ["DEFAULT_BOUNDS", "Bounds", "decode_utf8", "parse_json_text", "parse_yaml_text", "read_bounded", "read_json_file"]
+__all__ = [
+    "DEFAULT_BOUNDS",
+    "Bounds",
+    "decode_utf8",
+    "parse_json_text",
+    "parse_yaml_text",
+    "read_bounded",
+    "read_json_file",
+]
 
 
 def __getattr__(name: str) -> Any:

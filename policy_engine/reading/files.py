@@ -22,15 +22,23 @@ def _problem(error: type[PolicyError], code: str, message: str, hint: str, label
     return error([Diagnostic(code, message, hint=hint, file=label, pointer="")])
 
 
-def read_bounded(path: str | os.PathLike[str], bounds: Bounds, *, error: type[PolicyError], prefix: str = "P") -> tuple[bytes, str]:
+def read_bounded(
+    path: str | os.PathLike[str], bounds: Bounds, *, error: type[PolicyError], prefix: str = "P"
+) -> tuple[bytes, str]:
     """(raw bytes, label). Codes: {prefix}101 missing, {prefix}102 unreadable, {prefix}106 too large."""
     label = os.fspath(path) if not isinstance(path, bytes) else path.decode("utf-8", "replace")
     if label == STDIN:
-        raw = sys.stdin.buffer.read(bounds.max_bytes + 1) if hasattr(sys.stdin, "buffer") else sys.stdin.read(bounds.max_bytes + 1).encode("utf-8")
+        raw = (
+            sys.stdin.buffer.read(bounds.max_bytes + 1)
+            if hasattr(sys.stdin, "buffer")
+            else sys.stdin.read(bounds.max_bytes + 1).encode("utf-8")
+        )
         label = STDIN_LABEL
     else:
         if "\0" in label:
-            raise _problem(error, f"{prefix}102", "the path contains a NUL byte", "check the path", label.replace("\0", "\\0"))
+            raise _problem(
+                error, f"{prefix}102", "the path contains a NUL byte", "check the path", label.replace("\0", "\\0")
+            )
         try:
             p = Path(label)
             if p.is_dir():
@@ -40,10 +48,20 @@ def read_bounded(path: str | os.PathLike[str], bounds: Bounds, *, error: type[Po
         except FileNotFoundError:
             raise _problem(error, f"{prefix}101", "no such file", "check the path", label) from None
         except OSError as exc:
-            why = "the file name is too long" if exc.errno == errno.ENAMETOOLONG else f"cannot read ({exc.strerror or type(exc).__name__})"
+            why = (
+                "the file name is too long"
+                if exc.errno == errno.ENAMETOOLONG
+                else f"cannot read ({exc.strerror or type(exc).__name__})"
+            )
             raise _problem(error, f"{prefix}102", why, "check the path and its permissions", label) from None
     if len(raw) > bounds.max_bytes:
-        raise _problem(error, f"{prefix}106", f"is larger than the limit of {bounds.max_bytes:,} bytes", "this is far above any real input; trim it upstream", label)
+        raise _problem(
+            error,
+            f"{prefix}106",
+            f"is larger than the limit of {bounds.max_bytes:,} bytes",
+            "this is far above any real input; trim it upstream",
+            label,
+        )
     return raw, label
 
 
@@ -55,4 +73,10 @@ def decode_utf8(raw: bytes, label: str, *, error: type[PolicyError], code: str) 
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise _problem(error, code, f"not UTF-8: invalid byte 0x{raw[exc.start]:02x} at byte offset {exc.start}", "save the file as UTF-8", label) from None
+        raise _problem(
+            error,
+            code,
+            f"not UTF-8: invalid byte 0x{raw[exc.start]:02x} at byte offset {exc.start}",
+            "save the file as UTF-8",
+            label,
+        ) from None

@@ -30,7 +30,12 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out = {}
     for key, value in pairs:
         if key in out:
-            raise _Refused("104", f"duplicate key {key!r}", "remove one of the duplicated keys; JSON readers disagree on which one wins", json.dumps(key) + ":")
+            raise _Refused(
+                "104",
+                f"duplicate key {key!r}",
+                "remove one of the duplicated keys; JSON readers disagree on which one wins",
+                json.dumps(key) + ":",
+            )
         out[key] = value
     return out
 
@@ -43,7 +48,12 @@ def _bounded_int(literal: str) -> int:
     value = int(literal) if len(literal) <= MAX_NUMBER_LITERAL else None
     if value is None or abs(value) > MAX_JSON_INTEGER:
         shown = literal if len(literal) <= 24 else literal[:20] + f"... ({len(literal)} digits)"
-        raise _Refused("118", f"integer {shown} is out of range", f"integers must lie within ±{MAX_JSON_INTEGER:,} (2^53 - 1, I-JSON)", literal[:24])
+        raise _Refused(
+            "118",
+            f"integer {shown} is out of range",
+            f"integers must lie within ±{MAX_JSON_INTEGER:,} (2^53 - 1, I-JSON)",
+            literal[:24],
+        )
     return value
 
 
@@ -80,7 +90,7 @@ def depth_exceeds(doc: Any, max_depth: int) -> tuple[Any, ...] | None:
         if depth >= max_depth and isinstance(value, (dict, list)):
             return _deep_path(doc, max_depth)
         depth += 1
-        for item in (value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()):
+        for item in value.values() if isinstance(value, dict) else value if isinstance(value, list) else ():
             if isinstance(item, (dict, list)):
                 push((item, depth))
     return None
@@ -103,27 +113,81 @@ def json_pointer(path: tuple[Any, ...]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
-def parse_json_text(text: str, file: str, *, error: type[PolicyError] = PackError, code_prefix: str = "P", bounds: Bounds = DEFAULT_BOUNDS) -> Any:
+def parse_json_text(
+    text: str,
+    file: str,
+    *,
+    error: type[PolicyError] = PackError,
+    code_prefix: str = "P",
+    bounds: Bounds = DEFAULT_BOUNDS,
+) -> Any:
     if not text.strip():
-        raise error([Diagnostic(f"{code_prefix}115", "the file is empty", hint="give a JSON document", file=file, pointer="")])
+        raise error(
+            [Diagnostic(f"{code_prefix}115", "the file is empty", hint="give a JSON document", file=file, pointer="")]
+        )
     try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant, parse_int=_bounded_int, parse_float=_bounded_float)
+        doc = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_refuse_constant,
+            parse_int=_bounded_int,
+            parse_float=_bounded_float,
+        )
     except _Refused as bad:
         line, col = _position(text, bad.needle, second=bad.code == "104")
         if line:
-            raise error([Diagnostic(f"{code_prefix}{bad.code}", bad.message, hint=bad.hint, span=Span(file, line, col))]) from None
-        raise error([Diagnostic(f"{code_prefix}{bad.code}", bad.message, hint=bad.hint, file=file, pointer="")]) from None
+            raise error(
+                [Diagnostic(f"{code_prefix}{bad.code}", bad.message, hint=bad.hint, span=Span(file, line, col))]
+            ) from None
+        raise error(
+            [Diagnostic(f"{code_prefix}{bad.code}", bad.message, hint=bad.hint, file=file, pointer="")]
+        ) from None
     except json.JSONDecodeError as exc:
-        raise error([Diagnostic(f"{code_prefix}103", f"not valid JSON: {exc.msg}", hint="fix the JSON syntax at this line and column", span=Span(file, exc.lineno, exc.colno))]) from None
+        raise error(
+            [
+                Diagnostic(
+                    f"{code_prefix}103",
+                    f"not valid JSON: {exc.msg}",
+                    hint="fix the JSON syntax at this line and column",
+                    span=Span(file, exc.lineno, exc.colno),
+                )
+            ]
+        ) from None
     except RecursionError:
-        raise error([Diagnostic(f"{code_prefix}119", "JSON nested too deeply", hint=f"nesting is limited to {bounds.max_depth} levels", file=file, pointer="")]) from None
+        raise error(
+            [
+                Diagnostic(
+                    f"{code_prefix}119",
+                    "JSON nested too deeply",
+                    hint=f"nesting is limited to {bounds.max_depth} levels",
+                    file=file,
+                    pointer="",
+                )
+            ]
+        ) from None
     deep = depth_exceeds(doc, bounds.max_depth)
     if deep is not None:
-        raise error([Diagnostic(f"{code_prefix}119", f"JSON nested deeper than {bounds.max_depth} levels", hint="flatten the document", file=file, pointer=json_pointer(deep))])
+        raise error(
+            [
+                Diagnostic(
+                    f"{code_prefix}119",
+                    f"JSON nested deeper than {bounds.max_depth} levels",
+                    hint="flatten the document",
+                    file=file,
+                    pointer=json_pointer(deep),
+                )
+            ]
+        )
     return doc
 
 
-def read_json_file(path: str | os.PathLike[str], *, error: type[PolicyError] = PackError, code_prefix: str = "P", bounds: Bounds = DEFAULT_BOUNDS) -> tuple[Any, str]:
+def read_json_file(
+    path: str | os.PathLike[str],
+    *,
+    error: type[PolicyError] = PackError,
+    code_prefix: str = "P",
+    bounds: Bounds = DEFAULT_BOUNDS,
+) -> tuple[Any, str]:
     """(document, label). ``-`` reads standard input, under the same size bound as a file."""
     raw, label = read_bounded(path, bounds, error=error, prefix=code_prefix)
     text = decode_utf8(raw, label, error=error, code=f"{code_prefix}103")

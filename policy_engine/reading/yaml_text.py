@@ -61,22 +61,90 @@ def parse_yaml_text(text: str, file: str, *, error: type[PolicyError], code: str
     try:
         doc = yaml.load(text, Loader=_StrictLoader)
     except _AliasRefused as exc:
-        raise error([Diagnostic(code, "YAML aliases (*name) are not allowed in case files", hint="write the value out; aliases can expand exponentially", span=_mark_span(file, exc.problem_mark))]) from None
+        raise error(
+            [
+                Diagnostic(
+                    code,
+                    "YAML aliases (*name) are not allowed in case files",
+                    hint="write the value out; aliases can expand exponentially",
+                    span=_mark_span(file, exc.problem_mark),
+                )
+            ]
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise error([Diagnostic(code, f"not valid YAML: {problem}", hint="fix the syntax at this line and column", span=_mark_span(file, mark))]) from None
+        raise error(
+            [
+                Diagnostic(
+                    code,
+                    f"not valid YAML: {problem}",
+                    hint="fix the syntax at this line and column",
+                    span=_mark_span(file, mark),
+                )
+            ]
+        ) from None
     except (RecursionError, ValueError, TypeError, OverflowError) as exc:
-        raise error([Diagnostic(code, f"not a usable YAML document ({type(exc).__name__})", hint="keep the case file to plain mappings, lists, strings and numbers", file=file, pointer="")]) from None
+        raise error(
+            [
+                Diagnostic(
+                    code,
+                    f"not a usable YAML document ({type(exc).__name__})",
+                    hint="keep the case file to plain mappings, lists, strings and numbers",
+                    file=file,
+                    pointer="",
+                )
+            ]
+        ) from None
     deep = depth_exceeds(doc, bounds.max_depth)
     if deep is not None:
-        raise error([Diagnostic(code, f"nested deeper than {bounds.max_depth} levels", hint="flatten the document", file=file, pointer=json_pointer(deep))])
+        raise error(
+            [
+                Diagnostic(
+                    code,
+                    f"nested deeper than {bounds.max_depth} levels",
+                    hint="flatten the document",
+                    file=file,
+                    pointer=json_pointer(deep),
+                )
+            ]
+        )
     for value, path in _values(doc):
         where = json_pointer(path)
         if isinstance(value, dict) and any(not isinstance(k, str) for k in value):
-            raise error([Diagnostic(code, f"{where or '/'}: mapping keys must be strings", hint="quote the key", file=file, pointer=where)])
+            raise error(
+                [
+                    Diagnostic(
+                        code,
+                        f"{where or '/'}: mapping keys must be strings",
+                        hint="quote the key",
+                        file=file,
+                        pointer=where,
+                    )
+                ]
+            )
         if isinstance(value, float) and not math.isfinite(value):
-            raise error([Diagnostic(code, f"{where or '/'}: {value!r} is not a finite number", hint="use a finite number", file=file, pointer=where)])
+            raise error(
+                [
+                    Diagnostic(
+                        code,
+                        f"{where or '/'}: {value!r} is not a finite number",
+                        hint="use a finite number",
+                        file=file,
+                        pointer=where,
+                    )
+                ]
+            )
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_JSON_INTEGER:
-            raise error([Diagnostic(code, f"{where or '/'}: integer out of range", hint=f"integers must lie within ±{MAX_JSON_INTEGER:,}", file=file, pointer=where)])
+            raise error(
+                [
+                    Diagnostic(
+                        code,
+                        f"{where or '/'}: integer out of range",
+                        hint=f"integers must lie within ±{MAX_JSON_INTEGER:,}",
+                        file=file,
+                        pointer=where,
+                    )
+                ]
+            )
     return doc

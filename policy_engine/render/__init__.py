@@ -93,11 +93,17 @@ def build_prompt_model(
     owner's render caches (an Engine's), shared by every model it builds; data templates
     only (a Python factory keeps its own)."""
     if spec is not None:
-        return TemplateModel(pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits or {}, template=spec, caches=caches)
+        return TemplateModel(
+            pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits or {}, template=spec, caches=caches
+        )
     known = templates()
     if template not in known:
         raise RuleCheckError(
-            [Diagnostic("R105", f"unknown prompt template {template!r}", hint="known templates: " + ", ".join(sorted(known)))]
+            [
+                Diagnostic(
+                    "R105", f"unknown prompt template {template!r}", hint="known templates: " + ", ".join(sorted(known))
+                )
+            ]
         )
     factory = known[template]
     if factory is TemplateModel:

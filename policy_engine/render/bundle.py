@@ -22,26 +22,61 @@ from policy_engine.render.knowledge import _SHAPE, REQUIRED, KnowledgePack
 def knowledge_from_documents(documents: Any, label: str = "knowledge_bundle") -> KnowledgePack:
     """Documents other than the five required ones are not part of the prompt and are left out."""
     if not isinstance(documents, Mapping):
-        raise PackError([Diagnostic("R103", f"{label}: expected a mapping of file stem -> document, got a {type(documents).__name__}",
-                                    hint="pass the knowledge directory's files as {stem: parsed JSON}", file=label, pointer="")])
+        raise PackError(
+            [
+                Diagnostic(
+                    "R103",
+                    f"{label}: expected a mapping of file stem -> document, got a {type(documents).__name__}",
+                    hint="pass the knowledge directory's files as {stem: parsed JSON}",
+                    file=label,
+                    pointer="",
+                )
+            ]
+        )
     problems: list[Diagnostic] = []
     docs: dict[str, Any] = {}
     for name in REQUIRED:
         pointer = f"/{name}"
         if name not in documents:
-            problems.append(Diagnostic("R102", f"{label}: required knowledge pack document {name!r} is missing", hint=f"load {name}.json into the bundle", file=label, pointer=pointer))
+            problems.append(
+                Diagnostic(
+                    "R102",
+                    f"{label}: required knowledge pack document {name!r} is missing",
+                    hint=f"load {name}.json into the bundle",
+                    file=label,
+                    pointer=pointer,
+                )
+            )
             continue
         doc = documents[name]
         if not isinstance(doc, Mapping):
-            problems.append(Diagnostic("R103", f"{pointer}: expected a JSON object, got a {type(doc).__name__}", hint="see the agent's knowledge pack format", file=label, pointer=pointer))
+            problems.append(
+                Diagnostic(
+                    "R103",
+                    f"{pointer}: expected a JSON object, got a {type(doc).__name__}",
+                    hint="see the agent's knowledge pack format",
+                    file=label,
+                    pointer=pointer,
+                )
+            )
             continue
         bad = non_json_diagnostics(dict(doc), label, "P")
         if bad:
-            problems.extend(Diagnostic(d.code, d.message, hint=d.hint, file=label, pointer=pointer + (d.pointer or "")) for d in bad)
+            problems.extend(
+                Diagnostic(d.code, d.message, hint=d.hint, file=label, pointer=pointer + (d.pointer or "")) for d in bad
+            )
             continue
         list_key = _SHAPE.get(name)
         if list_key is not None and not isinstance(doc.get(list_key), list):
-            problems.append(Diagnostic("R103", f"{pointer}/{list_key}: expected an array", hint="see the agent's knowledge pack format", file=label, pointer=f"{pointer}/{list_key}"))
+            problems.append(
+                Diagnostic(
+                    "R103",
+                    f"{pointer}/{list_key}: expected an array",
+                    hint="see the agent's knowledge pack format",
+                    file=label,
+                    pointer=f"{pointer}/{list_key}",
+                )
+            )
             continue
         docs[name] = doc
     if problems:

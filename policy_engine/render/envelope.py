@@ -33,8 +33,12 @@ if TYPE_CHECKING:
 
 _MARK = re.compile(r'"\\u0000(slot|value):([^"\\]+)\\u0000"')
 #: the pack's own lists, by pool (the agent-format pack: section 1 of the reference doc)
-_PACK_LISTS = (("selected_subcategories", "subcategories", None), ("candidate_datasets", "datasets", "id"),
-               ("candidate_fields", "fields", "id"), ("candidate_operators", "operators", "name"))
+_PACK_LISTS = (
+    ("selected_subcategories", "subcategories", None),
+    ("candidate_datasets", "datasets", "id"),
+    ("candidate_fields", "fields", "id"),
+    ("candidate_operators", "operators", "name"),
+)
 
 
 def _slot(name: str) -> str:
@@ -107,10 +111,30 @@ def _item_values(item: Mapping[str, Any], by: str, match: str, where: str, file:
         return frozenset()
     if match == "name":
         if not isinstance(value, str):
-            raise PackError([Diagnostic("R109", f"{where}/{by}: expected a string name, got {type(value).__name__}", hint="the template matches this key as an operator or field name", file=file, pointer=f"{where}/{by}")])
+            raise PackError(
+                [
+                    Diagnostic(
+                        "R109",
+                        f"{where}/{by}: expected a string name, got {type(value).__name__}",
+                        hint="the template matches this key as an operator or field name",
+                        file=file,
+                        pointer=f"{where}/{by}",
+                    )
+                ]
+            )
         return frozenset((value,)) if value else frozenset()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise PackError([Diagnostic("R109", f"{where}/{by}: expected a list of names", hint="the template matches this key's names against the selection", file=file, pointer=f"{where}/{by}")])
+        raise PackError(
+            [
+                Diagnostic(
+                    "R109",
+                    f"{where}/{by}: expected a list of names",
+                    hint="the template matches this key's names against the selection",
+                    file=file,
+                    pointer=f"{where}/{by}",
+                )
+            ]
+        )
     return frozenset(value)
 
 
@@ -155,7 +179,16 @@ class TemplateModel:
         self._knowledge_digest = "none" if knowledge is None else getattr(knowledge, "digest", "")
         self._pack_digest = pools.digest
         if self._pack_digest and self._knowledge_digest:
-            skeleton_key = repr((self._template.digest, pools.format, self._pack_digest, self._knowledge_digest, idea, sorted(limits.items())))
+            skeleton_key = repr(
+                (
+                    self._template.digest,
+                    pools.format,
+                    self._pack_digest,
+                    self._knowledge_digest,
+                    idea,
+                    sorted(limits.items()),
+                )
+            )
         else:
             skeleton_key = repr((self._template.digest, skeleton))
         cached = self._caches.skeletons.get((self._counter_key, skeleton_key))
@@ -163,7 +196,9 @@ class TemplateModel:
             self._parts: list[str | _Slot | _ValueLine] = []
             self._split(self._dumps(skeleton))
             fixed = sum(self._measure(p) for p in self._parts if isinstance(p, str))
-            cached = self._caches.remember(self._caches.skeletons, (self._counter_key, skeleton_key), (tuple(self._parts), fixed), DOC_CACHE_MAX)
+            cached = self._caches.remember(
+                self._caches.skeletons, (self._counter_key, skeleton_key), (tuple(self._parts), fixed), DOC_CACHE_MAX
+            )
         self._parts = list(cached[0])
         self._fixed_measure = cached[1]
         #: the parts whose cost depends on the selection (the fixed ones are summed above)
@@ -186,13 +221,18 @@ class TemplateModel:
 
     # ---- building ---------------------------------------------------------------------
 
-    def _skeleton(self, pack: Mapping[str, Any], idea: Any, knowledge: KnowledgePack | None, limits: Mapping[str, int | None]) -> dict[str, Any]:
+    def _skeleton(
+        self, pack: Mapping[str, Any], idea: Any, knowledge: KnowledgePack | None, limits: Mapping[str, int | None]
+    ) -> dict[str, Any]:
         sections = {
             "idea": lambda: template_idea(self._template, idea, pack),
             "retrieval_pack": lambda: self._pack_skeleton(pack, limits),
             "knowledge_pack": lambda: self._knowledge_skeleton(knowledge),
         }
-        return {entry["key"]: (thaw(entry["const"]) if "const" in entry else sections[entry["insert"]]()) for entry in self._template["envelope"]}
+        return {
+            entry["key"]: (thaw(entry["const"]) if "const" in entry else sections[entry["insert"]]())
+            for entry in self._template["envelope"]
+        }
 
     def _pack_skeleton(self, pack: Mapping[str, Any], limits: Mapping[str, int | None]) -> dict[str, Any]:
         spec = self._template.doc.get("retrieval_pack", {})
@@ -217,13 +257,25 @@ class TemplateModel:
         if echo is not None:
             outer, inner = echo["into"]
             if isinstance(rp.get(outer), dict):
-                rp[outer] = {**rp[outer], inner: {key: limits.get(metric) for key, metric in echo["keys"].items() if limits.get(metric) is not None}}
+                rp[outer] = {
+                    **rp[outer],
+                    inner: {
+                        key: limits.get(metric)
+                        for key, metric in echo["keys"].items()
+                        if limits.get(metric) is not None
+                    },
+                }
         counts = spec.get("echo_counts")
         if counts is not None:
             outer, inner = counts["into"]
             guard = rp.get(outer)
             if isinstance(guard, dict) and isinstance(guard.get(inner), dict):
-                rp[outer] = {**guard, inner: {k: (_value(f"count.{k}") if k in self._pools.pools else v) for k, v in guard[inner].items()}}
+                rp[outer] = {
+                    **guard,
+                    inner: {
+                        k: (_value(f"count.{k}") if k in self._pools.pools else v) for k, v in guard[inner].items()
+                    },
+                }
         return rp
 
     def _knowledge_skeleton(self, knowledge: KnowledgePack | None) -> dict[str, Any]:
@@ -289,7 +341,9 @@ class TemplateModel:
         tests = []
         named: dict[str, dict[str, list[str]]] = {}
         for test in entry["keep_if_any"]:
-            values = tuple(_item_values(row, test["by"], test["match"], f"/{entry['list']}/{ident}", label) for ident, row in items)
+            values = tuple(
+                _item_values(row, test["by"], test["match"], f"/{entry['list']}/{ident}", label) for ident, row in items
+            )
             tests.append(_Test(test["pool"], test["if_item_empty"] == "keep", test["if_pool_empty"] == "keep", values))
             if test["match"] == "name":
                 by_name = named.setdefault(test["pool"], {})
@@ -299,7 +353,8 @@ class TemplateModel:
         cap = entry.get("cap")
         self._items[name] = items
         self._lists[name] = _KnowledgeList(
-            tuple(tests), self._max_examples if cap == "max_examples" else cap,
+            tuple(tests),
+            self._max_examples if cap == "max_examples" else cap,
             {pool: {n: tuple(ids) for n, ids in by.items()} for pool, by in named.items()},
         )
 
@@ -317,7 +372,7 @@ class TemplateModel:
                 self._parts.extend(fixed)
                 fixed = []
             kind, name = match.group(1), match.group(2)
-            before, after = line[: match.start()], line[match.end():]
+            before, after = line[: match.start()], line[match.end() :]
             if kind == "slot":
                 self._parts.append(_Slot(name, before, after, newline))
             else:
@@ -336,7 +391,9 @@ class TemplateModel:
         slot_key = (self._counter_key, indent, content_key)
         cached = self._caches.slots.get(slot_key)
         if cached is None:
-            cached = self._caches.remember(self._caches.slots, slot_key, self._measure_items(indent, items), DOC_CACHE_MAX)
+            cached = self._caches.remember(
+                self._caches.slots, slot_key, self._measure_items(indent, items), DOC_CACHE_MAX
+            )
         self._blocks[slot.name], self._comma_costs[slot.name], self._plain_costs[slot.name] = cached
         closing_indent = indent[: -self._indent_width]
         self._slot_meta[slot.name] = (
@@ -345,7 +402,9 @@ class TemplateModel:
             self._measure(slot.prefix + "[]" + slot.suffix + slot.newline),
         )
 
-    def _measure_items(self, indent: str, items: Sequence[tuple[str, Any]]) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
+    def _measure_items(
+        self, indent: str, items: Sequence[tuple[str, Any]]
+    ) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
         """Each item's block as the agent's ``json.dumps`` prints it, and its cost with and
         without a trailing comma. The pretty printer is pure Python and dominated decision
         time, so items are cached by ``repr`` (C code; for JSON values, equal reprs mean
@@ -365,13 +424,24 @@ class TemplateModel:
                 # head once, then its last line with and without the comma (shared by most
                 # items, so counted once per run).
                 head_measure = self._measure(head) if head else 0
-                hit = self._caches.remember(cache, key, (head + last, head_measure + self._measure(last + ",\n"), head_measure + self._measure(last + "\n")), ITEM_CACHE_MAX)
+                hit = self._caches.remember(
+                    cache,
+                    key,
+                    (
+                        head + last,
+                        head_measure + self._measure(last + ",\n"),
+                        head_measure + self._measure(last + "\n"),
+                    ),
+                    ITEM_CACHE_MAX,
+                )
             blocks[ident], comma[ident], plain[ident] = hit
         return blocks, comma, plain
 
     # ---- selection -> ordered ids per slot ----------------------------------------------
 
-    def _kept_items(self, name: str, rule: _KnowledgeList, chosen: Mapping[str, set[str]], frozen: dict[str, frozenset[str]]) -> list[str]:
+    def _kept_items(
+        self, name: str, rule: _KnowledgeList, chosen: Mapping[str, set[str]], frozen: dict[str, frozenset[str]]
+    ) -> list[str]:
         """Memoised by the selected names of the pools the list follows: a ladder's field
         rungs leave the operator-following lists unchanged."""
         key = (name,) + tuple(frozen.setdefault(t.pool, frozenset(chosen.get(t.pool, ()))) for t in rule.tests)
@@ -455,7 +525,16 @@ class TemplateModel:
                     continue
                 blocks = self._blocks[part.name]
                 indent = " " * (len(part.prefix) - len(part.prefix.lstrip(" ")))
-                out.append(part.prefix + "[\n" + ",\n".join(blocks[i] for i in kept) + "\n" + indent + "]" + part.suffix + part.newline)
+                out.append(
+                    part.prefix
+                    + "[\n"
+                    + ",\n".join(blocks[i] for i in kept)
+                    + "\n"
+                    + indent
+                    + "]"
+                    + part.suffix
+                    + part.newline
+                )
             else:
                 out.append(part.before + str(self._value_of(part.name, ids, chosen)) + part.after)
         return "".join(out)

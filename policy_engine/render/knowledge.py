@@ -48,21 +48,55 @@ def load_knowledge(directory: str | os.PathLike[str]) -> KnowledgePack:
     root = Path(directory)
     label = str(directory)
     if not root.is_dir():
-        raise PackError([Diagnostic("R101", "knowledge pack directory not found", hint="pass the agent's knowledge pack directory (data/meta/index)", file=label, pointer="")])
+        raise PackError(
+            [
+                Diagnostic(
+                    "R101",
+                    "knowledge pack directory not found",
+                    hint="pass the agent's knowledge pack directory (data/meta/index)",
+                    file=label,
+                    pointer="",
+                )
+            ]
+        )
     docs: dict[str, Any] = {}
     problems: list[Diagnostic] = []
     for name in REQUIRED:
         path = root / f"{name}.json"
         if not path.is_file():
-            problems.append(Diagnostic("R102", f"{path}: required knowledge pack file is missing", hint="rebuild the knowledge pack or copy the file", file=str(path), pointer=""))
+            problems.append(
+                Diagnostic(
+                    "R102",
+                    f"{path}: required knowledge pack file is missing",
+                    hint="rebuild the knowledge pack or copy the file",
+                    file=str(path),
+                    pointer="",
+                )
+            )
             continue
         doc, file = read_json_file(path)
         if not isinstance(doc, dict):
-            problems.append(Diagnostic("R103", f"{file}: expected a JSON object", hint="see the agent's knowledge pack format", file=file, pointer=""))
+            problems.append(
+                Diagnostic(
+                    "R103",
+                    f"{file}: expected a JSON object",
+                    hint="see the agent's knowledge pack format",
+                    file=file,
+                    pointer="",
+                )
+            )
             continue
         list_key = _SHAPE.get(name)
         if list_key is not None and not isinstance(doc.get(list_key), list):
-            problems.append(Diagnostic("R103", f"/{list_key}: expected an array", hint="see the agent's knowledge pack format", file=file, pointer=f"/{list_key}"))
+            problems.append(
+                Diagnostic(
+                    "R103",
+                    f"/{list_key}: expected an array",
+                    hint="see the agent's knowledge pack format",
+                    file=file,
+                    pointer=f"/{list_key}",
+                )
+            )
             continue
         docs[name] = doc
     if problems:

@@ -24,7 +24,15 @@ def whole_pack(pools: Pools) -> dict[str, tuple[str, ...]]:
     return {pool: tuple(c.id for c in items) for pool, items in pools.pools.items()}
 
 
-def prompt_text(policy: Any, pools: Pools, selection: Selection, *, idea: Mapping[str, Any] | None, knowledge: Any, counter: Any = None) -> tuple[str, int]:
+def prompt_text(
+    policy: Any,
+    pools: Pools,
+    selection: Selection,
+    *,
+    idea: Mapping[str, Any] | None,
+    knowledge: Any,
+    counter: Any = None,
+) -> tuple[str, int]:
     """(text, tokens) of the prompt the policy's template renders for a selection, counted
     by the policy's tokenizer: the model the evaluator builds, so for a decision's final
     selection the count is the decision's prompt_tokens."""
@@ -33,7 +41,15 @@ def prompt_text(policy: Any, pools: Pools, selection: Selection, *, idea: Mappin
 
     settings, _ = policy.resolve(pools.attributes)
     counter = counter or get_counter(policy.tokenizer)
-    model = build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits_view(settings), spec=policy.template_spec)
+    model = build_prompt_model(
+        policy.template,
+        pools,
+        idea=idea,
+        knowledge=knowledge,
+        counter=counter,
+        limits=limits_view(settings),
+        spec=policy.template_spec,
+    )
     text = model.render(selection)
     return text, counter.count(text)
 
@@ -49,7 +65,15 @@ class Difference:
     actual: tuple[tuple[int, str], ...]
 
 
-def _lines_with_pointers(value: Any, indent: int, ensure_ascii: bool, pointer: str = "", key: str | None = None, depth: int = 0, last: bool = True) -> Iterator[tuple[str, str]]:
+def _lines_with_pointers(
+    value: Any,
+    indent: int,
+    ensure_ascii: bool,
+    pointer: str = "",
+    key: str | None = None,
+    depth: int = 0,
+    last: bool = True,
+) -> Iterator[tuple[str, str]]:
     """(line, pointer) in the order ``json.dumps(value, indent=indent)`` prints lines."""
     pad = " " * (indent * depth)
     head = pad + ("" if key is None else json.dumps(key, ensure_ascii=ensure_ascii) + ": ")
@@ -58,12 +82,16 @@ def _lines_with_pointers(value: Any, indent: int, ensure_ascii: bool, pointer: s
         yield head + "{", pointer
         items = list(value.items())
         for i, (k, v) in enumerate(items):
-            yield from _lines_with_pointers(v, indent, ensure_ascii, f"{pointer}/{_escape(k)}", k, depth + 1, i == len(items) - 1)
+            yield from _lines_with_pointers(
+                v, indent, ensure_ascii, f"{pointer}/{_escape(k)}", k, depth + 1, i == len(items) - 1
+            )
         yield pad + "}" + comma, pointer
     elif isinstance(value, list) and value:
         yield head + "[", pointer
         for i, v in enumerate(value):
-            yield from _lines_with_pointers(v, indent, ensure_ascii, f"{pointer}/{i}", None, depth + 1, i == len(value) - 1)
+            yield from _lines_with_pointers(
+                v, indent, ensure_ascii, f"{pointer}/{i}", None, depth + 1, i == len(value) - 1
+            )
         yield pad + "]" + comma, pointer
     else:
         yield head + json.dumps(value, ensure_ascii=ensure_ascii) + comma, pointer

@@ -69,11 +69,17 @@ def _semantic(doc: Mapping[str, Any], file: str) -> Iterator[Diagnostic]:
     inserts: dict[str, int] = {}
     for i, entry in enumerate(doc["envelope"]):
         if entry["key"] in seen:
-            yield diag(f"/envelope/{i}/key", f"key {entry['key']!r} appears twice (first at /envelope/{seen[entry['key']]})", "each envelope key once")
+            yield diag(
+                f"/envelope/{i}/key",
+                f"key {entry['key']!r} appears twice (first at /envelope/{seen[entry['key']]})",
+                "each envelope key once",
+            )
         seen.setdefault(entry["key"], i)
         if "insert" in entry:
             if entry["insert"] in inserts:
-                yield diag(f"/envelope/{i}/insert", f"{entry['insert']!r} is inserted twice", "insert each section once")
+                yield diag(
+                    f"/envelope/{i}/insert", f"{entry['insert']!r} is inserted twice", "insert each section once"
+                )
             inserts.setdefault(entry["insert"], i)
     for i, part in enumerate(doc["knowledge_pack"]["parts"]):
         where = f"/knowledge_pack/parts/{i}"
@@ -84,17 +90,33 @@ def _semantic(doc: Mapping[str, Any], file: str) -> Iterator[Diagnostic]:
             ptr = f"{where}/entries/{j}"
             sources = [s for s in _SOURCES if s in entry]
             if len(sources) != 1:
-                yield diag(ptr, "an entry takes its value from exactly one of " + ", ".join(_SOURCES) + (f" (this one names {', '.join(sources)})" if sources else ""), "keep one")
+                yield diag(
+                    ptr,
+                    "an entry takes its value from exactly one of "
+                    + ", ".join(_SOURCES)
+                    + (f" (this one names {', '.join(sources)})" if sources else ""),
+                    "keep one",
+                )
             if entry["key"] in keys:
                 yield diag(f"{ptr}/key", f"key {entry['key']!r} appears twice in this part", "each key once")
             keys.setdefault(entry["key"], j)
             if "count" in entry and entry["count"] not in lists:
-                yield diag(f"{ptr}/count", f"no list entry with key {entry['count']!r} in this part", "count names a sibling entry that has \"list\"" + (": " + ", ".join(sorted(lists)) if lists else ""))
+                yield diag(
+                    f"{ptr}/count",
+                    f"no list entry with key {entry['count']!r} in this part",
+                    'count names a sibling entry that has "list"' + (": " + ", ".join(sorted(lists)) if lists else ""),
+                )
             if "file" not in part and ("copy" in entry or "list" in entry):
-                yield diag(ptr, "copy and list read a knowledge file, but this part names no \"file\"", "add \"file\" to the part, or use const/count/pool_count/setting")
+                yield diag(
+                    ptr,
+                    'copy and list read a knowledge file, but this part names no "file"',
+                    'add "file" to the part, or use const/count/pool_count/setting',
+                )
         uses_max = part.get("entries") and any(e.get("cap") == "max_examples" or "setting" in e for e in entries)
         if uses_max and "max_examples" not in doc["knowledge_pack"]:
-            yield diag(where, "uses max_examples, but knowledge_pack sets none", "add \"max_examples\": 8 to knowledge_pack")
+            yield diag(
+                where, "uses max_examples, but knowledge_pack sets none", 'add "max_examples": 8 to knowledge_pack'
+            )
 
 
 def check_template(doc: Any, file: str, name: str | None = None) -> list[Diagnostic]:
@@ -105,7 +127,15 @@ def check_template(doc: Any, file: str, name: str | None = None) -> list[Diagnos
         return problems
     problems = list(_semantic(doc, file))
     if name is not None and doc["name"] != name:
-        problems.append(Diagnostic("R108", f"/name: the file is named for {name!r} but declares {doc['name']!r}", hint=f"rename the file to {doc['name']}{SUFFIX} or fix \"name\"", file=file, pointer="/name"))
+        problems.append(
+            Diagnostic(
+                "R108",
+                f"/name: the file is named for {name!r} but declares {doc['name']!r}",
+                hint=f'rename the file to {doc["name"]}{SUFFIX} or fix "name"',
+                file=file,
+                pointer="/name",
+            )
+        )
     return problems
 
 
@@ -113,7 +143,12 @@ def _read(path: str | os.PathLike[str]) -> tuple[Any, str]:
     try:
         return read_json_file(path)
     except PackError as exc:
-        raise RuleCheckError([Diagnostic("R106", d.message, hint=d.hint, span=d.span, file=d.file, pointer=d.pointer) for d in exc.diagnostics]) from None
+        raise RuleCheckError(
+            [
+                Diagnostic("R106", d.message, hint=d.hint, span=d.span, file=d.file, pointer=d.pointer)
+                for d in exc.diagnostics
+            ]
+        ) from None
 
 
 def template_from_document(doc: Any, file: str, name: str | None = None, *, shipped: bool = False) -> Template:

@@ -71,7 +71,13 @@ class RoughCounter:
     def __init__(self, chars_per_token: Decimal) -> None:
         if not chars_per_token.is_finite() or chars_per_token <= 0:
             raise TokenizerError(
-                [Diagnostic("T105", f"rough tokenizer ratio must be > 0, got {chars_per_token}", hint="e.g. tokenizer rough 4 chars per token")]
+                [
+                    Diagnostic(
+                        "T105",
+                        f"rough tokenizer ratio must be > 0, got {chars_per_token}",
+                        hint="e.g. tokenizer rough 4 chars per token",
+                    )
+                ]
             )
         self.ratio = chars_per_token
         self.name = f"rough:chars/{chars_per_token.normalize()}"
@@ -105,7 +111,9 @@ def new_counter(tokenizer: Tokenizer) -> TokenCounter:
         span = tokenizer.span if tokenizer.span.line > 0 else None
         if span is None:
             raise
-        raise TokenizerError([d if d.span is not None or d.pointer else dataclasses.replace(d, span=span) for d in exc.diagnostics]) from None
+        raise TokenizerError(
+            [d if d.span is not None or d.pointer else dataclasses.replace(d, span=span) for d in exc.diagnostics]
+        ) from None
 
 
 def _make_counter(tokenizer: Tokenizer) -> TokenCounter:

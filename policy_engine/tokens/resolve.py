@@ -39,7 +39,15 @@ EXPECTED_SHA256: dict[str, str] = {
 }
 #: encodings that share another's BPE file
 _FILE_OF = {"p50k_edit": "p50k_base", "o200k_harmony": "o200k_base"}
-KNOWN_ENCODINGS: tuple[str, ...] = ("cl100k_base", "o200k_base", "o200k_harmony", "p50k_base", "p50k_edit", "r50k_base", "gpt2")
+KNOWN_ENCODINGS: tuple[str, ...] = (
+    "cl100k_base",
+    "o200k_base",
+    "o200k_harmony",
+    "p50k_base",
+    "p50k_edit",
+    "r50k_base",
+    "gpt2",
+)
 ENV_DIR = "POLICY_ENGINE_TIKTOKEN_DIR"
 
 
@@ -60,7 +68,7 @@ def encoding_for_model(model: str) -> str:
                 Diagnostic(
                     "T102",
                     f"unknown model {model!r}: tiktoken maps no encoding to it",
-                    hint="name the encoding instead (tokenizer tiktoken \"o200k_base\"), or a model such as gpt-4o or gpt-4",
+                    hint='name the encoding instead (tokenizer tiktoken "o200k_base"), or a model such as gpt-4o or gpt-4',
                 )
             ]
         ) from None
@@ -117,7 +125,9 @@ def _ranks(data: bytes) -> dict[bytes, int]:
 def build_encoding(name: str, data: bytes) -> tiktoken.Encoding:
     """The encoding ``name`` from its verified BPE file's bytes."""
     _, pattern, special, n_vocab = ENCODINGS[name]
-    return tiktoken.Encoding(name, pat_str=pattern, mergeable_ranks=_ranks(data), special_tokens=dict(special), explicit_n_vocab=n_vocab)
+    return tiktoken.Encoding(
+        name, pat_str=pattern, mergeable_ranks=_ranks(data), special_tokens=dict(special), explicit_n_vocab=n_vocab
+    )
 
 
 @cache
@@ -132,7 +142,8 @@ def resolve_encoding(name: str) -> ResolvedEncoding:
                     "T101",
                     f"unknown encoding {name!r}",
                     hint=(f"did you mean {close[0]!r}? " if close else "")
-                    + "known encodings: " + ", ".join(KNOWN_ENCODINGS),
+                    + "known encodings: "
+                    + ", ".join(KNOWN_ENCODINGS),
                 )
             ]
         )

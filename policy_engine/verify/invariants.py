@@ -71,16 +71,29 @@ def _settings(c: Checked) -> Any:
 
 # ---- the invariants ----------------------------------------------------------------------
 
+
 def differential(c: Checked) -> None:
     """The engine agrees with the naive reference on selection, outcome, reason, exact
     prompt tokens and the number of rungs applied."""
     render, count = reference_for(c.policy, c.pools)
     ref = reference_evaluate(c.policy, c.pools, c.case.usage, c.case.request, render, count)
     d = c.decision
-    got = {"allowed": d.allowed, "reason": d.reason, "reasons": tuple(d.reasons), "prompt_tokens": d.metrics["prompt_tokens"], "rungs": d.fallback_count,
-           "selection": {pool: {lane: tuple(ids) for lane, ids in lanes.items()} for pool, lanes in d.selection.items()}}
-    want = {"allowed": ref.allowed, "reason": ref.reason, "reasons": ref.reasons, "prompt_tokens": ref.prompt_tokens, "rungs": ref.rungs_applied,
-            "selection": ref.selection}
+    got = {
+        "allowed": d.allowed,
+        "reason": d.reason,
+        "reasons": tuple(d.reasons),
+        "prompt_tokens": d.metrics["prompt_tokens"],
+        "rungs": d.fallback_count,
+        "selection": {pool: {lane: tuple(ids) for lane, ids in lanes.items()} for pool, lanes in d.selection.items()},
+    }
+    want = {
+        "allowed": ref.allowed,
+        "reason": ref.reason,
+        "reasons": ref.reasons,
+        "prompt_tokens": ref.prompt_tokens,
+        "rungs": ref.rungs_applied,
+        "selection": ref.selection,
+    }
     for key in want:
         if got[key] != want[key]:
             raise Violation("differential", f"{key}: engine {got[key]!r}, reference {want[key]!r}")
@@ -107,7 +120,9 @@ def minimality(c: Checked) -> None:
     tried = [s for s in c.decision.trace if s.kind == "start" or (s.kind == "rung" and s.verdict != "skipped")]
     for step in tried[:-1]:
         if step.verdict != "fail" or not step.failing:
-            raise Violation("minimality", f"{step.kind} {step.rule} (rung {step.rung}) already fit, yet the ladder went on")
+            raise Violation(
+                "minimality", f"{step.kind} {step.rule} (rung {step.rung}) already fit, yet the ladder went on"
+            )
     if c.decision.allowed and tried and tried[-1].verdict != "pass":
         raise Violation("minimality", "allowed, but the last state tried did not pass")
 
@@ -140,16 +155,30 @@ def monotonicity(c: Checked) -> None:
         for value, direction in ((limit.value * 2 + 1, "raised"), (max(1, limit.value // 2), "lowered")):
             if value == limit.value:
                 continue
-            other = evaluate(_with_limit(c.policy, limit.metric, value), c.pools, usage=c.case.usage, request=c.case.request, prompt_model=model, counter=counter)
+            other = evaluate(
+                _with_limit(c.policy, limit.metric, value),
+                c.pools,
+                usage=c.case.usage,
+                request=c.case.request,
+                prompt_model=model,
+                counter=counter,
+            )
             sent = _sent(other)
             small, large = (base, sent) if direction == "raised" else (sent, base)
             if not small <= large:
                 lost = sorted(small - large)[:5]
-                raise Violation("monotonicity", f"{limit.metric} {direction} {limit.value} -> {value}: sent selection changed the wrong way (e.g. {lost})")
+                raise Violation(
+                    "monotonicity",
+                    f"{limit.metric} {direction} {limit.value} -> {value}: sent selection changed the wrong way (e.g. {lost})",
+                )
             if direction == "raised" and c.decision.allowed and not other.allowed:
-                raise Violation("monotonicity", f"{limit.metric} raised {limit.value} -> {value} turned allowed into blocked")
+                raise Violation(
+                    "monotonicity", f"{limit.metric} raised {limit.value} -> {value} turned allowed into blocked"
+                )
             if direction == "lowered" and not c.decision.allowed and other.allowed:
-                raise Violation("monotonicity", f"{limit.metric} lowered {limit.value} -> {value} turned blocked into allowed")
+                raise Violation(
+                    "monotonicity", f"{limit.metric} lowered {limit.value} -> {value} turned blocked into allowed"
+                )
 
 
 def prefix(c: Checked) -> None:
@@ -159,7 +188,11 @@ def prefix(c: Checked) -> None:
     owner_pool = {"datasets": "subcategories", "fields": "datasets"}
     for pool in POOLS:
         for lane in ("exploit", "explore"):
-            eligible = [cand.id for cand in c.pools.pool(pool) if cand.lane == lane and (pool not in owner_pool or cand.parent in kept[owner_pool[pool]])]
+            eligible = [
+                cand.id
+                for cand in c.pools.pool(pool)
+                if cand.lane == lane and (pool not in owner_pool or cand.parent in kept[owner_pool[pool]])
+            ]
             got = list(c.decision.selection[pool][lane])
             if got != eligible[: len(got)]:
                 raise Violation("prefix", f"{pool}/{lane} kept {got[:6]}..., not a prefix of {eligible[:6]}...")
@@ -179,16 +212,25 @@ def floors(c: Checked) -> None:
         before, after = step.counts_before[step.pool], step.counts_after[step.pool]
         total_before, total_after = sum(before.values()), sum(after.values())
         if total_after < min(minimum[step.stage], total_before):
-            raise Violation("floors", f"rung {step.rung} took {step.pool} from {total_before} to {total_after}, below its min {minimum[step.stage]}")
+            raise Violation(
+                "floors",
+                f"rung {step.rung} took {step.pool} from {total_before} to {total_after}, below its min {minimum[step.stage]}",
+            )
         if after["explore"] < min(floor, before["explore"]):
-            raise Violation("floors", f"rung {step.rung} kept {after['explore']} explore {step.pool} of {before['explore']}, below the floor {floor}")
+            raise Violation(
+                "floors",
+                f"rung {step.rung} kept {after['explore']} explore {step.pool} of {before['explore']}, below the floor {floor}",
+            )
     for status in c.decision.explore_floor:
         kept = len(c.decision.selection[status.pool]["explore"])
         if status.kept != kept:
             raise Violation("floors", f"{status.pool}: report says {status.kept} explore kept, selection has {kept}")
         truly_short = kept < min(status.required, status.available)
         if truly_short != (status.status == "not_preserved"):
-            raise Violation("floors", f"{status.pool}: status {status.status!r} with {kept} kept, {status.available} available, floor {status.required}")
+            raise Violation(
+                "floors",
+                f"{status.pool}: status {status.status!r} with {kept} kept, {status.available} available, floor {status.required}",
+            )
         if status.status == "not_preserved" and status.pool in ("subcategories", "operators"):
             raise Violation("floors", f"{status.pool} went below the explore floor without a cascade")
 
@@ -204,7 +246,10 @@ def accounting(c: Checked) -> None:
 
     render, _count = reference_for(c.policy, c.pools)
     # the selection in rank order within each pool, across lanes
-    ranked = {pool: tuple(cand.id for cand in c.pools.pool(pool) if any(cand.id in ids for ids in lanes.values())) for pool, lanes in c.decision.selection.items()}
+    ranked = {
+        pool: tuple(cand.id for cand in c.pools.pool(pool) if any(cand.id in ids for ids in lanes.values()))
+        for pool, lanes in c.decision.selection.items()
+    }
     text = render(ranked)
     counter = get_counter(c.policy.tokenizer)
     if isinstance(counter, TiktokenCounter):
@@ -212,9 +257,15 @@ def accounting(c: Checked) -> None:
     else:
         expected = counter.count(text)
     if c.decision.metrics["prompt_tokens"] != expected:
-        raise Violation("accounting", f"decision reports {c.decision.metrics['prompt_tokens']} prompt tokens, the final prompt has {expected}")
+        raise Violation(
+            "accounting",
+            f"decision reports {c.decision.metrics['prompt_tokens']} prompt tokens, the final prompt has {expected}",
+        )
     if c.decision.metrics["prompt_chars"] != len(text):
-        raise Violation("accounting", f"decision reports {c.decision.metrics['prompt_chars']} chars, the final prompt has {len(text)}")
+        raise Violation(
+            "accounting",
+            f"decision reports {c.decision.metrics['prompt_chars']} chars, the final prompt has {len(text)}",
+        )
     load_pack(trimmed_pack(c.case.pack, c.decision))
 
 

@@ -42,7 +42,12 @@ def _owners_kept(state: dict[str, list[Candidate]]) -> dict[str, list[Candidate]
     datasets = [d for d in state["datasets"] if d.parent in subcategory_ids]
     dataset_ids = [d.id for d in datasets]
     fields = [f for f in state["fields"] if f.parent in dataset_ids]
-    return {"subcategories": state["subcategories"], "datasets": datasets, "fields": fields, "operators": state["operators"]}
+    return {
+        "subcategories": state["subcategories"],
+        "datasets": datasets,
+        "fields": fields,
+        "operators": state["operators"],
+    }
 
 
 def _new_size(kind: str, value: Fraction, current: int, original: int, minimum: int) -> int:
@@ -60,7 +65,9 @@ def _new_size(kind: str, value: Fraction, current: int, original: int, minimum: 
     return min(size, current)  # never grows
 
 
-def _lane_sizes(total: int, exploit_available: int, explore_available: int, explore_ratio: Fraction, floor: int) -> tuple[int, int]:
+def _lane_sizes(
+    total: int, exploit_available: int, explore_available: int, explore_ratio: Fraction, floor: int
+) -> tuple[int, int]:
     want_explore = round(total * explore_ratio)  # round() on a Fraction rounds half to even
     want_explore = max(want_explore, min(floor, explore_available))
     explore = min(want_explore, explore_available, total)
@@ -122,7 +129,10 @@ def reference_evaluate(
         return count(render({pool: tuple(c.id for c in state[pool]) for pool in ALL_POOLS}))
 
     def result(state: dict[str, list[Candidate]], prompt: int, fails: tuple[str, ...], rungs: int) -> ReferenceResult:
-        selection = {pool: {lane: tuple(c.id for c in state[pool] if c.lane == lane) for lane in ("exploit", "explore")} for pool in ALL_POOLS}
+        selection = {
+            pool: {lane: tuple(c.id for c in state[pool] if c.lane == lane) for lane in ("exploit", "explore")}
+            for pool in ALL_POOLS
+        }
         reason = (settings.ladder.exhausted_reason or fails[0]) if fails else None
         return ReferenceResult(not fails, reason, fails, selection, prompt, rungs)
 
@@ -148,7 +158,9 @@ def reference_evaluate(
         empty_value = metrics(0)[metric]
         limit = settings.limit(metric)
         assert limit is not None
-        if metric == "request_completion" or (empty_value is not None and empty_value > limit_value(metric, limit.value)):
+        if metric == "request_completion" or (
+            empty_value is not None and empty_value > limit_value(metric, limit.value)
+        ):
             return result(state, prompt, fails, 0)
 
     # 3. The ladder: stage by stage, step by step, stop at the first state that fits.
@@ -183,11 +195,21 @@ def prompt_model_for(policy: Policy, pools: Pools, *, idea: Any = None, knowledg
 
     settings, _ = policy.resolve(pools.attributes)
     counter = get_counter(policy.tokenizer)
-    model = build_prompt_model(policy.template, pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits_view(settings), spec=policy.template_spec)
+    model = build_prompt_model(
+        policy.template,
+        pools,
+        idea=idea,
+        knowledge=knowledge,
+        counter=counter,
+        limits=limits_view(settings),
+        spec=policy.template_spec,
+    )
     return model, counter
 
 
-def reference_for(policy: Policy, pools: Pools, *, idea: Any = None, knowledge: Any = None) -> tuple[Callable[..., str], Callable[[str], int]]:
+def reference_for(
+    policy: Policy, pools: Pools, *, idea: Any = None, knowledge: Any = None
+) -> tuple[Callable[..., str], Callable[[str], int]]:
     """The render and count functions the reference uses: the policy's own template and
     tokenizer, with no incremental arithmetic."""
     model, counter = prompt_model_for(policy, pools, idea=idea, knowledge=knowledge)
@@ -245,7 +267,9 @@ def _agent_idea(idea: Mapping[str, Any] | None, pack: Mapping[str, Any]) -> dict
     return out
 
 
-def _agent_retrieval_pack(pack: Mapping[str, Any], chosen: Mapping[str, set[str]], limits: Mapping[str, int | None]) -> dict[str, Any]:
+def _agent_retrieval_pack(
+    pack: Mapping[str, Any], chosen: Mapping[str, set[str]], limits: Mapping[str, int | None]
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pack.items():
         if key in ("visual_graph", "token_estimate", "telemetry"):
@@ -266,8 +290,12 @@ def _agent_retrieval_pack(pack: Mapping[str, Any], chosen: Mapping[str, set[str]
     if isinstance(out.get("budget_policy"), dict):
         budget = dict(out["budget_policy"])
         llm_budget = {}
-        for key, metric in (("max_prompt_tokens", "request_prompt"), ("max_completion_tokens", "request_completion"),
-                            ("max_tokens_per_batch", "batch_total"), ("max_tokens_per_day", "day_total")):
+        for key, metric in (
+            ("max_prompt_tokens", "request_prompt"),
+            ("max_completion_tokens", "request_completion"),
+            ("max_tokens_per_batch", "batch_total"),
+            ("max_tokens_per_day", "day_total"),
+        ):
             if limits.get(metric) is not None:
                 llm_budget[key] = limits[metric]
         budget["llm_budget"] = llm_budget
@@ -301,8 +329,12 @@ def _agent_knowledge(docs: Mapping[str, Any], ops: set[str], fields: set[str]) -
     sig = docs.get("operator_signature_pack")
     if isinstance(sig, dict):
         rows = [r for r in _strings(sig.get("operators")) if _names_a_kept_operator(r, ops)]
-        out["operator_signature_pack"] = {"version": sig.get("version"), "generated_at": sig.get("generated_at"),
-                                          "operator_count": len(rows), "operators": rows}
+        out["operator_signature_pack"] = {
+            "version": sig.get("version"),
+            "generated_at": sig.get("generated_at"),
+            "operator_count": len(rows),
+            "operators": rows,
+        }
     ex = docs.get("fastexpr_examples_pack")
     if isinstance(ex, dict):
         kept: list[dict[str, Any]] = []
@@ -318,8 +350,12 @@ def _agent_knowledge(docs: Mapping[str, Any], ops: set[str], fields: set[str]) -
             if ops and used_ops and not uses_kept_op and not uses_kept_field:
                 continue
             kept.append(example)
-        out["fastexpr_examples_pack"] = {"version": ex.get("version"), "generated_at": ex.get("generated_at"),
-                                         "fallback_used": bool(ex.get("fallback_used")), "examples": kept}
+        out["fastexpr_examples_pack"] = {
+            "version": ex.get("version"),
+            "generated_at": ex.get("generated_at"),
+            "fallback_used": bool(ex.get("fallback_used")),
+            "examples": kept,
+        }
     vis = docs.get("fastexpr_visual_pack")
     if isinstance(vis, dict):
         cards = [c for c in _strings(vis.get("operators")) if _names_a_kept_operator(c, ops)]
@@ -334,8 +370,13 @@ def _agent_knowledge(docs: Mapping[str, Any], ops: set[str], fields: set[str]) -
             if ops and used_ops and not any(u in ops for u in used_ops):
                 continue
             example_cards.append(card)
-        out["fastexpr_visual_pack"] = {"version": vis.get("version"), "generated_at": vis.get("generated_at"), "operators": cards,
-                                       "error_taxonomy": taxonomy if isinstance(taxonomy, list) else [], "example_cards": example_cards}
+        out["fastexpr_visual_pack"] = {
+            "version": vis.get("version"),
+            "generated_at": vis.get("generated_at"),
+            "operators": cards,
+            "error_taxonomy": taxonomy if isinstance(taxonomy, list) else [],
+            "example_cards": example_cards,
+        }
     sim = docs.get("simulation_settings_allowed_pack")
     if isinstance(sim, dict):
         out["simulation_settings_allowed_pack"] = sim

@@ -49,7 +49,10 @@ class VerifyReport:
         if self.counterexample is None:
             return None
         u = self.counterexample.usage
-        return {"batch": {"tokens": u.batch_tokens, "usd": usd_text(u.batch_micro_usd)}, "day": {"tokens": u.day_tokens, "usd": usd_text(u.day_micro_usd)}}
+        return {
+            "batch": {"tokens": u.batch_tokens, "usd": usd_text(u.batch_micro_usd)},
+            "day": {"tokens": u.day_tokens, "usd": usd_text(u.day_micro_usd)},
+        }
 
     def replay_args(self) -> list[str]:
         """`policy eval` flags that reproduce the counterexample's request."""
@@ -72,9 +75,15 @@ class VerifyReport:
             "invariants": list(self.invariants),
             "outcomes": dict(sorted(self.outcomes.items())),
             "rungs_applied": self.rungs_applied,
-            "failure": None if self.failure is None else {"invariant": self.failure.invariant, "message": self.failure.detail},
-            "counterexample": None if self.counterexample is None else {
-                "pack": self.counterexample.pack, "usage": self.usage_json(), "request": dataclasses.asdict(self.counterexample.request),
+            "failure": None
+            if self.failure is None
+            else {"invariant": self.failure.invariant, "message": self.failure.detail},
+            "counterexample": None
+            if self.counterexample is None
+            else {
+                "pack": self.counterexample.pack,
+                "usage": self.usage_json(),
+                "request": dataclasses.asdict(self.counterexample.request),
                 "replay": ["policy", "eval", "pack.json", *self.replay_args()],
             },
         }
@@ -96,8 +105,13 @@ def verify_policy(
 
     @hypothesis_seed(seed)
     @hypothesis_settings(
-        max_examples=examples, database=None, deadline=None, derandomize=False, print_blob=False,
-        suppress_health_check=list(HealthCheck), report_multiple_bugs=False,
+        max_examples=examples,
+        database=None,
+        deadline=None,
+        derandomize=False,
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
         phases=(Phase.generate, Phase.target, Phase.shrink),
     )
     @given(cases(policy, sizes))

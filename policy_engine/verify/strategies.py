@@ -32,7 +32,9 @@ LANES = ("exploit", "explore")
 
 _plain = st.from_regex(r"[a-z][a-z0-9_]{0,14}", fullmatch=True)
 _unicode = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=12)
-_long = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_categories=["Cs"]), min_size=200, max_size=400)
+_long = st.text(
+    st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_categories=["Cs"]), min_size=200, max_size=400
+)
 names = st.one_of(_plain, _plain, _unicode, _long)
 
 
@@ -87,45 +89,91 @@ def packs(draw: st.DrawFn, sizes: PackSizes = PackSizes()) -> dict[str, Any]:
     datasets: list[dict[str, Any]] = []
     if subcategories:
         for ident in draw(_unique_names(0, sizes.datasets)):
-            datasets.append({"id": ident, "name": draw(st.sampled_from(["", "Dataset"])) or ident, "subcategory_id": draw(st.sampled_from(subcategories)),
-                             "lane": _lane(draw, mode), "score": draw(_scores)})
+            datasets.append(
+                {
+                    "id": ident,
+                    "name": draw(st.sampled_from(["", "Dataset"])) or ident,
+                    "subcategory_id": draw(st.sampled_from(subcategories)),
+                    "lane": _lane(draw, mode),
+                    "score": draw(_scores),
+                }
+            )
     fields: list[dict[str, Any]] = []
     if datasets:
         for ident in draw(_unique_names(0, sizes.fields)):
-            fields.append({"id": ident, "dataset_id": draw(st.sampled_from([d["id"] for d in datasets])),
-                           "type": draw(st.sampled_from(["MATRIX", "VECTOR", "GROUP"])), "lane": _lane(draw, mode), "score": draw(_scores)})
+            fields.append(
+                {
+                    "id": ident,
+                    "dataset_id": draw(st.sampled_from([d["id"] for d in datasets])),
+                    "type": draw(st.sampled_from(["MATRIX", "VECTOR", "GROUP"])),
+                    "lane": _lane(draw, mode),
+                    "score": draw(_scores),
+                }
+            )
     operators = [
-        {"name": ident, "definition": f"{ident}(x, d)", "scope": ["REGULAR"], "category": draw(st.sampled_from(["Time Series", "Cross Sectional", "Arithmetic"])),
-         "lane": _lane(draw, mode), "score": draw(_scores)}
+        {
+            "name": ident,
+            "definition": f"{ident}(x, d)",
+            "scope": ["REGULAR"],
+            "category": draw(st.sampled_from(["Time Series", "Cross Sectional", "Arithmetic"])),
+            "lane": _lane(draw, mode),
+            "score": draw(_scores),
+        }
         for ident in draw(_unique_names(0, sizes.operators))
     ]
     datasets, fields, operators = _ranked(datasets, draw), _ranked(fields, draw), _ranked(operators, draw)
     pack: dict[str, Any] = {
         "idea_id": draw(st.sampled_from(["idea-0001", "idea-0042"])),
         "query": draw(st.one_of(st.just("earnings surprise mean reversion"), _unicode)),
-        "target": {"instrumentType": "EQUITY", "region": draw(st.sampled_from(["USA", "CHN", "EUR"])),
-                   "universe": draw(st.sampled_from(["TOP3000", "TOP500"])), "delay": draw(st.sampled_from([0, 1]))},
+        "target": {
+            "instrumentType": "EQUITY",
+            "region": draw(st.sampled_from(["USA", "CHN", "EUR"])),
+            "universe": draw(st.sampled_from(["TOP3000", "TOP500"])),
+            "delay": draw(st.sampled_from([0, 1])),
+        },
         "selected_subcategories": subcategories,
         "candidate_datasets": datasets,
         "candidate_fields": fields,
         "candidate_operators": operators,
-        "lanes": {lane: {"field_ids": [f["id"] for f in fields if f["lane"] == lane],
-                         "operator_names": [o["name"] for o in operators if o["lane"] == lane]} for lane in LANES},
+        "lanes": {
+            lane: {
+                "field_ids": [f["id"] for f in fields if f["lane"] == lane],
+                "operator_names": [o["name"] for o in operators if o["lane"] == lane],
+            }
+            for lane in LANES
+        },
     }
     if draw(st.booleans()):
-        counts = {"subcategories": len(subcategories), "datasets": len(datasets), "fields": len(fields), "operators": len(operators)}
+        counts = {
+            "subcategories": len(subcategories),
+            "datasets": len(datasets),
+            "fields": len(fields),
+            "operators": len(operators),
+        }
         pack["visual_graph"] = {"version": "v1", "nodes": [], "edges": []}
         pack["token_estimate"] = {"input_chars": 0, "input_tokens_rough": 0}
-        pack["budget_policy"] = {"exploit_ratio": 0.7, "explore_ratio": 0.3,
-                                 "exploit": {"subcategories": 4, "datasets": 14, "fields": 60, "operators": 48},
-                                 "explore": {"subcategories": 1, "datasets": 3, "fields": 12, "operators": 12}}
-        pack["expansion_policy"] = {"enabled": True, "trigger_on_repeated_validation_error": 2, "topk_expand_factor": 1.5}
-        pack["context_guard"] = {"full_metadata_blocked": True, "rules": ["Never send full metadata; only top-k candidates."], "max_items": dict(counts)}
+        pack["budget_policy"] = {
+            "exploit_ratio": 0.7,
+            "explore_ratio": 0.3,
+            "exploit": {"subcategories": 4, "datasets": 14, "fields": 60, "operators": 48},
+            "explore": {"subcategories": 1, "datasets": 3, "fields": 12, "operators": 12},
+        }
+        pack["expansion_policy"] = {
+            "enabled": True,
+            "trigger_on_repeated_validation_error": 2,
+            "topk_expand_factor": 1.5,
+        }
+        pack["context_guard"] = {
+            "full_metadata_blocked": True,
+            "rules": ["Never send full metadata; only top-k candidates."],
+            "max_items": dict(counts),
+        }
         pack["telemetry"] = {"retrieval_ms": draw(st.integers(0, 500)), "candidate_counts": dict(counts)}
     return pack
 
 
 # ---- usage ---------------------------------------------------------------------------------
+
 
 def usage_snapshots(max_tokens: int = 2_000_000, max_micro_usd: int = 100_000_000) -> st.SearchStrategy[UsageSnapshot]:
     """Any snapshot (day usage at least the batch's, as a ledger would report)."""
@@ -134,8 +182,12 @@ def usage_snapshots(max_tokens: int = 2_000_000, max_micro_usd: int = 100_000_00
     def build(draw: st.DrawFn) -> UsageSnapshot:
         batch = draw(st.integers(0, max_tokens))
         batch_usd = draw(st.integers(0, max_micro_usd))
-        return UsageSnapshot(batch_tokens=batch, day_tokens=batch + draw(st.integers(0, max_tokens)),
-                             batch_micro_usd=batch_usd, day_micro_usd=batch_usd + draw(st.integers(0, max_micro_usd)))
+        return UsageSnapshot(
+            batch_tokens=batch,
+            day_tokens=batch + draw(st.integers(0, max_tokens)),
+            batch_micro_usd=batch_usd,
+            day_micro_usd=batch_usd + draw(st.integers(0, max_micro_usd)),
+        )
 
     return build()
 
@@ -146,8 +198,13 @@ requests = st.builds(Request, completion_tokens=st.one_of(st.none(), st.integers
 # ---- policies --------------------------------------------------------------------------------
 
 METRIC_UNITS = {
-    "request_prompt": "tokens", "request_completion": "tokens", "batch_total": "tokens", "day_total": "tokens",
-    "request_usd": "usd", "batch_usd": "usd", "day_usd": "usd",
+    "request_prompt": "tokens",
+    "request_completion": "tokens",
+    "batch_total": "tokens",
+    "day_total": "tokens",
+    "request_usd": "usd",
+    "batch_usd": "usd",
+    "day_usd": "usd",
 }
 
 
@@ -246,12 +303,19 @@ def stage_specs(draw: st.DrawFn, pool: str, name: str) -> StageSpec:
 
 @st.composite
 def ladders(draw: st.DrawFn) -> tuple[StageSpec, ...]:
-    pools = draw(st.lists(st.sampled_from(POOL_ORDER), unique=True, min_size=draw(st.sampled_from([0, 1, 1, 1])), max_size=4))
+    pools = draw(
+        st.lists(st.sampled_from(POOL_ORDER), unique=True, min_size=draw(st.sampled_from([0, 1, 1, 1])), max_size=4)
+    )
     return tuple(draw(stage_specs(pool, f"trim_{pool}")) for pool in pools)
 
 
-TOKENIZERS = ('tokenizer tiktoken "o200k_base"', 'tokenizer tiktoken "cl100k_base"', 'tokenizer model "gpt-4o"',
-              "tokenizer rough 4 chars per token", "tokenizer rough 3.5 chars per token")
+TOKENIZERS = (
+    'tokenizer tiktoken "o200k_base"',
+    'tokenizer tiktoken "cl100k_base"',
+    'tokenizer model "gpt-4o"',
+    "tokenizer rough 4 chars per token",
+    "tokenizer rough 3.5 chars per token",
+)
 
 
 @st.composite
@@ -267,9 +331,16 @@ def policy_specs(draw: st.DrawFn, *, scale: int = 3000, with_conditions: bool = 
         if not draw(st.booleans()):
             continue
         if unit == "usd":
-            amount = "$" + str(draw(st.sampled_from([Decimal("0.001"), Decimal("0.01"), Decimal("0.5"), Decimal("50")])))
+            amount = "$" + str(
+                draw(st.sampled_from([Decimal("0.001"), Decimal("0.01"), Decimal("0.5"), Decimal("50")]))
+            )
         else:
-            base = {"request_prompt": scale * 3 // 4, "request_completion": 2000, "batch_total": scale * 3, "day_total": scale * 10}[metric]
+            base = {
+                "request_prompt": scale * 3 // 4,
+                "request_completion": 2000,
+                "batch_total": scale * 3,
+                "day_total": scale * 10,
+            }[metric]
             values[metric] = draw(st.integers(max(1, base // 10), base * 2))
             amount = draw(_amount(values[metric]))
         severity = draw(st.sampled_from(["block", "block", "warn"]))
@@ -278,7 +349,11 @@ def policy_specs(draw: st.DrawFn, *, scale: int = 3000, with_conditions: bool = 
     if priced:
         price = (draw(st.sampled_from(["0", "0.15", "2.5", "30"])), draw(st.sampled_from(["0", "0.6", "10", "60"])))
     stages = draw(ladders())
-    topk = tuple((pool, draw(st.integers(1, 40)), draw(st.integers(1, 12))) for pool in POOL_ORDER if draw(st.integers(0, 5)) == 0)
+    topk = tuple(
+        (pool, draw(st.integers(1, 40)), draw(st.integers(1, 12)))
+        for pool in POOL_ORDER
+        if draw(st.integers(0, 5)) == 0
+    )
     floor = draw(st.integers(0, 3))
     capped = [explore for _pool, _exploit, explore in topk]
     if capped:
@@ -286,8 +361,10 @@ def policy_specs(draw: st.DrawFn, *, scale: int = 3000, with_conditions: bool = 
     conditions: tuple[str, ...] = ()
     if with_conditions and draw(st.booleans()):
         value = draw(st.integers(1, scale * 2))
-        conditions = (f'when usa: region == "USA" and fields.count > {draw(st.integers(0, 20))} {{\n'
-                      f"  limit request_prompt: request_prompt <= {value} tokens\n}}",)
+        conditions = (
+            f'when usa: region == "USA" and fields.count > {draw(st.integers(0, 20))} {{\n'
+            f"  limit request_prompt: request_prompt <= {value} tokens\n}}",
+        )
     return PolicySpec(
         tokenizer=draw(st.sampled_from(TOKENIZERS)),
         limits=tuple(limits),
@@ -306,6 +383,7 @@ def policy_specs(draw: st.DrawFn, *, scale: int = 3000, with_conditions: bool = 
 
 # ---- cases: a pack, usage and a request, with pressure on the policy's own limits ---------
 
+
 @st.composite
 def cases(draw: st.DrawFn, policy: Policy, sizes: PackSizes = PackSizes(), pack: dict[str, Any] | None = None) -> Case:
     """A `Case` for ``policy``. Usage is drawn so that the room left under the policy's
@@ -322,10 +400,16 @@ def cases(draw: st.DrawFn, policy: Policy, sizes: PackSizes = PackSizes(), pack:
     render, count = reference_for(policy, pools)
     untrimmed = count(render({pool: tuple(c.id for c in pools.pool(pool)) for pool in POOL_ORDER}))
     fixed = count(render({pool: () for pool in POOL_ORDER}))
-    request = draw(st.builds(Request, completion_tokens=st.one_of(st.none(), st.none(), st.integers(1, 2000)), expansion=st.booleans()))
+    request = draw(
+        st.builds(
+            Request, completion_tokens=st.one_of(st.none(), st.none(), st.integers(1, 2000)), expansion=st.booleans()
+        )
+    )
     completion = request.completion_tokens if request.completion_tokens is not None else settings.completion_budget
 
-    def room(metric: str, spent_by_request: int, reserve: int = 0, per_token: Callable[[int], int] | None = None) -> int:
+    def room(
+        metric: str, spent_by_request: int, reserve: int = 0, per_token: Callable[[int], int] | None = None
+    ) -> int:
         """Usage that leaves a random share of the request's cost under the limit."""
         limit = settings.limit(metric)
         cost: Callable[[int], int] = (lambda tokens: tokens) if per_token is None else per_token

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 # ---- section 2: the idea spec ---------------------------------------------------------------
 
+
 class Target(BaseModel):
     instrumentType: str
     region: str
@@ -103,6 +104,7 @@ class RetrievalPack(BaseModel):
 
 # ---- section 4: the budget config -----------------------------------------------------------
 
+
 class LlmBudget(BaseModel):
     max_prompt_tokens: int = 12000
     max_completion_tokens: int = 1600
@@ -118,6 +120,7 @@ class LlmBudget(BaseModel):
 
 
 # ---- section 10: usage ------------------------------------------------------------------------
+
 
 @dataclass
 class BudgetUsage:
@@ -150,8 +153,16 @@ RULES = [
 OUTPUT_SCHEMA = {
     "idea_id": "str",
     "alpha_id": None,
-    "simulation_settings": {"type": "REGULAR", "settings": "SimulationSettings object (language=FASTEXPR)", "regular": "FastExpr string"},
-    "generation_notes": {"used_fields": ["field id"], "used_operators": ["operator name"], "candidate_lane": "optional exploit|explore"},
+    "simulation_settings": {
+        "type": "REGULAR",
+        "settings": "SimulationSettings object (language=FASTEXPR)",
+        "regular": "FastExpr string",
+    },
+    "generation_notes": {
+        "used_fields": ["field id"],
+        "used_operators": ["operator name"],
+        "candidate_lane": "optional exploit|explore",
+    },
 }
 
 
@@ -169,7 +180,12 @@ def compact_knowledge(bundle: dict[str, Any], ops: set[str], fields: set[str]) -
     sig = bundle.get("operator_signature_pack")
     if isinstance(sig, dict):
         kept = by_name(sig.get("operators"))
-        out["operator_signature_pack"] = {"version": sig.get("version"), "generated_at": sig.get("generated_at"), "operator_count": len(kept), "operators": kept}
+        out["operator_signature_pack"] = {
+            "version": sig.get("version"),
+            "generated_at": sig.get("generated_at"),
+            "operator_count": len(kept),
+            "operators": kept,
+        }
     ex = bundle.get("fastexpr_examples_pack")
     if isinstance(ex, dict):
         examples = []
@@ -182,7 +198,12 @@ def compact_knowledge(bundle: dict[str, Any], ops: set[str], fields: set[str]) -
             examples.append(row)
             if len(examples) >= MAX_EXAMPLES:
                 break
-        out["fastexpr_examples_pack"] = {"version": ex.get("version"), "generated_at": ex.get("generated_at"), "fallback_used": bool(ex.get("fallback_used")), "examples": examples}
+        out["fastexpr_examples_pack"] = {
+            "version": ex.get("version"),
+            "generated_at": ex.get("generated_at"),
+            "fallback_used": bool(ex.get("fallback_used")),
+            "examples": examples,
+        }
     vis = bundle.get("fastexpr_visual_pack")
     if isinstance(vis, dict):
         cards = []
@@ -196,12 +217,21 @@ def compact_knowledge(bundle: dict[str, Any], ops: set[str], fields: set[str]) -
             if len(cards) >= MAX_EXAMPLES:
                 break
         taxonomy = vis.get("error_taxonomy")
-        out["fastexpr_visual_pack"] = {"version": vis.get("version"), "generated_at": vis.get("generated_at"), "operators": by_name(vis.get("operators")),
-                                       "error_taxonomy": taxonomy if isinstance(taxonomy, list) else [], "example_cards": cards}
+        out["fastexpr_visual_pack"] = {
+            "version": vis.get("version"),
+            "generated_at": vis.get("generated_at"),
+            "operators": by_name(vis.get("operators")),
+            "error_taxonomy": taxonomy if isinstance(taxonomy, list) else [],
+            "example_cards": cards,
+        }
     sim = bundle.get("simulation_settings_allowed_pack")
     if isinstance(sim, dict):
         out["simulation_settings_allowed_pack"] = sim
-    out["compact_policy"] = {"operator_candidates": len(ops), "field_candidates": len(fields), "max_examples": MAX_EXAMPLES}
+    out["compact_policy"] = {
+        "operator_candidates": len(ops),
+        "field_candidates": len(fields),
+        "max_examples": MAX_EXAMPLES,
+    }
     return out
 
 
@@ -224,6 +254,7 @@ def agent_prompt(idea: IdeaSpec, pack: RetrievalPack, bundle: dict[str, Any]) ->
 
 
 # ---- loading the shared samples as the agent holds them --------------------------------------
+
 
 def read_bundle(directory: Path) -> dict[str, Any]:
     """file stem -> parsed JSON, as the agent's knowledge loader hands it over."""

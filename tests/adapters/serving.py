@@ -23,7 +23,22 @@ POLICY = str(Path(sys.executable).parent / "policy")
 
 
 def demo_ledger(db: str, run_id: str = "R1", calls: int = 12) -> str:
-    code = main(["demo-run", "--run-id", run_id, "--packs", str(ROOT / "examples" / "packs"), "--db", db, "--mock-llm", "--rules", DEMO, "--calls", str(calls)])
+    code = main(
+        [
+            "demo-run",
+            "--run-id",
+            run_id,
+            "--packs",
+            str(ROOT / "examples" / "packs"),
+            "--db",
+            db,
+            "--mock-llm",
+            "--rules",
+            DEMO,
+            "--calls",
+            str(calls),
+        ]
+    )
     assert code == ExitCode.OK
     return db
 
@@ -31,7 +46,9 @@ def demo_ledger(db: str, run_id: str = "R1", calls: int = 12) -> str:
 @contextmanager
 def served(db: str, *extra: str) -> Iterator[str]:
     """`policy serve` as users start it; yields the base URL it printed."""
-    proc = subprocess.Popen([POLICY, "serve", "--db", db, "--port", "0", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [POLICY, "serve", "--db", db, "--port", "0", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         assert line.startswith("serving "), (line, proc.stderr.read() if proc.stderr else "")

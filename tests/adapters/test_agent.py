@@ -56,19 +56,51 @@ def _clean(monkeypatch: pytest.MonkeyPatch) -> Any:
     gate.configure()
 
 
-def call(pack: str = "seed_5x15x72x60", config: str = "llm_budget", knowledge: str = "knowledge_real", *, builder: Any = agent_prompt,
-         usage: BudgetUsage | None = None, max_output_tokens: int | None = None, seen: set[str] | None = None, **extra: Any) -> gate.BudgetGateResult:
+def call(
+    pack: str = "seed_5x15x72x60",
+    config: str = "llm_budget",
+    knowledge: str = "knowledge_real",
+    *,
+    builder: Any = agent_prompt,
+    usage: BudgetUsage | None = None,
+    max_output_tokens: int | None = None,
+    seen: set[str] | None = None,
+    **extra: Any,
+) -> gate.BudgetGateResult:
     budget = read_budget(SHARED / "configs" / f"{config}.json")
     return gate.enforce_alpha_prompt_budget(
-        idea=read_idea(IDEA), retrieval_pack=read_pack(SHARED / "packs" / f"{pack}.json"), knowledge_bundle=read_bundle(SHARED / knowledge),
-        budget=budget, usage=usage or BudgetUsage(), seen_combo_keys=seen or set(), prompt_builder=builder,
-        max_output_tokens=budget.max_completion_tokens if max_output_tokens is None else max_output_tokens, **extra)
+        idea=read_idea(IDEA),
+        retrieval_pack=read_pack(SHARED / "packs" / f"{pack}.json"),
+        knowledge_bundle=read_bundle(SHARED / knowledge),
+        budget=budget,
+        usage=usage or BudgetUsage(),
+        seen_combo_keys=seen or set(),
+        prompt_builder=builder,
+        max_output_tokens=budget.max_completion_tokens if max_output_tokens is None else max_output_tokens,
+        **extra,
+    )
 
 
-def engine_eval(tmp_path: Path, pack: str, rules: Path, knowledge: str, completion: int, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+def engine_eval(
+    tmp_path: Path, pack: str, rules: Path, knowledge: str, completion: int, usage: dict[str, Any] | None = None
+) -> dict[str, Any]:
     out = tmp_path / f"{pack}.{knowledge}.{rules.stem}.json"
-    argv = ["eval", str(SHARED / "packs" / f"{pack}.json"), "--rules", str(rules), "--knowledge-pack-dir", str(SHARED / knowledge),
-            "--idea", str(IDEA), "--completion-tokens", str(completion), "--format", "json", "--output", str(out)]
+    argv = [
+        "eval",
+        str(SHARED / "packs" / f"{pack}.json"),
+        "--rules",
+        str(rules),
+        "--knowledge-pack-dir",
+        str(SHARED / knowledge),
+        "--idea",
+        str(IDEA),
+        "--completion-tokens",
+        str(completion),
+        "--format",
+        "json",
+        "--output",
+        str(out),
+    ]
     if usage is not None:
         (tmp_path / "usage.json").write_text(json.dumps(usage))
         argv += ["--usage", str(tmp_path / "usage.json")]
@@ -88,12 +120,20 @@ def assert_same_decision(result: gate.BudgetGateResult, expected: dict[str, Any]
     assert result.allowed is expected["allowed"] is ev.passed
     assert list(ev.reasons) == expected["reasons"]
     assert ev.selected_topk == expected["selected_topk"]
-    selection = {pool: {lane: list(ids) for lane, ids in lanes.items()} for pool, lanes in ev.decision.selection.items()}
+    selection = {
+        pool: {lane: list(ids) for lane, ids in lanes.items()} for pool, lanes in ev.decision.selection.items()
+    }
     assert selection == expected["selection"]
-    assert ev.prompt_tokens_rough == ev.prompt_tokens == expected["metrics"]["prompt_tokens"] == O200K.count(result.prompt)
+    assert (
+        ev.prompt_tokens_rough == ev.prompt_tokens == expected["metrics"]["prompt_tokens"] == O200K.count(result.prompt)
+    )
     assert ev.projected_batch_tokens == expected["metrics"]["projected_batch_tokens"]
     assert ev.projected_day_tokens == expected["metrics"]["projected_day_tokens"]
-    assert ev.fallback_count == expected["fallback_count"] == len([s for s in result.fallback_steps if s["phase"] != "template_drift"])
+    assert (
+        ev.fallback_count
+        == expected["fallback_count"]
+        == len([s for s in result.fallback_steps if s["phase"] != "template_drift"])
+    )
     assert ev.coverage_kpi == expected["kpis"]["coverage"]
     assert ev.combo_sample == expected["kpis"]["combo_sample"]
     assert ev.exceeded["explore_floor"] is not all(f["preserved"] for f in expected["explore_floor"].values())
@@ -101,6 +141,7 @@ def assert_same_decision(result: gate.BudgetGateResult, expected: dict[str, Any]
 
 
 # ---- the stand-in builder is the agent's ------------------------------------------------------
+
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.decision is None], ids=lambda c: c.name)
 def test_untrimmed_gate_call_sends_exactly_the_captured_agent_prompt(case: Any) -> None:
@@ -110,8 +151,15 @@ def test_untrimmed_gate_call_sends_exactly_the_captured_agent_prompt(case: Any) 
     pack = read_pack(case.pack)
     budget = LlmBudget(**{key: case.limits[metric] for key, metric in CONFIG_KEYS})
     result = gate.enforce_alpha_prompt_budget(
-        idea=read_idea(case.idea) if case.idea else idea_from_pack(pack), retrieval_pack=pack, knowledge_bundle=read_bundle(case.knowledge_dir),
-        budget=budget, usage=BudgetUsage(), seen_combo_keys=set(), prompt_builder=agent_prompt, max_output_tokens=1600)
+        idea=read_idea(case.idea) if case.idea else idea_from_pack(pack),
+        retrieval_pack=pack,
+        knowledge_bundle=read_bundle(case.knowledge_dir),
+        budget=budget,
+        usage=BudgetUsage(),
+        seen_combo_keys=set(),
+        prompt_builder=agent_prompt,
+        max_output_tokens=1600,
+    )
     assert result.prompt.encode("utf-8") == case.file.read_bytes()
     assert result.allowed and result.fallback_steps == [] and result.evaluation.template_drift is None
     assert result.evaluation.prompt_tokens_rough == O200K.count(case.file.read_text(encoding="utf-8"))
@@ -122,10 +170,13 @@ def test_untrimmed_gate_call_sends_exactly_the_captured_agent_prompt(case: Any) 
 
 # ---- parity with `policy eval` --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("knowledge", KNOWLEDGE)
 @pytest.mark.parametrize("config", CONFIGS)
 @pytest.mark.parametrize("pack", PACKS)
-def test_decision_matches_policy_eval_with_the_imported_rules(tmp_path: Path, pack: str, config: str, knowledge: str) -> None:
+def test_decision_matches_policy_eval_with_the_imported_rules(
+    tmp_path: Path, pack: str, config: str, knowledge: str
+) -> None:
     rules = imported_rules(tmp_path, config)
     completion = read_budget(SHARED / "configs" / f"{config}.json").max_completion_tokens
     expected = engine_eval(tmp_path, pack, rules, knowledge, completion)
@@ -144,18 +195,26 @@ def test_decision_matches_policy_eval_with_the_imported_rules(tmp_path: Path, pa
 
 
 @pytest.mark.parametrize("pack", ["seed_5x15x72x60", "small_2x4x10x8"])
-def test_decision_matches_policy_eval_with_the_shipped_default_rules_and_usage(tmp_path: Path, pack: str, root: Path) -> None:
+def test_decision_matches_policy_eval_with_the_shipped_default_rules_and_usage(
+    tmp_path: Path, pack: str, root: Path
+) -> None:
     rules = root / "rules" / "default.policy"
-    usage = BudgetUsage(run_prompt_tokens=30_000, run_completion_tokens=4_000, day_prompt_tokens=900_000, day_completion_tokens=100_000)
-    expected = engine_eval(tmp_path, pack, rules, "knowledge_real", 1600, {"batch": {"tokens": 34_000}, "day": {"tokens": 1_000_000}})
+    usage = BudgetUsage(
+        run_prompt_tokens=30_000, run_completion_tokens=4_000, day_prompt_tokens=900_000, day_completion_tokens=100_000
+    )
+    expected = engine_eval(
+        tmp_path, pack, rules, "knowledge_real", 1600, {"batch": {"tokens": 34_000}, "day": {"tokens": 1_000_000}}
+    )
     assert_same_decision(call(pack, rules=rules, usage=usage), expected)
 
 
 # ---- the real prompt, checked at the gate ------------------------------------------------------
 
+
 def padded(extra_tokens_text: str):
     def builder(idea: IdeaSpec, pack: RetrievalPack, bundle: dict[str, Any]) -> str:
         return agent_prompt(idea, pack, bundle) + "\n\n" + extra_tokens_text
+
     return builder
 
 
@@ -167,7 +226,9 @@ def test_drift_over_the_limit_is_trimmed_further_never_sent(tmp_path: Path) -> N
     assert honest.allowed
     margin = 12_000 - honest.evaluation.prompt_tokens_rough
     extra = "Think step by step and double-check every operator signature. " * 80
-    assert O200K.count(honest.prompt + "\n\n" + extra) > 12_000 and margin > 0  # the engine's choice, really sent, would be over
+    assert (
+        O200K.count(honest.prompt + "\n\n" + extra) > 12_000 and margin > 0
+    )  # the engine's choice, really sent, would be over
     result = call(builder=padded(extra))
     ev = result.evaluation
     assert result.allowed
@@ -176,7 +237,11 @@ def test_drift_over_the_limit_is_trimmed_further_never_sent(tmp_path: Path) -> N
     assert sum(ev.selected_topk.values()) < sum(honest.evaluation.selected_topk.values())
     assert ev.fallback_count > honest.evaluation.fallback_count
     drift = ev.template_drift
-    assert drift is not None and drift.engine_prompt_tokens == honest.evaluation.prompt_tokens_rough and drift.real_prompt_tokens > 12_000
+    assert (
+        drift is not None
+        and drift.engine_prompt_tokens == honest.evaluation.prompt_tokens_rough
+        and drift.real_prompt_tokens > 12_000
+    )
     assert ev.warnings[0] == drift.message and "template drift" in drift.message
     assert gate.template_drift_count() == 1 and gate.last_template_drift() == drift
     phases = [s["phase"] for s in result.fallback_steps]
@@ -184,8 +249,10 @@ def test_drift_over_the_limit_is_trimmed_further_never_sent(tmp_path: Path) -> N
     assert at == honest.evaluation.fallback_count  # right after the engine's choice
     assert result.fallback_steps[at]["prompt_tokens"] == drift.real_prompt_tokens
     assert result.fallback_steps[at]["budget_exceeded"]["request_prompt"] is True
-    assert result.fallback_steps[at - 1]["prompt_tokens"] == drift.real_prompt_tokens  # the engine's rung, re-measured from the real text
-    assert all(s["prompt_tokens"] <= 12_000 for s in result.fallback_steps[at + 1:][-1:])
+    assert (
+        result.fallback_steps[at - 1]["prompt_tokens"] == drift.real_prompt_tokens
+    )  # the engine's rung, re-measured from the real text
+    assert all(s["prompt_tokens"] <= 12_000 for s in result.fallback_steps[at + 1 :][-1:])
 
 
 def test_drift_that_no_rung_can_fix_blocks() -> None:
@@ -218,19 +285,43 @@ def test_drift_in_a_call_that_needs_no_trimming_is_checked_from_the_start() -> N
     room = 12_000 - small.evaluation.prompt_tokens_rough
     result = call("small_2x4x10x8", builder=padded("pad " * (room + 50)))
     assert result.evaluation.template_drift is not None
-    assert result.fallback_steps[0]["phase"] == "template_drift" and result.fallback_steps[0]["budget_exceeded"]["request_prompt"]
+    assert (
+        result.fallback_steps[0]["phase"] == "template_drift"
+        and result.fallback_steps[0]["budget_exceeded"]["request_prompt"]
+    )
     assert (not result.allowed) or result.evaluation.prompt_tokens_rough <= 12_000
     assert result.evaluation.prompt_tokens_rough == O200K.count(result.prompt)
 
 
 # ---- what does not change, and what does -----------------------------------------------------
 
+
 def test_inputs_are_not_mutated() -> None:
     pack, idea = read_pack(SHARED / "packs" / "seed_5x15x72x60.json"), read_idea(IDEA)
-    bundle, budget, usage, seen = read_bundle(SHARED / "knowledge_real"), read_budget(SHARED / "configs" / "llm_budget.json"), BudgetUsage(10, 20, 30, 40, 1, 2), {"a::b"}
-    before = (pack.model_dump(), idea.model_dump(), copy.deepcopy(bundle), budget.model_dump(), copy.copy(usage), set(seen))
-    result = gate.enforce_alpha_prompt_budget(idea=idea, retrieval_pack=pack, knowledge_bundle=bundle, budget=budget, usage=usage,
-                                              seen_combo_keys=seen, prompt_builder=agent_prompt, max_output_tokens=1600)
+    bundle, budget, usage, seen = (
+        read_bundle(SHARED / "knowledge_real"),
+        read_budget(SHARED / "configs" / "llm_budget.json"),
+        BudgetUsage(10, 20, 30, 40, 1, 2),
+        {"a::b"},
+    )
+    before = (
+        pack.model_dump(),
+        idea.model_dump(),
+        copy.deepcopy(bundle),
+        budget.model_dump(),
+        copy.copy(usage),
+        set(seen),
+    )
+    result = gate.enforce_alpha_prompt_budget(
+        idea=idea,
+        retrieval_pack=pack,
+        knowledge_bundle=bundle,
+        budget=budget,
+        usage=usage,
+        seen_combo_keys=seen,
+        prompt_builder=agent_prompt,
+        max_output_tokens=1600,
+    )
     assert (pack.model_dump(), idea.model_dump(), bundle, budget.model_dump(), usage, seen) == before
     assert result.usage is usage and result.pack is not pack and "llm_budget" not in pack.budget_policy
 
@@ -238,12 +329,18 @@ def test_inputs_are_not_mutated() -> None:
 def test_the_completion_check_can_fail() -> None:
     """The agent clamped max_output_tokens to max_completion_tokens (defect 5)."""
     result = call("small_2x4x10x8", max_output_tokens=4000)
-    assert not result.allowed and result.evaluation.exceeded["request_completion"] and result.evaluation.completion_tokens_budget == 4000
+    assert (
+        not result.allowed
+        and result.evaluation.exceeded["request_completion"]
+        and result.evaluation.completion_tokens_budget == 4000
+    )
 
 
 def test_day_usage_is_taken_whole_and_blocks() -> None:
     result = call("small_2x4x10x8", usage=BudgetUsage(day_prompt_tokens=1_400_000, day_completion_tokens=99_000))
-    assert not result.allowed and result.evaluation.reasons == ("day_total",) and result.evaluation.exceeded["day_total"]
+    assert (
+        not result.allowed and result.evaluation.reasons == ("day_total",) and result.evaluation.exceeded["day_total"]
+    )
     assert result.evaluation.projected_day_tokens == 1_499_000 + result.evaluation.prompt_tokens_rough + 1600
 
 
@@ -266,6 +363,7 @@ def test_novelty_uses_the_seen_combos() -> None:
 
 
 # ---- where the policy comes from --------------------------------------------------------------
+
 
 def test_policy_sources_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def rules(limit: int) -> Path:
@@ -296,34 +394,55 @@ def test_configure_tokenizer_changes_the_count() -> None:
     gate.configure(tokenizer="cl100k_base")
     result = call("small_2x4x10x8")
     assert result.evaluation.tokenizer == "cl100k_base"
-    assert result.evaluation.prompt_tokens_rough == get_counter(Tokenizer("tiktoken", "cl100k_base")).count(result.prompt)
+    assert result.evaluation.prompt_tokens_rough == get_counter(Tokenizer("tiktoken", "cl100k_base")).count(
+        result.prompt
+    )
 
 
 # ---- bad input: typed errors with codes and pointers ---------------------------------------------
+
 
 def test_a_missing_knowledge_document_is_an_error() -> None:
     bundle = read_bundle(SHARED / "knowledge_real")
     del bundle["fastexpr_visual_pack"]
     with pytest.raises(PackError) as info:
-        gate.enforce_alpha_prompt_budget(idea=read_idea(IDEA), retrieval_pack=read_pack(SHARED / "packs" / "small_2x4x10x8.json"), knowledge_bundle=bundle,
-                                         budget=LlmBudget(), usage=BudgetUsage(), seen_combo_keys=set(), prompt_builder=agent_prompt, max_output_tokens=1600)
+        gate.enforce_alpha_prompt_budget(
+            idea=read_idea(IDEA),
+            retrieval_pack=read_pack(SHARED / "packs" / "small_2x4x10x8.json"),
+            knowledge_bundle=bundle,
+            budget=LlmBudget(),
+            usage=BudgetUsage(),
+            seen_combo_keys=set(),
+            prompt_builder=agent_prompt,
+            max_output_tokens=1600,
+        )
     (d,) = info.value.diagnostics
     assert (d.code, d.pointer) == ("R102", "/fastexpr_visual_pack")
 
 
-@pytest.mark.parametrize(("change", "error", "code", "pointer"), [
-    ({"usage": BudgetUsage(run_prompt_tokens=-1)}, UsageInputError, "P120", "/run_prompt_tokens"),
-    ({"seen_combo_keys": {"no-separator"}}, UsageInputError, "P114", ""),
-    ({"budget": LlmBudget(max_prompt_tokens=-5)}, RuleCheckError, "E401", "/max_prompt_tokens"),
-    ({"budget": LlmBudget(fallback_topk_steps=[0.7, 0.85])}, RuleCheckError, "E401", "/fallback_topk_steps/1"),
-    ({"retrieval_pack": {"idea_id": "x"}}, PackError, "P112", ""),
-    ({"idea": {"idea_id": "x"}}, PackError, "R104", ""),
-    ({"max_output_tokens": 0}, UsageInputError, "P120", "/completion_tokens"),
-])
+@pytest.mark.parametrize(
+    ("change", "error", "code", "pointer"),
+    [
+        ({"usage": BudgetUsage(run_prompt_tokens=-1)}, UsageInputError, "P120", "/run_prompt_tokens"),
+        ({"seen_combo_keys": {"no-separator"}}, UsageInputError, "P114", ""),
+        ({"budget": LlmBudget(max_prompt_tokens=-5)}, RuleCheckError, "E401", "/max_prompt_tokens"),
+        ({"budget": LlmBudget(fallback_topk_steps=[0.7, 0.85])}, RuleCheckError, "E401", "/fallback_topk_steps/1"),
+        ({"retrieval_pack": {"idea_id": "x"}}, PackError, "P112", ""),
+        ({"idea": {"idea_id": "x"}}, PackError, "R104", ""),
+        ({"max_output_tokens": 0}, UsageInputError, "P120", "/completion_tokens"),
+    ],
+)
 def test_bad_inputs_raise_typed_errors(change: dict[str, Any], error: type, code: str, pointer: str) -> None:
-    kwargs: dict[str, Any] = dict(idea=read_idea(IDEA), retrieval_pack=read_pack(SHARED / "packs" / "small_2x4x10x8.json"),
-                                  knowledge_bundle=read_bundle(SHARED / "knowledge"), budget=LlmBudget(), usage=BudgetUsage(),
-                                  seen_combo_keys=set(), prompt_builder=agent_prompt, max_output_tokens=1600)
+    kwargs: dict[str, Any] = dict(
+        idea=read_idea(IDEA),
+        retrieval_pack=read_pack(SHARED / "packs" / "small_2x4x10x8.json"),
+        knowledge_bundle=read_bundle(SHARED / "knowledge"),
+        budget=LlmBudget(),
+        usage=BudgetUsage(),
+        seen_combo_keys=set(),
+        prompt_builder=agent_prompt,
+        max_output_tokens=1600,
+    )
     kwargs.update(change)
     with pytest.raises(error) as info:
         gate.enforce_alpha_prompt_budget(**kwargs)

@@ -22,21 +22,37 @@ pytestmark = pytest.mark.browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-SCREENSHOTS = Path(__import__("os").environ.get("POLICY_SCREENSHOT_DIR", "")) if __import__("os").environ.get("POLICY_SCREENSHOT_DIR") else None
+SCREENSHOTS = (
+    Path(__import__("os").environ.get("POLICY_SCREENSHOT_DIR", ""))
+    if __import__("os").environ.get("POLICY_SCREENSHOT_DIR")
+    else None
+)
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.fail("chromium and chromedriver are required for the browser tests: apt-get install -y chromium chromium-driver (or run with -m 'not browser')")
+        pytest.fail(
+            "chromium and chromedriver are required for the browser tests: apt-get install -y chromium chromium-driver (or run with -m 'not browser')"
+        )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1900",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1900",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
@@ -58,8 +74,11 @@ def _open(driver: Any, url: str) -> list[dict[str, Any]]:
     driver.get_log("browser")  # drop what an earlier page logged
     driver.get(url)
     WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
-    WebDriverWait(driver, 60).until(lambda d: d.execute_script(
-        "return Array.from(document.querySelectorAll('.plotly-graph-div')).every(g => g.querySelector('svg.main-svg'))"))
+    WebDriverWait(driver, 60).until(
+        lambda d: d.execute_script(
+            "return Array.from(document.querySelectorAll('.plotly-graph-div')).every(g => g.querySelector('svg.main-svg'))"
+        )
+    )
     return [entry for entry in driver.get_log("browser") if entry["level"] in ("SEVERE", "ERROR")]
 
 
@@ -98,7 +117,8 @@ def test_run_and_runs_pages_render_their_charts_in_chromium(browser: Any, ledger
         assert charts["chart-prompt"]["bars"] == len(nonzero)  # one bar per gated call
         assert charts["chart-ladder"]["lines"] == sum(1 for c in budget["calls"] if c["rungs"])
         blocked_labels = browser.execute_script(
-            "return Array.from(document.querySelectorAll('#chart-prompt g.trace.bars text')).map(t => t.textContent).filter(t => t)")
+            "return Array.from(document.querySelectorAll('#chart-prompt g.trace.bars text')).map(t => t.textContent).filter(t => t)"
+        )
         assert sorted(blocked_labels) == sorted(c["reason"] for c in budget["calls"] if c["outcome"] == "blocked")
         # the tables are in the HTML itself, readable without JavaScript
         rows = browser.execute_script("return document.querySelectorAll('#calls-table > tbody > tr').length")
@@ -124,8 +144,22 @@ def test_static_run_report_renders_from_a_file(browser: Any, ledger_db: str, tmp
 
 def test_corpus_report_draws_a_ladder_when_a_row_is_opened(browser: Any, tmp_path: Path) -> None:
     out = tmp_path / "corpus.html"
-    packs = [str(ROOT / "examples" / "packs"), str(ROOT / "tests" / "fixtures" / "shared" / "packs" / "large_8x30x400x120.json")]
-    main(["eval", *packs, "--rules", str(ROOT / "examples" / "policies" / "demo.policy"), "--format", "html", "--output", str(out)])
+    packs = [
+        str(ROOT / "examples" / "packs"),
+        str(ROOT / "tests" / "fixtures" / "shared" / "packs" / "large_8x30x400x120.json"),
+    ]
+    main(
+        [
+            "eval",
+            *packs,
+            "--rules",
+            str(ROOT / "examples" / "policies" / "demo.policy"),
+            "--format",
+            "html",
+            "--output",
+            str(out),
+        ]
+    )
     errors = _open(browser, out.as_uri())
     assert errors == []
     payload = json.loads(browser.execute_script("return document.getElementById('payload').textContent"))
@@ -136,8 +170,12 @@ def test_corpus_report_draws_a_ladder_when_a_row_is_opened(browser: Any, tmp_pat
     browser.execute_script("document.querySelector('details.ladder summary').click()")
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return !!document.querySelector('details.ladder[open] .ladder-chart svg.main-svg')"))
-    points = browser.execute_script("return document.querySelectorAll('details.ladder[open] .ladder-chart g.points path').length")
+    WebDriverWait(browser, 30).until(
+        lambda d: d.execute_script("return !!document.querySelector('details.ladder[open] .ladder-chart svg.main-svg')")
+    )
+    points = browser.execute_script(
+        "return document.querySelectorAll('details.ladder[open] .ladder-chart g.points path').length"
+    )
     assert points == len(laddered[0]["rungs"]) + 1  # the start and one point per rung
     assert [e for e in browser.get_log("browser") if e["level"] in ("SEVERE", "ERROR")] == []
     _shot(browser, tmp_path, "corpus-report.png")

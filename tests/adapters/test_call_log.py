@@ -33,7 +33,11 @@ def test_each_check_is_logged_with_outcome_reason_digest_and_limits(tmp_path: Pa
     with LedgerReader(tmp_path / "l.db") as reader:
         first, second = reader.calls("R")
     assert (first.outcome, first.reason, first.reservation_id) == (ok.decision.outcome, None, ok.reservation_id)
-    assert (second.outcome, second.reason, second.reasons) == ("blocked", blocked.value.reason, list(blocked.value.decision.reasons))
+    assert (second.outcome, second.reason, second.reasons) == (
+        "blocked",
+        blocked.value.reason,
+        list(blocked.value.decision.reasons),
+    )
     assert first.rules_digest == second.rules_digest == policy.digest
     assert (second.limits["request_prompt"]["value"], second.limits["request_prompt"]["verdict"]) == (12_000, "fail")
     assert second.limits["day_total"]["value"] == 40_000 and second.limits["lanes"]["explore_floor"] == 1
@@ -64,7 +68,9 @@ def test_a_ledger_from_before_the_call_log_is_served_without_calls(tmp_path: Pat
     Ledger(db).close()
     con = sqlite3.connect(db)
     con.execute("DROP TABLE gated_calls")
-    con.execute("INSERT INTO usage_points (run_id, day, prompt_tokens, completion_tokens, total_tokens, micro_usd, created_at) VALUES ('OLD', '2026-01-01', 10, 5, 15, 3, 1767225600)")
+    con.execute(
+        "INSERT INTO usage_points (run_id, day, prompt_tokens, completion_tokens, total_tokens, micro_usd, created_at) VALUES ('OLD', '2026-01-01', 10, 5, 15, 3, 1767225600)"
+    )
     con.commit()
     con.close()
     before = db.read_bytes()
@@ -74,6 +80,8 @@ def test_a_ledger_from_before_the_call_log_is_served_without_calls(tmp_path: Pat
         budget = budget_payload(reader, "OLD")
         kpi = kpi_payload(reader, "OLD")
     assert runs["call_log"] is False and runs["runs"][0]["tokens"] == 15 and runs["runs"][0]["calls"] == 0
-    assert budget["calls"] == [] and budget["totals"]["settled_tokens"] == 15 and budget["flags"]["budget_blocked"] is None
+    assert (
+        budget["calls"] == [] and budget["totals"]["settled_tokens"] == 15 and budget["flags"]["budget_blocked"] is None
+    )
     assert kpi["gauges"]["novelty"]["value"] is None
     assert db.read_bytes() == before

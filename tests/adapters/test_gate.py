@@ -21,9 +21,25 @@ from tests.conftest import ROOT
 DEMO = ROOT / "examples" / "policies" / "demo.policy"
 SMALL = json.loads((ROOT / "examples" / "packs" / "small_2x4x10x8.json").read_text())
 SEED = json.loads((ROOT / "examples" / "packs" / "seed_5x15x72x60.json").read_text())
-STATE_KEYS = {"step_name", "prompt_tokens", "completion_tokens", "selected_topk", "lane_ratio", "budget_exceeded", "fallback_count", "coverage_kpi",
-              "novelty_kpi", "combo_sample", "projected_batch_tokens", "projected_day_tokens", "batch_tokens_used_before", "day_tokens_used_before",
-              "estimated_request_cost_usd", "explore_floor_preserved", "limits"}
+STATE_KEYS = {
+    "step_name",
+    "prompt_tokens",
+    "completion_tokens",
+    "selected_topk",
+    "lane_ratio",
+    "budget_exceeded",
+    "fallback_count",
+    "coverage_kpi",
+    "novelty_kpi",
+    "combo_sample",
+    "projected_batch_tokens",
+    "projected_day_tokens",
+    "batch_tokens_used_before",
+    "day_tokens_used_before",
+    "estimated_request_cost_usd",
+    "explore_floor_preserved",
+    "limits",
+}
 DAY1 = 1_790_000_000.0  # 2026-09-21T...Z
 
 
@@ -54,25 +70,66 @@ def test_pass_path_reserves_and_emits_passed_events(setup) -> None:
     assert STATE_KEYS | {"fallback_applied"} <= set(payload)
     assert payload["fallback_applied"] is False
     assert set(payload["selected_topk"]) == {"subcategories", "datasets", "fields", "operators"}
-    assert set(payload["budget_exceeded"]) == {"request_prompt", "request_completion", "batch_total", "day_total", "explore_floor"}
-    assert set(payload["limits"]) == {"max_prompt_tokens", "max_completion_tokens", "max_tokens_per_batch", "max_tokens_per_day", "min_explore_candidates_per_batch"}
-    assert set(payload["lane_ratio"]) == {"exploit_ratio", "explore_ratio", "exploit_count", "explore_count", "fields", "operators"}
+    assert set(payload["budget_exceeded"]) == {
+        "request_prompt",
+        "request_completion",
+        "batch_total",
+        "day_total",
+        "explore_floor",
+    }
+    assert set(payload["limits"]) == {
+        "max_prompt_tokens",
+        "max_completion_tokens",
+        "max_tokens_per_batch",
+        "max_tokens_per_day",
+        "min_explore_candidates_per_batch",
+    }
+    assert set(payload["lane_ratio"]) == {
+        "exploit_ratio",
+        "explore_ratio",
+        "exploit_count",
+        "explore_count",
+        "fields",
+        "operators",
+    }
     # the reservation (exact prompt + completion budget) counts until settled
     worst = result.decision.metrics["request_tokens"]
     assert ledger.snapshot("run-a").batch_tokens == worst
-    gate.record_usage("run-a", {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}, reservation_id=result.reservation_id, model="mock-1")
+    gate.record_usage(
+        "run-a",
+        {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
+        reservation_id=result.reservation_id,
+        model="mock-1",
+    )
     assert ledger.snapshot("run-a").batch_tokens == 150
     lines = [json.loads(line) for line in sink.read_text().splitlines()]
-    assert [e["event_type"] for e in lines] == ["budget.check_passed", "budget.explore_floor_preserved", "llm.usage_point"]
+    assert [e["event_type"] for e in lines] == [
+        "budget.check_passed",
+        "budget.explore_floor_preserved",
+        "llm.usage_point",
+    ]
     assert {"event_type", "run_id", "idea_id", "stage", "message", "severity", "payload", "created_at"} == set(lines[0])
     usage = lines[2]["payload"]
-    assert {"prompt_chars", "completion_chars", "prompt_tokens_rough", "completion_tokens_rough", "prompt_tokens", "completion_tokens", "total_tokens", "estimated_cost_usd"} <= set(usage)
-    assert usage["total_tokens"] == 150 and usage["estimated_cost_usd"] == pytest.approx((100 * 0.15 + 50 * 0.60) / 1e6, abs=1e-6)
+    assert {
+        "prompt_chars",
+        "completion_chars",
+        "prompt_tokens_rough",
+        "completion_tokens_rough",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "estimated_cost_usd",
+    } <= set(usage)
+    assert usage["total_tokens"] == 150 and usage["estimated_cost_usd"] == pytest.approx(
+        (100 * 0.15 + 50 * 0.60) / 1e6, abs=1e-6
+    )
 
 
 def test_trim_path_emits_one_fallback_event_per_rung(setup) -> None:
     _, ledger, *_ = setup
-    gate = BudgetGate(load_policy(DEMO), ledger, knowledge_dir=ROOT / "examples" / "knowledge")  # the knowledge pack pushes it over
+    gate = BudgetGate(
+        load_policy(DEMO), ledger, knowledge_dir=ROOT / "examples" / "knowledge"
+    )  # the knowledge pack pushes it over
     result = gate.check(SEED, "run-t")
     assert result.decision.outcome == "trimmed"
     events = ledger.events("run-t")
@@ -81,7 +138,9 @@ def test_trim_path_emits_one_fallback_event_per_rung(setup) -> None:
     assert all(STATE_KEYS | {"fallback_phase", "fallback_factor"} <= set(p) for p in fallbacks)
     assert fallbacks[0]["fallback_phase"] == "fields" and fallbacks[0]["fallback_factor"] == 0.85
     assert [t for t, _, _ in events][-2:] == ["budget.check_passed", "budget.explore_floor_preserved"]
-    assert len(result.pack["candidate_fields"]) == result.decision.selected_topk["fields"] < len(SEED["candidate_fields"])
+    assert (
+        len(result.pack["candidate_fields"]) == result.decision.selected_topk["fields"] < len(SEED["candidate_fields"])
+    )
 
 
 def test_block_path_raises_with_reason_and_emits_failed_and_blocked(setup) -> None:
@@ -90,7 +149,10 @@ def test_block_path_raises_with_reason_and_emits_failed_and_blocked(setup) -> No
     with pytest.raises(BudgetBlocked) as info:
         gate.check(blocked, "run-b")
     assert info.value.reason == "request_prompt"
-    assert info.value.to_json() == {"error": "budget_blocked", "message": "alpha generation blocked by budget policy: request_prompt"}
+    assert info.value.to_json() == {
+        "error": "budget_blocked",
+        "message": "alpha generation blocked by budget policy: request_prompt",
+    }
     types = [t for t, _, _ in ledger.events("run-b")]
     assert types[-2:] == ["budget.check_failed", "budget.blocked"]
     assert ledger.snapshot("run-b").batch_tokens == 0  # nothing reserved
@@ -106,7 +168,13 @@ def test_day_cap_blocks_and_rolls_over_at_utc_midnight(setup) -> None:
         except BudgetBlocked as exc:
             assert exc.reason == "day_total"
             break
-        gate.record_usage("run-d", prompt_tokens=res.decision.metrics["prompt_tokens"], completion_tokens=800, reservation_id=res.reservation_id, model="mock-1")
+        gate.record_usage(
+            "run-d",
+            prompt_tokens=res.decision.metrics["prompt_tokens"],
+            completion_tokens=800,
+            reservation_id=res.reservation_id,
+            model="mock-1",
+        )
         spent += res.decision.metrics["prompt_tokens"] + 800
     day = ledger.snapshot("run-d").day_tokens
     assert day == spent <= 40_000
@@ -126,11 +194,17 @@ def test_settlement_after_midnight_counts_on_the_reservation_day(setup) -> None:
     assert ledger.snapshot("run-m", now=clock.t - 2).day_tokens == 15
 
 
-@pytest.mark.parametrize("usage,expected", [
-    ({"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14}, (10, 4)),
-    ({"input_tokens": 10, "output_tokens": 4}, (10, 4)),
-    ({"input_tokens": 10, "output_tokens": 4, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 2}, (15, 4)),
-])
+@pytest.mark.parametrize(
+    "usage,expected",
+    [
+        ({"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14}, (10, 4)),
+        ({"input_tokens": 10, "output_tokens": 4}, (10, 4)),
+        (
+            {"input_tokens": 10, "output_tokens": 4, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 2},
+            (15, 4),
+        ),
+    ],
+)
 def test_provider_usage_shapes(usage, expected) -> None:
     assert parse_provider_usage(usage) == expected
 
@@ -142,8 +216,16 @@ def test_provider_usage_shapes(usage, expected) -> None:
     assert parse_provider_usage(obj) == expected
 
 
-@pytest.mark.parametrize("usage", [{}, {"prompt_tokens": -1, "completion_tokens": 2}, {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 4},
-                                   {"input_tokens": "10", "output_tokens": 1}, {"prompt_tokens": 1.5, "completion_tokens": 1}])
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {},
+        {"prompt_tokens": -1, "completion_tokens": 2},
+        {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 4},
+        {"input_tokens": "10", "output_tokens": 1},
+        {"prompt_tokens": 1.5, "completion_tokens": 1},
+    ],
+)
 def test_bad_usage_is_refused(usage) -> None:
     with pytest.raises(LedgerError) as info:
         parse_provider_usage(usage)
@@ -154,7 +236,10 @@ def test_unknown_reservation_and_unpriced_model_are_refused(setup) -> None:
     gate, *_ = setup
     with pytest.raises(LedgerError, match=r"L103|no reservation"):
         gate.record_usage("run-x", prompt_tokens=1, completion_tokens=1, reservation_id="nope", model="mock-1")
-    usd = load_policy_text('tokenizer rough 4 chars per token\nprice "m": prompt $1 per 1M, completion $1 per 1M\npricing model "m"\nlimit d: day_usd <= $5\n', "u.policy")
+    usd = load_policy_text(
+        'tokenizer rough 4 chars per token\nprice "m": prompt $1 per 1M, completion $1 per 1M\npricing model "m"\nlimit d: day_usd <= $5\n',
+        "u.policy",
+    )
     with pytest.raises(LedgerError) as info:
         BudgetGate(usd, gate.ledger).record_usage("run-x", prompt_tokens=1, completion_tokens=1, model="other")
     assert info.value.diagnostics[0].code == "L105"
@@ -164,16 +249,32 @@ def test_dashboard_payloads_follow_the_contract_and_are_null_safe(setup) -> None
     _, ledger, _clock, _ = setup
     gate = BudgetGate(load_policy(DEMO), ledger, knowledge_dir=ROOT / "examples" / "knowledge")
     res = gate.check(SEED, "run-k")
-    gate.record_usage("run-k", prompt_tokens=res.decision.metrics["prompt_tokens"], completion_tokens=300, reservation_id=res.reservation_id, model="mock-1")
+    gate.record_usage(
+        "run-k",
+        prompt_tokens=res.decision.metrics["prompt_tokens"],
+        completion_tokens=300,
+        reservation_id=res.reservation_id,
+        model="mock-1",
+    )
     reader = LedgerReader(ledger.path)  # the dashboards read the ledger read-only
     budget = budget_payload(reader, "run-k")
     assert {"run_id", "series", "gauges", "flags"} <= set(budget)  # the agent's contract, extended
     assert {"prompt_tokens", "completion_tokens", "fallback_timeline"} <= set(budget["series"])
     assert budget["overspend"] == {"events": 0, "tokens": 0, "micro_usd": 0}
     assert set(budget["gauges"]) == {"prompt_tokens", "completion_tokens", "batch_tokens", "day_tokens"}
-    assert {"budget_blocked", "over_prompt_budget", "over_completion_budget", "over_batch_budget", "over_day_budget", "explore_floor_breached"} <= set(budget["flags"])
+    assert {
+        "budget_blocked",
+        "over_prompt_budget",
+        "over_completion_budget",
+        "over_batch_budget",
+        "over_day_budget",
+        "explore_floor_breached",
+    } <= set(budget["flags"])
     assert len(budget["series"]["fallback_timeline"]) == res.decision.fallback_count
-    assert {k: budget["gauges"]["batch_tokens"][k] for k in ("value", "limit")} == {"value": res.decision.metrics["prompt_tokens"] + 300, "limit": 52_000}
+    assert {k: budget["gauges"]["batch_tokens"][k] for k in ("value", "limit")} == {
+        "value": res.decision.metrics["prompt_tokens"] + 300,
+        "limit": 52_000,
+    }
     assert budget["flags"]["budget_blocked"] is False
     kpi = kpi_payload(reader, "run-k")
     assert set(kpi["series"]) == {"coverage", "novelty", "explore_ratio"}
@@ -210,6 +311,17 @@ def test_demo_run_cli_on_a_bad_db_path_is_an_input_error(tmp_path: Path, capsys:
     from policy_engine.cli.exit_codes import ExitCode
     from policy_engine.cli.main import main
 
-    code = main(["demo-run", "--run-id", "R", "--packs", str(ROOT / "examples" / "packs"), "--db", str(tmp_path / "missing" / "x.db"), "--mock-llm"])
+    code = main(
+        [
+            "demo-run",
+            "--run-id",
+            "R",
+            "--packs",
+            str(ROOT / "examples" / "packs"),
+            "--db",
+            str(tmp_path / "missing" / "x.db"),
+            "--mock-llm",
+        ]
+    )
     assert code == ExitCode.INVALID_INPUT
     assert "L101" in capsys.readouterr().err

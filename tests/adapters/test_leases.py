@@ -50,7 +50,9 @@ def env(tmp_path: Path):
     clock = Clock(DAY)
     ledger = Ledger(tmp_path / "ledger.db", clock=clock)
     sink = tmp_path / "events.jsonl"
-    gate = BudgetGate(load_policy_text(rules(5_000), "lease.policy"), ledger, sinks=[JsonlSink(sink)], reservation_ttl_s=TTL)
+    gate = BudgetGate(
+        load_policy_text(rules(5_000), "lease.policy"), ledger, sinks=[JsonlSink(sink)], reservation_ttl_s=TTL
+    )
     yield gate, ledger, clock, sink
     ledger.close()
 
@@ -64,6 +66,7 @@ def sink_types(sink: Path) -> list[str]:
 
 
 # ---- leases ------------------------------------------------------------------------------
+
 
 def test_a_renewed_reservation_outlives_its_ttl_and_keeps_its_room(env) -> None:
     gate, ledger, clock, _ = env
@@ -100,7 +103,9 @@ def test_the_lease_context_renews_from_a_background_thread(env) -> None:
     res = gate.check(SMALL, "run-bg")
 
     def expiry() -> float:
-        return ledger._db.execute("SELECT expires_at FROM reservations WHERE id = ?", (res.reservation_id,)).fetchone()[0]
+        return ledger._db.execute("SELECT expires_at FROM reservations WHERE id = ?", (res.reservation_id,)).fetchone()[
+            0
+        ]
 
     with gate.lease("run-bg", res.reservation_id, every_s=0.01):
         clock.t += 30  # half the TTL: the next beat moves the expiry to 30 + TTL
@@ -121,6 +126,7 @@ def test_a_lease_that_is_lost_is_reported_when_the_block_ends(env) -> None:
 
 
 # ---- overspend is never silent -----------------------------------------------------------
+
 
 def test_late_settlement_is_an_overspend_event_with_its_amount_and_on_the_dashboard(env) -> None:
     gate, ledger, clock, sink = env
@@ -145,7 +151,11 @@ def test_settling_more_than_was_reserved_reports_the_excess(env) -> None:
     reserved = res.decision.metrics["request_tokens"]
     gate.record_usage("run-x", prompt_tokens=reserved, completion_tokens=123, reservation_id=res.reservation_id)
     [(_kind, payload, _)] = [e for e in ledger.events("run-x") if e[0] == "budget.overspend"]
-    assert payload["reason"] == "settled_over_reservation" and payload["tokens"] == 123 and payload["reserved_tokens"] == reserved
+    assert (
+        payload["reason"] == "settled_over_reservation"
+        and payload["tokens"] == 123
+        and payload["reserved_tokens"] == reserved
+    )
 
 
 def test_a_settlement_inside_a_live_reservation_reports_no_overspend(env) -> None:
@@ -159,11 +169,14 @@ def test_a_settlement_inside_a_live_reservation_reports_no_overspend(env) -> Non
 
 # ---- settlement is idempotent per reservation ----------------------------------------------
 
+
 def test_repeating_a_settlement_with_the_same_numbers_is_a_no_op(env) -> None:
     gate, ledger, _, sink = env
     res = gate.check(SMALL, "run-i")
     for _ in range(3):
-        gate.record_usage("run-i", {"prompt_tokens": 100, "completion_tokens": 50}, reservation_id=res.reservation_id, model=None)
+        gate.record_usage(
+            "run-i", {"prompt_tokens": 100, "completion_tokens": 50}, reservation_id=res.reservation_id, model=None
+        )
     assert ledger.settled_totals(run_id="run-i") == (150, 0, 1)
     assert [t for t, _, _ in ledger.events("run-i")].count("llm.usage_point") == 1
     assert sink_types(sink).count("llm.usage_point") == 1
@@ -181,7 +194,11 @@ def test_repeating_a_settlement_with_other_numbers_is_a_coded_error(env) -> None
 
 # ---- bounds and typed errors ---------------------------------------------------------------
 
-@pytest.mark.parametrize("tokens,code", [(2**63, "L108"), (2**64 + 7, "L108"), (MAX_TOKENS + 1, "L108"), (-1, "L104"), (True, "L104"), (1.0, "L104")])
+
+@pytest.mark.parametrize(
+    "tokens,code",
+    [(2**63, "L108"), (2**64 + 7, "L108"), (MAX_TOKENS + 1, "L108"), (-1, "L104"), (True, "L104"), (1.0, "L104")],
+)
 def test_record_usage_quantities_are_bounded_integers(env, tokens, code) -> None:
     gate, ledger, _, _ = env
     with pytest.raises(LedgerError) as info:
@@ -220,17 +237,24 @@ def test_a_huge_or_negative_completion_budget_never_reaches_sqlite(env, completi
 def test_sqlite_refusals_inside_a_transaction_become_l110(env) -> None:
     _, ledger, _, _ = env
     with pytest.raises(LedgerError) as info, ledger.transaction() as db:
-        db.execute("INSERT INTO usage_points (run_id, day, prompt_tokens, completion_tokens, total_tokens, micro_usd, created_at) VALUES ('r', 'd', ?, 0, 0, 0, 0)", (2**63,))
+        db.execute(
+            "INSERT INTO usage_points (run_id, day, prompt_tokens, completion_tokens, total_tokens, micro_usd, created_at) VALUES ('r', 'd', ?, 0, 0, 0, 0)",
+            (2**63,),
+        )
     assert code_of(info) == "L110"
     with pytest.raises(LedgerError) as info, ledger.transaction() as db:
-        db.execute("INSERT INTO usage_points (run_id, day, prompt_tokens, completion_tokens, total_tokens, micro_usd, created_at) VALUES (NULL, 'd', 0, 0, 0, 0, 0)")
+        db.execute(
+            "INSERT INTO usage_points (run_id, day, prompt_tokens, completion_tokens, total_tokens, micro_usd, created_at) VALUES (NULL, 'd', 0, 0, 0, 0, 0)"
+        )
     assert code_of(info) == "L110"
     assert ledger.settled_totals(day="d")[2] == 0
 
 
 def test_a_huge_completion_budget_under_a_policy_without_caps_is_l108(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.db")
-    gate = BudgetGate(load_policy_text("tokenizer rough 4 chars per token\ncompletion budget 600 tokens\n", "nocap.policy"), ledger)
+    gate = BudgetGate(
+        load_policy_text("tokenizer rough 4 chars per token\ncompletion budget 600 tokens\n", "nocap.policy"), ledger
+    )
     with pytest.raises(UsageInputError):  # the request itself refuses it now (P120)
         Request(completion_tokens=2**63)
     with pytest.raises(LedgerError) as info:  # was OverflowError from sqlite

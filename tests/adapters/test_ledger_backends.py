@@ -38,7 +38,9 @@ ladder {{
 CTX = mp.get_context("fork")  # the parent holds no ledger connection when it forks
 
 
-def gated_calls(url: str, run_id: str, calls: int, seed: int, log: str, ttl_s: float = 60.0, ledger=None, rules: str = RULES) -> dict[str, int]:
+def gated_calls(
+    url: str, run_id: str, calls: int, seed: int, log: str, ttl_s: float = 60.0, ledger=None, rules: str = RULES
+) -> dict[str, int]:
     """``calls`` gated LLM calls with a mock provider; retries a call whose ledger is
     unavailable (L111). Appends each settled reservation id to ``log`` once
     record_usage has returned (one write, O_APPEND)."""
@@ -68,7 +70,13 @@ def gated_calls(url: str, run_id: str, calls: int, seed: int, log: str, ttl_s: f
             stats["allowed"] += 1
             m = res.decision.metrics
             prompt, completion = m["prompt_tokens"] - rng.randrange(0, 50), rng.randrange(0, m["completion_tokens"] + 1)
-            retrying(lambda: gate.record_usage(run_id, {"prompt_tokens": prompt, "completion_tokens": completion}, reservation_id=res.reservation_id))  # noqa: B023 (called within this iteration)
+            retrying(
+                lambda prompt=prompt, completion=completion, res=res: gate.record_usage(
+                    run_id,
+                    {"prompt_tokens": prompt, "completion_tokens": completion},
+                    reservation_id=res.reservation_id,
+                )
+            )
             os.write(fd, f"{res.reservation_id} {prompt + completion}\n".encode())
             stats["settled_tokens"] += prompt + completion
     finally:
@@ -87,7 +95,14 @@ def _group(url: str, group: int, threads: int, calls: int, log: str, out) -> Non
     os.setsid()
     ledger = open_ledger(url, pool_size=threads)
     results: list[dict[str, int]] = []
-    workers = [threading.Thread(target=lambda i=i: results.append(gated_calls(url, f"run-g{group}-{i}", calls, group * 100 + i, log, ledger=ledger))) for i in range(threads)]
+    workers = [
+        threading.Thread(
+            target=lambda i=i: results.append(
+                gated_calls(url, f"run-g{group}-{i}", calls, group * 100 + i, log, ledger=ledger)
+            )
+        )
+        for i in range(threads)
+    ]
     for w in workers:
         w.start()
     for w in workers:
@@ -125,22 +140,44 @@ def audit(url: str, *, now: float | None = None) -> dict[str, object]:
     ledger = open_ledger(url, clock=(lambda: now) if now is not None else time.time)
     try:
         with ledger.transaction() as db:
+
             def q(sql: str) -> list[Any]:
                 return db.execute(sql).fetchall()
 
             per_day = q("SELECT day, SUM(total_tokens), COUNT(*) FROM usage_points GROUP BY day")
-            dup = q("SELECT reservation_id FROM usage_points WHERE reservation_id IS NOT NULL GROUP BY reservation_id HAVING COUNT(*) > 1")
-            orphans = q("SELECT r.id FROM reservations r WHERE r.state = 'settled' AND NOT EXISTS (SELECT 1 FROM usage_points u WHERE u.reservation_id = r.id)")
-            unsettled = q("SELECT u.id FROM usage_points u JOIN reservations r ON r.id = u.reservation_id WHERE r.state <> 'settled'")
+            dup = q(
+                "SELECT reservation_id FROM usage_points WHERE reservation_id IS NOT NULL GROUP BY reservation_id HAVING COUNT(*) > 1"
+            )
+            orphans = q(
+                "SELECT r.id FROM reservations r WHERE r.state = 'settled' AND NOT EXISTS (SELECT 1 FROM usage_points u WHERE u.reservation_id = r.id)"
+            )
+            unsettled = q(
+                "SELECT u.id FROM usage_points u JOIN reservations r ON r.id = u.reservation_id WHERE r.state <> 'settled'"
+            )
             points = dict(q("SELECT reservation_id, total_tokens FROM usage_points WHERE reservation_id IS NOT NULL"))
             counters_ok = True
             if sqlite_path(url) is None:
-                counters_ok = q("SELECT d.day FROM day_totals d LEFT JOIN (SELECT day, SUM(total_tokens) t, COUNT(*) n FROM usage_points GROUP BY day) u "
-                                "ON u.day = d.day WHERE d.tokens <> COALESCE(u.t, 0) OR d.points <> COALESCE(u.n, 0)") == [] and \
-                              q("SELECT r.run_id FROM run_totals r LEFT JOIN (SELECT run_id, SUM(total_tokens) t FROM usage_points GROUP BY run_id) u "
-                                "ON u.run_id = r.run_id WHERE r.tokens <> COALESCE(u.t, 0)") == []
-        return {"per_day": per_day, "dup": dup, "orphans": orphans, "unsettled": unsettled, "points": points, "counters_ok": counters_ok,
-                "held": ledger.held()}
+                counters_ok = (
+                    q(
+                        "SELECT d.day FROM day_totals d LEFT JOIN (SELECT day, SUM(total_tokens) t, COUNT(*) n FROM usage_points GROUP BY day) u "
+                        "ON u.day = d.day WHERE d.tokens <> COALESCE(u.t, 0) OR d.points <> COALESCE(u.n, 0)"
+                    )
+                    == []
+                    and q(
+                        "SELECT r.run_id FROM run_totals r LEFT JOIN (SELECT run_id, SUM(total_tokens) t FROM usage_points GROUP BY run_id) u "
+                        "ON u.run_id = r.run_id WHERE r.tokens <> COALESCE(u.t, 0)"
+                    )
+                    == []
+                )
+        return {
+            "per_day": per_day,
+            "dup": dup,
+            "orphans": orphans,
+            "unsettled": unsettled,
+            "points": points,
+            "counters_ok": counters_ok,
+            "held": ledger.held(),
+        }
     finally:
         ledger.close()
 
@@ -162,9 +199,13 @@ def test_workers_sharing_a_daily_cap_never_exceed_it(ledger_url: str, tmp_path: 
     assert sum(t for _, t, _ in a["per_day"]) == sum(r["settled_tokens"] for r in results)
     assert settled_log(Path(log)).items() <= a["points"].items()
     assert not a["dup"] and not a["orphans"] and not a["unsettled"] and a["counters_ok"] and a["held"] == 0
-    assert allowed > 10 and sum(r["blocked"] for r in results) > 10, "the cap should have let some calls through and blocked others"
-    print(f"\n{'sqlite' if sqlite_path(ledger_url) else 'postgresql'}: {processes} processes x {calls} calls, cap {DAY_CAP}: {allowed} allowed, "
-          f"{sum(t for _, t, _ in a['per_day'])} tokens settled, {sum(r['retries'] for r in results)} retries")
+    assert allowed > 10 and sum(r["blocked"] for r in results) > 10, (
+        "the cap should have let some calls through and blocked others"
+    )
+    print(
+        f"\n{'sqlite' if sqlite_path(ledger_url) else 'postgresql'}: {processes} processes x {calls} calls, cap {DAY_CAP}: {allowed} allowed, "
+        f"{sum(t for _, t, _ in a['per_day'])} tokens settled, {sum(r['retries'] for r in results)} retries"
+    )
 
 
 WIDE = RULES.replace(f"<= {DAY_CAP} tokens", "<= 1000000000 tokens")  # killed workers never fill the day
@@ -201,12 +242,16 @@ def test_killed_workers_leave_a_consistent_ledger_and_their_holds_expire(ledger_
     ledger = open_ledger(ledger_url, clock=lambda: later)
     try:
         gate = BudgetGate(load_policy_text(WIDE, "w.policy"), ledger)
-        assert ledger.snapshot("run-k0").day_tokens == sum(t for _, t, _ in a["per_day"]), "only settled usage counts once holds expire"
+        assert ledger.snapshot("run-k0").day_tokens == sum(t for _, t, _ in a["per_day"]), (
+            "only settled usage counts once holds expire"
+        )
         res = gate.check(SMALL, "run-after")  # the next call works
         gate.record_usage("run-after", prompt_tokens=10, completion_tokens=10, reservation_id=res.reservation_id)
     finally:
         ledger.close()
-    print(f"\n{'sqlite' if sqlite_path(ledger_url) else 'postgresql'}: {kills} SIGKILLs, {len(settled)} settlements kept")
+    print(
+        f"\n{'sqlite' if sqlite_path(ledger_url) else 'postgresql'}: {kills} SIGKILLs, {len(settled)} settlements kept"
+    )
 
 
 def test_postgres_restart_mid_run_is_a_retryable_error_and_loses_nothing(pg_cluster, tmp_path: Path) -> None:
@@ -254,6 +299,7 @@ def test_two_process_groups_with_separate_pools_share_one_cap(ledger_url: str, t
 
 
 # ---- URLs, migrations, versions ------------------------------------------------------------
+
 
 def test_urls_name_the_backend(tmp_path: Path) -> None:
     assert sqlite_path(str(tmp_path / "a.db")) == str(tmp_path / "a.db")

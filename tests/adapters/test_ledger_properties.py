@@ -28,12 +28,17 @@ from tests.adapters.test_leases import DAY, SMALL, Clock, rules
 TTL = 60.0
 CAP = 6_000
 
-ops = st.lists(st.one_of(
-    st.tuples(st.just("check"), st.integers(1, 2_500), st.booleans()),       # completion budget, does the caller renew?
-    st.tuples(st.just("advance"), st.floats(0, 2 * TTL), st.booleans()),     # seconds; do renewing callers beat meanwhile?
-    st.tuples(st.just("settle"), st.integers(0, 50), st.sampled_from(["under", "exact", "over"])),
-    st.tuples(st.just("repeat"), st.integers(0, 50), st.booleans()),         # same numbers, or different ones
-), max_size=40)
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("check"), st.integers(1, 2_500), st.booleans()),  # completion budget, does the caller renew?
+        st.tuples(
+            st.just("advance"), st.floats(0, 2 * TTL), st.booleans()
+        ),  # seconds; do renewing callers beat meanwhile?
+        st.tuples(st.just("settle"), st.integers(0, 50), st.sampled_from(["under", "exact", "over"])),
+        st.tuples(st.just("repeat"), st.integers(0, 50), st.booleans()),  # same numbers, or different ones
+    ),
+    max_size=40,
+)
 
 
 @given(ops)
@@ -42,9 +47,9 @@ def test_settled_total_stays_under_the_cap_and_every_late_settlement_is_reported
         clock = Clock(DAY)
         ledger = Ledger(Path(tmp) / "l.db", clock=clock)
         gate = BudgetGate(load_policy_text(rules(CAP), "p.policy"), ledger, reservation_ttl_s=TTL)
-        live: list[dict] = []      # reservations the model knows about
+        live: list[dict] = []  # reservations the model knows about
         expected_overspend: dict[str, tuple[str, int]] = {}  # reservation -> (reason, tokens)
-        clean_settled = 0          # settled inside a live reservation, up to what it reserved
+        clean_settled = 0  # settled inside a live reservation, up to what it reserved
         try:
             for step in steps:
                 kind = step[0]
@@ -53,8 +58,15 @@ def test_settled_total_stays_under_the_cap_and_every_late_settlement_is_reported
                         res = gate.check(SMALL, "run", request=Request(completion_tokens=step[1]))
                     except BudgetBlocked:
                         continue
-                    live.append({"id": res.reservation_id, "reserved": res.decision.metrics["request_tokens"], "expires": res.expires_at,
-                                 "renews": step[2], "settled": None})
+                    live.append(
+                        {
+                            "id": res.reservation_id,
+                            "reserved": res.decision.metrics["request_tokens"],
+                            "expires": res.expires_at,
+                            "renews": step[2],
+                            "settled": None,
+                        }
+                    )
                 elif kind == "advance":
                     remaining = step[1]
                     while remaining > 0:  # renewing callers beat every TTL/3
@@ -69,7 +81,9 @@ def test_settled_total_stays_under_the_cap_and_every_late_settlement_is_reported
                     if r["settled"] is not None:
                         continue
                     total = {"under": r["reserved"] // 2, "exact": r["reserved"], "over": r["reserved"] + 17}[step[2]]
-                    gate.record_usage("run", prompt_tokens=total // 3, completion_tokens=total - total // 3, reservation_id=r["id"])
+                    gate.record_usage(
+                        "run", prompt_tokens=total // 3, completion_tokens=total - total // 3, reservation_id=r["id"]
+                    )
                     r["settled"] = (total // 3, total - total // 3)
                     if r["expires"] <= clock.t:
                         expected_overspend[r["id"]] = ("settled_after_expiry", total)
@@ -84,10 +98,14 @@ def test_settled_total_stays_under_the_cap_and_every_late_settlement_is_reported
                     prompt, completion = r["settled"]
                     before = ledger.settled_totals(run_id="run")
                     if step[2]:
-                        gate.record_usage("run", prompt_tokens=prompt, completion_tokens=completion, reservation_id=r["id"])
+                        gate.record_usage(
+                            "run", prompt_tokens=prompt, completion_tokens=completion, reservation_id=r["id"]
+                        )
                     else:
                         try:
-                            gate.record_usage("run", prompt_tokens=prompt, completion_tokens=completion + 1, reservation_id=r["id"])
+                            gate.record_usage(
+                                "run", prompt_tokens=prompt, completion_tokens=completion + 1, reservation_id=r["id"]
+                            )
                             raise AssertionError("a conflicting settlement was accepted")
                         except LedgerError as exc:
                             assert exc.diagnostics[0].code == "L106"

@@ -50,8 +50,22 @@ def _digest(path: str) -> str:
 def test_demo_run_gets_blocked_once_the_day_is_spent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = demo_ledger(str(tmp_path / "l.db"))
     capsys.readouterr()
-    code = main(["demo-run", "--run-id", "R2", "--packs", str(Path(__file__).resolve().parents[2] / "examples" / "packs"), "--db", db, "--mock-llm",
-                 "--rules", str(Path(__file__).resolve().parents[2] / "examples" / "policies" / "demo.policy"), "--calls", "6"])
+    code = main(
+        [
+            "demo-run",
+            "--run-id",
+            "R2",
+            "--packs",
+            str(Path(__file__).resolve().parents[2] / "examples" / "packs"),
+            "--db",
+            db,
+            "--mock-llm",
+            "--rules",
+            str(Path(__file__).resolve().parents[2] / "examples" / "policies" / "demo.policy"),
+            "--calls",
+            "6",
+        ]
+    )
     summary = json.loads(capsys.readouterr().out)
     assert code == ExitCode.OK
     assert summary["allowed"] == 0 and summary["block_reasons"].get("day_total", 0) >= 1  # R1 spent the day
@@ -77,8 +91,12 @@ def test_every_call_says_its_outcome_reason_and_the_limits_it_was_gated_with(bas
             assert c["projected_day_tokens"] > c["day_limit"]
         if c["reason"] == "request_prompt":
             assert c["prompt_tokens"] > c["prompt_limit"] and c["rungs"], "a prompt block walked the ladder first"
-    assert budget["totals"]["blocked_by"] == {r: sum(c["reason"] == r for c in blocked) for r in {c["reason"] for c in blocked}}
-    assert budget["flags"]["budget_blocked"] is True and budget["flags"]["blocked_by"] == sorted(budget["totals"]["blocked_by"])
+    assert budget["totals"]["blocked_by"] == {
+        r: sum(c["reason"] == r for c in blocked) for r in {c["reason"] for c in blocked}
+    }
+    assert budget["flags"]["budget_blocked"] is True and budget["flags"]["blocked_by"] == sorted(
+        budget["totals"]["blocked_by"]
+    )
     # settled usage joins its call; the run's settled tokens are the sum of its calls'
     assert sum(c["settled"]["total_tokens"] for c in calls if c["settled"]) == budget["totals"]["settled_tokens"]
     assert all((c["settled"] is None) == (c["outcome"] == "blocked") for c in calls)
@@ -95,7 +113,11 @@ def test_runs_list_and_kpi_payloads(base: str) -> None:
     _validate(runs, "runs")
     (r1,) = [r for r in runs["runs"] if r["run_id"] == "R1"]
     assert (r1["calls"], r1["allowed"] + r1["trimmed"], r1["blocked"]) == (12, 6, 6)
-    assert r1["first_call"] <= r1["last_call"] and r1["tokens"] > 0 and r1["usd"] == f"{r1['micro_usd'] // 1_000_000}.{r1['micro_usd'] % 1_000_000:06d}"
+    assert (
+        r1["first_call"] <= r1["last_call"]
+        and r1["tokens"] > 0
+        and r1["usd"] == f"{r1['micro_usd'] // 1_000_000}.{r1['micro_usd'] % 1_000_000:06d}"
+    )
     status, kpi = get_json(f"{base}/api/runs/R1/kpi")
     assert status == 200
     _validate(kpi, "kpi")
@@ -107,7 +129,12 @@ def test_runs_list_and_kpi_payloads(base: str) -> None:
 
 
 def test_status_codes_head_and_errors_as_json(base: str) -> None:
-    for path, status in (("/api/runs/nope/budget", 404), ("/api/runs/R1/other", 404), ("/api/nope", 404), ("/nope.json", 404)):
+    for path, status in (
+        ("/api/runs/nope/budget", 404),
+        ("/api/runs/R1/other", 404),
+        ("/api/nope", 404),
+        ("/nope.json", 404),
+    ):
         code, headers, body = get(base + path)
         assert code == status, path
     code, headers, body = get(f"{base}/api/runs/nope/budget")
@@ -118,11 +145,19 @@ def test_status_codes_head_and_errors_as_json(base: str) -> None:
     code, headers, body = get(f"{base}/runs/nope")
     assert code == 404 and b"Unknown run" in body
     for method in ("POST", "PUT", "DELETE", "PATCH"):
-        code, headers, body = get(f"{base}/api/runs/R1/budget", method=method, data=b"{}" if method != "DELETE" else None)
-        assert code == 405 and set(headers["allow"].split(", ")) == {"GET", "HEAD"} and json.loads(body)["error"] == "method_not_allowed"
+        code, headers, body = get(
+            f"{base}/api/runs/R1/budget", method=method, data=b"{}" if method != "DELETE" else None
+        )
+        assert (
+            code == 405
+            and set(headers["allow"].split(", ")) == {"GET", "HEAD"}
+            and json.loads(body)["error"] == "method_not_allowed"
+        )
     _, g_headers, g_body = get(f"{base}/api/runs")
     h_code, h_headers, h_body = get(f"{base}/api/runs", method="HEAD")
-    assert (h_code, h_body) == (200, b"") and h_headers["content-length"] == g_headers["content-length"] == str(len(g_body))
+    assert (h_code, h_body) == (200, b"") and h_headers["content-length"] == g_headers["content-length"] == str(
+        len(g_body)
+    )
     assert h_headers["content-type"] == g_headers["content-type"]
     assert get(f"{base}/runs/R1", method="HEAD")[0] == 200
     assert get(f"{base}/", method="HEAD")[0] == 200
@@ -135,11 +170,22 @@ def test_metrics_agree_with_the_api(base: str) -> None:
     assert status == 200 and headers["content-type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     _, budget = get_json(f"{base}/api/runs/R1/budget")
-    calls = {(s.labels["run_id"], s.labels["outcome"]): s.value for s in families["policy_gated_calls"].samples if s.name.endswith("_total")}
-    assert calls[("R1", "blocked")] == budget["totals"]["blocked"] and calls[("R1", "allowed")] == budget["totals"]["allowed"]
-    blocks = {s.labels["reason"]: s.value for s in families["policy_blocked_calls"].samples if s.name.endswith("_total")}
+    calls = {
+        (s.labels["run_id"], s.labels["outcome"]): s.value
+        for s in families["policy_gated_calls"].samples
+        if s.name.endswith("_total")
+    }
+    assert (
+        calls[("R1", "blocked")] == budget["totals"]["blocked"]
+        and calls[("R1", "allowed")] == budget["totals"]["allowed"]
+    )
+    blocks = {
+        s.labels["reason"]: s.value for s in families["policy_blocked_calls"].samples if s.name.endswith("_total")
+    }
     assert blocks == budget["totals"]["blocked_by"]
-    tokens = {s.labels["run_id"]: s.value for s in families["policy_settled_tokens"].samples if s.name.endswith("_total")}
+    tokens = {
+        s.labels["run_id"]: s.value for s in families["policy_settled_tokens"].samples if s.name.endswith("_total")
+    }
     assert tokens["R1"] == budget["totals"]["settled_tokens"]
     usd = {s.labels["run_id"]: s.value for s in families["policy_settled_usd"].samples if s.name.endswith("_total")}
     assert usd["R1"] == pytest.approx(budget["totals"]["settled_micro_usd"] / 1e6)
@@ -166,21 +212,30 @@ def test_pages_show_the_api_numbers(base: str) -> None:
         assert row["settled_usd"] == (c["settled"]["usd"] if c["settled"] else "")
     t = budget["totals"]
     assert {k: page.cards[k] for k in ("calls", "allowed", "trimmed", "blocked", "settled_tokens", "settled_usd")} == {
-        "calls": str(t["calls"]), "allowed": str(t["allowed"]), "trimmed": str(t["trimmed"]), "blocked": str(t["blocked"]),
-        "settled_tokens": str(t["settled_tokens"]), "settled_usd": t["settled_usd"]}
+        "calls": str(t["calls"]),
+        "allowed": str(t["allowed"]),
+        "trimmed": str(t["trimmed"]),
+        "blocked": str(t["blocked"]),
+        "settled_tokens": str(t["settled_tokens"]),
+        "settled_usd": t["settled_usd"],
+    }
     _, runs = get_json(f"{base}/api/runs")
     status, _, body = get(f"{base}/")
     listing = cells(body.decode(), "data-run-id")
     for r in runs["runs"]:
         row = listing.rows[r["run_id"]]
-        assert {k: row[k] for k in ("calls", "allowed", "trimmed", "blocked", "tokens", "usd")} == {k: str(r[k]) for k in ("calls", "allowed", "trimmed", "blocked", "tokens", "usd")}
+        assert {k: row[k] for k in ("calls", "allowed", "trimmed", "blocked", "tokens", "usd")} == {
+            k: str(r[k]) for k in ("calls", "allowed", "trimmed", "blocked", "tokens", "usd")
+        }
 
 
 def test_pages_load_plotly_from_the_server_not_a_cdn(base: str) -> None:
     _, _, body = get(f"{base}/runs/R1")
     html = body.decode()
     assert '<script src="/static/plotly.min.js"></script>' in html
-    assert "cdn" not in html.lower() and "https://" not in html.split('<script type="application/json" id="payload">')[0].replace("https://json-schema", "")
+    assert "cdn" not in html.lower() and "https://" not in html.split('<script type="application/json" id="payload">')[
+        0
+    ].replace("https://json-schema", "")
     status, headers, js = get(f"{base}/static/plotly.min.js")
     assert status == 200 and headers["content-type"].startswith("text/javascript") and len(js) > 1_000_000
 
@@ -188,8 +243,18 @@ def test_pages_load_plotly_from_the_server_not_a_cdn(base: str) -> None:
 def test_openapi_lists_every_api_path_and_its_schemas_are_served(base: str) -> None:
     status, doc = get_json(f"{base}/api/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.1")
-    assert {"/api/runs", "/api/runs/{run_id}/budget", "/api/runs/{run_id}/kpi", "/healthz", "/metrics", "/", "/runs/{run_id}"} <= set(doc["paths"])
-    refs = {json.dumps(doc).split('"$ref": "')[i].split('"')[0] for i in range(1, json.dumps(doc).count('"$ref": "') + 1)}
+    assert {
+        "/api/runs",
+        "/api/runs/{run_id}/budget",
+        "/api/runs/{run_id}/kpi",
+        "/healthz",
+        "/metrics",
+        "/",
+        "/runs/{run_id}",
+    } <= set(doc["paths"])
+    refs = {
+        json.dumps(doc).split('"$ref": "')[i].split('"')[0] for i in range(1, json.dumps(doc).count('"$ref": "') + 1)
+    }
     assert refs == {f"schemas/{n}.schema.json" for n in ("runs", "budget", "kpi", "error")}
     for ref in refs:
         name = ref.split("/")[1].removesuffix(".schema.json")
@@ -206,7 +271,9 @@ def test_serving_never_writes_the_ledger(ledger_db: str, base: str) -> None:
     assert _digest(ledger_db) == before
 
 
-def test_a_sqlite_file_that_is_not_a_ledger_is_refused_untouched(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_sqlite_file_that_is_not_a_ledger_is_refused_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     other = tmp_path / "other.db"
     con = sqlite3.connect(other)
     con.execute("CREATE TABLE notes (x TEXT)")
@@ -226,7 +293,9 @@ def test_a_sqlite_file_that_is_not_a_ledger_is_refused_untouched(tmp_path: Path,
     assert "L116" in capsys.readouterr().err
 
 
-def test_serve_without_a_ledger_is_a_usage_error_and_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_without_a_ledger_is_a_usage_error_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["serve", "--db", str(tmp_path / "missing.db")]) == ExitCode.USAGE
     assert "C109" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

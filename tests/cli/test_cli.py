@@ -28,7 +28,15 @@ GITHUB_LINE = re.compile(r"^::(error|warning|notice)( [a-z]+=[^,:]*(,[a-z]+=[^,:
 
 
 def run(*args: str, stdin: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([POLICY, *args], capture_output=True, text=True, input=stdin, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=120)
+    return subprocess.run(
+        [POLICY, *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
 
 
 def only_decision(stdout: str) -> dict:
@@ -44,6 +52,7 @@ def call(capsys, *args: str) -> tuple[int, str, str]:
 
 # ---- through the console script ------------------------------------------------------
 
+
 def test_console_script_eval_examples_with_expected_outcomes() -> None:
     for pack, expected, code in ((SMALL, "allowed", 0), (SEED, "trimmed", 0), (BLOCKED, "blocked", 2)):
         proc = run("eval", pack, *KNOW, "--format", "json")
@@ -51,7 +60,10 @@ def test_console_script_eval_examples_with_expected_outcomes() -> None:
         assert only_decision(proc.stdout)["outcome"] == expected
     proc = run("eval", BLOCKED, *KNOW)  # the contract line whatever the format (text by default)
     assert json.loads(proc.stderr.strip().splitlines()[-1]) == {
-        "error": "budget_blocked", "message": "alpha generation blocked by budget policy: request_prompt", "pack": BLOCKED}
+        "error": "budget_blocked",
+        "message": "alpha generation blocked by budget policy: request_prompt",
+        "pack": BLOCKED,
+    }
 
 
 def test_console_script_other_commands() -> None:
@@ -78,12 +90,21 @@ def test_python_dash_m_entry_point() -> None:
 
 # ---- formats -------------------------------------------------------------------------
 
+
 def test_many_packs_one_json_document_and_summary(capsys) -> None:
     code, out, err = call(capsys, "eval", str(EX / "packs"), *KNOW, "--format", "json")
     assert code == ExitCode.BLOCKED
     doc = json.loads(out)
-    assert [Path(r["file"]).name for r in doc["results"]] == ["blocked_oversized_guard.json", "seed_5x15x72x60.json", "small_2x4x10x8.json"]
-    assert [r["outcome"] for r in doc["results"]] == [r["decision"]["outcome"] for r in doc["results"]] == ["blocked", "trimmed", "allowed"]
+    assert [Path(r["file"]).name for r in doc["results"]] == [
+        "blocked_oversized_guard.json",
+        "seed_5x15x72x60.json",
+        "small_2x4x10x8.json",
+    ]
+    assert (
+        [r["outcome"] for r in doc["results"]]
+        == [r["decision"]["outcome"] for r in doc["results"]]
+        == ["blocked", "trimmed", "allowed"]
+    )
     assert doc["summary"] == {"packs": 3, "allowed": 1, "trimmed": 1, "blocked": 1, "invalid": 0, "warnings": 0}
     assert err.count("budget_blocked") == 1
     code, out, _ = call(capsys, "eval", str(EX / "packs"), *KNOW, "--format", "text")
@@ -112,6 +133,7 @@ def _bad_rules() -> Path:
 
 
 # ---- exit codes and bad inputs ---------------------------------------------------------
+
 
 def test_check_text_has_caret_and_hint(capsys) -> None:
     code, out, _ = call(capsys, "check", str(_bad_rules()))
@@ -185,7 +207,9 @@ def test_fmt_check_diff_and_write(capsys, tmp_path: Path) -> None:
 
 def test_policy_test_reports_a_failing_case_with_a_diff(capsys, tmp_path: Path) -> None:
     cases = tmp_path / "c.yaml"
-    cases.write_text(f"cases:\n  - name: wrong\n    pack: {SEED}\n    knowledge: {EX / 'knowledge'}\n    expect: {{outcome: allowed, topk: {{fields: 72}}}}\n")
+    cases.write_text(
+        f"cases:\n  - name: wrong\n    pack: {SEED}\n    knowledge: {EX / 'knowledge'}\n    expect: {{outcome: allowed, topk: {{fields: 72}}}}\n"
+    )
     code, out, _ = call(capsys, "test", str(cases))
     assert code == ExitCode.FAILED
     assert "outcome: expected allowed, got trimmed" in out and "topk.fields: expected 72" in out
@@ -198,7 +222,9 @@ def test_trimmed_pack_output(capsys, tmp_path: Path) -> None:
     assert code == 0
     trimmed = json.loads(out_pack.read_text())
     assert len(trimmed["candidate_fields"]) < 72
-    assert sorted(trimmed["lanes"]["exploit"]["field_ids"] + trimmed["lanes"]["explore"]["field_ids"]) == sorted(f["id"] for f in trimmed["candidate_fields"])
+    assert sorted(trimmed["lanes"]["exploit"]["field_ids"] + trimmed["lanes"]["explore"]["field_ids"]) == sorted(
+        f["id"] for f in trimmed["candidate_fields"]
+    )
     from policy_engine.packs import load_pack
 
     load_pack(trimmed)  # still a valid pack
@@ -226,18 +252,24 @@ def test_check_walks_subdirectories_of_a_directory_without_main_policy(capsys, t
     assert code == ExitCode.OK and "3 rule files checked: no problems" in out, (out, err)
     nested = tmp_path / "team" / "inner"
     nested.mkdir(parents=True)
-    (nested / "bad.policy").write_text('tokenizer tiktoken "o200k_base"\nlimit x: request_prompt <= -5 tokens\n', encoding="utf-8")
+    (nested / "bad.policy").write_text(
+        'tokenizer tiktoken "o200k_base"\nlimit x: request_prompt <= -5 tokens\n', encoding="utf-8"
+    )
     code, out, err = call(capsys, "check", str(tmp_path))
     assert code == ExitCode.INVALID_RULES
     assert "bad.policy:2:" in out + err
 
 
 def test_python_dash_m_policy_engine() -> None:
-    proc = subprocess.run([sys.executable, "-m", "policy_engine", "eval", SMALL], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "policy_engine", "eval", SMALL], capture_output=True, text=True, cwd=ROOT
+    )
     assert proc.returncode == 0 and proc.stdout.startswith("ALLOWED  ")
 
 
-@pytest.mark.parametrize("shell, marker", [("bash", "complete"), ("zsh", "#compdef policy"), ("fish", "complete -c policy")])
+@pytest.mark.parametrize(
+    "shell, marker", [("bash", "complete"), ("zsh", "#compdef policy"), ("fish", "complete -c policy")]
+)
 def test_completion_scripts_know_the_commands(capsys, shell: str, marker: str) -> None:
     code, out, _ = call(capsys, "completion", shell)
     assert code == 0 and marker in out
@@ -254,7 +286,9 @@ def test_colour_follows_rich_env_and_explain_wraps() -> None:
     assert "\x1b[" not in plain.stdout
     lines = plain.stdout.splitlines()
     assert max(len(line) for line in lines) <= 60, max(lines, key=len)
-    assert "fits after rung 2 (trim_fields)" in " ".join(line.strip("│├└─ ") for line in lines) or "stop" in plain.stdout
+    assert (
+        "fits after rung 2 (trim_fields)" in " ".join(line.strip("│├└─ ") for line in lines) or "stop" in plain.stdout
+    )
     assert f"{SEED}" in plain.stdout.replace("\n", "") or "seed_5x15x72x60.json" in plain.stdout
 
 
@@ -262,4 +296,8 @@ def test_paths_print_as_given(capsys, monkeypatch) -> None:
     monkeypatch.chdir(ROOT)
     _code, out, _ = call(capsys, "eval", "examples/packs", "--knowledge-pack-dir", "examples/knowledge")
     files = [line.split()[1].rstrip(":") for line in out.splitlines()[:3]]
-    assert files == ["examples/packs/blocked_oversized_guard.json", "examples/packs/seed_5x15x72x60.json", "examples/packs/small_2x4x10x8.json"]
+    assert files == [
+        "examples/packs/blocked_oversized_guard.json",
+        "examples/packs/seed_5x15x72x60.json",
+        "examples/packs/small_2x4x10x8.json",
+    ]

@@ -20,14 +20,61 @@ EX = ROOT / "examples"
 SMALL = str(EX / "packs" / "small_2x4x10x8.json")
 PACKS = str(EX / "packs")
 
-VALUES = st.sampled_from([
-    SMALL, PACKS, str(EX / "knowledge"), str(EX / "usage.json"), str(EX / "ideaspec.json"), str(ROOT / "rules" / "default.policy"),
-    str(ROOT / "rules"), str(EX / "tests" / "cases.yaml"), str(EX / "llm_budget.json"), "-", "", "nope.json", "/missing/dir/x.out",
-    "0", "-1", "3", "99999999999999999999", "1e3", "text", "json", "junit", "sarif", "github", "bash", "zsh", "fish", "decision",
-    "o200k_base", "gpt-4o", "full", "off", "rules", "\u00e9\u00e8", "a\x00b", "--", "-x",
-])
+VALUES = st.sampled_from(
+    [
+        SMALL,
+        PACKS,
+        str(EX / "knowledge"),
+        str(EX / "usage.json"),
+        str(EX / "ideaspec.json"),
+        str(ROOT / "rules" / "default.policy"),
+        str(ROOT / "rules"),
+        str(EX / "tests" / "cases.yaml"),
+        str(EX / "llm_budget.json"),
+        "-",
+        "",
+        "nope.json",
+        "/missing/dir/x.out",
+        "0",
+        "-1",
+        "3",
+        "99999999999999999999",
+        "1e3",
+        "text",
+        "json",
+        "junit",
+        "sarif",
+        "github",
+        "bash",
+        "zsh",
+        "fish",
+        "decision",
+        "o200k_base",
+        "gpt-4o",
+        "full",
+        "off",
+        "rules",
+        "\u00e9\u00e8",
+        "a\x00b",
+        "--",
+        "-x",
+    ]
+)
 COMMANDS = {
-    "eval": ["--rules", "--usage", "--knowledge-pack-dir", "--idea", "--seen", "--expansion", "--completion-tokens", "--format", "--explain", "--output", "--trimmed-pack", "--fail-on-warn"],
+    "eval": [
+        "--rules",
+        "--usage",
+        "--knowledge-pack-dir",
+        "--idea",
+        "--seen",
+        "--expansion",
+        "--completion-tokens",
+        "--format",
+        "--explain",
+        "--output",
+        "--trimmed-pack",
+        "--fail-on-warn",
+    ],
     "explain": ["--rules", "--usage", "--knowledge-pack-dir", "--idea", "--completion-tokens"],
     "check": ["--format"],
     "fmt": ["--check", "--diff"],
@@ -51,9 +98,16 @@ def command_lines(draw: st.DrawFn) -> list[str]:
     return argv
 
 
-@settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(argv=command_lines())
-def test_no_command_line_is_an_internal_error(argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:
+def test_no_command_line_is_an_internal_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path_factory
+) -> None:
     workdir = tmp_path_factory.mktemp("fuzz")
     monkeypatch.chdir(workdir)  # fmt writes files, --output writes here: never into the checkout
     argv = [a for a in argv if not (a.endswith(".policy") and "fmt" in argv)]  # fmt would rewrite the shipped rules
@@ -95,7 +149,10 @@ def test_output_into_a_directory_is_refused(capsys, tmp_path: Path) -> None:
     assert "is a directory" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["tokens", "--file", "a\x00b"], ["eval", SMALL, "--output", "a\x00b"], ["check", "a\x00b"], ["eval", "a\x00b"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["tokens", "--file", "a\x00b"], ["eval", SMALL, "--output", "a\x00b"], ["check", "a\x00b"], ["eval", "a\x00b"]],
+)
 def test_a_nul_byte_in_any_argument_is_a_usage_error(capsys, argv: list[str]) -> None:
     assert main(argv) == ExitCode.USAGE
     assert "C123" in capsys.readouterr().err

@@ -24,7 +24,9 @@ def _schema(name: str) -> dict:
 
 
 def _self_contained(html: str) -> None:
-    assert not re.search(r"""<(script|link|img)[^>]+(src|href)=["'](https?:)?//""", html), "a resource is fetched from the network"
+    assert not re.search(r"""<(script|link|img)[^>]+(src|href)=["'](https?:)?//""", html), (
+        "a resource is fetched from the network"
+    )
     assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js is inlined
 
 
@@ -44,17 +46,30 @@ def test_report_writes_the_run_page_as_one_file(ledger_db: str, tmp_path: Path) 
     jsonschema.Draft202012Validator(_schema("kpi")).validate(data["kpi"])
     assert len(page.rows) == 12
     for c in data["budget"]["calls"]:
-        assert page.rows[c["call_id"]]["outcome"] == c["outcome"] and page.rows[c["call_id"]]["reason"] == ", ".join(c["reasons"])
+        assert page.rows[c["call_id"]]["outcome"] == c["outcome"] and page.rows[c["call_id"]]["reason"] == ", ".join(
+            c["reasons"]
+        )
 
 
-def test_report_refuses_an_unknown_run_and_a_non_ledger(ledger_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["report", "--db", ledger_db, "--run-id", "nope", "--output", str(tmp_path / "r.html")]) == ExitCode.INVALID_INPUT
+def test_report_refuses_an_unknown_run_and_a_non_ledger(
+    ledger_db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["report", "--db", ledger_db, "--run-id", "nope", "--output", str(tmp_path / "r.html")])
+        == ExitCode.INVALID_INPUT
+    )
     err = capsys.readouterr().err
     assert "L114" in err and "R1" in err  # the hint lists the runs there are
     assert not (tmp_path / "r.html").exists()
-    assert main(["report", "--db", str(tmp_path / "none.db"), "--run-id", "R1", "--output", str(tmp_path / "r.html")]) == ExitCode.INVALID_INPUT
+    assert (
+        main(["report", "--db", str(tmp_path / "none.db"), "--run-id", "R1", "--output", str(tmp_path / "r.html")])
+        == ExitCode.INVALID_INPUT
+    )
     assert "L115" in capsys.readouterr().err and not (tmp_path / "none.db").exists()
-    assert main(["report", "--db", ledger_db, "--run-id", "R1", "--output", str(tmp_path / "no" / "dir" / "r.html")]) == ExitCode.USAGE
+    assert (
+        main(["report", "--db", ledger_db, "--run-id", "R1", "--output", str(tmp_path / "no" / "dir" / "r.html")])
+        == ExitCode.USAGE
+    )
     assert "C113" in capsys.readouterr().err
 
 
@@ -78,9 +93,17 @@ def test_eval_html_is_a_corpus_report_one_row_per_pack(tmp_path: Path, capsys: p
         if p["outcome"] == "invalid":
             assert row["reason"].startswith(p["problems"][0]["code"])
             continue
-        assert int(row["prompt_tokens"]) == p["prompt_tokens"] and int(row["prompt_limit"]) == p["prompt_limit"] and int(row["fallback_count"]) == len(p["rungs"])
+        assert (
+            int(row["prompt_tokens"]) == p["prompt_tokens"]
+            and int(row["prompt_limit"]) == p["prompt_limit"]
+            and int(row["fallback_count"]) == len(p["rungs"])
+        )
     # the numbers are the decisions' own
     assert main(["eval", packs[0], "--rules", DEMO, "--format", "json"]) in (ExitCode.OK, ExitCode.BLOCKED)
     decision = json.loads(capsys.readouterr().out)["results"][0]["decision"]  # eval's one JSON document
     first = corpus["packs"][0]
-    assert (first["outcome"], first["prompt_tokens"], first["fallback_count"]) == (decision["outcome"], decision["metrics"]["prompt_tokens"], decision["fallback_count"])
+    assert (first["outcome"], first["prompt_tokens"], first["fallback_count"]) == (
+        decision["outcome"],
+        decision["metrics"]["prompt_tokens"],
+        decision["fallback_count"],
+    )

@@ -26,7 +26,9 @@ from tests.conftest import ROOT, SHARED
 DEFAULT = str(ROOT / "rules" / "default.policy")
 #: the three packs whose changes were computed by hand (the edge packs without operators or
 #: fields are not part of this corpus)
-CORPUS = [str(SHARED / "packs" / f"{name}.json") for name in ("large_8x30x400x120", "seed_5x15x72x60", "small_2x4x10x8")]
+CORPUS = [
+    str(SHARED / "packs" / f"{name}.json") for name in ("large_8x30x400x120", "seed_5x15x72x60", "small_2x4x10x8")
+]
 INPUTS = ["--knowledge-pack-dir", str(SHARED / "knowledge"), "--idea", str(SHARED / "ideaspec.example.json")]
 
 
@@ -75,7 +77,9 @@ def test_raising_the_prompt_limit_changes_only_the_seed_pack(capsys, tmp_path: P
     assert code == ExitCode.FAILED
     assert text.splitlines()[0].endswith("1 of 3 packs change")
     assert "seed_5x15x72x60.json: trimmed; rungs 3 -> 1; fields 23 -> 61; prompt 10,897 -> 13,172 (+2,275)" in text
-    assert any(line.split() == ["prompt", "tokens", "(sent)", "25,677", "27,952", "+2,275"] for line in text.splitlines())
+    assert any(
+        line.split() == ["prompt", "tokens", "(sent)", "25,677", "27,952", "+2,275"] for line in text.splitlines()
+    )
 
 
 def test_a_day_cap_below_the_completion_budget_blocks_everything(capsys, tmp_path: Path) -> None:
@@ -90,12 +94,26 @@ def test_a_day_cap_below_the_completion_budget_blocks_everything(capsys, tmp_pat
     packs = by_pack(report)
     expected = {  # (reason, untrimmed sizes, untrimmed prompt - 1)
         "small_2x4x10x8": ("day_total", {"subcategories": 2, "datasets": 4, "fields": 10, "operators": 8}, 3_796),
-        "seed_5x15x72x60": ("request_prompt", {"subcategories": 5, "datasets": 15, "fields": 72, "operators": 60}, 13_847),
-        "large_8x30x400x120": ("request_prompt", {"subcategories": 8, "datasets": 30, "fields": 400, "operators": 120}, 39_013),
+        "seed_5x15x72x60": (
+            "request_prompt",
+            {"subcategories": 5, "datasets": 15, "fields": 72, "operators": 60},
+            13_847,
+        ),
+        "large_8x30x400x120": (
+            "request_prompt",
+            {"subcategories": 8, "datasets": 30, "fields": 400, "operators": 120},
+            39_013,
+        ),
     }
     for name, (reason, sizes, tokens) in expected.items():
         after = packs[name]["after"]
-        assert (after["outcome"], after["reason"], after["rungs"], after["sizes"], after["prompt_tokens"]) == ("blocked", reason, [], sizes, tokens)
+        assert (after["outcome"], after["reason"], after["rungs"], after["sizes"], after["prompt_tokens"]) == (
+            "blocked",
+            reason,
+            [],
+            sizes,
+            tokens,
+        )
     assert packs["small_2x4x10x8"]["changes"] == ["outcome", "reason", "prompt_tokens"]
     assert packs["seed_5x15x72x60"]["changes"] == ["outcome", "reason", "rungs", "sizes", "prompt_tokens"]
     assert report["after"]["sent_calls"] == 0 and report["after"]["prompt_tokens"] == 0
@@ -112,12 +130,17 @@ def test_usd_totals_under_a_priced_policy(capsys) -> None:
     """demo.policy prices $0.15 / $0.60 per 1M with an 800-token completion budget: a sent
     call costs ceil(0.15 * prompt + 0.60 * 800) micro-USD; the default prices $0."""
     small = str(SHARED / "packs" / "small_2x4x10x8.json")
-    _code, out, _ = call(capsys, "diff", DEFAULT, str(ROOT / "examples" / "policies" / "demo.policy"), small, "--format", "json")
+    _code, out, _ = call(
+        capsys, "diff", DEFAULT, str(ROOT / "examples" / "policies" / "demo.policy"), small, "--format", "json"
+    )
     report = json.loads(out)
     after = report["pack_diffs"][0]["after"]
     assert after["outcome"] == "allowed" and report["pack_diffs"][0]["before"]["request_micro_usd"] == 0
     assert after["request_micro_usd"] == -(-(15 * after["prompt_tokens"]) // 100) + 480
-    assert report["after"]["request_micro_usd"] == after["request_micro_usd"] and report["before"]["request_usd"] == "0.000000"
+    assert (
+        report["after"]["request_micro_usd"] == after["request_micro_usd"]
+        and report["before"]["request_usd"] == "0.000000"
+    )
 
 
 class _Cells(HTMLParser):
@@ -152,8 +175,17 @@ def test_html_report_carries_the_same_numbers(capsys, tmp_path: Path) -> None:
     parser.feed(page)
     assert ["prompt tokens (sent)", "25,677", "27,952", "+2,275"] in parser.rows
     seed = next(r for r in parser.rows if r[0].endswith("seed_5x15x72x60.json"))
-    assert seed[1:] == ["rungs, sizes, prompt_tokens", "trimmed", "trimmed", "3", "1",
-                        "subcategories 5 datasets 15 fields 23 operators 60", "subcategories 5 datasets 15 fields 61 operators 60", "10,897", "13,172"]
+    assert seed[1:] == [
+        "rungs, sizes, prompt_tokens",
+        "trimmed",
+        "trimmed",
+        "3",
+        "1",
+        "subcategories 5 datasets 15 fields 23 operators 60",
+        "subcategories 5 datasets 15 fields 61 operators 60",
+        "10,897",
+        "13,172",
+    ]
 
 
 def test_bad_inputs(capsys, tmp_path: Path) -> None:
@@ -169,12 +201,15 @@ def test_bad_inputs(capsys, tmp_path: Path) -> None:
     assert call(capsys, "diff", DEFAULT, DEFAULT)[0] == ExitCode.USAGE
 
 
-@pytest.mark.parametrize("values, expected", [
-    ([5], {"min": 5, "median": 5, "p95": 5, "max": 5}),
-    ([4, 1], {"min": 1, "median": 1, "p95": 4, "max": 4}),
-    (list(range(1, 21)), {"min": 1, "median": 10, "p95": 19, "max": 20}),
-    (list(range(1, 22)), {"min": 1, "median": 11, "p95": 20, "max": 21}),
-])
+@pytest.mark.parametrize(
+    "values, expected",
+    [
+        ([5], {"min": 5, "median": 5, "p95": 5, "max": 5}),
+        ([4, 1], {"min": 1, "median": 1, "p95": 4, "max": 4}),
+        (list(range(1, 21)), {"min": 1, "median": 10, "p95": 19, "max": 20}),
+        (list(range(1, 22)), {"min": 1, "median": 11, "p95": 20, "max": 21}),
+    ],
+)
 def test_nearest_rank_distribution(values: list[int], expected: dict) -> None:
     assert distribution(values) == expected
     assert distribution([]) is None and nearest_rank([7, 8, 9], 100) == 9

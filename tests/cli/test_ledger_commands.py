@@ -16,7 +16,13 @@ from policy_engine.cli.main import main
 from tests.adapters.serving import cells, get, get_json, served
 from tests.conftest import ROOT
 
-DEMO = ["--packs", str(ROOT / "examples" / "packs"), "--mock-llm", "--rules", str(ROOT / "examples" / "policies" / "demo.policy")]
+DEMO = [
+    "--packs",
+    str(ROOT / "examples" / "packs"),
+    "--mock-llm",
+    "--rules",
+    str(ROOT / "examples" / "policies" / "demo.policy"),
+]
 
 
 def _schema(name: str) -> dict:
@@ -25,17 +31,25 @@ def _schema(name: str) -> dict:
     return json.loads(resources.files("policy_engine.schemas").joinpath(f"{name}.schema.json").read_text())
 
 
-def test_demo_run_then_report_on_either_backend(ledger_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_run_then_report_on_either_backend(
+    ledger_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["demo-run", "--run-id", "R1", "--ledger", ledger_url, *DEMO]) == ExitCode.OK
     summary = json.loads(capsys.readouterr().out)
     assert summary["allowed"] == 6 and summary["blocked"] == 6  # the README's numbers, on both backends
     assert main(["report", "--ledger", ledger_url, "--run-id", "R1"]) == ExitCode.OK  # json: no .html output
     report = json.loads(capsys.readouterr().out)
-    assert report["settled"] == {"tokens": summary["settled_tokens"], "micro_usd": report["settled"]["micro_usd"], "usage_points": 6}
+    assert report["settled"] == {
+        "tokens": summary["settled_tokens"],
+        "micro_usd": report["settled"]["micro_usd"],
+        "usage_points": 6,
+    }
     assert report["schema_version"] == 2 and report["live_reservations"] == 0
     assert report["overspend"] == {"events": 0, "tokens": 0, "micro_usd": 0}
     jsonschema.Draft202012Validator(_schema("budget")).validate(report["budget"])
-    assert report["budget"]["totals"]["calls"] == 12 and report["budget"]["totals"]["blocked"] == 6  # the call log, on both backends
+    assert (
+        report["budget"]["totals"]["calls"] == 12 and report["budget"]["totals"]["blocked"] == 6
+    )  # the call log, on both backends
     assert report["budget"]["totals"]["settled_tokens"] == summary["settled_tokens"]
     assert main(["report", "--ledger", ledger_url, "--run-id", "nope"]) == ExitCode.INVALID_INPUT
     err = capsys.readouterr().err
@@ -48,7 +62,10 @@ def test_demo_run_then_report_on_either_backend(ledger_url: str, tmp_path: Path,
     as_json = tmp_path / "run.html.json"
     assert main(["report", "--ledger", ledger_url, "--run-id", "R1", "--output", str(as_json)]) == ExitCode.OK
     assert json.loads(as_json.read_text())["settled"] == report["settled"]
-    assert main(["report", "--ledger", ledger_url, "--run-id", "R1", "--format", "json", "--output", str(page)]) == ExitCode.OK
+    assert (
+        main(["report", "--ledger", ledger_url, "--run-id", "R1", "--format", "json", "--output", str(page)])
+        == ExitCode.OK
+    )
     assert json.loads(page.read_text())["budget"]["calls"] == report["budget"]["calls"]
 
 
@@ -61,11 +78,17 @@ def test_an_unknown_ledger_scheme_is_a_coded_input_error(capsys: pytest.CaptureF
 
 # ---- the dashboards on PostgreSQL ---------------------------------------------------------
 
+
 def _table_counts(url: str) -> dict[str, int]:
     import psycopg
 
     with psycopg.connect(url) as conn:
-        tables = [r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name")]
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name"
+            )
+        ]
         return {t: conn.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
 
 
@@ -83,12 +106,18 @@ def test_serve_reads_a_postgres_ledger_read_only(pg_cluster, capsys: pytest.Capt
         assert status == 200 and budget["totals"]["calls"] == 3 and budget["gauges"]["batch_tokens"]["value"] > 0
         jsonschema.Draft202012Validator(_schema("budget")).validate(budget)
         status, kpi = get_json(f"{base}/api/runs/S/kpi")
-        assert status == 200 and len(kpi["series"]["coverage"]) == budget["totals"]["calls"] - budget["totals"]["blocked"]
+        assert (
+            status == 200 and len(kpi["series"]["coverage"]) == budget["totals"]["calls"] - budget["totals"]["blocked"]
+        )
         status, _, body = get(f"{base}/runs/S")
         page = cells(body.decode(), "data-call-id")
         assert status == 200 and set(page.rows) == {c["call_id"] for c in budget["calls"]}
         status, _, metrics = get(f"{base}/metrics")
-        assert status == 200 and f'policy_settled_tokens_total{{run_id="S"}} {float(budget["totals"]["settled_tokens"])}' in metrics.decode()
+        assert (
+            status == 200
+            and f'policy_settled_tokens_total{{run_id="S"}} {float(budget["totals"]["settled_tokens"])}'
+            in metrics.decode()
+        )
         assert get_json(f"{base}/api/runs/nope/budget")[0] == 404
         assert get_json(f"{base}/healthz") == (200, {"status": "ok", "ledger_file": None})
         for path in ("/api/runs/S/budget", "/runs/S"):
@@ -115,7 +144,9 @@ def test_the_postgres_reader_refuses_writes_and_never_migrates(pg_cluster, capsy
             reader._conn.execute("DELETE FROM usage_points")
 
 
-def test_a_postgres_server_stopped_while_serving_answers_503_then_recovers(pg_cluster, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_postgres_server_stopped_while_serving_answers_503_then_recovers(
+    pg_cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = pg_cluster.create_database("restarts")
     assert main(["demo-run", "--run-id", "R", "--ledger", url, *DEMO, "--calls", "2"]) == ExitCode.OK
     with served(url) as base:
@@ -129,5 +160,16 @@ def test_a_postgres_server_stopped_while_serving_answers_503_then_recovers(pg_cl
         finally:
             pg_cluster.start()
         assert get_json(f"{base}/api/runs/R/budget")[0] == 200  # a reader per request: no stale connection to drop
-    assert main(["report", "--ledger", f"postgresql://policy@127.0.0.1:{pg_cluster.port}/none_such?timeout_s=1", "--run-id", "R"]) == ExitCode.INVALID_INPUT
+    assert (
+        main(
+            [
+                "report",
+                "--ledger",
+                f"postgresql://policy@127.0.0.1:{pg_cluster.port}/none_such?timeout_s=1",
+                "--run-id",
+                "R",
+            ]
+        )
+        == ExitCode.INVALID_INPUT
+    )
     assert "L111" in capsys.readouterr().err

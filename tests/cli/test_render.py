@@ -81,7 +81,9 @@ def test_render_reproduces_each_capture_and_conform_passes(case: PromptCase, tmp
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.config == "llm_budget"], ids=lambda c: c.name)
-def test_render_of_our_decision_is_the_agents_final_prompt_under_its_default_config(case: PromptCase, tmp_path: Path, capsys) -> None:
+def test_render_of_our_decision_is_the_agents_final_prompt_under_its_default_config(
+    case: PromptCase, tmp_path: Path, capsys
+) -> None:
     """Under the default config our ladder reaches the agent's final selection (no defect
     fires), so the decision's own prompt is the capture."""
     args = [case.pack, "--rules", config_rules(tmp_path, case.config), "--knowledge-pack-dir", case.knowledge_dir]
@@ -135,7 +137,9 @@ def test_rendered_tokens_equal_the_decisions_prompt_tokens(pack: Path, knowledge
     from policy_engine.tokens import get_counter
 
     assert get_counter(Tokenizer("tiktoken", "o200k_base")).count(text) == decision["metrics"]["prompt_tokens"]
-    assert f"{decision['metrics']['prompt_tokens']:,} tokens" in err and len(text) == decision["metrics"]["prompt_chars"]
+    assert (
+        f"{decision['metrics']['prompt_tokens']:,} tokens" in err and len(text) == decision["metrics"]["prompt_chars"]
+    )
     code, whole, _ = call(capsys, "render", trimmed, *know, "--untrimmed")
     assert whole == text
 

@@ -54,14 +54,18 @@ def test_usage_and_spend_are_read_back_from_the_decision(capsys, tmp_path: Path)
     (40,000 tokens) that usage (1,200,000) already exceeds: the replay needs no --usage to be
     identical; with an empty usage the same call is no longer blocked."""
     rules = ["--rules", str(EX / "policies" / "demo.policy")]
-    decision = record(capsys, tmp_path, SEED, *rules, *SHARED_KNOW, "--usage", str(EX / "usage.json"), "--completion-tokens", "700")
+    decision = record(
+        capsys, tmp_path, SEED, *rules, *SHARED_KNOW, "--usage", str(EX / "usage.json"), "--completion-tokens", "700"
+    )
     (result,) = json.loads(decision.read_text())["results"]
     recorded = result["decision"]
     assert recorded["metrics"]["projected_day_micro_usd"] > recorded["metrics"]["request_micro_usd"] > 0
     assert call(capsys, "replay", str(decision), "--pack", SEED, *rules, *SHARED_KNOW)[0] == ExitCode.OK
     empty = tmp_path / "empty_usage.json"
     empty.write_text('{"batch": {"tokens": 0}, "day": {"tokens": 0}}')
-    code, out, _ = call(capsys, "replay", str(decision), "--pack", SEED, *rules, *SHARED_KNOW, "--usage", str(empty), "--format", "json")
+    code, out, _ = call(
+        capsys, "replay", str(decision), "--pack", SEED, *rules, *SHARED_KNOW, "--usage", str(empty), "--format", "json"
+    )
     report = json.loads(out)
     assert code == ExitCode.FAILED and report["manifest"] == []
     assert recorded["outcome"] == "blocked" and "day_total" in recorded["reasons"]
@@ -76,17 +80,28 @@ def test_rules_change_is_named_and_its_effect_shown(capsys, tmp_path: Path) -> N
     tokens as "12000") stops after one rung, keeping 61 fields instead of 23."""
     decision = record(capsys, tmp_path, SEED, *SHARED_KNOW)
     new = tmp_path / "new.policy"
-    new.write_text((ROOT / "rules" / "default.policy").read_text().replace("request_prompt <= 12_000", "request_prompt <= 13_500"))
-    code, out, _ = call(capsys, "replay", str(decision), "--pack", SEED, *SHARED_KNOW, "--rules", str(new), "--format", "json")
+    new.write_text(
+        (ROOT / "rules" / "default.policy").read_text().replace("request_prompt <= 12_000", "request_prompt <= 13_500")
+    )
+    code, out, _ = call(
+        capsys, "replay", str(decision), "--pack", SEED, *SHARED_KNOW, "--rules", str(new), "--format", "json"
+    )
     report = json.loads(out)
     assert code == ExitCode.FAILED and not report["identical"]
     entries = {m["entry"]: m["meaning"] for m in report["manifest"]}
-    assert entries["rules_digest"] == "the rules changed" and "tokenizer" not in entries and "engine_version" not in entries
+    assert (
+        entries["rules_digest"] == "the rules changed"
+        and "tokenizer" not in entries
+        and "engine_version" not in entries
+    )
     changes = {c["what"]: (c["recorded"], c["replayed"]) for c in report["decision"]}
     assert changes["fields kept"] == (23, 61)
     assert changes["fallback_count"] == (3, 1)
     assert changes["prompt_tokens"] == (10897, 13172)
-    assert changes["rungs"] == (["trim_fields factor 0.85", "trim_fields factor 0.70", "trim_fields factor 0.55"], ["trim_fields factor 0.85"])
+    assert changes["rungs"] == (
+        ["trim_fields factor 0.85", "trim_fields factor 0.70", "trim_fields factor 0.55"],
+        ["trim_fields factor 0.85"],
+    )
     assert "outcome" not in changes and "/limits/request_prompt/value" in report["other_differences"]
     code, text, _ = call(capsys, "replay", str(decision), "--pack", SEED, *SHARED_KNOW, "--rules", str(new))
     assert "rules_digest:" in text and "(the rules changed)" in text and "fields kept: 23 -> 61" in text
@@ -96,7 +111,9 @@ def test_other_tokenizer_is_named(capsys, tmp_path: Path) -> None:
     decision = record(capsys, tmp_path, SEED, *SHARED_KNOW)
     new = tmp_path / "cl100k.policy"
     new.write_text((ROOT / "rules" / "default.policy").read_text().replace('"o200k_base"', '"cl100k_base"'))
-    code, out, _ = call(capsys, "replay", str(decision), "--pack", SEED, *SHARED_KNOW, "--rules", str(new), "--format", "json")
+    code, out, _ = call(
+        capsys, "replay", str(decision), "--pack", SEED, *SHARED_KNOW, "--rules", str(new), "--format", "json"
+    )
     entries = {m["entry"]: m for m in json.loads(out)["manifest"]}
     assert code == ExitCode.FAILED
     assert entries["tokenizer"]["recorded"] == "o200k_base" and entries["tokenizer"]["replayed"] == "cl100k_base"
@@ -108,18 +125,27 @@ def test_other_engine_version_is_named(capsys, tmp_path: Path, monkeypatch) -> N
     monkeypatch.setattr(policy_engine, "__version__", "9.9.9")
     code, out, _ = call(capsys, "replay", str(decision), "--pack", SEED, *SHARED_KNOW)
     assert code == ExitCode.FAILED
-    assert f"engine_version: {json.loads(decision.read_text())['results'][0]['decision']['manifest']['engine_version']} -> 9.9.9  (another engine version)" in out
+    assert (
+        f"engine_version: {json.loads(decision.read_text())['results'][0]['decision']['manifest']['engine_version']} -> 9.9.9  (another engine version)"
+        in out
+    )
     assert "decision (what)" not in out  # nothing else changed
 
 
 def test_changed_inputs_with_same_manifest_are_said_to_be_inputs(capsys, tmp_path: Path) -> None:
     decision = record(capsys, tmp_path, SEED, *SHARED_KNOW)
     code, out, _ = call(capsys, "replay", str(decision), "--pack", SEED)  # no knowledge pack, no idea
-    assert code == ExitCode.FAILED and "manifest: identical, so the inputs differ" in out and "outcome: trimmed -> allowed" in out
+    assert (
+        code == ExitCode.FAILED
+        and "manifest: identical, so the inputs differ" in out
+        and "outcome: trimmed -> allowed" in out
+    )
 
 
 def test_the_result_for_the_pack_is_picked_from_many(capsys, tmp_path: Path) -> None:
-    code, out, _ = call(capsys, "eval", str(EX / "packs"), "--knowledge-pack-dir", str(EX / "knowledge"), "--format", "json")
+    code, out, _ = call(
+        capsys, "eval", str(EX / "packs"), "--knowledge-pack-dir", str(EX / "knowledge"), "--format", "json"
+    )
     lines = tmp_path / "all.json"
     lines.write_text(out)
     pack = str(EX / "packs" / "blocked_oversized_guard.json")

@@ -55,7 +55,11 @@ def test_each_case_reports_its_code_once() -> None:
         assert codes.count(code) == 1, (case.name, codes)
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.stem[:2] in ("E1", "W2")] + [GOLDEN / "E205_duplicate_limit_name.policy"], ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if c.stem[:2] in ("E1", "W2")] + [GOLDEN / "E205_duplicate_limit_name.policy"],
+    ids=lambda p: p.stem,
+)
 def test_one_mistake_gives_one_diagnostic(case: Path) -> None:
     """Error recovery resynchronises at the next statement: the valid lines after a
     mistake are never reported as echoes of it."""

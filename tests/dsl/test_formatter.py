@@ -60,7 +60,7 @@ def test_messy_input_is_normalised_idempotently_with_comments_kept() -> None:
         assert comment in once
     assert 'policy "x"  # inline' in once
     assert "limit a: request_prompt <= 12_000 tokens" in once
-    assert '  stage f: fields factor 0.85 0.7 then keep 5 min 2' in once
+    assert "  stage f: fields factor 0.85 0.7 then keep 5 min 2" in once
     assert 'when w: not (region == "USA" or delay > 1) and tags contains "x" {' in once
 
 
@@ -70,7 +70,7 @@ def test_messy_input_is_normalised_idempotently_with_comments_kept() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        'ladder {\n  stage t: operators factor 0.85 min 1 #\n}\nladder {\n}\n#\r',  # a comment ending in CR
+        "ladder {\n  stage t: operators factor 0.85 min 1 #\n}\nladder {\n}\n#\r",  # a comment ending in CR
         "explore floor 1 # c\r\nexplore floor 2\r\n",  # CRLF line endings
     ],
 )

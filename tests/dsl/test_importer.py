@@ -20,10 +20,20 @@ def load(name: str) -> dict:
 
 
 def test_default_config_imports_with_the_same_values() -> None:
-    text = import_config(load("llm_budget.json"), load("retrieval_budget.json"), llm_file="llm_budget.json", retrieval_file="retrieval_budget.json")
+    text = import_config(
+        load("llm_budget.json"),
+        load("retrieval_budget.json"),
+        llm_file="llm_budget.json",
+        retrieval_file="retrieval_budget.json",
+    )
     policy = load_policy_text(text, "imported.policy")
     s = policy.settings
-    assert {lim.metric: lim.value for lim in s.limits} == {"request_prompt": 12000, "request_completion": 1600, "batch_total": 52000, "day_total": 1500000}
+    assert {lim.metric: lim.value for lim in s.limits} == {
+        "request_prompt": 12000,
+        "request_completion": 1600,
+        "batch_total": 52000,
+        "day_total": 1500000,
+    }
     assert [st.pool for st in s.ladder.stages] == ["fields", "operators", "subcategories"]
     for stage in s.ladder.stages:
         assert [st.kind for st in stage.steps] == [StepKind.FACTOR] * 4

@@ -106,7 +106,7 @@ def test_duplicate_within_one_file_is_an_error_but_not_across_files(tmp_path: Pa
 
 
 def test_check_paths_reports_all_files(tmp_path: Path) -> None:
-    write(tmp_path / "a.policy", "tokenizer tiktoken \"nope\"\n")
+    write(tmp_path / "a.policy", 'tokenizer tiktoken "nope"\n')
     write(tmp_path / "b.policy", "limit p: request_prompt <= 0 tokens\n")
     problems, texts, checked = check_paths([tmp_path])
     assert checked == 2
@@ -128,16 +128,26 @@ def test_diamond_includes_parse_each_file_once(tmp_path: Path, monkeypatch: pyte
     levels = 4
     for level in range(levels):
         for i in range(5):
-            body = "".join(f'include "l{level + 1}_{j}.policy"\n' for j in range(5)) if level < levels - 1 else "explore floor 1\n"
+            body = (
+                "".join(f'include "l{level + 1}_{j}.policy"\n' for j in range(5))
+                if level < levels - 1
+                else "explore floor 1\n"
+            )
             write(tmp_path / f"l{level}_{i}.policy", body)
-    main = write(tmp_path / "main.policy", 'tokenizer tiktoken "o200k_base"\nlimit p: request_prompt <= 12_000 tokens\n' + "".join(f'include "l0_{i}.policy"\n' for i in range(5)))
+    main = write(
+        tmp_path / "main.policy",
+        'tokenizer tiktoken "o200k_base"\nlimit p: request_prompt <= 12_000 tokens\n'
+        + "".join(f'include "l0_{i}.policy"\n' for i in range(5)),
+    )
     load_policy(main)
     assert len(parsed) == len(set(parsed)) == 1 + 5 * levels
 
 
 def test_same_file_included_twice_by_one_file_is_e308(tmp_path: Path) -> None:
     write(tmp_path / "common.policy", "explore floor 1\n")
-    main = write(tmp_path / "main.policy", 'tokenizer tiktoken "o200k_base"\ninclude "common.policy"\ninclude "common.policy"\n')
+    main = write(
+        tmp_path / "main.policy", 'tokenizer tiktoken "o200k_base"\ninclude "common.policy"\ninclude "common.policy"\n'
+    )
     with pytest.raises(RuleCheckError) as err:
         load_policy(main)
     (diag,) = err.value.diagnostics
@@ -149,7 +159,10 @@ def test_include_file_count_is_bounded(tmp_path: Path) -> None:
 
     for i in range(MAX_INCLUDE_FILES + 5):
         write(tmp_path / f"f{i}.policy", "# empty\n")
-    main = write(tmp_path / "main.policy", 'tokenizer tiktoken "o200k_base"\n' + "".join(f'include "f{i}.policy"\n' for i in range(MAX_INCLUDE_FILES + 5)))
+    main = write(
+        tmp_path / "main.policy",
+        'tokenizer tiktoken "o200k_base"\n' + "".join(f'include "f{i}.policy"\n' for i in range(MAX_INCLUDE_FILES + 5)),
+    )
     assert codes(main) == ["E309"]
 
 
@@ -161,7 +174,10 @@ def test_include_total_bytes_are_bounded(tmp_path: Path) -> None:
     count = MAX_TOTAL_BYTES // len(filler) + 2
     for i in range(count):
         write(tmp_path / f"big{i}.policy", filler)
-    main = write(tmp_path / "main.policy", 'tokenizer tiktoken "o200k_base"\n' + "".join(f'include "big{i}.policy"\n' for i in range(count)))
+    main = write(
+        tmp_path / "main.policy",
+        'tokenizer tiktoken "o200k_base"\n' + "".join(f'include "big{i}.policy"\n' for i in range(count)),
+    )
     assert codes(main) == ["E310"]
 
 
@@ -173,7 +189,13 @@ def test_include_path_with_nul_is_an_error_not_a_crash(tmp_path: Path) -> None:
     assert [d.code for d in err.value.diagnostics] == ["E106"]
 
 
-@pytest.mark.parametrize("raw, line, column", [(b"limit p: request_prompt <= 1 tokens\n\xff\xfe\n", 2, 1), (b'tokenizer tiktoken "o200k_base"\nexplore\x00 floor 1\n', 2, 8)])
+@pytest.mark.parametrize(
+    "raw, line, column",
+    [
+        (b"limit p: request_prompt <= 1 tokens\n\xff\xfe\n", 2, 1),
+        (b'tokenizer tiktoken "o200k_base"\nexplore\x00 floor 1\n', 2, 8),
+    ],
+)
 def test_rule_file_that_is_not_text_is_e106_with_a_position(tmp_path: Path, raw: bytes, line: int, column: int) -> None:
     path = tmp_path / "bad.policy"
     path.write_bytes(raw)

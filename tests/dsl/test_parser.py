@@ -27,7 +27,10 @@ def one(text: str) -> object:
         ('tokenizer model "gpt-4o"', A.TokenizerDecl("model", name=A.Str("gpt-4o"))),
         ("tokenizer rough 4 chars per token", A.TokenizerDecl("rough", ratio=A.Num("4"))),
         ('template "agent_envelope"', A.TemplateDecl(A.Str("agent_envelope"))),
-        ('price "m": prompt $0.15 per 1M, completion $0.60 per 1M', A.PriceDecl(A.Str("m"), A.Money("$0.15"), "1M", A.Money("$0.60"), "1M")),
+        (
+            'price "m": prompt $0.15 per 1M, completion $0.60 per 1M',
+            A.PriceDecl(A.Str("m"), A.Money("$0.15"), "1M", A.Money("$0.60"), "1M"),
+        ),
         ('pricing model "m"', A.PricingDecl(A.Str("m"))),
         ("limit p: request_prompt <= 12_000 tokens", A.LimitDecl("p", "request_prompt", A.Num("12_000"))),
         ("limit d: day_usd <= $5 warn", A.LimitDecl("d", "day_usd", A.Money("$5"), "warn")),
@@ -43,12 +46,19 @@ def test_statement_parses_to_ast(text: str, expected: object) -> None:
 
 
 def test_ladder_with_step_kinds_minimum_and_exhausted_reason() -> None:
-    node = one('ladder {\n  stage s: fields factor 0.85 0.7 then share 30% then keep 5 min 2\n  on exhausted block "too_big"\n}')
+    node = one(
+        'ladder {\n  stage s: fields factor 0.85 0.7 then share 30% then keep 5 min 2\n  on exhausted block "too_big"\n}'
+    )
     assert node == A.LadderDecl(
         (
             A.StageDecl(
-                "s", "fields",
-                (A.StepGroup("factor", (A.Num("0.85"), A.Num("0.7"))), A.StepGroup("share", (A.Num("30%"),)), A.StepGroup("keep", (A.Num("5"),))),
+                "s",
+                "fields",
+                (
+                    A.StepGroup("factor", (A.Num("0.85"), A.Num("0.7"))),
+                    A.StepGroup("share", (A.Num("30%"),)),
+                    A.StepGroup("keep", (A.Num("5"),)),
+                ),
                 A.Num("2"),
             ),
             A.ExhaustedDecl(A.Str("too_big")),
@@ -62,7 +72,12 @@ def test_when_guard_precedence_and_or_not() -> None:
     assert node.guard == A.AnyOfNode(
         (
             A.CompareNode("region", "==", (A.Str("USA"),)),
-            A.AllOfNode((A.CompareNode("universe", "in", (A.Str("A"), A.Str("B"))), A.NotNode(A.CompareNode("delay", ">", (A.Num("0"),))))),
+            A.AllOfNode(
+                (
+                    A.CompareNode("universe", "in", (A.Str("A"), A.Str("B"))),
+                    A.NotNode(A.CompareNode("delay", ">", (A.Num("0"),))),
+                )
+            ),
         )
     )
     assert node.body == (A.FloorDecl(A.Num("2")),)
@@ -77,7 +92,9 @@ def test_numbers_read_exactly() -> None:
 
 
 def test_file_without_trailing_newline_parses() -> None:
-    assert parse('policy "x"\ntokenizer tiktoken "o200k_base"', "t.policy").statements[-1] == A.TokenizerDecl("tiktoken", name=A.Str("o200k_base"))
+    assert parse('policy "x"\ntokenizer tiktoken "o200k_base"', "t.policy").statements[-1] == A.TokenizerDecl(
+        "tiktoken", name=A.Str("o200k_base")
+    )
 
 
 def test_comments_are_nodes_inline_and_in_blocks() -> None:
@@ -117,7 +134,7 @@ def test_no_lark_tree_or_token_leaks_into_the_ast(root) -> None:
 
 def test_syntax_errors_speak_plainly_and_several_are_reported() -> None:
     with pytest.raises(RuleSyntaxError) as err:
-        parse('limit p: request_prompt <= 12 tokns\npolicy x\n', "t.policy")
+        parse("limit p: request_prompt <= 12 tokns\npolicy x\n", "t.policy")
     messages = [(d.code, d.span.line, d.message, d.hint) for d in err.value.diagnostics]
     assert messages[0][:3] == ("E103", 1, "unexpected name `tokns`")
     assert "did you mean `tokens`?" in messages[0][3]

@@ -17,7 +17,10 @@ from policy_engine.errors import RuleCheckError, RuleSyntaxError
 from tests.strategies import policy_specs
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = [p.read_text(encoding="utf-8") for p in sorted(ROOT.glob("rules/**/*.policy")) + sorted(ROOT.glob("examples/**/*.policy"))]
+SHIPPED = [
+    p.read_text(encoding="utf-8")
+    for p in sorted(ROOT.glob("rules/**/*.policy")) + sorted(ROOT.glob("examples/**/*.policy"))
+]
 # files that include others cannot load from a string: keep the self-contained ones
 SHIPPED = [t for t in SHIPPED if "include" not in t]
 
@@ -59,7 +62,9 @@ def mutated_rules(draw: Any) -> str:
             j = draw(st.sampled_from(words))
             tokens[i], tokens[j] = tokens[j], tokens[i]
         else:
-            tokens[i] = draw(st.sampled_from(["{", "}", ":", "<=", "%", "$", "1e9", "-5", "0", "ladder", "when", '"', "\\", "é"]))
+            tokens[i] = draw(
+                st.sampled_from(["{", "}", ":", "<=", "%", "$", "1e9", "-5", "0", "ladder", "when", '"', "\\", "é"])
+            )
     return "".join(tokens)
 
 

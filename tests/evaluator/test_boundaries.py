@@ -21,8 +21,12 @@ from policy_engine.usage import Request, UsageSnapshot
 
 RESERVE = 100
 SETTINGS = Settings(
-    limits=(Limit("prompt", "request_prompt", 1000), Limit("batch", "batch_total", 5000),
-            Limit("day", "day_total", 9000), Limit("completion", "request_completion", 400)),
+    limits=(
+        Limit("prompt", "request_prompt", 1000),
+        Limit("batch", "batch_total", 5000),
+        Limit("day", "day_total", 9000),
+        Limit("completion", "request_completion", 400),
+    ),
     expansion_reserve=RESERVE,
 )
 PLAIN, EXPANSION = Request(), Request(expansion=True)
@@ -30,14 +34,18 @@ PLAIN, EXPANSION = Request(), Request(expansion=True)
 
 # ---- the expansion reserve ---------------------------------------------------------------
 
-@pytest.mark.parametrize(("metric", "call", "expected"), [
-    ("batch_total", PLAIN, 4900),       # ordinary requests may not spend the reserve
-    ("batch_total", EXPANSION, 5000),   # an expansion may
-    ("request_prompt", PLAIN, 1000),
-    ("request_prompt", EXPANSION, 1100),  # an expansion's prompt may grow by the reserve
-    ("day_total", PLAIN, 9000),
-    ("day_total", EXPANSION, 9000),     # the reserve is a batch notion: the day cap is hard
-])
+
+@pytest.mark.parametrize(
+    ("metric", "call", "expected"),
+    [
+        ("batch_total", PLAIN, 4900),  # ordinary requests may not spend the reserve
+        ("batch_total", EXPANSION, 5000),  # an expansion may
+        ("request_prompt", PLAIN, 1000),
+        ("request_prompt", EXPANSION, 1100),  # an expansion's prompt may grow by the reserve
+        ("day_total", PLAIN, 9000),
+        ("day_total", EXPANSION, 9000),  # the reserve is a batch notion: the day cap is hard
+    ],
+)
 def test_effective_limit_moves_by_exactly_the_reserve(metric: str, call: Request, expected: int) -> None:
     limit = SETTINGS.limit(metric)
     assert limit is not None
@@ -65,6 +73,7 @@ def test_failing_reports_only_the_asked_enforcement() -> None:
 
 # ---- unfixable: what an empty prompt would still fail --------------------------------------
 
+
 def test_unfixable_is_strictly_above_the_limit() -> None:
     usage_at = UsageSnapshot(batch_tokens=4900 - 300, day_tokens=0)  # + 300 completion == 4900 exactly
     assert unfixable(SETTINGS, PLAIN, usage_at, 300, None, ("batch_total",)) == ()
@@ -79,22 +88,23 @@ def test_a_limit_the_prompt_does_not_drive_is_always_unfixable() -> None:
 
 # ---- resize ------------------------------------------------------------------------------
 
+
 def _step(kind: StepKind, value: str) -> Step:
     return Step(kind, Decimal(value))
 
 
 def test_a_factor_step_always_removes_at_least_one() -> None:
     assert resize(_step(StepKind.FACTOR, "1"), 10, 10, 0) == 9
-    assert resize(_step(StepKind.FACTOR, "0.95"), 10, 10, 0) == 9   # floor(9.5)
-    assert resize(_step(StepKind.FACTOR, "0.5"), 7, 10, 0) == 3     # floor, compounding on current
-    assert resize(_step(StepKind.FACTOR, "0.01"), 10, 10, 0) == 1   # never to zero
+    assert resize(_step(StepKind.FACTOR, "0.95"), 10, 10, 0) == 9  # floor(9.5)
+    assert resize(_step(StepKind.FACTOR, "0.5"), 7, 10, 0) == 3  # floor, compounding on current
+    assert resize(_step(StepKind.FACTOR, "0.01"), 10, 10, 0) == 1  # never to zero
 
 
 def test_share_and_count_steps_never_grow_a_pool() -> None:
-    assert resize(_step(StepKind.SHARE, "0.5"), 10, 20, 0) == 10    # half the original top-k, capped at current
+    assert resize(_step(StepKind.SHARE, "0.5"), 10, 20, 0) == 10  # half the original top-k, capped at current
     assert resize(_step(StepKind.SHARE, "0.5"), 12, 20, 0) == 10
-    assert resize(_step(StepKind.SHARE, "0.05"), 12, 20, 0) == 1    # floor(1.0)
-    assert resize(_step(StepKind.SHARE, "0.01"), 12, 20, 0) == 1    # at least one
+    assert resize(_step(StepKind.SHARE, "0.05"), 12, 20, 0) == 1  # floor(1.0)
+    assert resize(_step(StepKind.SHARE, "0.01"), 12, 20, 0) == 1  # at least one
     assert resize(_step(StepKind.COUNT, "8"), 10, 10, 0) == 8
     assert resize(_step(StepKind.COUNT, "12"), 10, 10, 0) == 10
 
@@ -106,13 +116,14 @@ def test_the_minimum_holds_but_never_grows_a_smaller_pool() -> None:
 
 
 def test_the_lane_split_rounds_half_to_even_keeps_the_floor_and_spills() -> None:
-    assert split_lanes(5, 10, 10, Decimal("0.3"), 0) == (3, 2)     # 1.5 -> 2
-    assert split_lanes(15, 20, 20, Decimal("0.3"), 0) == (11, 4)   # 4.5 -> 4
-    assert split_lanes(2, 10, 5, Decimal("0.3"), 2) == (0, 2)      # the floor before the cap
-    assert split_lanes(10, 2, 20, Decimal("0.3"), 0) == (2, 8)     # exploit short: explore fills
+    assert split_lanes(5, 10, 10, Decimal("0.3"), 0) == (3, 2)  # 1.5 -> 2
+    assert split_lanes(15, 20, 20, Decimal("0.3"), 0) == (11, 4)  # 4.5 -> 4
+    assert split_lanes(2, 10, 5, Decimal("0.3"), 2) == (0, 2)  # the floor before the cap
+    assert split_lanes(10, 2, 20, Decimal("0.3"), 0) == (2, 8)  # exploit short: explore fills
 
 
 # ---- novelty -------------------------------------------------------------------------------
+
 
 def _state(fields: int, operators: int) -> dict[str, tuple[Candidate, ...]]:
     return {
@@ -132,56 +143,91 @@ def test_novelty_keeps_six_decimal_places() -> None:
 def test_novelty_samples_the_first_twenty_by_twenty_combos() -> None:
     kpis = compute_kpis(_state(25, 22), frozenset({"f19::o19", "f20::o0"}))
     assert kpis["combo_count"] == 400
-    assert kpis["novelty"] == round(399 / 400, 6)   # f20 is outside the sample
+    assert kpis["novelty"] == round(399 / 400, 6)  # f20 is outside the sample
     assert kpis["combo_sample"][:2] == ["f0::o0", "f0::o1"] and len(kpis["combo_sample"]) == 64
-    assert kpis["coverage"] == 1                    # unique subcategories
+    assert kpis["coverage"] == 1  # unique subcategories
     assert compute_kpis(_state(0, 3), frozenset())["novelty"] is None
 
 
 # ---- money ---------------------------------------------------------------------------------
 
-PRICE = Price("m", Decimal("0.15"), Decimal("0.60"))   # USD per 1M tokens == micro-USD per token
+PRICE = Price("m", Decimal("0.15"), Decimal("0.60"))  # USD per 1M tokens == micro-USD per token
 
 
-@pytest.mark.parametrize(("prompt", "completion", "micro_usd"), [
-    (0, 0, 0),
-    (1, 0, 1),      # 0.15 rounds up: a budget is never under-charged
-    (20, 0, 3),     # exactly 3.00: no extra micro-dollar
-    (10, 0, 2),     # 1.5 -> 2
-    (0, 5, 3),      # 3.00
-    (7, 3, 3),      # 1.05 + 1.80 = 2.85 -> 3: rounded once, on the sum
-])
+@pytest.mark.parametrize(
+    ("prompt", "completion", "micro_usd"),
+    [
+        (0, 0, 0),
+        (1, 0, 1),  # 0.15 rounds up: a budget is never under-charged
+        (20, 0, 3),  # exactly 3.00: no extra micro-dollar
+        (10, 0, 2),  # 1.5 -> 2
+        (0, 5, 3),  # 3.00
+        (7, 3, 3),  # 1.05 + 1.80 = 2.85 -> 3: rounded once, on the sum
+    ],
+)
 def test_cost_rounds_the_exact_sum_up_to_a_micro_dollar(prompt: int, completion: int, micro_usd: int) -> None:
     assert PRICE.cost_micro_usd(prompt, completion) == micro_usd
 
 
-@pytest.mark.parametrize(("micro_usd", "text"), [
-    (None, None), (0, "0.000000"), (1, "0.000001"), (999_999, "0.999999"),
-    (1_000_000, "1.000000"), (1_500_001, "1.500001"), (-1, "-0.000001"), (-2_000_000, "-2.000000"),
-])
+@pytest.mark.parametrize(
+    ("micro_usd", "text"),
+    [
+        (None, None),
+        (0, "0.000000"),
+        (1, "0.000001"),
+        (999_999, "0.999999"),
+        (1_000_000, "1.000000"),
+        (1_500_001, "1.500001"),
+        (-1, "-0.000001"),
+        (-2_000_000, "-2.000000"),
+    ],
+)
 def test_usd_text_is_exact_to_the_micro_dollar(micro_usd: int | None, text: str | None) -> None:
     assert usd_text(micro_usd) == text
 
 
 def test_projected_money_adds_the_request_cost_to_what_was_spent() -> None:
     measured = measure_state(20, 5, UsageSnapshot(batch_micro_usd=10, day_micro_usd=100), PRICE)
-    assert (measured.request_micro_usd, measured.projected_batch_micro_usd, measured.projected_day_micro_usd) == (6, 16, 106)
+    assert (measured.request_micro_usd, measured.projected_batch_micro_usd, measured.projected_day_micro_usd) == (
+        6,
+        16,
+        106,
+    )
     assert measure_state(20, 5, UsageSnapshot(), None).request_micro_usd is None
 
 
 # ---- found alive by mutmut ------------------------------------------------------------------
 
+
 def test_every_metric_reads_its_own_measure() -> None:
-    measured = measure_state(20, 5, UsageSnapshot(batch_tokens=1, day_tokens=2, batch_micro_usd=10, day_micro_usd=100), PRICE)
-    assert {m: measured.value(m) for m in ("request_prompt", "request_completion", "batch_total", "day_total",
-                                           "request_usd", "batch_usd", "day_usd")} == {
-        "request_prompt": 20, "request_completion": 5, "batch_total": 26, "day_total": 27,
-        "request_usd": 6, "batch_usd": 16, "day_usd": 106}
+    measured = measure_state(
+        20, 5, UsageSnapshot(batch_tokens=1, day_tokens=2, batch_micro_usd=10, day_micro_usd=100), PRICE
+    )
+    assert {
+        m: measured.value(m)
+        for m in (
+            "request_prompt",
+            "request_completion",
+            "batch_total",
+            "day_total",
+            "request_usd",
+            "batch_usd",
+            "day_usd",
+        )
+    } == {
+        "request_prompt": 20,
+        "request_completion": 5,
+        "batch_total": 26,
+        "day_total": 27,
+        "request_usd": 6,
+        "batch_usd": 16,
+        "day_usd": 106,
+    }
 
 
 def test_a_usd_limit_the_completion_alone_exceeds_is_unfixable() -> None:
     settings = Settings(limits=(Limit("b", "batch_usd", 100),))
-    completion_cost = PRICE.cost_micro_usd(0, 100)   # 60
+    completion_cost = PRICE.cost_micro_usd(0, 100)  # 60
     assert unfixable(settings, PLAIN, UsageSnapshot(batch_micro_usd=40), 100, PRICE, ("batch_usd",)) == ()
     assert completion_cost + 41 > 100
     assert unfixable(settings, PLAIN, UsageSnapshot(batch_micro_usd=41), 100, PRICE, ("batch_usd",)) == ("batch_usd",)
@@ -190,16 +236,23 @@ def test_a_usd_limit_the_completion_alone_exceeds_is_unfixable() -> None:
 def test_unfixable_looks_at_every_failing_metric() -> None:
     usage = UsageSnapshot(batch_tokens=4900, day_tokens=0)
     assert unfixable(SETTINGS, PLAIN, usage, 1, None, ("request_completion", "request_prompt", "batch_total")) == (
-        "request_completion", "batch_total")
+        "request_completion",
+        "batch_total",
+    )
 
 
 def test_a_pool_of_one_keeps_its_candidate_and_the_split_never_exceeds_the_total() -> None:
     assert resize(_step(StepKind.FACTOR, "0.5"), 1, 10, 0) == 1
-    assert split_lanes(2, 10, 10, Decimal("0.3"), 5) == (0, 2)   # a floor above the total is capped by it
+    assert split_lanes(2, 10, 10, Decimal("0.3"), 5) == (0, 2)  # a floor above the total is capped by it
 
 
 def test_failing_goes_past_limits_of_the_other_enforcement_and_unpriced_ones() -> None:
-    settings = Settings(limits=(Limit("soft", "request_prompt", 1, Enforcement.WARN), Limit("usd", "request_usd", 1),
-                                Limit("hard", "batch_total", 10)))
-    measured = measure_state(11, 0, UsageSnapshot(), None)   # no price: request_usd has no value
+    settings = Settings(
+        limits=(
+            Limit("soft", "request_prompt", 1, Enforcement.WARN),
+            Limit("usd", "request_usd", 1),
+            Limit("hard", "batch_total", 10),
+        )
+    )
+    measured = measure_state(11, 0, UsageSnapshot(), None)  # no price: request_usd has no value
     assert failing(settings, PLAIN, measured, Enforcement.BLOCK) == ("batch_total",)

@@ -19,7 +19,11 @@ GOLDEN = ROOT / "tests" / "golden" / "decisions"
 SCHEMA = json.loads((ROOT / "schemas" / "decision.schema.json").read_text())
 KNOWLEDGE = load_knowledge(SHARED / "knowledge")
 IDEA = load_idea(SHARED / "ideaspec.example.json")
-CASES = [(pack, rules) for pack in ("small_2x4x10x8", "seed_5x15x72x60", "large_8x30x400x120") for rules in ("default", "tight")]
+CASES = [
+    (pack, rules)
+    for pack in ("small_2x4x10x8", "seed_5x15x72x60", "large_8x30x400x120")
+    for rules in ("default", "tight")
+]
 
 
 def decide(pack: str, rules: str, explain: str = "rules"):

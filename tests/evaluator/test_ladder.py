@@ -16,7 +16,7 @@ from policy_engine.render import load_idea, load_knowledge
 from policy_engine.usage import Request, UsageSnapshot
 from tests.conftest import SHARED
 
-HEAD = 'tokenizer rough 4 chars per token\n'
+HEAD = "tokenizer rough 4 chars per token\n"
 LADDER = """ladder {
   stage f: fields factor 0.85 0.70 0.55 0.40
   stage o: operators factor 0.85 0.70 0.55 0.40
@@ -109,7 +109,9 @@ def test_trimming_keeps_a_top_ranked_prefix_per_lane(limit: int) -> None:
         for lane in ("exploit", "explore"):
             # the cascade removes the fields of dropped datasets wherever they rank, so a
             # field's prefix is taken among those whose dataset survived
-            ranked = [c.id for c in SEED.pool(pool) if c.lane == lane and (pool != "fields" or c.parent in kept_datasets)]
+            ranked = [
+                c.id for c in SEED.pool(pool) if c.lane == lane and (pool != "fields" or c.parent in kept_datasets)
+            ]
             chosen = list(d.selection[pool][lane])
             assert chosen == ranked[: len(chosen)], (pool, lane)
             if pool == "fields":
@@ -185,7 +187,11 @@ def test_batch_and_day_limits_use_the_usage_snapshot() -> None:
 
 
 def test_unfixable_limit_blocks_at_once() -> None:
-    d = evaluate(policy("limit b: batch_total <= 5000 tokens\ncompletion budget 1600 tokens\n"), SEED, usage=UsageSnapshot(batch_tokens=4000))
+    d = evaluate(
+        policy("limit b: batch_total <= 5000 tokens\ncompletion budget 1600 tokens\n"),
+        SEED,
+        usage=UsageSnapshot(batch_tokens=4000),
+    )
     assert (d.outcome, d.reason, d.fallback_count) == ("blocked", "batch_total", 0)
     assert "cannot fix" in d.trace[-1].message
 
@@ -198,7 +204,10 @@ def test_completion_budget_is_checked_not_clamped() -> None:
 
 
 def test_expansion_reserve_is_held_back_and_spent_by_expansions() -> None:
-    body, full = at_limit("limit b: batch_total <= {} tokens\ncompletion budget 1600 tokens\nexpansion reserve 2_000 tokens\n", delta=1600 + 100)
+    body, full = at_limit(
+        "limit b: batch_total <= {} tokens\ncompletion budget 1600 tokens\nexpansion reserve 2_000 tokens\n",
+        delta=1600 + 100,
+    )
     need = full + 1600
     ordinary = evaluate(policy(body), SEED)
     assert ordinary.outcome == "trimmed" and ordinary.limits["batch_total"]["effective"] == need + 100 - 2000
@@ -254,11 +263,15 @@ def test_reported_prompt_tokens_are_an_exact_count_of_the_final_prompt() -> None
     from policy_engine.render import build_prompt_model
     from policy_engine.tokens import get_counter
 
-    exact = load_policy_text('tokenizer tiktoken "cl100k_base"\nlimit p: request_prompt <= 9_000 tokens\n' + LADDER, "x.policy")
+    exact = load_policy_text(
+        'tokenizer tiktoken "cl100k_base"\nlimit p: request_prompt <= 9_000 tokens\n' + LADDER, "x.policy"
+    )
     knowledge = load_knowledge(SHARED / "knowledge")
     d = evaluate(exact, SEED, knowledge=knowledge)
     counter = get_counter(exact.tokenizer)
-    m = build_prompt_model("agent_envelope", SEED, idea=None, knowledge=knowledge, counter=counter, limits={"request_prompt": 9000})
+    m = build_prompt_model(
+        "agent_envelope", SEED, idea=None, knowledge=knowledge, counter=counter, limits={"request_prompt": 9000}
+    )
     selection = {p: tuple(i for lane in d.selection[p].values() for i in lane) for p in d.selection}
     assert d.metrics["prompt_tokens"] == counter.count(m.render(selection))
     assert all(s.kind != "stop" or s.rule != "accounting" for s in d.trace)
@@ -278,8 +291,11 @@ def test_a_rung_never_shrinks_a_pool_below_the_explore_floor() -> None:
     and `min 1`, a factor step took 8 operators (6 exploit, 2 explore) down to one slot, so
     one explore operator survived although two were available and the floor asked for 3;
     the decision then blamed the cascade."""
-    p = load_policy_text(HEAD + "limit p: request_prompt <= 10 tokens\nlanes exploit 70% explore 30%\nexplore floor 3\n"
-                         "ladder {\n  stage o: operators factor 0.1 min 1\n  on exhausted block\n}\n", "t.policy")
+    p = load_policy_text(
+        HEAD + "limit p: request_prompt <= 10 tokens\nlanes exploit 70% explore 30%\nexplore floor 3\n"
+        "ladder {\n  stage o: operators factor 0.1 min 1\n  on exhausted block\n}\n",
+        "t.policy",
+    )
     d = evaluate(p, SMALL)
     rung = d.rungs[0]
     explore_before = rung.counts_before["operators"]["explore"]
@@ -301,5 +317,12 @@ def test_floor_warning_blames_the_policys_topk_not_the_pack() -> None:
 
 
 def test_usd_limits_say_they_hold_micro_usd() -> None:
-    d = evaluate(load_policy_text(HEAD + 'price "m": prompt $1 per 1M, completion $1 per 1M\npricing model "m"\nlimit d: day_usd <= $5 warn\n', "t.policy"), SMALL)
+    d = evaluate(
+        load_policy_text(
+            HEAD
+            + 'price "m": prompt $1 per 1M, completion $1 per 1M\npricing model "m"\nlimit d: day_usd <= $5 warn\n',
+            "t.policy",
+        ),
+        SMALL,
+    )
     assert d.limits["day_usd"]["unit"] == "micro_usd" and d.limits["day_usd"]["value"] == 5_000_000

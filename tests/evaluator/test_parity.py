@@ -29,8 +29,14 @@ DIFFERENCES: dict[tuple[str, str], dict[int, tuple[int, str]]] = {
     ("seed", "llm_budget"): {},
     ("large", "llm_budget"): {2: (47, FLOAT_FLOOR)},  # one field more
     # the last field slot: from rung 4 on every rung renders a different selection
-    ("small", "llm_budget_tight"): {4: (-2, LAST_SLOT), 5: (-2, LAST_SLOT), 6: (-2, LAST_SLOT), 7: (-2, LAST_SLOT),
-                                    8: (16, LAST_SLOT), 9: (-74, LAST_SLOT)},
+    ("small", "llm_budget_tight"): {
+        4: (-2, LAST_SLOT),
+        5: (-2, LAST_SLOT),
+        6: (-2, LAST_SLOT),
+        7: (-2, LAST_SLOT),
+        8: (16, LAST_SLOT),
+        9: (-74, LAST_SLOT),
+    },
     ("seed", "llm_budget_tight"): {11: (50, LAST_SLOT)},
     ("large", "llm_budget_tight"): {2: (47, FLOAT_FLOOR), 12: (69, LAST_SLOT)},
 }
@@ -98,7 +104,9 @@ def test_tight_configs_block_for_the_prompt_like_the_agent(pack: str) -> None:
 KNOWLEDGE_REAL = load_knowledge(SHARED / "knowledge_real")
 REAL_PACKS = {**PACKS, "no_operators": "small_2x4x10x0", "no_fields": "small_2x4x0x8"}
 #: reference doc section 8, defect 9: int(340 * 0.7) == 237 in binary floating point
-FLOAT_TRUNCATION = "defect 9: the agent truncates 340 x 0.7 = 237.99999999999997 to 237 fields; exact decimal arithmetic keeps 238"
+FLOAT_TRUNCATION = (
+    "defect 9: the agent truncates 340 x 0.7 = 237.99999999999997 to 237 fields; exact decimal arithmetic keeps 238"
+)
 REAL_DIFFERENCES: dict[tuple[str, str], dict[int, tuple[int, str]]] = {
     ("small", "llm_budget"): {},
     ("no_operators", "llm_budget"): {},
@@ -107,8 +115,14 @@ REAL_DIFFERENCES: dict[tuple[str, str], dict[int, tuple[int, str]]] = {
     ("large", "llm_budget"): {2: (47, FLOAT_TRUNCATION)},
     # the last field slot goes to an exploit field (defect 7), and every later rung renders
     # from that different selection
-    ("small", "llm_budget_tight"): {4: (-2, LAST_SLOT), 5: (-2, LAST_SLOT), 6: (-2, LAST_SLOT), 7: (-2, LAST_SLOT),
-                                    8: (20, LAST_SLOT), 9: (-69, LAST_SLOT)},
+    ("small", "llm_budget_tight"): {
+        4: (-2, LAST_SLOT),
+        5: (-2, LAST_SLOT),
+        6: (-2, LAST_SLOT),
+        7: (-2, LAST_SLOT),
+        8: (20, LAST_SLOT),
+        9: (-69, LAST_SLOT),
+    },
     ("no_operators", "llm_budget_tight"): {4: (-2, LAST_SLOT), 5: (-91, LAST_SLOT)},
     ("no_fields", "llm_budget_tight"): {4: (22, LAST_SLOT), 5: (-67, LAST_SLOT)},
     ("seed", "llm_budget_tight"): {11: (-39, LAST_SLOT)},
@@ -141,7 +155,9 @@ def test_knowledge_real_float_truncation_is_the_only_difference_on_the_large_pac
     ours, agent, _ = run_real("large", "llm_budget")
     rung2 = ours.rungs[1]
     assert sum(rung2.counts_after["fields"].values()) == 238  # int(340 * 0.7) would be 237
-    assert ours.rungs[2].prompt_tokens_after == agent["steps"][2]["prompt_tokens"]  # 238 * 0.55 and 237 * 0.55 both give 130
+    assert (
+        ours.rungs[2].prompt_tokens_after == agent["steps"][2]["prompt_tokens"]
+    )  # 238 * 0.55 and 237 * 0.55 both give 130
 
 
 @pytest.mark.parametrize("pack", ["small", "no_operators", "no_fields", "seed", "large"])

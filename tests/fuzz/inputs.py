@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
 EX = ROOT / "examples"
-RULE_TEXTS = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "rules").glob("*.policy"))] + [(EX / "policies" / "demo.policy").read_text(encoding="utf-8")]
+RULE_TEXTS = [p.read_text(encoding="utf-8") for p in sorted((ROOT / "rules").glob("*.policy"))] + [
+    (EX / "policies" / "demo.policy").read_text(encoding="utf-8")
+]
 PACK = json.loads((EX / "packs" / "small_2x4x10x8.json").read_text(encoding="utf-8"))
 USAGE = json.loads((EX / "usage.json").read_text(encoding="utf-8"))
 IDEA = json.loads((EX / "ideaspec.json").read_text(encoding="utf-8"))
@@ -38,10 +40,26 @@ class Invocation:
 
 # ---- values ---------------------------------------------------------------------------------
 
-EDGE_NUMBERS = st.sampled_from([0, -1, 1, 2**31, 2**53, 2**53 + 1, 2**63, -(2**63), 10**15, 10**15 + 1, 10**400, 0.5, -0.0, 1e308, 1e-320])
-EDGE_STRINGS = st.sampled_from(["", " ", "\x00", "/etc/passwd", "-", "a" * 300, "NaN", "1e400", "☃", "\ud7ff", "../x", "::", "x::y"])
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-(10**20), 10**20), st.floats(allow_nan=False, allow_infinity=False), EDGE_NUMBERS, EDGE_STRINGS, st.text(max_size=20))
-JSON_VALUES = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
+EDGE_NUMBERS = st.sampled_from(
+    [0, -1, 1, 2**31, 2**53, 2**53 + 1, 2**63, -(2**63), 10**15, 10**15 + 1, 10**400, 0.5, -0.0, 1e308, 1e-320]
+)
+EDGE_STRINGS = st.sampled_from(
+    ["", " ", "\x00", "/etc/passwd", "-", "a" * 300, "NaN", "1e400", "☃", "\ud7ff", "../x", "::", "x::y"]
+)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**20), 10**20),
+    st.floats(allow_nan=False, allow_infinity=False),
+    EDGE_NUMBERS,
+    EDGE_STRINGS,
+    st.text(max_size=20),
+)
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=12,
+)
 
 
 def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -95,14 +113,68 @@ RAW_BYTES = st.one_of(st.binary(max_size=300), st.text(max_size=200).map(lambda 
 
 def document(base: Any) -> st.SearchStrategy[bytes]:
     """Bytes for a JSON input: raw, random JSON, or a mutation of the shipped example."""
-    return st.one_of(RAW_BYTES, JSON_VALUES.map(as_json_bytes), mutated(base).map(as_json_bytes), st.just(as_json_bytes(base)))
+    return st.one_of(
+        RAW_BYTES, JSON_VALUES.map(as_json_bytes), mutated(base).map(as_json_bytes), st.just(as_json_bytes(base))
+    )
 
 
 # ---- rule text --------------------------------------------------------------------------------
 
-RULE_WORDS = ["limit", "ladder", "stage", "when", "include", "tokenizer", "rough", "tiktoken", "{", "}", ":", "<=", "=<", "tokens", "$", "%", "12k", "1,600",
-              "1" + "0" * 5000, "0.85", "factor", "share", "keep", "min", "then", "and", "or", "not", "\"", "#", "\n", "Limit", "explore", "floor", "topk", "fields",
-              "operators", "request_prompt", "day_usd", "price", "per", "1M", "block", "warn", "on", "exhausted", "#\r", "\r\n", "\t", "# same", '"../x.policy"', '"/etc/passwd"', "\x00"]
+RULE_WORDS = [
+    "limit",
+    "ladder",
+    "stage",
+    "when",
+    "include",
+    "tokenizer",
+    "rough",
+    "tiktoken",
+    "{",
+    "}",
+    ":",
+    "<=",
+    "=<",
+    "tokens",
+    "$",
+    "%",
+    "12k",
+    "1,600",
+    "1" + "0" * 5000,
+    "0.85",
+    "factor",
+    "share",
+    "keep",
+    "min",
+    "then",
+    "and",
+    "or",
+    "not",
+    '"',
+    "#",
+    "\n",
+    "Limit",
+    "explore",
+    "floor",
+    "topk",
+    "fields",
+    "operators",
+    "request_prompt",
+    "day_usd",
+    "price",
+    "per",
+    "1M",
+    "block",
+    "warn",
+    "on",
+    "exhausted",
+    "#\r",
+    "\r\n",
+    "\t",
+    "# same",
+    '"../x.policy"',
+    '"/etc/passwd"',
+    "\x00",
+]
 
 
 @st.composite
@@ -132,7 +204,10 @@ def rule_bytes(draw: st.DrawFn) -> bytes:
 
 # ---- invocations per input kind ----------------------------------------------------------------
 
-FLAG_VALUES = st.one_of(st.integers(-(2**70), 2**70).map(str), st.sampled_from(["-1", "0", "1", "abc", "", "1e400", "nan", "99999999999999999999999"]))
+FLAG_VALUES = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.sampled_from(["-1", "0", "1", "abc", "", "1e400", "nan", "99999999999999999999999"]),
+)
 
 
 @st.composite
@@ -140,7 +215,18 @@ def pack_invocation(draw: st.DrawFn) -> Invocation:
     command = draw(st.sampled_from(["eval", "explain"]))
     argv = [command, "{dir}/pack.json", "--rules", str(ROOT / "rules" / "default.policy")]
     if command == "eval":
-        argv += draw(st.sampled_from([[], ["--format", "json"], ["--format", "sarif"], ["--format", "junit"], ["--format", "github"], ["--trimmed-pack", "{dir}/t.json"]]))
+        argv += draw(
+            st.sampled_from(
+                [
+                    [],
+                    ["--format", "json"],
+                    ["--format", "sarif"],
+                    ["--format", "junit"],
+                    ["--format", "github"],
+                    ["--trimmed-pack", "{dir}/t.json"],
+                ]
+            )
+        )
     if draw(st.booleans()):
         argv += ["--completion-tokens", draw(FLAG_VALUES)]
     return Invocation({"pack.json": draw(document(PACK))}, tuple(argv))
@@ -182,8 +268,15 @@ def cases_invocation(draw: st.DrawFn) -> Invocation:
         import yaml
 
         doc = yaml.safe_load(CASES_TEXT)
-        doc = {**doc, "rules": str(ROOT / "rules" / "default.policy"), "knowledge": str(EX / "knowledge"), "idea": str(EX / "ideaspec.json")}
-        doc["cases"] = [dict(c, pack=str(EX / "tests" / c["pack"])) for c in doc["cases"][:1]]  # the small pack: cheap to evaluate
+        doc = {
+            **doc,
+            "rules": str(ROOT / "rules" / "default.policy"),
+            "knowledge": str(EX / "knowledge"),
+            "idea": str(EX / "ideaspec.json"),
+        }
+        doc["cases"] = [
+            dict(c, pack=str(EX / "tests" / c["pack"])) for c in doc["cases"][:1]
+        ]  # the small pack: cheap to evaluate
         body = safe_dump(draw(mutated(doc)), allow_unicode=True).encode("utf-8", "surrogatepass")
     return Invocation({"cases.yaml": body}, ("test", "{dir}/cases.yaml"))
 
@@ -201,7 +294,17 @@ def import_invocation(draw: st.DrawFn) -> Invocation:
 @st.composite
 def tokens_invocation(draw: st.DrawFn) -> Invocation:
     text = draw(st.text(max_size=50))
-    extra = draw(st.sampled_from([[], ["--rough", draw(FLAG_VALUES)], ["--rough", "sNaN"], ["--encoding", draw(st.sampled_from(["cl100k_base", "o200k_base", "nope", ""]))], ["--model", draw(st.text(max_size=10))]]))
+    extra = draw(
+        st.sampled_from(
+            [
+                [],
+                ["--rough", draw(FLAG_VALUES)],
+                ["--rough", "sNaN"],
+                ["--encoding", draw(st.sampled_from(["cl100k_base", "o200k_base", "nope", ""]))],
+                ["--model", draw(st.text(max_size=10))],
+            ]
+        )
+    )
     if draw(st.booleans()):
         return Invocation({"t.txt": draw(RAW_BYTES)}, ("tokens", "--file", "{dir}/t.txt", *extra))
     return Invocation({}, ("tokens", text, *extra))
@@ -210,10 +313,34 @@ def tokens_invocation(draw: st.DrawFn) -> Invocation:
 @st.composite
 def path_invocation(draw: st.DrawFn) -> Invocation:
     """Odd paths: missing, too long, directories, NUL-free garbage."""
-    path = draw(st.sampled_from(["{dir}/missing.json", "{dir}/" + "x" * 300, "{dir}", "{dir}/" + "y" * 5000 + ".json", "/dev/null", "{dir}/sub/"]))
-    command = draw(st.sampled_from([["eval", path], ["explain", path], ["check", path], ["fmt", path], ["test", path], ["tokens", "--file", path],
-                                    ["eval", str(EX / "packs" / "small_2x4x10x8.json"), "--rules", path], ["eval", str(EX / "packs" / "small_2x4x10x8.json"), "--usage", path],
-                                    ["eval", str(EX / "packs" / "small_2x4x10x8.json"), "--knowledge-pack-dir", path], ["import-config", path]]))
+    path = draw(
+        st.sampled_from(
+            [
+                "{dir}/missing.json",
+                "{dir}/" + "x" * 300,
+                "{dir}",
+                "{dir}/" + "y" * 5000 + ".json",
+                "/dev/null",
+                "{dir}/sub/",
+            ]
+        )
+    )
+    command = draw(
+        st.sampled_from(
+            [
+                ["eval", path],
+                ["explain", path],
+                ["check", path],
+                ["fmt", path],
+                ["test", path],
+                ["tokens", "--file", path],
+                ["eval", str(EX / "packs" / "small_2x4x10x8.json"), "--rules", path],
+                ["eval", str(EX / "packs" / "small_2x4x10x8.json"), "--usage", path],
+                ["eval", str(EX / "packs" / "small_2x4x10x8.json"), "--knowledge-pack-dir", path],
+                ["import-config", path],
+            ]
+        )
+    )
     return Invocation({}, tuple(command))
 
 

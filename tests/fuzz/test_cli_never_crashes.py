@@ -59,8 +59,13 @@ def run_in_process(invocation: Invocation) -> tuple[int, str, str]:
 @pytest.mark.fuzz
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_cli_answers_every_input_with_a_documented_exit_code(kind: str) -> None:
-    @settings(max_examples=PER_KIND[PROFILE], deadline=None, derandomize=PROFILE != "thorough", database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+    @settings(
+        max_examples=PER_KIND[PROFILE],
+        deadline=None,
+        derandomize=PROFILE != "thorough",
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    )
     @given(KINDS[kind])
     def check(invocation: Invocation) -> None:
         code, _out, err = run_in_process(invocation)

@@ -58,20 +58,23 @@ def test_shared_packs_take_the_fast_path_and_load_equal(path: Any) -> None:
     assert fast.source == doc and fast.source is not doc  # an exact copy, not the caller's object
 
 
-@pytest.mark.parametrize("change", [
-    lambda d: d["candidate_fields"][0].__setitem__("score", "high"),
-    lambda d: d["candidate_fields"][0].__setitem__("score", float("nan")),
-    lambda d: d["candidate_fields"][0].__setitem__("score", True),
-    lambda d: d["candidate_fields"][0].__setitem__("id", ""),
-    lambda d: d["candidate_operators"][0].__setitem__("scope", "REGULAR"),
-    lambda d: d["candidate_operators"][0].__setitem__("extra", (1, 2)),
-    lambda d: d["candidate_operators"][0].__setitem__("extra", 2**53),
-    lambda d: d["target"].__setitem__("delay", -1),
-    lambda d: d["target"].__setitem__(1, "x"),
-    lambda d: d["lanes"]["exploit"]["field_ids"].append(d["lanes"]["exploit"]["field_ids"][0]),
-    lambda d: d["selected_subcategories"].append(d["selected_subcategories"][0]),
-    lambda d: d.__setitem__("telemetry", []),
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["candidate_fields"][0].__setitem__("score", "high"),
+        lambda d: d["candidate_fields"][0].__setitem__("score", float("nan")),
+        lambda d: d["candidate_fields"][0].__setitem__("score", True),
+        lambda d: d["candidate_fields"][0].__setitem__("id", ""),
+        lambda d: d["candidate_operators"][0].__setitem__("scope", "REGULAR"),
+        lambda d: d["candidate_operators"][0].__setitem__("extra", (1, 2)),
+        lambda d: d["candidate_operators"][0].__setitem__("extra", 2**53),
+        lambda d: d["target"].__setitem__("delay", -1),
+        lambda d: d["target"].__setitem__(1, "x"),
+        lambda d: d["lanes"]["exploit"]["field_ids"].append(d["lanes"]["exploit"]["field_ids"][0]),
+        lambda d: d["selected_subcategories"].append(d["selected_subcategories"][0]),
+        lambda d: d.__setitem__("telemetry", []),
+    ],
+)
 def test_each_kind_of_problem_leaves_the_fast_path(change: Any) -> None:
     doc = json.loads(SHARED_PACKS[0].read_text())
     change(doc)

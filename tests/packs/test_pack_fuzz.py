@@ -106,7 +106,9 @@ def test_random_text_fails_only_with_pack_errors_that_have_a_place(text: str) ->
         parse_json_text(text, "fuzz.json")
     except PackError as exc:
         for diag in exc.diagnostics:
-            assert diag.pointer is not None or (diag.span is not None and diag.span.line >= 1 and diag.span.column >= 1), diag
+            assert diag.pointer is not None or (
+                diag.span is not None and diag.span.line >= 1 and diag.span.column >= 1
+            ), diag
 
 
 def test_nan_in_a_python_document_is_refused_with_its_pointer() -> None:

@@ -38,7 +38,9 @@ def test_all_sample_packs_validate_and_map() -> None:
 
 def test_score_of_wrong_type_reports_pointer_and_plain_message() -> None:
     doc = mutated(lambda d: d["candidate_fields"][12].__setitem__("score", "high"))
-    assert problems(doc) == [("P107", "/candidate_fields/12/score", '/candidate_fields/12/score: expected number, got "high"')]
+    assert problems(doc) == [
+        ("P107", "/candidate_fields/12/score", '/candidate_fields/12/score: expected number, got "high"')
+    ]
 
 
 def test_every_schema_violation_is_reported() -> None:
@@ -46,6 +48,7 @@ def test_every_schema_violation_is_reported() -> None:
         d["candidate_fields"][0]["lane"] = "sideways"
         del d["candidate_operators"][3]["name"]
         d["lanes"]["explore"]["field_ids"] = "x"
+
     found = problems(mutated(break_many))
     pointers = [p for _, p, _ in found]
     assert pointers == ["/candidate_fields/0/lane", "/candidate_operators/3", "/lanes/explore/field_ids"]

@@ -30,7 +30,9 @@ def code_of(fn, *args, **kwargs) -> str:
 
 
 @pytest.mark.parametrize("target", ["/etc/passwd", "/dev/zero", "/dev/stdin"])
-def test_a_pack_whose_json_is_a_string_is_refused_not_read(tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str) -> None:
+def test_a_pack_whose_json_is_a_string_is_refused_not_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str
+) -> None:
     pack = tmp_path / "r.json"
     pack.write_text(json.dumps(target), encoding="utf-8")
     for command in ("explain", "eval"):
@@ -112,7 +114,14 @@ def test_not_utf8_names_the_byte_offset(tmp_path: Path) -> None:
 
 # ---- YAML case files ----------------------------------------------------------------------
 
-LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n" for i in range(8)) + "cases: []\n"
+LAUGHS = (
+    "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(8)
+    )
+    + "cases: []\n"
+)
 
 
 @pytest.mark.parametrize(
@@ -142,7 +151,9 @@ def test_hostile_yaml_is_refused(text: str, needle: str) -> None:
         ({"pack": "p.json", "expect": {}, "expansion": "yes"}, "/cases/0/expansion"),
     ],
 )
-def test_case_files_are_validated_with_pointers(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: dict, pointer: str) -> None:
+def test_case_files_are_validated_with_pointers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: dict, pointer: str
+) -> None:
     path = tmp_path / "cases.yaml"
     path.write_text(json.dumps({"cases": [case]}), encoding="utf-8")
     assert main(["test", str(path)]) == 4

@@ -18,8 +18,12 @@ FIRST_CAPTURES = ("seed_5x15x72x60.untrimmed", "small_2x4x10x8.untrimmed", "seed
 FIRST_RAISED = {"request_prompt": 10**7, "request_completion": 1600, "batch_total": 10**8, "day_total": 10**9}
 #: the knowledge_real and edge-pack captures: no idea spec, limits raised to 10^9/10^10
 RAISED = {"request_prompt": 10**9, "request_completion": 1600, "batch_total": 10**10, "day_total": 1_500_000}
-CONFIG_KEYS = (("max_prompt_tokens", "request_prompt"), ("max_completion_tokens", "request_completion"),
-               ("max_tokens_per_batch", "batch_total"), ("max_tokens_per_day", "day_total"))
+CONFIG_KEYS = (
+    ("max_prompt_tokens", "request_prompt"),
+    ("max_completion_tokens", "request_completion"),
+    ("max_tokens_per_batch", "batch_total"),
+    ("max_tokens_per_day", "day_total"),
+)
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,9 @@ def case_for(file: Path) -> PromptCase:
         return PromptCase(file, pack_name, knowledge, idea, FIRST_RAISED if first else RAISED, None, None)
     config = "llm_budget_tight" if "llm_budget_tight" in name else "llm_budget"
     stem = name.removesuffix(".final").replace(".after-default-ladder", ".llm_budget")
-    return PromptCase(file, pack_name, knowledge, idea, config_limits(config), config, SHARED / "agent_decisions" / f"{stem}.json")
+    return PromptCase(
+        file, pack_name, knowledge, idea, config_limits(config), config, SHARED / "agent_decisions" / f"{stem}.json"
+    )
 
 
 CASES = [case_for(f) for f in PROMPTS]

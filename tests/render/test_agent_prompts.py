@@ -25,7 +25,14 @@ COUNTERS = {
 def model_for(case: PromptCase, counter):
     idea = load_idea(case.idea) if case.idea else None
     pools = load_pack_file(case.pack, idea=idea)
-    return build_prompt_model("agent_envelope", pools, idea=idea, knowledge=load_knowledge(case.knowledge_dir), counter=counter, limits=case.limits)
+    return build_prompt_model(
+        "agent_envelope",
+        pools,
+        idea=idea,
+        knowledge=load_knowledge(case.knowledge_dir),
+        counter=counter,
+        limits=case.limits,
+    )
 
 
 def test_every_capture_is_covered() -> None:
@@ -58,8 +65,16 @@ def test_no_operator_pack_carries_every_signature_and_visual_card() -> None:
     doc = json.loads(model_for(case, COUNTERS["rough4"]).render(case.selection()))
     kp = doc["knowledge_pack"]
     knowledge = load_knowledge(case.knowledge_dir)
-    assert kp["operator_signature_pack"]["operator_count"] == len(knowledge["operator_signature_pack"]["operators"]) == 40
+    assert (
+        kp["operator_signature_pack"]["operator_count"] == len(knowledge["operator_signature_pack"]["operators"]) == 40
+    )
     assert len(kp["fastexpr_visual_pack"]["operators"]) == 40
     assert len(kp["fastexpr_visual_pack"]["example_cards"]) == 8  # capped at MAX
-    assert list(kp["fastexpr_visual_pack"]) == ["version", "generated_at", "operators", "error_taxonomy", "example_cards"]
+    assert list(kp["fastexpr_visual_pack"]) == [
+        "version",
+        "generated_at",
+        "operators",
+        "error_taxonomy",
+        "example_cards",
+    ]
     assert kp["compact_policy"] == {"operator_candidates": 0, "field_candidates": 10, "max_examples": 8}

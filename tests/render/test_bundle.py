@@ -31,13 +31,24 @@ def test_bundle_is_a_copy() -> None:
     assert pack["operator_signature_pack"]["operators"]
 
 
-@pytest.mark.parametrize(("change", "code", "pointer"), [
-    (lambda d: d.pop("fastexpr_examples_pack"), "R102", "/fastexpr_examples_pack"),
-    (lambda d: d.update(operator_signature_pack=[]), "R103", "/operator_signature_pack"),
-    (lambda d: d["fastexpr_counterexamples_pack"].update(cases={}), "R103", "/fastexpr_counterexamples_pack/cases"),
-    (lambda d: d["simulation_settings_allowed_pack"].update(bad=float("nan")), "P105", "/simulation_settings_allowed_pack/bad"),
-    (lambda d: d["simulation_settings_allowed_pack"].update(bad=(1, 2)), "P107", "/simulation_settings_allowed_pack/bad"),
-])
+@pytest.mark.parametrize(
+    ("change", "code", "pointer"),
+    [
+        (lambda d: d.pop("fastexpr_examples_pack"), "R102", "/fastexpr_examples_pack"),
+        (lambda d: d.update(operator_signature_pack=[]), "R103", "/operator_signature_pack"),
+        (lambda d: d["fastexpr_counterexamples_pack"].update(cases={}), "R103", "/fastexpr_counterexamples_pack/cases"),
+        (
+            lambda d: d["simulation_settings_allowed_pack"].update(bad=float("nan")),
+            "P105",
+            "/simulation_settings_allowed_pack/bad",
+        ),
+        (
+            lambda d: d["simulation_settings_allowed_pack"].update(bad=(1, 2)),
+            "P107",
+            "/simulation_settings_allowed_pack/bad",
+        ),
+    ],
+)
 def test_bad_bundles_are_refused_with_a_pointer(change, code: str, pointer: str) -> None:
     docs = bundle("knowledge")
     change(docs)

@@ -16,7 +16,12 @@ from policy_engine.render import build_prompt_model, load_idea, load_knowledge
 from policy_engine.tokens import get_counter
 from tests.conftest import SHARED
 
-UNTRIMMED_LIMITS = {"request_prompt": 10_000_000, "request_completion": 1600, "batch_total": 100_000_000, "day_total": 1_000_000_000}
+UNTRIMMED_LIMITS = {
+    "request_prompt": 10_000_000,
+    "request_completion": 1600,
+    "batch_total": 100_000_000,
+    "day_total": 1_000_000_000,
+}
 DEFAULT_LIMITS = {"request_prompt": 12000, "request_completion": 1600, "batch_total": 52000, "day_total": 1500000}
 KNOWLEDGE = load_knowledge(SHARED / "knowledge")
 IDEA = load_idea(SHARED / "ideaspec.example.json")
@@ -25,7 +30,9 @@ CL100K = get_counter(Tokenizer("tiktoken", "cl100k_base"))
 
 def model(pack: str, limits: dict, counter=CL100K, knowledge=KNOWLEDGE, idea=IDEA):
     pools = load_pack_file(SHARED / "packs" / f"{pack}.json")
-    return pools, build_prompt_model("agent_envelope", pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits)
+    return pools, build_prompt_model(
+        "agent_envelope", pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits
+    )
 
 
 def everything(pools) -> dict:
@@ -126,7 +133,9 @@ def test_content_caches_never_serve_a_changed_pack_or_knowledge_pack() -> None:
         if strip_digest:
             pools = dataclasses.replace(pools, digest="")
         sel = {pool: tuple(c.id for c in pools.pool(pool)) for pool in everything}
-        m = build_prompt_model("agent_envelope", pools, idea=IDEA, knowledge=knowledge, counter=CL100K, limits=DEFAULT_LIMITS)
+        m = build_prompt_model(
+            "agent_envelope", pools, idea=IDEA, knowledge=knowledge, counter=CL100K, limits=DEFAULT_LIMITS
+        )
         return m.render(sel), m.tokens(sel)
 
     first_text, _ = render(doc)
@@ -136,7 +145,9 @@ def test_content_caches_never_serve_a_changed_pack_or_knowledge_pack() -> None:
         text, tokens = render(changed, strip_digest=strip)
         assert text != first_text and '"' + changed["candidate_fields"][0]["type"] + '"' in text
         assert tokens == CL100K.count(text)
-    other_knowledge = dataclasses.replace(KNOWLEDGE, documents={**KNOWLEDGE.documents, "fastexpr_visual_pack": {"version": "changed"}}, digest="other")
+    other_knowledge = dataclasses.replace(
+        KNOWLEDGE, documents={**KNOWLEDGE.documents, "fastexpr_visual_pack": {"version": "changed"}}, digest="other"
+    )
     text, tokens = render(doc, knowledge=other_knowledge)
     assert '"version": "changed"' in text and tokens == CL100K.count(text)
     assert render(doc)[0] == first_text

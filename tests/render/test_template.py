@@ -25,8 +25,13 @@ PACK = SHARED / "packs" / "small_2x4x10x8.json"
 
 
 def policy_dir(tmp_path: Path, template: dict | str, name: str = "mine") -> Path:
-    (tmp_path / "main.policy").write_text(f'tokenizer tiktoken "o200k_base"\ntemplate "{name}"\nlimit request_prompt: request_prompt <= 100_000 tokens\n', encoding="utf-8")
-    (tmp_path / f"{name}.template.json").write_text(template if isinstance(template, str) else json.dumps(template), encoding="utf-8")
+    (tmp_path / "main.policy").write_text(
+        f'tokenizer tiktoken "o200k_base"\ntemplate "{name}"\nlimit request_prompt: request_prompt <= 100_000 tokens\n',
+        encoding="utf-8",
+    )
+    (tmp_path / f"{name}.template.json").write_text(
+        template if isinstance(template, str) else json.dumps(template), encoding="utf-8"
+    )
     return tmp_path
 
 
@@ -44,7 +49,11 @@ def test_a_user_template_in_the_policy_directory_changes_the_prompt(tmp_path: Pa
     knowledge = load_knowledge(SHARED / "knowledge_real")
     ours = evaluate(policy, load_pack_file(PACK), knowledge=knowledge)
     shipped = evaluate(load_policy(ROOT / "rules" / "default.policy"), load_pack_file(PACK), knowledge=knowledge)
-    assert ours.manifest["template_digest"] != shipped.manifest["template_digest"] == shipped_template("agent_envelope").digest
+    assert (
+        ours.manifest["template_digest"]
+        != shipped.manifest["template_digest"]
+        == shipped_template("agent_envelope").digest
+    )
     assert ours.metrics["prompt_chars"] < shipped.metrics["prompt_chars"]  # 2 examples and 2 cards instead of 8
 
 
@@ -53,14 +62,28 @@ def test_a_user_template_in_the_policy_directory_changes_the_prompt(tmp_path: Pa
     [
         (lambda d: d.pop("json"), "R107", ""),
         (lambda d: d["envelope"].append({"key": "x", "insert": "nowhere"}), "R107", "/envelope/6/insert"),
-        (lambda d: d["knowledge_pack"]["parts"][0]["entries"][3]["keep_if_any"][0].update(pool="widgets"), "R107", "/knowledge_pack/parts/0/entries/3/keep_if_any/0/pool"),
-        (lambda d: d["knowledge_pack"]["parts"][0]["entries"][2].update(count="nothing"), "R108", "/knowledge_pack/parts/0/entries/2/count"),
+        (
+            lambda d: d["knowledge_pack"]["parts"][0]["entries"][3]["keep_if_any"][0].update(pool="widgets"),
+            "R107",
+            "/knowledge_pack/parts/0/entries/3/keep_if_any/0/pool",
+        ),
+        (
+            lambda d: d["knowledge_pack"]["parts"][0]["entries"][2].update(count="nothing"),
+            "R108",
+            "/knowledge_pack/parts/0/entries/2/count",
+        ),
         (lambda d: d["envelope"].append({"key": "agent", "const": 1}), "R108", "/envelope/6/key"),
-        (lambda d: d["knowledge_pack"]["parts"][4]["entries"].append({"key": "v", "copy": "version"}), "R108", "/knowledge_pack/parts/4/entries/3"),
+        (
+            lambda d: d["knowledge_pack"]["parts"][4]["entries"].append({"key": "v", "copy": "version"}),
+            "R108",
+            "/knowledge_pack/parts/4/entries/3",
+        ),
         (lambda d: d.update(name="other"), "R108", "/name"),
     ],
 )
-def test_bad_templates_are_reported_with_code_file_and_pointer(tmp_path: Path, mutate, code: str, pointer: str, capsys) -> None:
+def test_bad_templates_are_reported_with_code_file_and_pointer(
+    tmp_path: Path, mutate, code: str, pointer: str, capsys
+) -> None:
     doc = shipped_doc()
     doc["name"] = "mine"
     mutate(doc)
@@ -92,11 +115,14 @@ def test_policy_check_accepts_the_shipped_template(capsys) -> None:
     assert main(["check", str(SHIPPED)]) == ExitCode.OK
 
 
-@pytest.mark.parametrize("file, row, pointer", [
-    ("operator_signature_pack", {"name": 7}, "/operators/0/name"),
-    ("fastexpr_examples_pack", {"used_operators": "ts_rank"}, "/examples/0/used_operators"),
-    ("fastexpr_examples_pack", {"used_fields": [1]}, "/examples/0/used_fields"),
-])
+@pytest.mark.parametrize(
+    "file, row, pointer",
+    [
+        ("operator_signature_pack", {"name": 7}, "/operators/0/name"),
+        ("fastexpr_examples_pack", {"used_operators": "ts_rank"}, "/examples/0/used_operators"),
+        ("fastexpr_examples_pack", {"used_fields": [1]}, "/examples/0/used_fields"),
+    ],
+)
 def test_knowledge_values_of_the_wrong_type_are_refused(file: str, row: dict, pointer: str) -> None:
     base = load_knowledge(SHARED / "knowledge_real")
     key = {"operator_signature_pack": "operators", "fastexpr_examples_pack": "examples"}[file]

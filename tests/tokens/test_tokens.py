@@ -83,7 +83,11 @@ def test_unknown_encoding_and_model() -> None:
 def test_env_dir_is_used_and_a_corrupt_file_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POLICY_ENGINE_TIKTOKEN_DIR", str(tmp_path))
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(resolve_module, "_candidates", lambda name: [c for c in resolve_module.__dict__["_all_candidates"](name) if "bpe-openai" not in c[0]])
+    monkeypatch.setattr(
+        resolve_module,
+        "_candidates",
+        lambda name: [c for c in resolve_module.__dict__["_all_candidates"](name) if "bpe-openai" not in c[0]],
+    )
     (tmp_path / "p50k_base.tiktoken").write_bytes(b"garbage 1\n")
     resolve_encoding.cache_clear()
     with pytest.raises(TokenizerError) as err:
@@ -101,14 +105,20 @@ def test_unavailable_encoding_says_how_to_provide_it(tmp_path: Path, monkeypatch
         resolve_encoding("r50k_base")
     d = err.value.diagnostics[0]
     assert d.code == "T103"
-    assert "POLICY_ENGINE_TIKTOKEN_DIR" in d.hint and "r50k_base.tiktoken" in d.hint and resolve_module.EXPECTED_SHA256["r50k_base"] in d.hint
+    assert (
+        "POLICY_ENGINE_TIKTOKEN_DIR" in d.hint
+        and "r50k_base.tiktoken" in d.hint
+        and resolve_module.EXPECTED_SHA256["r50k_base"] in d.hint
+    )
     resolve_encoding.cache_clear()
 
 
 def test_env_dir_with_a_good_gzipped_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    bundled = Path(importlib.util.find_spec("bpe_openai").submodule_search_locations[0]) / "data" / "cl100k_base.tiktoken.gz"
+    bundled = (
+        Path(importlib.util.find_spec("bpe_openai").submodule_search_locations[0]) / "data" / "cl100k_base.tiktoken.gz"
+    )
     (tmp_path / "cl100k_base.tiktoken.gz").write_bytes(bundled.read_bytes())
     monkeypatch.setenv("POLICY_ENGINE_TIKTOKEN_DIR", str(tmp_path))
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "cache"))
@@ -151,7 +161,9 @@ def test_encoding_table_matches_the_definitions_tiktoken_ships(monkeypatch: pyte
     monkeypatch.setattr(public, "load_tiktoken_bpe", lambda *a, **k: {})
     for name, (_, pattern, special, n_vocab) in ENCODINGS.items():
         spec = public.ENCODING_CONSTRUCTORS[name]()
-        assert (pattern, special, n_vocab) == (spec["pat_str"], spec["special_tokens"], spec.get("explicit_n_vocab")), name
+        assert (pattern, special, n_vocab) == (spec["pat_str"], spec["special_tokens"], spec.get("explicit_n_vocab")), (
+            name
+        )
 
 
 def test_resolving_writes_nothing_and_leaves_the_environment_alone(tmp_path: Path) -> None:
@@ -171,7 +183,9 @@ def test_resolving_writes_nothing_and_leaves_the_environment_alone(tmp_path: Pat
     )
     env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(cache), "TMPDIR": str(tmp_path)}
     env.pop("POLICY_ENGINE_TIKTOKEN_DIR", None)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True, timeout=120).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True, timeout=120
+    ).stdout
     same_env, count, source = json.loads(out)
     assert same_env and "bpe-openai" in source
     assert count == 10  # what tiktoken.get_encoding("o200k_base") gives

@@ -38,7 +38,9 @@ def ladder_cases(draw: Any) -> Any:
     set between the fixed part and the full prompt (counted exactly), nothing else binding."""
     pack = draw(packs().filter(lambda p: len(p["candidate_fields"]) + len(p["candidate_operators"]) >= 4))
     spec = draw(policy_specs(with_conditions=False))
-    stages = tuple(draw(stage_specs(pool, f"trim_{pool}")) for pool in ("fields", "operators", "subcategories", "datasets"))
+    stages = tuple(
+        draw(stage_specs(pool, f"trim_{pool}")) for pool in ("fields", "operators", "subcategories", "datasets")
+    )
     base = dataclasses.replace(spec, limits=(), stages=stages, exhausted_reason=None)
     probe = load_policy_text(base.text(), "probe.policy")
     pools = load_pack(pack)
@@ -48,7 +50,10 @@ def ladder_cases(draw: Any) -> Any:
     # the limit is echoed into the prompt only when the pack carries budget_policy; a few
     # tokens of slack either way keeps the case honest
     limit = fixed + 5 + (full - fixed) * draw(st.integers(0, 100)) // 100
-    policy = load_policy_text(dataclasses.replace(base, limits=(("lim_prompt", "request_prompt", str(limit), "block"),)).text(), "ladder.policy")
+    policy = load_policy_text(
+        dataclasses.replace(base, limits=(("lim_prompt", "request_prompt", str(limit), "block"),)).text(),
+        "ladder.policy",
+    )
     return run_case(policy, Case(pack, UsageSnapshot(), Request()))
 
 
@@ -103,7 +108,9 @@ def test_kept_case_limits_echoed_in_the_prompt() -> None:
     tight = load_policy(ROOT / "rules" / "tight.policy")
     pack = json.loads((ROOT / "tests" / "fixtures" / "verify" / "echoed_limits_pack.json").read_text(encoding="utf-8"))
     pools = load_pack(pack)
-    fixed = prompt_model_for(tight, pools)[0].tokens({p: () for p in ("subcategories", "datasets", "fields", "operators")})
+    fixed = prompt_model_for(tight, pools)[0].tokens(
+        {p: () for p in ("subcategories", "datasets", "fields", "operators")}
+    )
     usage = UsageSnapshot(day_tokens=1_500_000 - fixed - 800)  # the day has room for exactly this call
     base = evaluate(tight, pools, usage=usage)
     assert base.allowed and base.metrics["projected_day_tokens"] == 1_500_000

@@ -19,8 +19,16 @@ from policy_engine.tokens import get_counter
 from policy_engine.verify.reference import ALL_POOLS, reference_prompt
 from tests.strategies import knowledge_documents, packs
 
-COUNTERS = [get_counter(Tokenizer("tiktoken", "o200k_base")), get_counter(Tokenizer("rough", chars_per_token=Decimal(4)))]
-LIMITS = st.fixed_dictionaries({m: st.one_of(st.none(), st.integers(0, 10**9)) for m in ("request_prompt", "request_completion", "batch_total", "day_total")})
+COUNTERS = [
+    get_counter(Tokenizer("tiktoken", "o200k_base")),
+    get_counter(Tokenizer("rough", chars_per_token=Decimal(4))),
+]
+LIMITS = st.fixed_dictionaries(
+    {
+        m: st.one_of(st.none(), st.integers(0, 10**9))
+        for m in ("request_prompt", "request_completion", "batch_total", "day_total")
+    }
+)
 
 
 @st.composite
@@ -31,7 +39,15 @@ def prompt_cases(draw: Any) -> Any:
     selection = {pool: tuple(c.id for c in pools.pool(pool) if draw(st.booleans())) for pool in ALL_POOLS}
     if draw(st.integers(0, 4)) == 0:
         selection["operators"] = ()  # no operator: every signature and card is sent
-    idea = draw(st.one_of(st.none(), st.fixed_dictionaries({"idea_id": st.just("i-1"), "theme_tags": st.lists(st.just("x"), max_size=2)}, optional={"retrieval_context_id": st.just("ctx")})))
+    idea = draw(
+        st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {"idea_id": st.just("i-1"), "theme_tags": st.lists(st.just("x"), max_size=2)},
+                optional={"retrieval_context_id": st.just("ctx")},
+            ),
+        )
+    )
     return pack, pools, docs, selection, idea, draw(LIMITS), draw(st.sampled_from(COUNTERS))
 
 

@@ -34,7 +34,9 @@ def test_the_shipped_policies_verify_clean() -> None:
 
 
 def test_a_failure_is_shrunk_to_a_minimal_replayable_pack() -> None:
-    report = verify_policy(load_policy(default_rules_path()), examples=200, invariants={"no_explore_fields": _no_explore_fields})
+    report = verify_policy(
+        load_policy(default_rules_path()), examples=200, invariants={"no_explore_fields": _no_explore_fields}
+    )
     assert not report.ok and report.failure is not None and report.counterexample is not None
     assert report.failure.invariant == "no_explore_fields"
     pack = report.counterexample.pack
@@ -46,7 +48,9 @@ def test_a_failure_is_shrunk_to_a_minimal_replayable_pack() -> None:
     load_pack(pack)  # it is a valid pack
 
 
-def test_cli_prints_and_saves_the_counterexample(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_prints_and_saves_the_counterexample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(inv.INVARIANTS, "no_explore_fields", _no_explore_fields)
     out_dir = tmp_path / "cex"
     code = main(["verify", "--examples", "100", "--out", str(out_dir)])
@@ -58,7 +62,10 @@ def test_cli_prints_and_saves_the_counterexample(tmp_path: Path, capsys: pytest.
     assert json.loads(text.split("pack.json:\n", 1)[1].split("\nsaved ", 1)[0]) == saved
     load_usage(out_dir / "usage.json")
     # the replay: the saved files evaluate without error
-    assert main(["eval", str(out_dir / "pack.json"), "--usage", str(out_dir / "usage.json"), "--format", "json"]) in (ExitCode.OK, ExitCode.BLOCKED)
+    assert main(["eval", str(out_dir / "pack.json"), "--usage", str(out_dir / "usage.json"), "--format", "json"]) in (
+        ExitCode.OK,
+        ExitCode.BLOCKED,
+    )
 
 
 def test_cli_json_report_and_clean_exit(capsys: pytest.CaptureFixture[str]) -> None:
@@ -69,7 +76,9 @@ def test_cli_json_report_and_clean_exit(capsys: pytest.CaptureFixture[str]) -> N
     assert report["invariants"] == list(inv.INVARIANTS)
 
 
-def test_an_engine_crash_is_reported_as_a_counterexample(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_engine_crash_is_reported_as_a_counterexample(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def crash(c: inv.Checked) -> None:
         if c.decision.selection["operators"]["exploit"]:
             raise ZeroDivisionError("simulated engine bug")
