@@ -109,6 +109,25 @@ def _deep_path(doc: Any, max_depth: int) -> tuple[Any, ...] | None:
     return None
 
 
+def check_depth(doc: Any, bounds: Bounds, *, error: type[PolicyError], code: str, file: str) -> None:
+    """Refuse a parsed document nested deeper than the bound, pointing at the first too-deep
+    container (JSON and YAML readers share it)."""
+    deep = depth_exceeds(doc, bounds.max_depth)
+    if deep is not None:
+        where = json_pointer(deep)
+        raise error(
+            [
+                Diagnostic(
+                    code,
+                    f"nested deeper than {bounds.max_depth} levels",
+                    hint="flatten the document",
+                    file=file,
+                    pointer=where,
+                )
+            ]
+        )
+
+
 def json_pointer(path: tuple[Any, ...]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
@@ -165,19 +184,7 @@ def parse_json_text(
                 )
             ]
         ) from None
-    deep = depth_exceeds(doc, bounds.max_depth)
-    if deep is not None:
-        raise error(
-            [
-                Diagnostic(
-                    f"{code_prefix}119",
-                    f"JSON nested deeper than {bounds.max_depth} levels",
-                    hint="flatten the document",
-                    file=file,
-                    pointer=json_pointer(deep),
-                )
-            ]
-        )
+    check_depth(doc, bounds, error=error, code=f"{code_prefix}119", file=file)
     return doc
 
 

@@ -15,7 +15,7 @@ import yaml
 
 from policy_engine.errors import Diagnostic, PolicyError, Span
 from policy_engine.reading.bounds import MAX_JSON_INTEGER, MAX_NUMBER_LITERAL, Bounds
-from policy_engine.reading.json_text import depth_exceeds, json_pointer
+from policy_engine.reading.json_text import check_depth, json_pointer
 
 
 class _AliasRefused(yaml.YAMLError):
@@ -96,19 +96,7 @@ def parse_yaml_text(text: str, file: str, *, error: type[PolicyError], code: str
                 )
             ]
         ) from None
-    deep = depth_exceeds(doc, bounds.max_depth)
-    if deep is not None:
-        raise error(
-            [
-                Diagnostic(
-                    code,
-                    f"nested deeper than {bounds.max_depth} levels",
-                    hint="flatten the document",
-                    file=file,
-                    pointer=json_pointer(deep),
-                )
-            ]
-        )
+    check_depth(doc, bounds, error=error, code=code, file=file)
     for value, path in _values(doc):
         where = json_pointer(path)
         if isinstance(value, dict) and any(not isinstance(k, str) for k in value):

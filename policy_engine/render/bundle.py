@@ -16,7 +16,7 @@ from typing import Any
 
 from policy_engine.errors import Diagnostic, PackError
 from policy_engine.packs.validate import non_json_diagnostics
-from policy_engine.render.knowledge import _SHAPE, REQUIRED, KnowledgePack
+from policy_engine.render.knowledge import REQUIRED, KnowledgePack, shape_problems
 
 
 def knowledge_from_documents(documents: Any, label: str = "knowledge_bundle") -> KnowledgePack:
@@ -49,34 +49,14 @@ def knowledge_from_documents(documents: Any, label: str = "knowledge_bundle") ->
             )
             continue
         doc = documents[name]
-        if not isinstance(doc, Mapping):
-            problems.append(
-                Diagnostic(
-                    "R103",
-                    f"{pointer}: expected a JSON object, got a {type(doc).__name__}",
-                    hint="see the agent's knowledge pack format",
-                    file=label,
-                    pointer=pointer,
-                )
-            )
-            continue
-        bad = non_json_diagnostics(dict(doc), label, "P")
-        if bad:
-            problems.extend(
+        found = shape_problems(name, doc, label, pointer)
+        if not found:
+            bad = non_json_diagnostics(dict(doc), label, "P")
+            found = [
                 Diagnostic(d.code, d.message, hint=d.hint, file=label, pointer=pointer + (d.pointer or "")) for d in bad
-            )
-            continue
-        list_key = _SHAPE.get(name)
-        if list_key is not None and not isinstance(doc.get(list_key), list):
-            problems.append(
-                Diagnostic(
-                    "R103",
-                    f"{pointer}/{list_key}: expected an array",
-                    hint="see the agent's knowledge pack format",
-                    file=label,
-                    pointer=f"{pointer}/{list_key}",
-                )
-            )
+            ]
+        if found:
+            problems.extend(found)
             continue
         docs[name] = doc
     if problems:

@@ -44,6 +44,34 @@ class KnowledgePack:
         return self.documents[key]
 
 
+def shape_problems(name: str, doc: Any, file: str, base: str = "") -> list[Diagnostic]:
+    """The shape every knowledge document must have, whether read from the agent's directory
+    or handed over in memory (``base`` is its JSON Pointer inside a bundle): an object, and
+    the list the compaction walks."""
+    if not isinstance(doc, Mapping):
+        return [
+            Diagnostic(
+                "R103",
+                f"{base or file}: expected a JSON object, got a {type(doc).__name__}",
+                hint="see the agent's knowledge pack format",
+                file=file,
+                pointer=base,
+            )
+        ]
+    list_key = _SHAPE.get(name)
+    if list_key is not None and not isinstance(doc.get(list_key), list):
+        return [
+            Diagnostic(
+                "R103",
+                f"{base}/{list_key}: expected an array",
+                hint="see the agent's knowledge pack format",
+                file=file,
+                pointer=f"{base}/{list_key}",
+            )
+        ]
+    return []
+
+
 def load_knowledge(directory: str | os.PathLike[str]) -> KnowledgePack:
     root = Path(directory)
     label = str(directory)
@@ -75,28 +103,9 @@ def load_knowledge(directory: str | os.PathLike[str]) -> KnowledgePack:
             )
             continue
         doc, file = read_json_file(path)
-        if not isinstance(doc, dict):
-            problems.append(
-                Diagnostic(
-                    "R103",
-                    f"{file}: expected a JSON object",
-                    hint="see the agent's knowledge pack format",
-                    file=file,
-                    pointer="",
-                )
-            )
-            continue
-        list_key = _SHAPE.get(name)
-        if list_key is not None and not isinstance(doc.get(list_key), list):
-            problems.append(
-                Diagnostic(
-                    "R103",
-                    f"/{list_key}: expected an array",
-                    hint="see the agent's knowledge pack format",
-                    file=file,
-                    pointer=f"/{list_key}",
-                )
-            )
+        found = shape_problems(name, doc, file)
+        if found:
+            problems.extend(found)
             continue
         docs[name] = doc
     if problems:
