@@ -33,15 +33,19 @@ from policy_engine.policy import METRICS, Policy
 from policy_engine.render import load_knowledge
 from policy_engine.usage import Request
 
+#: the ledger event that keeps a gated call's inputs for `policy replay --db ... --call ID`
+CALL_INPUT_EVENT = "budget.call_input"
+
 
 class BudgetBlocked(Exception):
     """The policy blocked the call. ``reason`` is the decision's reason code (the agent's
     names: request_prompt, request_completion, batch_total, day_total, or a USD metric)."""
 
-    def __init__(self, reason: str, decision: Decision) -> None:
+    def __init__(self, reason: str, decision: Decision, call_id: str = "") -> None:
         super().__init__(f"alpha generation blocked by budget policy: {reason}")
         self.reason = reason
         self.decision = decision
+        self.call_id = call_id  # `policy replay --db LEDGER --call CALL_ID` re-evaluates it
 
     def to_json(self) -> dict[str, str]:
         return {"error": "budget_blocked", "message": str(self)}
@@ -53,6 +57,7 @@ class GateResult:
     pack: dict[str, Any]  # the trimmed pack to send on
     reservation_id: str
     expires_at: float = 0.0  # the lease's expiry (ledger clock); renew before it
+    call_id: str = ""  # the call's row in the ledger's call log; `policy replay --db ... --call` replays it
 
 
 def parse_provider_usage(usage: Any) -> tuple[int, int]:
@@ -129,13 +134,14 @@ class BudgetGate:
         created = utc_iso(now)
         with self.ledger.transaction() as db:
             usage = self.ledger.snapshot(run_id, now=now, db=db)
+            seen = self.ledger.seen_combos(run_id, db=db)
             started = time.perf_counter()
             decision = evaluate(
                 self.policy,
                 pools,
                 usage=usage,
                 request=request,
-                seen_combos=self.ledger.seen_combos(run_id, db=db),
+                seen_combos=seen,
                 idea=idea,
                 knowledge=self.knowledge,
             )
@@ -155,23 +161,31 @@ class BudgetGate:
                 self.ledger.add_event(
                     run_id, event.event_type, json.dumps(event.payload, sort_keys=True), created, db=db
                 )
-            self.ledger.record_call(
-                gated_call(
-                    decision,
-                    settings,
-                    run_id=run_id,
-                    created_at=now,
-                    decision_ms=(time.perf_counter() - started) * 1000,
-                    reservation_id=None if reservation is None else reservation.id,
-                ),
-                db=db,
+            call = gated_call(
+                decision,
+                settings,
+                run_id=run_id,
+                created_at=now,
+                decision_ms=(time.perf_counter() - started) * 1000,
+                reservation_id=None if reservation is None else reservation.id,
             )
+            self.ledger.record_call(call, db=db)
+            # what a replay needs besides the rules and the knowledge pack (recorded by digest
+            # in the decision's manifest): the pack, the idea, the seen combos and the decision
+            replay_input = {
+                "call_id": call.call_id,
+                "pack": dict(pack),
+                "idea": None if idea is None else dict(idea),
+                "seen_combos": sorted(seen),
+                "decision": json.loads(decision.to_json()),
+            }
+            self.ledger.add_event(run_id, CALL_INPUT_EVENT, json.dumps(replay_input, sort_keys=True), created, db=db)
             if decision.allowed:
                 self.ledger.add_seen(run_id, list(decision.kpis.get("combo_sample") or ()), db=db)
         self._publish(events)
         if reservation is None:
-            raise BudgetBlocked(decision.reason or "blocked", decision)
-        return GateResult(decision, trimmed_pack(pack, decision), reservation.id, reservation.expires_at)
+            raise BudgetBlocked(decision.reason or "blocked", decision, call.call_id)
+        return GateResult(decision, trimmed_pack(pack, decision), reservation.id, reservation.expires_at, call.call_id)
 
     def renew(self, run_id: str, reservation_id: str, *, ttl_s: float | None = None) -> float:
         """Extend the reservation's lease to now + TTL while its LLM call runs; returns the

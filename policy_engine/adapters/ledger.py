@@ -528,10 +528,13 @@ class Ledger:
         )
 
     def events(self, run_id: str) -> list[tuple[str, dict[str, Any], str]]:
+        """The run's telemetry events (the agent's event names), oldest first; the replay
+        material the gate also keeps in event_log (`budget.call_input`) is not telemetry."""
         import json
 
         rows = self._db.execute(
-            "SELECT event_type, payload_json, created_at FROM event_log WHERE run_id = ? ORDER BY id", (run_id,)
+            "SELECT event_type, payload_json, created_at FROM event_log WHERE run_id = ? AND event_type <> 'budget.call_input' ORDER BY id",
+            (run_id,),
         ).fetchall()
         return [(t, json.loads(p), c) for t, p, c in rows]
 

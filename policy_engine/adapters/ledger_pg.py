@@ -320,9 +320,12 @@ class PgLedger:
         return False
 
     def events(self, run_id: str) -> list[tuple[str, dict[str, Any], str]]:
+        """The run's telemetry events (the agent's event names), oldest first; the replay
+        material the gate also keeps in event_log (`budget.call_input`) is not telemetry."""
         with self.pool.connection() as db:
             rows = db.execute(
-                "SELECT event_type, payload_json, created_at FROM event_log WHERE run_id = %s ORDER BY id", (run_id,)
+                "SELECT event_type, payload_json, created_at FROM event_log WHERE run_id = %s AND event_type <> 'budget.call_input' ORDER BY id",
+                (run_id,),
             ).fetchall()
         return [(t, json.loads(p), c) for t, p, c in rows]
 

@@ -156,6 +156,20 @@ class LedgerReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def call_input(self, call_id: str) -> dict[str, Any] | None:
+        """The inputs the gate recorded for one call (pack, idea, seen combos, decision), or
+        None when the ledger holds no such call."""
+        pattern = "%" + json.dumps({"call_id": call_id})[1:-1] + "%"
+        rows = self._all(
+            "SELECT payload_json FROM event_log WHERE event_type = 'budget.call_input' AND payload_json LIKE ? ORDER BY id",
+            (pattern,),
+        )
+        for (payload,) in rows:
+            doc = json.loads(payload)
+            if isinstance(doc, dict) and doc.get("call_id") == call_id:
+                return doc
+        return None
+
     def run_exists(self, run_id: str) -> bool:
         tables = ["usage_points", "event_log", "reservations"] + (["gated_calls"] if self.has_call_log else [])
         return any(self._all(f"SELECT 1 FROM {t} WHERE run_id = ? LIMIT 1", (run_id,)) for t in tables)

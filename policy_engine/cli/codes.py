@@ -21,11 +21,16 @@ CODES: dict[str, tuple[str, str]] = {
     "C140": ("policy verify needs the verify extra", "pip install 'policy-engine[verify]' (it brings hypothesis)"),
     "V101": ("USD limit without a price", "add a price table and `pricing model`"),
     "V150": ("not a decision", "pass the JSON `policy eval --format json` wrote for one pack"),
+    "V152": (
+        "no such gated call in the ledger",
+        "take the id from GateResult.call_id, BudgetBlocked.call_id or the run page",
+    ),
     "V151": ("no single result for --pack", "pass --pack exactly as the result's `file` names it"),
     "C120": ("output path not writable", "create its directory first, or write somewhere else"),
     "C121": ("explain takes one pack", "pass one pack file; `policy eval` takes directories"),
     "C122": ("unknown shell for completion", "use bash, zsh or fish"),
     "C123": ("NUL byte in an argument", "remove it; no file name or value can hold one"),
+    "C125": ("replay needs one recorded call", "give DECISION_JSON with --pack, or --db with --call"),
     "C124": ("invalid --jobs", "give a whole number of processes, at least 1"),
     "V102": ("unknown explain level", "use off, rules or full"),
 }

@@ -1,5 +1,8 @@
-"""`policy replay DECISION.json --pack PACK`: re-evaluate a recorded call and say whether
-the decision is byte-identical, and if not, which manifest entry differs and what changed."""
+"""`policy replay DECISION.json --pack PACK` or `policy replay --db LEDGER --call ID`:
+re-evaluate a recorded call and say whether the decision is byte-identical, and if not,
+which manifest entry differs and what changed. The gate records each call's inputs in the
+ledger (event `budget.call_input`: pack, idea, seen combos, decision), so any gated call
+replays with only the rules and the knowledge pack named again."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from importlib import resources
 from typing import Any
 
 from policy_engine.cli.exit_codes import ExitCode
-from policy_engine.errors import Diagnostic, UsageInputError
+from policy_engine.errors import CommandLineError, Diagnostic, UsageInputError
 
 _SHOWN_POINTERS = 12
 
@@ -25,10 +28,17 @@ def register(sub: Any, rules_opt: Any) -> None:
     )
     p.add_argument(
         "decision",
+        nargs="?",
         metavar="DECISION_JSON",
         help="a decision as `policy eval --format json` writes it (its `results` entry for --pack, or a bare decision object)",
     )
-    p.add_argument("--pack", required=True, metavar="PACK", help="the retrieval pack the decision was made for")
+    p.add_argument("--pack", metavar="PACK", help="the retrieval pack the decision was made for (with DECISION_JSON)")
+    p.add_argument(
+        "--db", "--ledger", dest="db", metavar="URL", help="replay a gated call from this ledger instead (with --call)"
+    )
+    p.add_argument(
+        "--call", metavar="CALL_ID", help="the gated call's id (GateResult.call_id, the dashboard's call id)"
+    )
     rules_opt(p)
     p.add_argument(
         "--knowledge-pack-dir", metavar="DIR", help="the knowledge pack the call used (not recorded in the decision)"
@@ -94,23 +104,90 @@ def read_decision(path: str, pack: str) -> tuple[dict[str, Any], str]:
     return doc, json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
 
 
+def read_call(url: str, call_id: str) -> dict[str, Any]:
+    """The inputs the gate recorded for a call (reader opened read-only: replay never writes)."""
+    from policy_engine.adapters.ledger_reader import open_reader
+
+    reader = open_reader(url)
+    try:
+        found = reader.call_input(call_id)
+    finally:
+        reader.close()
+    if found is None:
+        raise _bad(
+            "V152",
+            f"the ledger holds no gated call {call_id!r}",
+            "take the id from GateResult.call_id, BudgetBlocked.call_id or the run page",
+            url,
+        )
+    return found
+
+
+def _evaluate_document(policy: Any, doc: Any, label: str, common: dict[str, Any], explain: str) -> Any:
+    from policy_engine.cli.formats import PackResult
+    from policy_engine.errors import PackError
+    from policy_engine.evaluator import Engine, evaluate
+    from policy_engine.packs import load_pack
+
+    try:
+        pools = load_pack(doc, file=label, idea=common["idea"])
+    except PackError as exc:
+        return PackResult(label, problems=exc.diagnostics)
+    engine = Engine.build(policy, knowledge=common["knowledge"])
+    decision = evaluate(
+        engine,
+        pools,
+        usage=common["usage"],
+        request=common["request"],
+        seen_combos=common["seen_combos"],
+        idea=common["idea"],
+        knowledge=common["knowledge"],
+        explain=explain,
+    )
+    return PackResult(label, decision)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from policy_engine.cli.commands import _evaluate_one, load_rules, pack_paths
     from policy_engine.packs import load_seen_combos, load_usage
     from policy_engine.render import load_idea, load_knowledge
     from policy_engine.replay import compare, request_of, usage_of
 
-    recorded, recorded_text = read_decision(args.decision, args.pack)
+    from_ledger = args.db is not None or args.call is not None
+    if from_ledger == (args.decision is not None or args.pack is not None) or (
+        (from_ledger and not (args.db and args.call)) or (not from_ledger and not (args.decision and args.pack))
+    ):
+        raise CommandLineError(
+            [
+                Diagnostic(
+                    "C125",
+                    "replay takes DECISION_JSON with --pack, or --db with --call",
+                    hint="policy replay decision.json --pack pack.json   or   policy replay --db budget.db --call CALL_ID",
+                )
+            ]
+        )
+    recorded_input = read_call(args.db, args.call) if from_ledger else None
+    if recorded_input is not None:
+        recorded = recorded_input["decision"]
+        recorded_text = json.dumps(recorded, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+        args.decision, label = f"{args.db}#call={args.call}", f"call {args.call}"
+    else:
+        recorded, recorded_text = read_decision(args.decision, args.pack)
     policy = load_rules(args)
-    (path,) = pack_paths([args.pack])
     common = {
         "usage": load_usage(args.usage) if args.usage else usage_of(recorded),
         "knowledge": load_knowledge(args.knowledge_pack_dir) if args.knowledge_pack_dir else None,
-        "idea": load_idea(args.idea) if args.idea else None,
-        "seen_combos": load_seen_combos(args.seen) if args.seen else frozenset(),
+        "idea": load_idea(args.idea) if args.idea else (recorded_input or {}).get("idea"),
+        "seen_combos": load_seen_combos(args.seen)
+        if args.seen
+        else frozenset((recorded_input or {}).get("seen_combos") or ()),
         "request": request_of(recorded),
     }
-    result, _ = _evaluate_one(policy, path, common, recorded["explain"])
+    if recorded_input is not None:
+        result = _evaluate_document(policy, recorded_input["pack"], label, common, recorded["explain"])
+    else:
+        (path,) = pack_paths([args.pack])
+        result, _ = _evaluate_one(policy, path, common, recorded["explain"])
     if result.decision is None:
         from policy_engine.errors import PackError
 

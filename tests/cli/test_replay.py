@@ -164,3 +164,51 @@ def test_not_a_decision_is_a_clear_error(capsys, tmp_path: Path) -> None:
     assert code == ExitCode.INVALID_INPUT and "P101" in err
     decision = record(capsys, tmp_path, SEED)
     assert call(capsys, "replay", str(decision))[0] == ExitCode.USAGE  # --pack is required
+
+
+# ---- gated calls replayed from the ledger ---------------------------------------------------
+
+
+def _gate_calls(tmp_path: Path) -> tuple[str, str, str]:
+    """One allowed and one blocked call through the real gate into a SQLite ledger."""
+    from policy_engine.adapters.gate import BudgetBlocked, BudgetGate
+    from policy_engine.adapters.ledger import Ledger
+    from policy_engine.api import load_policy
+
+    db = str(tmp_path / "budget.db")
+    ledger = Ledger(db)
+    gate = BudgetGate(load_policy(ROOT / "rules" / "default.policy"), ledger, knowledge_dir=str(SHARED / "knowledge"))
+    seed = json.loads(Path(SEED).read_text())
+    allowed = gate.check(seed, "run-r").call_id
+    blocked_pack = json.loads((EX / "packs" / "blocked_oversized_guard.json").read_text())
+    with pytest.raises(BudgetBlocked) as info:
+        gate.check(blocked_pack, "run-r")
+    ledger.close()
+    return db, allowed, info.value.call_id
+
+
+def test_gated_calls_replay_from_the_ledger(capsys, tmp_path: Path) -> None:
+    db, allowed, blocked = _gate_calls(tmp_path)
+    assert allowed and blocked and allowed != blocked
+    # the same rule file, named the same way (spans in the decision carry the path as given)
+    know = ["--knowledge-pack-dir", str(SHARED / "knowledge"), "--rules", str(ROOT / "rules" / "default.policy")]
+    for call_id in (allowed, blocked):
+        code, out, _ = call(capsys, "replay", "--db", db, "--call", call_id, *know)
+        assert code == ExitCode.OK and "BYTE-IDENTICAL" in out, out
+    tight = ["--rules", str(ROOT / "rules" / "tight.policy")]
+    code, out, _ = call(capsys, "replay", "--db", db, "--call", allowed, *know[:2], *tight)
+    assert code == ExitCode.FAILED and "rules_digest" in out
+
+
+def test_ledger_replay_refusals(capsys, tmp_path: Path) -> None:
+    db, allowed, _ = _gate_calls(tmp_path)
+    code, _, err = call(capsys, "replay", "--db", db, "--call", "no-such-call")
+    assert code == ExitCode.INVALID_INPUT and "V152" in err
+    for args in (
+        ["--db", db],
+        ["--call", allowed],
+        [str(tmp_path / "d.json")],
+        [str(tmp_path / "d.json"), "--pack", SEED, "--call", allowed],
+    ):
+        code, _, err = call(capsys, "replay", *args)
+        assert code == ExitCode.USAGE and "C125" in err, args
