@@ -40,9 +40,11 @@ def test_a_failure_is_shrunk_to_a_minimal_replayable_pack() -> None:
     assert not report.ok and report.failure is not None and report.counterexample is not None
     assert report.failure.invariant == "no_explore_fields"
     pack = report.counterexample.pack
-    # shrunk: exactly the one explore field the failure needs, no operators; owners shrink
-    # less well (a field's dataset is drawn from the list), so only bound them
-    assert len(pack["candidate_fields"]) == 1 and pack["candidate_fields"][0]["lane"] == "explore"
+    # shrunk: the explore field the failure needs (at most one other: hypothesis bounds its
+    # shrinking by time, so a heavily loaded machine can stop one step short), no operators;
+    # owners shrink less well (a field's dataset is drawn from the list), so only bound them
+    fields = pack["candidate_fields"]
+    assert len(fields) <= 2 and any(f["lane"] == "explore" for f in fields)
     assert pack["candidate_operators"] == []
     assert len(pack["candidate_datasets"]) <= 3 and len(pack["selected_subcategories"]) <= 3
     load_pack(pack)  # it is a valid pack
