@@ -179,7 +179,8 @@ class BudgetGate:
                 "seen_combos": sorted(seen),
                 "decision": json.loads(decision.to_json()),
             }
-            self.ledger.add_event(run_id, CALL_INPUT_EVENT, json.dumps(replay_input, sort_keys=True), created, db=db)
+            # key order kept (no sort_keys): the pack's order shapes the prompt a replay renders
+            self.ledger.add_event(run_id, CALL_INPUT_EVENT, json.dumps(replay_input), created, db=db)
             if decision.allowed:
                 self.ledger.add_seen(run_id, list(decision.kpis.get("combo_sample") or ()), db=db)
         self._publish(events)

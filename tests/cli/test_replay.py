@@ -200,6 +200,19 @@ def test_gated_calls_replay_from_the_ledger(capsys, tmp_path: Path) -> None:
     assert code == ExitCode.FAILED and "rules_digest" in out
 
 
+def test_the_ledger_keeps_the_pack_as_given(tmp_path: Path) -> None:
+    """Key order included: the pack's order shapes the prompt the replay renders."""
+    from policy_engine.adapters.ledger_reader import open_reader
+
+    db, allowed, _ = _gate_calls(tmp_path)
+    reader = open_reader(db)
+    recorded = reader.call_input(allowed)
+    reader.close()
+    seed = json.loads(Path(SEED).read_text())
+    assert recorded is not None and recorded["pack"] == seed and list(recorded["pack"]) == list(seed)
+    assert list(recorded["pack"]["target"]) == list(seed["target"])
+
+
 def test_ledger_replay_refusals(capsys, tmp_path: Path) -> None:
     db, allowed, _ = _gate_calls(tmp_path)
     code, _, err = call(capsys, "replay", "--db", db, "--call", "no-such-call")
