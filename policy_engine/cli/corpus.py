@@ -28,18 +28,38 @@ _STATE: dict[str, Any] = {}
 def evaluate_one(engine: Any, path: str, common: dict[str, Any], explain: str) -> tuple[PackResult, Any]:
     """One pack: read, validate, evaluate. A bad pack is a result with its problems, not an
     exception, so one bad file never stops a corpus run."""
-    from policy_engine.evaluator.engine import evaluate
-    from policy_engine.packs import load_pack, read_pack_document
+    from policy_engine.packs import read_pack_document
 
     started = time.perf_counter()
     try:
         doc, label = read_pack_document(path)
-        # the document was read here and is never mutated: no defensive copy
-        pools = load_pack(doc, file=label, idea=common["idea"], copy=False)
     except PackError as exc:
         return PackResult(
             path if path != "-" else "<stdin>", problems=exc.diagnostics, seconds=time.perf_counter() - started
         ), None
+    # the document was read here and is never mutated: no defensive copy
+    return evaluate_document(engine, doc, label, common, explain, copy=False, started=started), doc
+
+
+def evaluate_document(
+    engine: Any,
+    doc: Any,
+    label: str,
+    common: dict[str, Any],
+    explain: str,
+    *,
+    copy: bool = True,
+    started: float | None = None,
+) -> PackResult:
+    """A pack document already in hand (read from a file, or recorded in the ledger)."""
+    from policy_engine.evaluator.engine import evaluate
+    from policy_engine.packs import load_pack
+
+    started = time.perf_counter() if started is None else started
+    try:
+        pools = load_pack(doc, file=label, idea=common["idea"], copy=copy)
+    except PackError as exc:
+        return PackResult(label, problems=exc.diagnostics, seconds=time.perf_counter() - started)
     decision = evaluate(
         engine,
         pools,
@@ -49,7 +69,7 @@ def evaluate_one(engine: Any, path: str, common: dict[str, Any], explain: str) -
         idea=common["idea"],
         explain=explain,
     )
-    return PackResult(label, decision, seconds=time.perf_counter() - started), doc
+    return PackResult(label, decision, seconds=time.perf_counter() - started)
 
 
 def _work(paths: Sequence[str]) -> list[PackResult]:

@@ -123,30 +123,6 @@ def read_call(url: str, call_id: str) -> dict[str, Any]:
     return found
 
 
-def _evaluate_document(policy: Any, doc: Any, label: str, common: dict[str, Any], explain: str) -> Any:
-    from policy_engine.cli.formats import PackResult
-    from policy_engine.errors import PackError
-    from policy_engine.evaluator import Engine, evaluate
-    from policy_engine.packs import load_pack
-
-    try:
-        pools = load_pack(doc, file=label, idea=common["idea"])
-    except PackError as exc:
-        return PackResult(label, problems=exc.diagnostics)
-    engine = Engine.build(policy, knowledge=common["knowledge"])
-    decision = evaluate(
-        engine,
-        pools,
-        usage=common["usage"],
-        request=common["request"],
-        seen_combos=common["seen_combos"],
-        idea=common["idea"],
-        knowledge=common["knowledge"],
-        explain=explain,
-    )
-    return PackResult(label, decision)
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
     from policy_engine.cli.commands import _evaluate_one, load_rules, pack_paths
     from policy_engine.packs import load_seen_combos, load_usage
@@ -174,7 +150,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     else:
         recorded, recorded_text = read_decision(args.decision, args.pack)
     policy = load_rules(args)
-    common = {
+    common: dict[str, Any] = {
         "usage": load_usage(args.usage) if args.usage else usage_of(recorded),
         "knowledge": load_knowledge(args.knowledge_pack_dir) if args.knowledge_pack_dir else None,
         "idea": load_idea(args.idea) if args.idea else (recorded_input or {}).get("idea"),
@@ -184,7 +160,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         "request": request_of(recorded),
     }
     if recorded_input is not None:
-        result = _evaluate_document(policy, recorded_input["pack"], label, common, recorded["explain"])
+        from policy_engine.cli.corpus import evaluate_document
+        from policy_engine.evaluator import Engine
+
+        engine = Engine.build(policy, knowledge=common["knowledge"])
+        result = evaluate_document(engine, recorded_input["pack"], label, common, recorded["explain"])
     else:
         (path,) = pack_paths([args.pack])
         result, _ = _evaluate_one(policy, path, common, recorded["explain"])
