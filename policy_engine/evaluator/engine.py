@@ -40,16 +40,29 @@ class Engine:
     counter: TokenCounter
     knowledge: KnowledgePack | None = None
     caches: RenderCaches = field(default_factory=_fresh_caches)
+    #: also count every final prompt with one whole-text encode and check the composed
+    #: count against it (`policy eval --verify-counts`; the test suite's goldens use it)
+    verify_counts: bool = False
 
     @classmethod
     def build(
-        cls, policy: Policy, *, counter: TokenCounter | None = None, knowledge: KnowledgePack | None = None
+        cls,
+        policy: Policy,
+        *,
+        counter: TokenCounter | None = None,
+        knowledge: KnowledgePack | None = None,
+        verify_counts: bool = False,
     ) -> Engine:
         """Resolve the policy's tokenizer (loaded once per process; the count cache is this
         engine's own unless ``counter`` is given)."""
         from policy_engine.tokens import new_counter
 
-        return cls(policy, counter if counter is not None else new_counter(policy.tokenizer), knowledge)
+        return cls(
+            policy,
+            counter if counter is not None else new_counter(policy.tokenizer),
+            knowledge,
+            verify_counts=verify_counts,
+        )
 
     def prompt_model(
         self,

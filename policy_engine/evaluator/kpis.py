@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from policy_engine.evaluator.selection import State
+from policy_engine.evaluator.state import State
 
 COMBO_FIELDS = 20
 COMBO_OPERATORS = 20
@@ -14,16 +14,18 @@ COMBO_SAMPLE = 64
 
 
 def compute_kpis(state: State, seen: frozenset[str]) -> dict[str, Any]:
-    fields = [c.id for c in state.get("fields", ())][:COMBO_FIELDS]
-    operators = [c.id for c in state.get("operators", ())][:COMBO_OPERATORS]
-    combos = [f"{f}::{o}" for f in fields for o in operators]
+    fields = state["fields"].ids[:COMBO_FIELDS] if "fields" in state else ()
+    operators = state["operators"].ids[:COMBO_OPERATORS] if "operators" in state else ()
+    count = len(fields) * len(operators)
     novelty = None
-    if combos:
-        fresh = sum(1 for combo in combos if combo not in seen)
-        novelty = round(fresh / len(combos), 6)
+    if count:
+        # with nothing seen every combo is fresh: no need to spell them all out
+        fresh = count if not seen else sum(1 for f in fields for o in operators if f"{f}::{o}" not in seen)
+        novelty = round(fresh / count, 6)
+    sample = [f"{f}::{o}" for f in fields[: -(-COMBO_SAMPLE // max(1, len(operators)))] for o in operators]
     return {
-        "coverage": len({c.id for c in state.get("subcategories", ())}),
+        "coverage": len(set(state["subcategories"].ids)) if "subcategories" in state else 0,
         "novelty": novelty,
-        "combo_count": len(combos),
-        "combo_sample": combos[:COMBO_SAMPLE],
+        "combo_count": count,
+        "combo_sample": sample[:COMBO_SAMPLE],
     }

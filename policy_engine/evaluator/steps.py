@@ -1,18 +1,13 @@
-"""How one ladder step resizes a pool, and how a new size is split between lanes.
-
-The lane split reproduces the agent's (explore = n × explore_ratio rounded half to even,
-as Python's round() does, computed exactly; the
-rest exploit, spilling to the other lane when one runs short) with one deliberate
-difference: the explore floor is applied *before* the split is capped, so when one slot
-is left it goes to an explore candidate (upstream kept an exploit one and then blocked
-for `explore_floor`, defect 7).
-"""
+"""How one ladder step resizes a pool (the lane split of the new size is `lanes.py`)."""
 
 from __future__ import annotations
 
-from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_FLOOR, Decimal
 
+from policy_engine.evaluator.lanes import split_lanes
 from policy_engine.policy import Step, StepKind
+
+__all__ = ["resize", "split_lanes"]
 
 
 def _floor(value: Decimal) -> int:
@@ -32,15 +27,3 @@ def resize(step: Step, current: int, original: int, minimum: int) -> int:
         target = int(step.value)
     target = max(target, minimum)
     return min(target, current)
-
-
-def split_lanes(
-    total: int, exploit_available: int, explore_available: int, explore_ratio: Decimal, floor: int
-) -> tuple[int, int]:
-    """(exploit, explore) counts for a pool of ``total`` kept candidates."""
-    explore = int((Decimal(total) * explore_ratio).to_integral_value(rounding=ROUND_HALF_EVEN))
-    explore = max(explore, min(floor, explore_available))
-    explore = min(explore, explore_available, total)
-    exploit = min(total - explore, exploit_available)
-    explore = min(explore_available, total - exploit)
-    return exploit, explore

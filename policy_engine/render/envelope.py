@@ -208,6 +208,14 @@ class TemplateModel:
         self._slot_order = {name: tuple(ident for ident, _ in items) for name, items in self._items.items()}
         self._blocks: dict[str, dict[str, str]] = {}
         self._slot_meta: dict[str, tuple[int, int, int]] = {}
+        #: the pool a pack list follows (its lane lists follow the pool too)
+        self._slot_pool = {
+            name: (name.rsplit(".", 1)[1] if name.startswith("lane.") else name)
+            for name in self._items
+            if name not in self._lists
+        }
+        self._chosen_memo: dict[str, tuple[Sequence[str], set[str]]] = {}
+        self._slot_memo: dict[str, tuple[tuple[Sequence[str], ...], list[str], int]] = {}
         for part in self._parts:
             if isinstance(part, _Slot):
                 self._prepare_slot(part)
@@ -439,16 +447,52 @@ class TemplateModel:
 
     # ---- selection -> ordered ids per slot ----------------------------------------------
 
-    def _kept_items(
-        self, name: str, rule: _KnowledgeList, chosen: Mapping[str, set[str]], frozen: dict[str, frozenset[str]]
-    ) -> list[str]:
-        """Memoised by the selected names of the pools the list follows: a ladder's field
-        rungs leave the operator-following lists unchanged."""
-        key = (name,) + tuple(frozen.setdefault(t.pool, frozenset(chosen.get(t.pool, ()))) for t in rule.tests)
+    def _chosen(self, pool: str, selection: Selection) -> tuple[Sequence[str], set[str]]:
+        """The pool's selected ids and their set, memoised by the ids tuple's identity: a
+        ladder state shares the tuple of every pool a rung did not change."""
+        ids = selection.get(pool, ())
+        hit = self._chosen_memo.get(pool)
+        if hit is not None and hit[0] is ids:
+            return hit
+        hit = self._chosen_memo[pool] = (ids, set(ids))
+        return hit
+
+    def _slot_state(self, name: str, selection: Selection) -> tuple[list[str], int]:
+        """(kept ids, measure) of one list slot for this selection. Memoised by the
+        identity of the selections it follows, so a rung re-measures only the lists of
+        the pools it changed (and the knowledge lists that follow them)."""
+        rule = self._lists.get(name)
+        if rule is None:
+            deps: tuple[Sequence[str], ...] = (self._chosen(self._slot_pool[name], selection)[0],)
+        else:
+            deps = tuple(self._chosen(t.pool, selection)[0] for t in rule.tests)
+        hit = self._slot_memo.get(name)
+        if hit is not None and all(a is b for a, b in zip(hit[0], deps, strict=True)):
+            return hit[1], hit[2]
+        if rule is None:
+            chosen = self._chosen(self._slot_pool[name], selection)[1]
+            kept = list(filter(chosen.__contains__, self._slot_order[name]))
+        else:
+            kept = self._kept_items(name, rule, selection)
+        opening, closing, empty = self._slot_meta[name]
+        if not kept:
+            cost = empty
+        else:
+            with_comma, without = self._comma_costs[name], self._plain_costs[name]
+            last = kept[-1]
+            cost = opening + closing + sum(map(with_comma.__getitem__, kept)) - with_comma[last] + without[last]
+        self._slot_memo[name] = (deps, kept, cost)
+        return kept, cost
+
+    def _kept_items(self, name: str, rule: _KnowledgeList, selection: Selection) -> list[str]:
+        """Memoised by the selected names of the pools the list follows (equal selections
+        in other states, or other decisions on this model, reuse it)."""
+        key = (name,) + tuple(frozenset(self._chosen(t.pool, selection)[1]) for t in rule.tests)
         hit = self._kept_memo.get(key)
         if hit is None:
             if len(self._kept_memo) > 4096:
                 self._kept_memo.clear()
+            chosen = {t.pool: self._chosen(t.pool, selection)[1] for t in rule.tests}
             hit = self._kept_memo[key] = self._compute_kept(name, rule, chosen)
         return hit
 
@@ -471,55 +515,33 @@ class TemplateModel:
                 break
         return out
 
-    def _slot_ids(self, selection: Selection) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
-        chosen = {pool: set(ids) for pool, ids in selection.items()}
-        frozen: dict[str, frozenset[str]] = {}
-        out: dict[str, list[str]] = {}
-        for name in self._items:
-            rule = self._lists.get(name)
-            if rule is not None:
-                out[name] = self._kept_items(name, rule, chosen, frozen)
-                continue
-            pool = name.rsplit(".", 1)[1] if name.startswith("lane.") else name
-            out[name] = list(filter(chosen.get(pool, set()).__contains__, self._slot_order[name]))
-        return out, chosen
-
-    def _value_of(self, name: str, ids: Mapping[str, list[str]], chosen: Mapping[str, set[str]]) -> int:
+    def _value_of(self, name: str, selection: Selection) -> int:
         kind, key = name.split(".", 1)
         if kind == "kept":
-            return len(ids[key])
-        return len(chosen.get(key, ()))  # count: distinct selected candidates of a pool
+            return len(self._slot_state(key, selection)[0])
+        return len(self._chosen(key, selection)[1])  # count: distinct selected candidates of a pool
 
     # ---- the model's interface ----------------------------------------------------------
 
     def measure(self, selection: Selection) -> int:
-        ids, chosen = self._slot_ids(selection)
         total = self._fixed_measure
         for part in self._dynamic:
             if isinstance(part, _Slot):
-                kept = ids.get(part.name, [])
-                opening, closing, empty = self._slot_meta[part.name]
-                if not kept:
-                    total += empty
-                    continue
-                with_comma, without = self._comma_costs[part.name], self._plain_costs[part.name]
-                last = kept[-1]
-                total += opening + closing + sum(map(with_comma.__getitem__, kept)) - with_comma[last] + without[last]
+                total += self._slot_state(part.name, selection)[1]
             else:
-                total += self._measure(part.before + str(self._value_of(part.name, ids, chosen)) + part.after)
+                total += self._measure(part.before + str(self._value_of(part.name, selection)) + part.after)
         return total
 
     def tokens(self, selection: Selection) -> int:
         return self._counter.finish(self.measure(selection))
 
     def render(self, selection: Selection) -> str:
-        ids, chosen = self._slot_ids(selection)
         out: list[str] = []
         for part in self._parts:
             if isinstance(part, str):
                 out.append(part)
             elif isinstance(part, _Slot):
-                kept = ids.get(part.name, [])
+                kept = self._slot_state(part.name, selection)[0]
                 if not kept:
                     out.append(part.prefix + "[]" + part.suffix + part.newline)
                     continue
@@ -528,7 +550,7 @@ class TemplateModel:
                 out.append(
                     part.prefix
                     + "[\n"
-                    + ",\n".join(blocks[i] for i in kept)
+                    + ",\n".join(map(blocks.__getitem__, kept))
                     + "\n"
                     + indent
                     + "]"
@@ -536,7 +558,7 @@ class TemplateModel:
                     + part.newline
                 )
             else:
-                out.append(part.before + str(self._value_of(part.name, ids, chosen)) + part.after)
+                out.append(part.before + str(self._value_of(part.name, selection)) + part.after)
         return "".join(out)
 
     def item_tokens(self, pool: str, ident: str) -> int:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from decimal import ROUND_CEILING, Decimal
-from functools import cache, lru_cache
+from functools import cache
 from typing import Protocol
 
 from policy_engine.errors import Diagnostic, TokenizerError
 from policy_engine.policy import Tokenizer
+from policy_engine.tokens.compose import boundary_pattern, split_pieces
 from policy_engine.tokens.resolve import encoding_for_model, resolve_encoding
 
 
@@ -27,14 +29,48 @@ class TokenCounter(Protocol):
 
     def count(self, text: str) -> int: ...
 
+    def count_whole(self, text: str) -> int:
+        """The count computed without composing pieces (the verification mode's check)."""
+        ...
+
     def measure(self, text: str) -> int: ...
 
     def finish(self, total_measure: int) -> int: ...
 
 
+class _PieceCounts(dict[str, int]):
+    """Counts of pieces seen before, filled on a miss: `map(counts.__getitem__, pieces)`
+    runs in C and calls back into Python only for a piece never counted. Bounded: when
+    full it is cleared (pieces of the next prompt refill it)."""
+
+    __slots__ = ("_encode",)
+
+    def __init__(self, encode: Callable[[str], list[int]]) -> None:
+        super().__init__()
+        self._encode = encode
+
+    def __missing__(self, piece: str) -> int:
+        n = len(self._encode(piece))
+        if len(piece) <= _PIECE_MAX_CHARS:
+            if len(self) >= _PIECES_MAX:
+                self.clear()
+            self[piece] = n
+        return n
+
+
+#: pieces longer than this (one huge line) are counted but not kept
+_PIECE_MAX_CHARS = 16_384
+_PIECES_MAX = 262_144
+
+
 class TiktokenCounter:
     """Exact counts. Special-token text (``<|endoftext|>``) is counted as ordinary text:
-    a prompt is data, and the provider tokenises it the same way."""
+    a prompt is data, and the provider tokenises it the same way.
+
+    A text is cut at the boundaries its encoding's pre-tokeniser cannot merge across
+    (`tokens/compose.py`), each piece is counted once per counter and the counts are
+    added: the sum equals tiktoken's count of the whole text. `count_whole` encodes the
+    text in one call, for the verification mode that checks the sum against it."""
 
     exact = True
 
@@ -45,16 +81,17 @@ class TiktokenCounter:
         self.encoding_name = encoding_name
         self.vocab_hash = resolved.sha256
         self.source = resolved.source
-        self._cached = lru_cache(maxsize=65536)(self._count_uncached)
-
-    def _count_uncached(self, text: str) -> int:
-        return len(self._encode(text))
+        self._boundary = boundary_pattern(encoding_name)
+        self._pieces = _PieceCounts(self._encode)
 
     def count(self, text: str) -> int:
-        # Whole prompts are long and unique: do not let them evict the short pieces.
-        if len(text) > 4096:
-            return self._count_uncached(text)
-        return self._cached(text)
+        pieces = self._pieces
+        if "\n" not in text:
+            return pieces[text]
+        return sum(map(pieces.__getitem__, split_pieces(text, self._boundary)))
+
+    def count_whole(self, text: str) -> int:
+        return len(self._encode(text))
 
     def measure(self, text: str) -> int:
         return self.count(text)
@@ -85,6 +122,9 @@ class RoughCounter:
 
     def count(self, text: str) -> int:
         return self.finish(len(text))
+
+    def count_whole(self, text: str) -> int:
+        return self.count(text)
 
     def measure(self, text: str) -> int:
         return len(text)

@@ -14,6 +14,7 @@ import pytest
 from policy_engine.decision import usd_text
 from policy_engine.evaluator.kpis import compute_kpis
 from policy_engine.evaluator.limits import effective_limit, failing, measure_state, unfixable
+from policy_engine.evaluator.state import PoolState
 from policy_engine.evaluator.steps import resize, split_lanes
 from policy_engine.policy import Enforcement, Limit, Price, Settings, Step, StepKind
 from policy_engine.pools import Candidate
@@ -125,11 +126,13 @@ def test_the_lane_split_rounds_half_to_even_keeps_the_floor_and_spills() -> None
 # ---- novelty -------------------------------------------------------------------------------
 
 
-def _state(fields: int, operators: int) -> dict[str, tuple[Candidate, ...]]:
+def _state(fields: int, operators: int) -> dict[str, PoolState]:
     return {
-        "fields": tuple(Candidate(f"f{i}", "fields", "exploit") for i in range(fields)),
-        "operators": tuple(Candidate(f"o{i}", "operators", "exploit") for i in range(operators)),
-        "subcategories": (Candidate("s", "subcategories", "exploit"), Candidate("s", "subcategories", "explore")),
+        "fields": PoolState.of(tuple(Candidate(f"f{i}", "fields", "exploit") for i in range(fields))),
+        "operators": PoolState.of(tuple(Candidate(f"o{i}", "operators", "exploit") for i in range(operators))),
+        "subcategories": PoolState.of(
+            (Candidate("s", "subcategories", "exploit"), Candidate("s", "subcategories", "explore"))
+        ),
     }
 
 

@@ -1,0 +1,36 @@
+"""The two lanes of a pool: how a rung's new size is split between exploit and explore,
+and which candidates of each lane stay.
+
+The split reproduces the agent's (explore = n × explore_ratio rounded half to even, as
+Python's round() does, computed exactly; the rest exploit, spilling to the other lane when
+one runs short) with one deliberate difference: the explore floor is applied *before* the
+split is capped, so when one slot is left it goes to an explore candidate (upstream kept an
+exploit one and then blocked for `explore_floor`, defect 7). Each lane keeps its top-ranked
+prefix; the pool keeps the pack's rank order.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from policy_engine.evaluator.state import PoolState
+from policy_engine.pools import Candidate
+
+
+def split_lanes(
+    total: int, exploit_available: int, explore_available: int, explore_ratio: Decimal, floor: int
+) -> tuple[int, int]:
+    """(exploit, explore) counts for a pool of ``total`` kept candidates."""
+    explore = int((Decimal(total) * explore_ratio).to_integral_value(rounding=ROUND_HALF_EVEN))
+    explore = max(explore, min(floor, explore_available))
+    explore = min(explore, explore_available, total)
+    exploit = min(total - explore, exploit_available)
+    explore = min(explore_available, total - exploit)
+    return exploit, explore
+
+
+def keep_lane_prefixes(pool: PoolState, n_exploit: int, n_explore: int) -> tuple[Candidate, ...]:
+    """The pool cut to the first ``n_exploit`` exploit and ``n_explore`` explore candidates,
+    in the pool's rank order."""
+    keep = {c.id for c in pool.exploit[:n_exploit]} | {c.id for c in pool.explore[:n_explore]}
+    return tuple(c for c in pool.items if c.id in keep)

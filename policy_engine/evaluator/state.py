@@ -1,0 +1,107 @@
+"""The ladder's state: the candidates kept per pool, and the cascade (a subcategory owns
+its datasets and a dataset its fields, so dropping an owner drops what it owns).
+
+A state maps each pool to a `PoolState` that carries what rungs, trace records and the
+prompt model read from it (ids, lanes, lane counts), computed once. A rung builds a new
+state that shares the `PoolState` of every pool it did not change, so the prompt model's
+memos (keyed by the identity of a pool's ids) and this module's diffs cost only what the
+rung changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from policy_engine.policy import POOLS, TopK
+from policy_engine.pools import Candidate, Pools
+
+
+@dataclass(frozen=True, slots=True)
+class PoolState:
+    """One pool's kept candidates in rank order, with their ids and per-lane split."""
+
+    items: tuple[Candidate, ...]
+    ids: tuple[str, ...]
+    exploit: tuple[Candidate, ...]
+    explore: tuple[Candidate, ...]
+
+    @classmethod
+    def of(cls, items: tuple[Candidate, ...]) -> PoolState:
+        return cls(
+            items,
+            tuple(c.id for c in items),
+            tuple(c for c in items if c.lane == "exploit"),
+            tuple(c for c in items if c.lane == "explore"),
+        )
+
+    def counts(self) -> dict[str, int]:
+        return {"exploit": len(self.exploit), "explore": len(self.explore)}
+
+
+State = Mapping[str, PoolState]
+
+#: the pool whose kept ids a pool's candidates must name as their parent
+_OWNER = {"datasets": "subcategories", "fields": "datasets"}
+
+
+def initial_state(pools: Pools, topk: tuple[TopK, ...]) -> State:
+    """The pack's top-k per pool and lane, cascaded."""
+    limits = {(t.pool, t.lane): t.value for t in topk}
+    raw: dict[str, tuple[Candidate, ...]] = {}
+    for pool in POOLS:
+        kept: list[Candidate] = []
+        taken = {"exploit": 0, "explore": 0}
+        for cand in pools.pool(pool):
+            cap = limits.get((pool, cand.lane))
+            if cap is not None and taken[cand.lane] >= cap:
+                continue
+            taken[cand.lane] += 1
+            kept.append(cand)
+        raw[pool] = tuple(kept)
+    for pool, owner in _OWNER.items():
+        owners = set(c.id for c in raw[owner])
+        raw[pool] = tuple(c for c in raw[pool] if c.parent in owners)
+    return {pool: PoolState.of(items) for pool, items in raw.items()}
+
+
+def with_pool(state: State, pool: str, items: tuple[Candidate, ...]) -> State:
+    """``state`` with ``pool`` cut to ``items``, cascaded to the pools it owns. Pools the
+    cut leaves untouched keep their `PoolState` object."""
+    out = dict(state)
+    out[pool] = PoolState.of(items)
+    changed = pool
+    for child, owner in _OWNER.items():
+        if owner != changed:
+            continue
+        owners = set(out[owner].ids)
+        before = out[child].items
+        after = tuple(c for c in before if c.parent in owners)
+        if len(after) == len(before):
+            break
+        out[child] = PoolState.of(after)
+        changed = child
+    return out
+
+
+def selection_of(state: State) -> dict[str, tuple[str, ...]]:
+    """Ids kept per pool (the tuples are the states' own: identity marks unchanged pools)."""
+    return {pool: ps.ids for pool, ps in state.items()}
+
+
+def lane_counts(state: State) -> dict[str, dict[str, int]]:
+    return {pool: ps.counts() for pool, ps in state.items()}
+
+
+def removed_between(before: State, after: State) -> dict[str, tuple[str, ...]]:
+    """Ids dropped per pool, in pool order; only pools whose state changed are compared."""
+    out: dict[str, tuple[str, ...]] = {}
+    for pool, old in before.items():
+        new = after.get(pool)
+        if new is old:
+            continue
+        kept = set(new.ids) if new is not None else set()
+        gone = tuple(i for i in old.ids if i not in kept)
+        if gone:
+            out[pool] = gone
+    return out

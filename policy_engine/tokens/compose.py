@@ -1,0 +1,62 @@
+"""Exact token counts of long text as sums of cached counts of its lines.
+
+tiktoken first cuts text into pre-tokens with its encoding's regular expression and then
+applies byte-pair merges inside each pre-token only, so a text's count is the sum of its
+pre-tokens' counts. If a position is a pre-token boundary of the whole text, and the
+pattern matches the text before it and the text after it exactly as it matches them
+inside the whole, the whole's count is the sum of the two parts' counts. This module owns
+the test for such a position (a *safe boundary*) and the splitting of a text at them;
+`TiktokenCounter` then counts each piece once, caches it, and adds. A prompt is mostly
+repeated JSON lines (keys, indentation, candidates seen in earlier rungs and earlier
+packs), so the final count of a 45 KB prompt becomes a few hundred dictionary lookups.
+
+Why a boundary right after a newline is safe for the cl100k_base and o200k_base patterns
+when the next line starts with optional spaces and then a character that is not
+whitespace (and, with no spaces, not ``/``); the argument is in docs/architecture.md
+("Exact counts by lines") and a hypothesis property in tests/tokens/test_compose.py
+compares composed and whole counts on adversarial text in both encodings:
+
+* no alternative of either pattern matches a newline followed by a non-whitespace
+  character, except o200k's punctuation run, whose tail ``[\\r\\n/]*`` may take a ``/``
+  (hence the ``/`` exclusion);
+* the whitespace alternatives that can take the newline (``\\s*[\\r\\n]``,
+  ``\\s*[\\r\\n]+``, cl100k's ``\\s++$`` at the end of the left part alone) end at the
+  last newline of the whitespace run, which is this one when the next line's leading
+  whitespace holds no newline, so the left part matches alike alone and in context;
+* the patterns have no look-behind, so the right part matches alike from its start.
+
+The r50k/p50k pattern joins a newline with the next line's indentation (``\\s+(?!\\S)``),
+so for those encodings only a newline followed directly by a non-whitespace character is
+a boundary. Any other encoding is never split (counted whole).
+"""
+
+from __future__ import annotations
+
+import re
+
+#: after a newline: optional spaces, then a non-whitespace character; ``/`` only after a space
+_SAFE_NEXT_SPACED = re.compile(r"(?<=\n)(?= *[^\s/]| +/)")
+#: after a newline: directly a non-whitespace character
+_SAFE_NEXT_DIRECT = re.compile(r"(?<=\n)(?=\S)")
+
+#: encoding -> the boundary pattern its pre-tokeniser allows (None: count whole)
+_BOUNDARIES: dict[str, re.Pattern[str]] = {
+    "cl100k_base": _SAFE_NEXT_SPACED,
+    "o200k_base": _SAFE_NEXT_SPACED,
+    "o200k_harmony": _SAFE_NEXT_SPACED,
+    "r50k_base": _SAFE_NEXT_DIRECT,
+    "p50k_base": _SAFE_NEXT_DIRECT,
+    "p50k_edit": _SAFE_NEXT_DIRECT,
+}
+
+
+def boundary_pattern(encoding_name: str) -> re.Pattern[str] | None:
+    """The safe-boundary pattern of an encoding, or None when its text is never split."""
+    return _BOUNDARIES.get(encoding_name)
+
+
+def split_pieces(text: str, boundary: re.Pattern[str] | None) -> list[str]:
+    """``text`` cut at every safe boundary: the pieces' counts add up to the text's count."""
+    if boundary is None or "\n" not in text:
+        return [text]
+    return boundary.split(text)

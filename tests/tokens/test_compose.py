@@ -1,0 +1,88 @@
+"""Composed counts (pieces cut at safe boundaries, counted once, added) equal tiktoken's
+count of the whole text: the lemma the evaluator's final count rests on."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from policy_engine.tokens.compose import boundary_pattern, split_pieces
+from policy_engine.tokens.counter import _PIECE_MAX_CHARS, TiktokenCounter
+from tests.conftest import SHARED
+
+ENCODINGS = ("cl100k_base", "o200k_base", "o200k_harmony")
+
+#: fragments chosen to hit each alternative of the two patterns at a line boundary:
+#: whitespace of every kind (vertical tab, NEL, line separator, no-break space, FS), the
+#: slash o200k's punctuation tail takes, contractions, digits, marks, CJK, JSON shapes
+FRAGMENTS = [
+    " ", "  ", "\n", "\r", "\r\n", "\t", "\x0b", "\x0c", "\x85", "\u2028", "\u00a0", "\x1c",
+    "/", "//", "'", "'s", "'LL", "s", "x", "Ab", "ABc", "1", "1234", ",", '",', "{", "}", "[", "]",
+    ":", "-", "é", "e\u0301", "中文", "🙂", '  "id": ', "\n  ", "\n\n", " \n", "/\n", "\n/", "<|endoftext|>",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=ENCODINGS)
+def counter(request: pytest.FixtureRequest) -> TiktokenCounter:
+    return TiktokenCounter(request.param)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.lists(st.sampled_from(FRAGMENTS), max_size=40).map("".join))
+def test_composed_count_equals_the_whole_count(counter: TiktokenCounter, text: str) -> None:
+    assert counter.count(text) == counter.count_whole(text)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(max_size=60))
+def test_composed_count_equals_the_whole_count_on_any_text(counter: TiktokenCounter, text: str) -> None:
+    assert counter.count(text) == counter.count_whole(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "pieces"),
+    [
+        ("", [""]),
+        ("no newline", ["no newline"]),
+        ('{\n  "a": 1\n}', ["{\n", '  "a": 1\n', "}"]),
+        ("a\n\nb", ["a\n\n", "b"]),  # an empty line joins the newline before it
+        ("a\n   \nb", ["a\n   \n", "b"]),  # so does a blank line of spaces
+        ("a\n/b", ["a\n/b"]),  # o200k's punctuation tail may take a slash
+        ("a\n /b", ["a\n", " /b"]),  # after a space it cannot
+        ("a\n\tb", ["a\n\tb"]),  # only spaces may lead the next line
+        ("a\r\nb", ["a\r\n", "b"]),
+        ("a\n", ["a\n"]),  # a trailing newline is not a boundary (nothing follows)
+    ],
+)
+def test_safe_boundaries_of_the_cl100k_and_o200k_patterns(text: str, pieces: list[str]) -> None:
+    assert split_pieces(text, boundary_pattern("o200k_base")) == pieces
+    assert "".join(pieces) == text
+
+
+def test_r50k_style_patterns_split_only_before_unindented_lines() -> None:
+    boundary = boundary_pattern("r50k_base")
+    assert split_pieces('{\n  "a": 1\n}', boundary) == ['{\n  "a": 1\n', "}"]
+
+
+def test_unknown_encodings_are_never_split() -> None:
+    assert boundary_pattern("some_future_base") is None
+    assert split_pieces("a\nb", None) == ["a\nb"]
+
+
+def test_every_agent_prompt_composes_exactly(counter: TiktokenCounter) -> None:
+    prompts = sorted((SHARED / "agent_prompts").glob("*.txt"))
+    assert prompts
+    for path in prompts:
+        text = path.read_text(encoding="utf-8")
+        assert len(split_pieces(text, counter._boundary)) > 100, path.name  # really composed
+        assert counter.count(text) == counter.count_whole(text), path.name
+
+
+def test_huge_pieces_are_counted_but_not_kept(counter: TiktokenCounter) -> None:
+    line = "word " * (_PIECE_MAX_CHARS // 5 + 10)
+    assert counter.count(line) == counter.count_whole(line)
+    assert line not in counter._pieces
+    assert "short line" not in counter._pieces
+    counter.count("short line")
+    assert counter._pieces["short line"] == counter.count_whole("short line")
