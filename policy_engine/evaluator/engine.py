@@ -43,6 +43,26 @@ class Engine:
     #: also count every final prompt with one whole-text encode and check the composed
     #: count against it (`policy eval --verify-counts`; the test suite's goldens use it)
     verify_counts: bool = False
+    #: (pack key, top-k) -> (pools kept alive, the ladder's start state): a pack evaluated
+    #: again starts from the same state objects, which the prompt model's memos recognise
+    starts: dict[tuple[Any, ...], tuple[Pools, Any]] = field(default_factory=dict)
+    #: (id of a state, pool, exploit kept, explore kept) -> (that state, the state after the cut):
+    #: a rung is a pure function of its state, so a pack walked again reuses every state object
+    cuts: dict[tuple[Any, ...], tuple[Any, Any]] = field(default_factory=dict)
+
+    def start_state(self, pools: Pools, topk: tuple[Any, ...]) -> Any:
+        """The pack's top-k state (`evaluator/state.py`), built once per pack and top-k."""
+        from policy_engine.evaluator.state import initial_state
+
+        key = (pools.format, pools.digest or id(pools), topk)
+        hit = self.starts.get(key)
+        if hit is not None:
+            return hit[1]
+        if len(self.starts) >= 32:
+            self.starts.clear()
+        state = initial_state(pools, topk)
+        self.starts[key] = (pools, state)
+        return state
 
     @classmethod
     def build(
@@ -72,10 +92,25 @@ class Engine:
         knowledge: KnowledgePack | None,
         limits: Mapping[str, int | None],
     ) -> PromptModel:
+        """The prompt model of these inputs, reused when the same pack (by content digest,
+        or the same object) is evaluated again with the same idea, knowledge and limits."""
         from policy_engine.render import build_prompt_model
+        from policy_engine.render.caches import MODEL_CACHE_MAX
 
         policy = self.policy
-        return build_prompt_model(
+        key = (
+            policy.template,
+            policy.template_spec.digest if policy.template_spec is not None else None,
+            pools.format,
+            pools.digest or id(pools),
+            repr(idea),
+            (getattr(knowledge, "digest", "") or id(knowledge)) if knowledge is not None else None,
+            tuple(sorted(limits.items())),
+        )
+        hit = self.caches.models.get(key)
+        if hit is not None:
+            return hit[1]  # type: ignore[no-any-return]
+        model = build_prompt_model(
             policy.template,
             pools,
             idea=idea,
@@ -85,6 +120,9 @@ class Engine:
             spec=policy.template_spec,
             caches=self.caches,
         )
+        # the inputs are kept with the model, so an id() in the key is never reused while it lives
+        self.caches.remember(self.caches.models, key, ((pools, idea, knowledge), model), MODEL_CACHE_MAX)
+        return model
 
 
 def evaluate(

@@ -40,6 +40,8 @@ class LadderInputs:
     completion: int
     price: Price | None
     explain: str
+    #: memo of cuts (an Engine's `cuts`): (id(state), pool, n_exploit, n_explore) -> (state, next state)
+    cuts: dict[tuple[Any, ...], tuple[Any, Any]] | None = None
 
 
 @dataclass(slots=True)
@@ -153,12 +155,11 @@ def _try_rung(
     n_exploit, n_explore = split_lanes(
         target, len(current.exploit), len(current.explore), settings.lanes.explore_ratio, floor
     )
-    new_state = with_pool(state, stage.pool, keep_lane_prefixes(current, n_exploit, n_explore))
+    new_state, removed = _cut(inputs.cuts, state, stage.pool, n_exploit, n_explore)
     walk.now = _measure(inputs, tokens, new_state)
     walk.fails = failing(settings, inputs.request, walk.now, Enforcement.BLOCK)
     walk.fallback_count += 1
     walk.state = new_state
-    removed = removed_between(state, new_state)
     item_tokens = None
     if inputs.explain == "full":
         item_tokens = {pool: {i: model.item_tokens(pool, i) for i in ids} for pool, ids in removed.items()}
@@ -179,3 +180,22 @@ def _try_rung(
         )
     )
     return not walk.fails
+
+
+def _cut(
+    cuts: dict[tuple[Any, ...], tuple[Any, Any]] | None, state: State, pool: str, exploit: int, explore: int
+) -> tuple[State, dict[str, tuple[str, ...]]]:
+    """The state after keeping ``exploit`` + ``explore`` of ``pool``, and the ids it removed
+    per pool; memoised in ``cuts`` (the input state is kept alive with its entry, so its id
+    is never reused meanwhile)."""
+    key = (id(state), pool, exploit, explore)
+    hit = cuts.get(key) if cuts is not None else None
+    if hit is not None and hit[0] is state:
+        return hit[1]  # type: ignore[no-any-return]
+    new_state = with_pool(state, pool, keep_lane_prefixes(state[pool], exploit, explore))
+    out = (new_state, removed_between(state, new_state))
+    if cuts is not None:
+        if len(cuts) >= 4096:
+            cuts.clear()
+        cuts[key] = (state, out)
+    return out

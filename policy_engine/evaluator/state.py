@@ -39,7 +39,29 @@ class PoolState:
         return {"exploit": len(self.exploit), "explore": len(self.explore)}
 
 
-State = Mapping[str, PoolState]
+class LadderState(dict[str, PoolState]):
+    """Pool -> `PoolState`, never mutated after it is built, so what the walk and the trace
+    read from it (ids per pool, lane counts) is computed once and kept on it."""
+
+    __slots__ = ("_counts", "_selection")
+
+    def __init__(self, pools: Mapping[str, PoolState]) -> None:
+        super().__init__(pools)
+        self._counts: dict[str, dict[str, int]] | None = None
+        self._selection: dict[str, tuple[str, ...]] | None = None
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        if self._counts is None:
+            self._counts = {pool: ps.counts() for pool, ps in self.items()}
+        return self._counts
+
+    def selection(self) -> dict[str, tuple[str, ...]]:
+        if self._selection is None:
+            self._selection = {pool: ps.ids for pool, ps in self.items()}
+        return self._selection
+
+
+State = LadderState
 
 #: the pool whose kept ids a pool's candidates must name as their parent
 _OWNER = {"datasets": "subcategories", "fields": "datasets"}
@@ -62,7 +84,7 @@ def initial_state(pools: Pools, topk: tuple[TopK, ...]) -> State:
     for pool, owner in _OWNER.items():
         owners = set(c.id for c in raw[owner])
         raw[pool] = tuple(c for c in raw[pool] if c.parent in owners)
-    return {pool: PoolState.of(items) for pool, items in raw.items()}
+    return LadderState({pool: PoolState.of(items) for pool, items in raw.items()})
 
 
 def with_pool(state: State, pool: str, items: tuple[Candidate, ...]) -> State:
@@ -81,16 +103,18 @@ def with_pool(state: State, pool: str, items: tuple[Candidate, ...]) -> State:
             break
         out[child] = PoolState.of(after)
         changed = child
-    return out
+    return LadderState(out)
 
 
 def selection_of(state: State) -> dict[str, tuple[str, ...]]:
-    """Ids kept per pool (the tuples are the states' own: identity marks unchanged pools)."""
-    return {pool: ps.ids for pool, ps in state.items()}
+    """Ids kept per pool (the tuples are the states' own: identity marks unchanged pools).
+    Shared: read it, never change it."""
+    return state.selection()
 
 
 def lane_counts(state: State) -> dict[str, dict[str, int]]:
-    return {pool: ps.counts() for pool, ps in state.items()}
+    """Exploit and explore counts per pool. Shared: read it, never change it."""
+    return state.counts()
 
 
 def removed_between(before: State, after: State) -> dict[str, tuple[str, ...]]:

@@ -12,12 +12,13 @@ from typing import Any
 
 ITEM_CACHE_MAX = 65536
 DOC_CACHE_MAX = 256
+MODEL_CACHE_MAX = 32
 
 
 class RenderCaches:
     """Rendered and measured pieces shared by every prompt model built with this object."""
 
-    __slots__ = ("items", "knowledge", "skeletons", "slots")
+    __slots__ = ("items", "knowledge", "models", "skeletons", "slots")
 
     def __init__(self) -> None:
         #: (counter, json options, indent, repr(item)) -> (block, measure with a trailing comma, measure without)
@@ -28,6 +29,9 @@ class RenderCaches:
         self.slots: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, int], dict[str, int]]] = {}
         #: (template digest, knowledge digest, max examples) -> (knowledge skeleton, its list items, their rules)
         self.knowledge: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+        #: (template, pack, idea, knowledge pack, limits) -> (the inputs kept alive, the prompt model): a
+        #: pack evaluated again (a gate's retry, a replay, another usage snapshot) reuses its model and memos
+        self.models: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
 
     @staticmethod
     def remember(cache: dict[Any, Any], key: Any, value: Any, bound: int) -> Any:
@@ -37,5 +41,5 @@ class RenderCaches:
         return value
 
     def clear(self) -> None:
-        for cache in (self.items, self.skeletons, self.slots, self.knowledge):
+        for cache in (self.items, self.skeletons, self.slots, self.knowledge, self.models):
             cache.clear()

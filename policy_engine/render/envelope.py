@@ -216,6 +216,11 @@ class TemplateModel:
         }
         self._chosen_memo: dict[str, tuple[Sequence[str], set[str]]] = {}
         self._slot_memo: dict[str, tuple[tuple[Sequence[str], ...], list[str], int]] = {}
+        self._part_deps: list[frozenset[str]] | None = None
+        #: measures by the identity of the selection's ids tuples (a ladder state walked again)
+        self._measures: dict[tuple[tuple[str, int], ...], tuple[tuple[Sequence[str], ...], int]] = {}
+        #: the last measured selection (its ids tuples kept alive) and each dynamic part's measure
+        self._last_measure: tuple[dict[str, Sequence[str]], list[int]] | None = None
         for part in self._parts:
             if isinstance(part, _Slot):
                 self._prepare_slot(part)
@@ -523,14 +528,54 @@ class TemplateModel:
 
     # ---- the model's interface ----------------------------------------------------------
 
+    def _part_pools(self, part: _Slot | _ValueLine) -> frozenset[str]:
+        """The pools whose selection a dynamic part's text depends on."""
+        name = part.name
+        if isinstance(part, _ValueLine):
+            kind, name = name.split(".", 1)
+            if kind == "count":
+                return frozenset((name,))
+        rule = self._lists.get(name)
+        return frozenset(t.pool for t in rule.tests) if rule is not None else frozenset((self._slot_pool[name],))
+
+    def _part_measure(self, part: _Slot | _ValueLine, selection: Selection) -> int:
+        if isinstance(part, _Slot):
+            return self._slot_state(part.name, selection)[1]
+        return self._measure(part.before + str(self._value_of(part.name, selection)) + part.after)
+
     def measure(self, selection: Selection) -> int:
-        total = self._fixed_measure
-        for part in self._dynamic:
-            if isinstance(part, _Slot):
-                total += self._slot_state(part.name, selection)[1]
-            else:
-                total += self._measure(part.before + str(self._value_of(part.name, selection)) + part.after)
+        """The prompt's measure for ``selection``: the fixed parts' sum plus each dynamic
+        part's. The parts' measures of the previous call are kept; only the parts that
+        follow a pool whose ids tuple changed (by identity) are measured again, so a ladder
+        rung costs the lists it touched."""
+        key = tuple((pool, id(ids)) for pool, ids in selection.items())
+        hit = self._measures.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], selection.values(), strict=True)):
+            return hit[1]
+        total = self._measure_parts(selection)
+        if len(self._measures) >= 256:
+            self._measures.clear()
+        self._measures[key] = (tuple(selection.values()), total)  # the tuples kept alive with their ids
         return total
+
+    def _measure_parts(self, selection: Selection) -> int:
+        if self._part_deps is None:
+            self._part_deps = [self._part_pools(part) for part in self._dynamic]
+        last = self._last_measure
+        if last is None:
+            costs = [self._part_measure(part, selection) for part in self._dynamic]
+        else:
+            seen, costs = last
+            changed = {pool for pool, ids in seen.items() if selection.get(pool, ()) is not ids}
+            changed.update(pool for pool in selection if pool not in seen)
+            if not changed:
+                return self._fixed_measure + sum(costs)
+            costs = [
+                self._part_measure(part, selection) if deps & changed else cost
+                for part, deps, cost in zip(self._dynamic, self._part_deps, costs, strict=True)
+            ]
+        self._last_measure = (dict(selection), costs)
+        return self._fixed_measure + sum(costs)
 
     def tokens(self, selection: Selection) -> int:
         return self._counter.finish(self.measure(selection))
