@@ -5,11 +5,11 @@ rounded to 6 places before serialising)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from policy_engine.pretty_json import dumps_indented
 from policy_engine.trace import TraceStep
 
 SCHEMA_VERSION = "1.0"
@@ -111,4 +111,4 @@ class Decision:
         return out
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+        return dumps_indented(self.to_dict(), sort_keys=True, indent=2, ensure_ascii=False) + "\n"

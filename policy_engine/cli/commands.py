@@ -137,7 +137,8 @@ def _eval_state(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
     from policy_engine.evaluator import Engine
 
     common = _inputs(args)
-    return Engine.build(load_rules(args), knowledge=common["knowledge"]), common, args.explain
+    engine = Engine.build(load_rules(args), knowledge=common["knowledge"], verify_counts=args.verify_counts)
+    return engine, common, args.explain
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -154,7 +155,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.trimmed_pack and len(paths) != 1:
         raise _err("C102", f"--trimmed-pack needs exactly one pack, got {len(paths)}", "evaluate one pack at a time")
     common = _inputs(args)
-    engine, explain = Engine.build(policy, knowledge=common["knowledge"]), args.explain
+    engine = Engine.build(policy, knowledge=common["knowledge"], verify_counts=args.verify_counts)
+    explain = args.explain
     fmt = args.format or "text"
     docs: list[Any] = []
     if args.trimmed_pack:

@@ -21,6 +21,7 @@ import policy_engine
 from policy_engine.decision import Decision
 from policy_engine.diagnostics import render_text
 from policy_engine.errors import Diagnostic, Severity
+from policy_engine.pretty_json import dumps_indented
 
 FORMATS = ("text", "json", "junit", "sarif", "github")
 DOCS_URI = "https://github.com/policy-engine/policy-engine/blob/main/docs/rules-reference.md"
@@ -163,7 +164,7 @@ def decision_json(report: Report) -> str:
             item["errors"] = [d.to_dict() for d in r.problems]
         results.append(item)
     return (
-        json.dumps(
+        dumps_indented(
             {"results": results, "summary": summary_counts(report.results)},
             sort_keys=True,
             indent=2,
@@ -358,7 +359,7 @@ def _sarif(results: list[dict[str, Any]]) -> str:
             }
         ],
     }
-    return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return dumps_indented(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 def _limit_location(decision: Decision) -> dict[str, Any] | None:

@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trimmed-pack", metavar="FILE", help="also write the trimmed pack (single pack only)")
     p.add_argument("--fail-on-warn", action="store_true", help="exit 1 when a decision has warnings")
     p.add_argument(
+        "--verify-counts",
+        action="store_true",
+        help="also count each final prompt with one whole-text encode and check the composed count against it",
+    )
+    p.add_argument(
         "--jobs", type=int, default=1, metavar="N", help="evaluate packs in N processes (default 1; output identical)"
     )
     p.set_defaults(run=commands.cmd_eval)

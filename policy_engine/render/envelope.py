@@ -16,7 +16,6 @@ still counts the final prompt once as proof.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from policy_engine.errors import Diagnostic, PackError
 from policy_engine.pools import Pools, Selection
+from policy_engine.pretty_json import dumps_indented
 from policy_engine.render.caches import DOC_CACHE_MAX, ITEM_CACHE_MAX, RenderCaches
 from policy_engine.render.knowledge import KnowledgePack
 from policy_engine.render.template import Template, shipped_template, thaw
@@ -230,7 +230,7 @@ class TemplateModel:
         return self._template
 
     def _dumps(self, value: Any) -> str:
-        return json.dumps(value, indent=self._indent_width, ensure_ascii=self._ascii)
+        return dumps_indented(value, indent=self._indent_width, ensure_ascii=self._ascii)
 
     # ---- building ---------------------------------------------------------------------
 

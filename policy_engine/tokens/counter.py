@@ -18,7 +18,7 @@ from typing import Protocol
 
 from policy_engine.errors import Diagnostic, TokenizerError
 from policy_engine.policy import Tokenizer
-from policy_engine.tokens.compose import boundary_pattern, split_pieces
+from policy_engine.tokens.compose import boundary_pattern, safe_lines, split_pieces
 from policy_engine.tokens.resolve import encoding_for_model, resolve_encoding
 
 
@@ -52,10 +52,13 @@ class _PieceCounts(dict[str, int]):
     def __missing__(self, piece: str) -> int:
         n = len(self._encode(piece))
         if len(piece) <= _PIECE_MAX_CHARS:
-            if len(self) >= _PIECES_MAX:
-                self.clear()
-            self[piece] = n
+            self.remember(piece, n)
         return n
+
+    def remember(self, text: str, n: int) -> None:
+        if len(self) >= _PIECES_MAX:
+            self.clear()
+        self[text] = n
 
 
 #: pieces longer than this (one huge line) are counted but not kept
@@ -83,12 +86,25 @@ class TiktokenCounter:
         self.source = resolved.source
         self._boundary = boundary_pattern(encoding_name)
         self._pieces = _PieceCounts(self._encode)
+        #: line (without its newline) -> count of the line with its newline
+        self._lines = _PieceCounts(lambda line: self._encode(line + "\n"))
 
     def count(self, text: str) -> int:
         pieces = self._pieces
         if "\n" not in text:
             return pieces[text]
-        return sum(map(pieces.__getitem__, split_pieces(text, self._boundary)))
+        known = pieces.get(text)  # a block counted before (a candidate seen in an earlier pack)
+        if known is not None:
+            return known
+        lines = safe_lines(text, self._boundary)
+        if lines is not None:
+            last = lines.pop()
+            n = sum(map(self._lines.__getitem__, lines)) + (pieces[last] if last else 0)
+        else:
+            n = sum(map(pieces.__getitem__, split_pieces(text, self._boundary)))
+        if len(text) <= _PIECE_MAX_CHARS:
+            pieces.remember(text, n)
+        return n
 
     def count_whole(self, text: str) -> int:
         return len(self._encode(text))

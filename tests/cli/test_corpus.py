@@ -42,3 +42,18 @@ def test_jobs_output_is_byte_identical_to_one_process(corpus: Path, fmt: str) ->
 def test_jobs_must_be_positive(corpus: Path) -> None:
     proc = run("eval", str(corpus), "--jobs", "0")
     assert proc.returncode == ExitCode.USAGE and "C124" in proc.stderr
+
+
+def test_verify_counts_agrees_with_the_composed_counts(corpus: Path) -> None:
+    """`--verify-counts` encodes each final prompt whole as well: same decisions, byte for byte
+    apart from the timings, on every pack of the corpus."""
+    plain = run("eval", str(corpus), *KNOW, "--format", "json")
+    verified = run("eval", str(corpus), *KNOW, "--format", "json", "--verify-counts")
+    assert plain.returncode == verified.returncode == ExitCode.INVALID_INPUT
+
+    def decisions(out: str) -> list[object]:
+        return [r.get("decision") for r in json.loads(out)["results"]]
+
+    got = decisions(verified.stdout)
+    assert got == decisions(plain.stdout) and sum(d is not None for d in got) == 12
+    assert "accounting" not in verified.stdout

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policy_engine.tokens.compose import boundary_pattern, split_pieces
+from policy_engine.tokens.compose import boundary_pattern, safe_lines, split_pieces
 from policy_engine.tokens.counter import _PIECE_MAX_CHARS, TiktokenCounter
 from tests.conftest import SHARED
 
@@ -86,3 +86,38 @@ def test_huge_pieces_are_counted_but_not_kept(counter: TiktokenCounter) -> None:
     assert "short line" not in counter._pieces
     counter.count("short line")
     assert counter._pieces["short line"] == counter.count_whole("short line")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    text=st.lists(st.sampled_from(FRAGMENTS), max_size=40).map("".join),
+    encoding=st.sampled_from(["o200k_base", "r50k_base"]),
+)
+def test_the_fast_line_check_agrees_with_the_boundary_pattern(text: str, encoding: str) -> None:
+    """When every newline is a safe boundary the lines are the pieces; when one is not,
+    the fast check says so (None) and the pattern's split is used."""
+    boundary = boundary_pattern(encoding)
+    lines = safe_lines(text, boundary)
+    pieces = split_pieces(text, boundary)
+    if lines is not None:
+        expected = [line + "\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
+        assert [p for p in pieces if p] == expected
+    else:
+        assert len(pieces) < text.count("\n") + 1 or text.startswith("/") or "\n/" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "safe"),
+    [
+        ('{\n  "a": 1\n}\n', True),
+        ("a\n\nb", False),
+        ("a\n  \nb", False),
+        ("a\n/b", False),
+        ("a\n /b", True),  # a slash after spaces cannot join the newline
+        ("a\n\tb", False),
+        ("a\n   ", False),  # trailing spaces may join the newline at the end of the text
+        ("a\n", True),
+    ],
+)
+def test_fast_line_check_cases(text: str, safe: bool) -> None:
+    assert (safe_lines(text, boundary_pattern("o200k_base")) is not None) is safe
