@@ -11,7 +11,7 @@ tokens (`tokens/encodings.py`): nothing is written and ``os.environ`` is never t
 
 from __future__ import annotations
 
-import base64
+import binascii
 import gzip
 import hashlib
 import importlib.util
@@ -117,9 +117,13 @@ def _candidates(file_name: str) -> list[tuple[str, Path | None, bytes | None]]:
 
 
 def _ranks(data: bytes) -> dict[bytes, int]:
-    """A ``.tiktoken`` file: one ``<base64 token> <rank>`` pair per line."""
-    decode = base64.b64decode
-    return {decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+    """A ``.tiktoken`` file: one ``<base64 token> <rank>`` pair per line (its sha256 already
+    checked). Split once and decoded with ``map``, so the loops over its 200,000 lines run in
+    C: about half the time of a per-line Python loop (``base64.b64decode`` is this same
+    ``a2b_base64`` behind a Python wrapper), and the largest part of a cold start besides
+    tiktoken building its encoder."""
+    fields = data.split()
+    return dict(zip(map(binascii.a2b_base64, fields[0::2]), map(int, fields[1::2]), strict=True))
 
 
 def build_encoding(name: str, data: bytes) -> tiktoken.Encoding:

@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import tiktoken
 import tiktoken_ext.openai_public as openai_public
 
 from policy_engine.errors import TokenizerError
@@ -190,3 +191,38 @@ def test_resolving_writes_nothing_and_leaves_the_environment_alone(tmp_path: Pat
     assert same_env and "bpe-openai" in source
     assert count == 10  # what tiktoken.get_encoding("o200k_base") gives
     assert list(cache.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
+@pytest.mark.parametrize("encoding", ["cl100k_base", "o200k_base"])
+def test_ranks_equal_tiktokens_own_reading_of_the_file(
+    encoding: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast reading of a BPE file (one split, decoded in C) gives tiktoken's own
+    `load_tiktoken_bpe` result, key order included, and the encoding built from it encodes
+    as tiktoken's own `Encoding` built from tiktoken's ranks does."""
+    import gzip
+    import importlib.util
+
+    from tiktoken.load import load_tiktoken_bpe
+
+    from policy_engine.tokens.encodings import ENCODINGS
+    from policy_engine.tokens.resolve import EXPECTED_SHA256, _ranks, build_encoding
+
+    bundled = Path(importlib.util.find_spec("bpe_openai").submodule_search_locations[0]) / "data"
+    data = gzip.decompress((bundled / f"{encoding}.tiktoken.gz").read_bytes())
+    plain = tmp_path / f"{encoding}.tiktoken"
+    plain.write_bytes(data)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # tiktoken reads the file without caching it
+    theirs = load_tiktoken_bpe(str(plain), expected_hash=EXPECTED_SHA256[encoding])
+    ours = _ranks(data)
+    assert list(ours.items()) == list(theirs.items())
+    _, pattern, special, n_vocab = ENCODINGS[encoding]
+    reference = tiktoken.Encoding(
+        encoding, pat_str=pattern, mergeable_ranks=theirs, special_tokens=dict(special), explicit_n_vocab=n_vocab
+    )
+    built = build_encoding(encoding, data)
+    samples = [p.read_text(encoding="utf-8") for p in PROMPTS]
+    samples += ["hello world, <|endoftext|> ünïcödé 漢字 🙂 \r\n\t  ", "x" * 3000, ""]
+    assert len(samples) > 3
+    for sample in samples:
+        assert built.encode_ordinary(sample) == reference.encode_ordinary(sample)
