@@ -91,7 +91,9 @@ def formats() -> Mapping[str, PackFormat]:
 def find_format(doc: Any, file: str, name: str | None) -> PackFormat:
     _load_builtins()
     if name is None:
-        builtin = next((fmt for fmt in _FORMATS.values() if fmt.detect(doc)), None) if isinstance(doc, Mapping) else None
+        builtin = (
+            next((fmt for fmt in _FORMATS.values() if fmt.detect(doc)), None) if isinstance(doc, Mapping) else None
+        )
         if builtin is not None:
             return builtin
     elif name in _FORMATS:
