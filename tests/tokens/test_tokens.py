@@ -206,7 +206,7 @@ def test_ranks_equal_tiktokens_own_reading_of_the_file(
     from tiktoken.load import load_tiktoken_bpe
 
     from policy_engine.tokens.encodings import ENCODINGS
-    from policy_engine.tokens.resolve import EXPECTED_SHA256, _ranks, build_encoding
+    from policy_engine.tokens.resolve import EXPECTED_SHA256, LINE_NUMBER_RANKS, _ranks, build_encoding
 
     bundled = Path(importlib.util.find_spec("bpe_openai").submodule_search_locations[0]) / "data"
     data = gzip.decompress((bundled / f"{encoding}.tiktoken.gz").read_bytes())
@@ -214,15 +214,36 @@ def test_ranks_equal_tiktokens_own_reading_of_the_file(
     plain.write_bytes(data)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # tiktoken reads the file without caching it
     theirs = load_tiktoken_bpe(str(plain), expected_hash=EXPECTED_SHA256[encoding])
-    ours = _ranks(data)
-    assert list(ours.items()) == list(theirs.items())
+    assert EXPECTED_SHA256[encoding] in LINE_NUMBER_RANKS  # so both readings are checked
+    for ours in (_ranks(data), _ranks(data, EXPECTED_SHA256[encoding])):
+        assert list(ours.items()) == list(theirs.items())
     _, pattern, special, n_vocab = ENCODINGS[encoding]
     reference = tiktoken.Encoding(
         encoding, pat_str=pattern, mergeable_ranks=theirs, special_tokens=dict(special), explicit_n_vocab=n_vocab
     )
-    built = build_encoding(encoding, data)
+    built = build_encoding(encoding, data, EXPECTED_SHA256[encoding])
     samples = [p.read_text(encoding="utf-8") for p in PROMPTS]
     samples += ["hello world, <|endoftext|> ünïcödé 漢字 🙂 \r\n\t  ", "x" * 3000, ""]
     assert len(samples) > 3
     for sample in samples:
         assert built.encode_ordinary(sample) == reference.encode_ordinary(sample)
+
+
+def test_line_number_ranks_names_only_files_whose_ranks_are_their_line_numbers() -> None:
+    """Every file `LINE_NUMBER_RANKS` lets skip its rank column is one checked here."""
+    import gzip
+    import hashlib
+    import importlib.util
+
+    from policy_engine.tokens.resolve import LINE_NUMBER_RANKS
+
+    bundled = Path(importlib.util.find_spec("bpe_openai").submodule_search_locations[0]) / "data"
+    checked = set()
+    for path in sorted(bundled.glob("*.tiktoken.gz")):
+        data = gzip.decompress(path.read_bytes())
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in LINE_NUMBER_RANKS:
+            ranks = data.split()[1::2]
+            assert ranks == [str(i).encode() for i in range(len(ranks))], path.name
+            checked.add(digest)
+    assert checked == LINE_NUMBER_RANKS
