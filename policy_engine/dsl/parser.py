@@ -2,10 +2,10 @@
 and loads the parser): no Tree or Token leaves it.
 
 The parser is loaded once (LALR, positions; its tables built from the grammar ahead of time
-and shipped in the package). Syntax errors are
-reported in the user's words (terminal names become "a number", "`{`", ...), several per
-file: the parser resumes after an unexpected token. Oversized files and over-deep nesting
-are refused before the tree is transformed, so no input can cause a RecursionError.
+and shipped in the package). Syntax errors are reported in the user's words (terminal names
+become "a number", "`{`", ...), several per file: the parser resumes after an unexpected
+token. Oversized files and over-deep nesting are refused before the tree is transformed, so
+no input can cause a RecursionError.
 """
 
 from __future__ import annotations
