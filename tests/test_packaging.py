@@ -37,6 +37,7 @@ def test_wheel_ships_rules_schemas_grammar_and_marker(wheel: Path) -> None:
         "policy_engine/schemas/retrieval_pack.schema.json",
         "policy_engine/schemas/decision.schema.json",
         "policy_engine/dsl/grammar.lark",
+        "policy_engine/dsl/grammar.lalr",
         "policy_engine/py.typed",
         "policy_engine/adapters/templates/run.html",
         "policy_engine/schemas/budget.schema.json",
@@ -59,6 +60,8 @@ def test_installed_wheel_finds_its_data_outside_the_checkout(wheel: Path, tmp_pa
         f"assert policy_engine.__file__.startswith({str(target)!r}), policy_engine.__file__;"
         "p = load_policy(default_rules_path());"
         "json.loads(r.files('policy_engine.schemas').joinpath('decision.schema.json').read_text());"
+        "from policy_engine.dsl.parser import grammar;"
+        "assert grammar().source_path == '<deserialized>', 'the shipped parser table was not used';"
         "print(p.name)"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}

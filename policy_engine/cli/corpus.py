@@ -11,10 +11,8 @@ prints (each pack's decision is a pure function of its inputs).
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from policy_engine.cli.formats import PackResult
@@ -99,6 +97,9 @@ def evaluate_many(
             out.append(evaluate_one(engine, path, common, explain)[0])
             advance(1)
         return out
+    import multiprocessing  # only here: a one-process run does not pay for its import
+    from concurrent.futures import ProcessPoolExecutor
+
     jobs = min(jobs, len(paths))
     # contiguous chunks, several per worker so a slow chunk does not idle the others
     size = max(1, len(paths) // (jobs * 4))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 
 from policy_engine.cli.exit_codes import ExitCode
@@ -182,6 +181,8 @@ def diff_json(report: Any) -> str:
 def diff_html(report: Any) -> str:
     """A self-contained page (no scripts, no external assets) to attach to a pull request.
     Built as an element tree, so every pack name and rule path is escaped."""
+    import xml.etree.ElementTree as ET  # only for the HTML report
+
     html = ET.Element("html", lang="en")
     head = ET.SubElement(html, "head")
     ET.SubElement(head, "meta", charset="utf-8")

@@ -10,11 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import policy_engine
@@ -22,6 +21,9 @@ from policy_engine.decision import Decision
 from policy_engine.diagnostics import render_text
 from policy_engine.errors import Diagnostic, Severity
 from policy_engine.pretty_json import dumps_indented
+
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
 
 FORMATS = ("text", "json", "junit", "sarif", "github")
 DOCS_URI = "https://github.com/policy-engine/policy-engine/blob/main/docs/rules-reference.md"
@@ -182,6 +184,8 @@ def _seconds(value: float) -> str:
 
 
 def _junit(name: str, cases: list[ET.Element], seconds: float) -> str:
+    import xml.etree.ElementTree as ET  # only for JUnit output
+
     failures = sum(1 for c in cases if c.find("failure") is not None)
     errors = sum(1 for c in cases if c.find("error") is not None)
     counts = {
@@ -200,6 +204,8 @@ def _junit(name: str, cases: list[ET.Element], seconds: float) -> str:
 def decision_junit(report: Report) -> str:
     """One testcase per pack: blocked (or warned, with --fail-on-warn) is a failure, an
     invalid pack an error; so `failures + errors > 0` exactly when the exit code is not 0."""
+    import xml.etree.ElementTree as ET  # only for JUnit output
+
     cases = []
     for r in report.results:
         case = ET.Element("testcase", classname="policy.eval", name=r.file, file=r.file, time=_seconds(r.seconds))
@@ -499,6 +505,8 @@ def _html(report: Report) -> str:
 def check_junit(problems: Sequence[Diagnostic], checked: Sequence[str], seconds: float = 0.0) -> str:
     """One testcase per rule file; a file with errors has one failure listing them all
     (warnings go to system-out), so `failures > 0` exactly when `check` exits 3."""
+    import xml.etree.ElementTree as ET  # only for JUnit output
+
     by_file: dict[str, list[Diagnostic]] = {}
     for d in problems:
         by_file.setdefault(d.span.file if d.span else (d.file or "<input>"), []).append(d)

@@ -11,7 +11,6 @@ import contextlib
 import functools
 import os
 import sys
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -338,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.OK)
     except Exception as exc:  # the single place an unexpected error is turned into a message
         if debug:
+            import traceback  # only on this path: its import costs every run a few ms
+
             traceback.print_exc()
         else:
             print(

@@ -1,15 +1,18 @@
-"""Rule text → AST. The only module that touches Lark: no Tree or Token leaves it.
+"""Rule text → AST. The only module that touches Lark (with dsl/parser_table.py, which builds
+and loads the parser): no Tree or Token leaves it.
 
-The grammar is loaded once (LALR, positions, Lark's grammar cache). Syntax errors are
-reported in the user's words (terminal names become "a number", "`{`", ...), several per
-file: the parser resumes after an unexpected token. Oversized files and over-deep nesting
-are refused before the tree is transformed, so no input can cause a RecursionError.
+The parser is loaded once (LALR, positions; its tables built from the grammar ahead of time
+and shipped in the package). Syntax errors are reported in the user's words (terminal names
+become "a number", "`{`", ...), several per file: the parser resumes after an unexpected
+token. Oversized files and over-deep nesting are refused before the tree is transformed, so
+no input can cause a RecursionError.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from contextvars import ContextVar
 from functools import cache
 from typing import Any
@@ -51,17 +54,15 @@ def _collect_comment(tok: Token) -> Token:
     return tok
 
 
+LEXER_CALLBACKS: dict[str, Callable[[Token], Token]] = {"COMMENT": _collect_comment}
+
+
 @cache
 def grammar() -> Lark:
-    return Lark.open_from_package(
-        "policy_engine.dsl",
-        "grammar.lark",
-        parser="lalr",
-        propagate_positions=True,
-        cache=True,
-        maybe_placeholders=False,
-        lexer_callbacks={"COMMENT": _collect_comment},
-    )
+    """The LALR parser, loaded from the table shipped with the package (dsl/parser_table.py)."""
+    from policy_engine.dsl import parser_table
+
+    return parser_table.load(LEXER_CALLBACKS)
 
 
 def _terminal_text(name: str) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any
 
 from policy_engine.errors import Diagnostic, PackError
@@ -34,18 +33,19 @@ class PackFormat:
 
 
 _FORMATS: dict[str, PackFormat] = {}
-_loaded = False
+_builtins_loaded = False
+_plugins_loaded = False
 
 
 def register_format(fmt: PackFormat) -> None:
     _FORMATS[fmt.name] = fmt
 
 
-def _load() -> None:
-    global _loaded
-    if _loaded:
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
         return
-    _loaded = True
+    _builtins_loaded = True
     from policy_engine.packs import agent_format
     from policy_engine.packs.fast_check import pack_is_valid
     from policy_engine.packs.validate import validate_pack_document
@@ -60,6 +60,21 @@ def _load() -> None:
             pack_is_valid,
         )
     )
+
+
+def _load() -> None:
+    """Built-ins first, then the entry points. Scanning the installed distributions' entry
+    points (and importing importlib.metadata) costs tens of ms per process, so `find_format`
+    only does it when no built-in format takes the document: a plugin never replaces a
+    built-in of the same name, and detection tries formats in registration order, so a
+    document a built-in detects gets that built-in either way."""
+    global _plugins_loaded
+    _load_builtins()
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
     for ep in entry_points(group=GROUP):
         if ep.name in _FORMATS:
             continue
@@ -74,6 +89,15 @@ def formats() -> Mapping[str, PackFormat]:
 
 
 def find_format(doc: Any, file: str, name: str | None) -> PackFormat:
+    _load_builtins()
+    if name is None:
+        builtin = (
+            next((fmt for fmt in _FORMATS.values() if fmt.detect(doc)), None) if isinstance(doc, Mapping) else None
+        )
+        if builtin is not None:
+            return builtin
+    elif name in _FORMATS:
+        return _FORMATS[name]
     _load()
     if name is not None:
         if name not in _FORMATS:

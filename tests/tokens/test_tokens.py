@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import tiktoken
 import tiktoken_ext.openai_public as openai_public
 
 from policy_engine.errors import TokenizerError
@@ -190,3 +191,59 @@ def test_resolving_writes_nothing_and_leaves_the_environment_alone(tmp_path: Pat
     assert same_env and "bpe-openai" in source
     assert count == 10  # what tiktoken.get_encoding("o200k_base") gives
     assert list(cache.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
+@pytest.mark.parametrize("encoding", ["cl100k_base", "o200k_base"])
+def test_ranks_equal_tiktokens_own_reading_of_the_file(
+    encoding: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast reading of a BPE file (one split, decoded in C) gives tiktoken's own
+    `load_tiktoken_bpe` result, key order included, and the encoding built from it encodes
+    as tiktoken's own `Encoding` built from tiktoken's ranks does."""
+    import gzip
+    import importlib.util
+
+    from tiktoken.load import load_tiktoken_bpe
+
+    from policy_engine.tokens.encodings import ENCODINGS
+    from policy_engine.tokens.resolve import EXPECTED_SHA256, LINE_NUMBER_RANKS, _ranks, build_encoding
+
+    bundled = Path(importlib.util.find_spec("bpe_openai").submodule_search_locations[0]) / "data"
+    data = gzip.decompress((bundled / f"{encoding}.tiktoken.gz").read_bytes())
+    plain = tmp_path / f"{encoding}.tiktoken"
+    plain.write_bytes(data)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")  # tiktoken reads the file without caching it
+    theirs = load_tiktoken_bpe(str(plain), expected_hash=EXPECTED_SHA256[encoding])
+    assert EXPECTED_SHA256[encoding] in LINE_NUMBER_RANKS  # so both readings are checked
+    for ours in (_ranks(data), _ranks(data, EXPECTED_SHA256[encoding])):
+        assert list(ours.items()) == list(theirs.items())
+    _, pattern, special, n_vocab = ENCODINGS[encoding]
+    reference = tiktoken.Encoding(
+        encoding, pat_str=pattern, mergeable_ranks=theirs, special_tokens=dict(special), explicit_n_vocab=n_vocab
+    )
+    built = build_encoding(encoding, data, EXPECTED_SHA256[encoding])
+    samples = [p.read_text(encoding="utf-8") for p in PROMPTS]
+    samples += ["hello world, <|endoftext|> ünïcödé 漢字 🙂 \r\n\t  ", "x" * 3000, ""]
+    assert len(samples) > 3
+    for sample in samples:
+        assert built.encode_ordinary(sample) == reference.encode_ordinary(sample)
+
+
+def test_line_number_ranks_names_only_files_whose_ranks_are_their_line_numbers() -> None:
+    """Every file `LINE_NUMBER_RANKS` lets skip its rank column is one checked here."""
+    import gzip
+    import hashlib
+    import importlib.util
+
+    from policy_engine.tokens.resolve import LINE_NUMBER_RANKS
+
+    bundled = Path(importlib.util.find_spec("bpe_openai").submodule_search_locations[0]) / "data"
+    checked = set()
+    for path in sorted(bundled.glob("*.tiktoken.gz")):
+        data = gzip.decompress(path.read_bytes())
+        digest = hashlib.sha256(data).hexdigest()
+        if digest in LINE_NUMBER_RANKS:
+            ranks = data.split()[1::2]
+            assert ranks == [str(i).encode() for i in range(len(ranks))], path.name
+            checked.add(digest)
+    assert checked == LINE_NUMBER_RANKS
