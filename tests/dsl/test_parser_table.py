@@ -25,7 +25,9 @@ from policy_engine.dsl import parser_table
 from policy_engine.dsl.parser import LEXER_CALLBACKS, grammar
 from tests.conftest import ROOT
 
-POLICIES = sorted(p for p in ROOT.rglob("*.policy") if not {".venv", "build"} & set(p.relative_to(ROOT).parts))
+POLICIES = sorted(
+    p for p in ROOT.rglob("*.policy") if not {".venv", "build", ".wt", ".git"} & set(p.relative_to(ROOT).parts)
+)
 
 
 def rule_key(rule: Any) -> tuple[Any, ...]:
