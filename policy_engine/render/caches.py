@@ -18,7 +18,7 @@ MODEL_CACHE_MAX = 32
 class RenderCaches:
     """Rendered and measured pieces shared by every prompt model built with this object."""
 
-    __slots__ = ("items", "knowledge", "models", "skeletons", "slots")
+    __slots__ = ("items", "knowledge", "knowledge_slots", "models", "skeletons", "slots")
 
     def __init__(self) -> None:
         #: (counter, json options, indent, repr(item)) -> (block, measure with a trailing comma, measure without)
@@ -27,6 +27,8 @@ class RenderCaches:
         self.skeletons: dict[tuple[Any, str], tuple[tuple[Any, ...], int]] = {}
         #: (counter, json options, indent, slot key) -> (blocks, comma measures, plain measures) of a whole slot
         self.slots: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, int], dict[str, int]]] = {}
+        #: the same for the knowledge pack's lists (kept apart: packs come and go, the knowledge pack stays)
+        self.knowledge_slots: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, int], dict[str, int]]] = {}
         #: (template digest, knowledge digest, max examples) -> (knowledge skeleton, its list items, their rules)
         self.knowledge: dict[tuple[Any, ...], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
         #: (template, pack, idea, knowledge pack, limits) -> (the inputs kept alive, the prompt model): a
@@ -41,5 +43,5 @@ class RenderCaches:
         return value
 
     def clear(self) -> None:
-        for cache in (self.items, self.skeletons, self.slots, self.knowledge, self.models):
+        for cache in (self.items, self.skeletons, self.slots, self.knowledge_slots, self.knowledge, self.models):
             cache.clear()

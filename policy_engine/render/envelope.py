@@ -402,11 +402,12 @@ class TemplateModel:
         else:
             content_key = repr(items)
         slot_key = (self._counter_key, indent, content_key)
-        cached = self._caches.slots.get(slot_key)
+        # knowledge lists (shared by every pack of a run) live apart from the packs' own
+        # lists, so a corpus of new packs never evicts them
+        store = self._caches.knowledge_slots if knowledge_slot else self._caches.slots
+        cached = store.get(slot_key)
         if cached is None:
-            cached = self._caches.remember(
-                self._caches.slots, slot_key, self._measure_items(indent, items), DOC_CACHE_MAX
-            )
+            cached = self._caches.remember(store, slot_key, self._measure_items(indent, items), DOC_CACHE_MAX)
         self._blocks[slot.name], self._comma_costs[slot.name], self._plain_costs[slot.name] = cached
         closing_indent = indent[: -self._indent_width]
         self._slot_meta[slot.name] = (
