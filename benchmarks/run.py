@@ -146,7 +146,7 @@ def issue_table(args: argparse.Namespace, repeats: int, out: dict[str, Any]) -> 
     ]
     fresh_pools = iter([load_pack(d, idea=idea) for d in fresh_docs])
     fresh_exact = iter([load_pack(d, idea=idea) for d in fresh_docs])
-    t_new, t_naive_new, ratio_new = paired(
+    t_new, _, ratio_new = paired(
         lambda: run(rough_engine, next(fresh_pools), idea=idea),
         lambda: reference_evaluate(rough, pools, UsageSnapshot(), Request(), render, count),
         repeats * 4,

@@ -36,7 +36,16 @@ def test_benchmark_smoke_run_reports_every_section(tmp_path: Path) -> None:
         assert needle in proc.stdout, needle
     numbers = json.loads(out.read_text())
     assert set(numbers) >= {"seed", "whole_ladder", "gate", "corpus", "memory", "issue10"}
-    assert set(numbers["issue10"]) == {"rough_seed", "seed", "150-field", "1000-field", "corpus", "cold_start"}
+    assert set(numbers["issue10"]) == {
+        "rough_seed",
+        "rough_seed_new_pack",
+        "exact_seed_new_pack",
+        "seed",
+        "150-field",
+        "1000-field",
+        "corpus",
+        "cold_start",
+    }
     assert numbers["issue10"]["1000-field"]["cold_ratio"] > 0 and numbers["issue10"]["corpus"]["packs"] == 4
     assert numbers["corpus"]["packs"] == 4 and numbers["seed"]["rungs"] == 3
 
