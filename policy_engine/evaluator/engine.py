@@ -48,7 +48,7 @@ class Engine:
     starts: dict[tuple[Any, ...], tuple[Pools, Any]] = field(default_factory=dict)
     #: (id of a state, pool, exploit kept, explore kept) -> (that state, the state after the cut):
     #: a rung is a pure function of its state, so a pack walked again reuses every state object
-    cuts: dict[tuple[Any, ...], tuple[Any, Any]] = field(default_factory=dict)
+    cuts: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
     def start_state(self, pools: Pools, topk: tuple[Any, ...]) -> Any:
         """The pack's top-k state (`evaluator/state.py`), built once per pack and top-k."""

@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 from policy_engine.evaluator.floors import rung_floor
 from policy_engine.evaluator.lanes import keep_lane_prefixes, split_lanes
 from policy_engine.evaluator.limits import Measured, failing, measure_state, unfixable
-from policy_engine.evaluator.state import State, initial_state, lane_counts, removed_between, selection_of, with_pool
+from policy_engine.evaluator.state import (
+    PoolState,
+    State,
+    initial_state,
+    lane_counts,
+    removed_between,
+    selection_of,
+    with_pool,
+)
 from policy_engine.evaluator.steps import resize
 from policy_engine.policy import Enforcement, Price, Settings, Stage, Step
 from policy_engine.pools import Pools
@@ -41,7 +49,7 @@ class LadderInputs:
     price: Price | None
     explain: str
     #: memo of cuts (an Engine's `cuts`): (id(state), pool, n_exploit, n_explore) -> (state, next state)
-    cuts: dict[tuple[Any, ...], tuple[Any, Any]] | None = None
+    cuts: dict[tuple[Any, ...], Any] | None = None
 
 
 @dataclass(slots=True)
@@ -124,8 +132,7 @@ def _try_rung(
     state = walk.state
     current = state[stage.pool]
     size = len(current.items)
-    floor = settings.lanes.explore_floor
-    target = max(resize(step, size, original, stage.minimum), rung_floor(floor, len(current.explore)))
+    n_exploit, n_explore, target = _rung_size(inputs, step, stage.minimum, current, original)
     before_counts = lane_counts(state)
     common: dict[str, Any] = dict(
         rule=stage.rule,
@@ -152,9 +159,6 @@ def _try_rung(
             )
         )
         return False
-    n_exploit, n_explore = split_lanes(
-        target, len(current.exploit), len(current.explore), settings.lanes.explore_ratio, floor
-    )
     new_state, removed = _cut(inputs.cuts, state, stage.pool, n_exploit, n_explore)
     walk.now = _measure(inputs, tokens, new_state)
     walk.fails = failing(settings, inputs.request, walk.now, Enforcement.BLOCK)
@@ -182,8 +186,40 @@ def _try_rung(
     return not walk.fails
 
 
+def _rung_size(
+    inputs: LadderInputs, step: Step, minimum: int, current: PoolState, original: int
+) -> tuple[int, int, int]:
+    """(exploit kept, explore kept, new size) of a rung: the step's size, never below the
+    floor's worth of explore candidates, split between the lanes. Exact decimal arithmetic,
+    memoised with the cuts (it is a pure function of these numbers)."""
+    lanes = inputs.settings.lanes
+    key = (
+        "size",
+        step,
+        minimum,
+        len(current.exploit),
+        len(current.explore),
+        original,
+        lanes.explore_floor,
+        lanes.explore_ratio,
+    )
+    cuts = inputs.cuts
+    hit = cuts.get(key) if cuts is not None else None
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    size = len(current.items)
+    target = max(resize(step, size, original, minimum), rung_floor(lanes.explore_floor, len(current.explore)))
+    n_exploit, n_explore = split_lanes(
+        target, len(current.exploit), len(current.explore), lanes.explore_ratio, lanes.explore_floor
+    )
+    out = (n_exploit, n_explore, target)
+    if cuts is not None:
+        cuts[key] = out
+    return out
+
+
 def _cut(
-    cuts: dict[tuple[Any, ...], tuple[Any, Any]] | None, state: State, pool: str, exploit: int, explore: int
+    cuts: dict[tuple[Any, ...], Any] | None, state: State, pool: str, exploit: int, explore: int
 ) -> tuple[State, dict[str, tuple[str, ...]]]:
     """The state after keeping ``exploit`` + ``explore`` of ``pool``, and the ids it removed
     per pool; memoised in ``cuts`` (the input state is kept alive with its entry, so its id
