@@ -34,9 +34,11 @@ __all__ = [
 ]
 
 
-def read_pack_document(path: str | os.PathLike[str]) -> tuple[Any, str]:
-    """Read a pack file (``-`` for standard input) as a document, strictly and bounded."""
-    return read_json_file(path)
+def read_pack_document(path: str | os.PathLike[str], *, check_nesting: bool = True) -> tuple[Any, str]:
+    """Read a pack file (``-`` for standard input) as a document, strictly and bounded.
+    ``check_nesting=False`` skips the nesting walk for a caller that hands the document
+    straight to `load_pack`, whose own checks bound it (no need to walk it twice)."""
+    return read_json_file(path, check_nesting=check_nesting)
 
 
 def load_pack(

@@ -139,7 +139,11 @@ def parse_json_text(
     error: type[PolicyError] = PackError,
     code_prefix: str = "P",
     bounds: Bounds = DEFAULT_BOUNDS,
+    check_nesting: bool = True,
 ) -> Any:
+    """The document in ``text``, strictly parsed. ``check_nesting=False`` is for a caller
+    that bounds the nesting itself before anything recurses into the document (the pack
+    loader: its fast check is a bounded walk, its slow path checks the depth first)."""
     if not text.strip():
         raise error(
             [Diagnostic(f"{code_prefix}115", "the file is empty", hint="give a JSON document", file=file, pointer="")]
@@ -184,7 +188,8 @@ def parse_json_text(
                 )
             ]
         ) from None
-    check_depth(doc, bounds, error=error, code=f"{code_prefix}119", file=file)
+    if check_nesting:
+        check_depth(doc, bounds, error=error, code=f"{code_prefix}119", file=file)
     return doc
 
 
@@ -194,8 +199,10 @@ def read_json_file(
     error: type[PolicyError] = PackError,
     code_prefix: str = "P",
     bounds: Bounds = DEFAULT_BOUNDS,
+    check_nesting: bool = True,
 ) -> tuple[Any, str]:
     """(document, label). ``-`` reads standard input, under the same size bound as a file."""
     raw, label = read_bounded(path, bounds, error=error, prefix=code_prefix)
     text = decode_utf8(raw, label, error=error, code=f"{code_prefix}103")
-    return parse_json_text(text, label, error=error, code_prefix=code_prefix, bounds=bounds), label
+    doc = parse_json_text(text, label, error=error, code_prefix=code_prefix, bounds=bounds, check_nesting=check_nesting)
+    return doc, label

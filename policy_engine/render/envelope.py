@@ -396,10 +396,11 @@ class TemplateModel:
         indent = " " * (len(slot.prefix) - len(slot.prefix.lstrip(" ")) + self._indent_width)
         items = self._items.get(slot.name, ())
         knowledge_slot = slot.name in self._lists
-        source_digest = self._knowledge_digest if knowledge_slot else self._pack_digest
-        if source_digest and source_digest != "none":
-            content_key = f"{slot.name}:{self._template.digest if knowledge_slot else ''}:{source_digest}"
+        if knowledge_slot and self._knowledge_digest and self._knowledge_digest != "none":
+            content_key = f"{slot.name}:{self._template.digest}:{self._knowledge_digest}"
         else:
+            # a pack's list by its own content (one repr in C): packs of a run that share a
+            # list (the same operators, the same datasets) measure it once
             content_key = repr(items)
         slot_key = (self._counter_key, indent, content_key)
         # knowledge lists (shared by every pack of a run) live apart from the packs' own

@@ -57,3 +57,21 @@ def test_verify_counts_agrees_with_the_composed_counts(corpus: Path) -> None:
     got = decisions(verified.stdout)
     assert got == decisions(plain.stdout) and sum(d is not None for d in got) == 12
     assert "accounting" not in verified.stdout
+
+
+def test_a_too_deep_pack_in_a_directory_is_refused_with_its_pointer(tmp_path: Path) -> None:
+    """A directory run reads packs without the reader's nesting walk (the loader bounds the
+    nesting itself): a deep pack is still P119 at its JSON Pointer, never a crash."""
+    doc = json.loads((EX / "packs" / "small_2x4x10x8.json").read_text())
+    deep: object = 1
+    for _ in range(100):
+        deep = {"a": deep}
+    doc["telemetry"] = deep
+    (tmp_path / "deep.json").write_text(json.dumps(doc))
+    (tmp_path / "flat.json").write_text("[" * 100_000 + "]" * 100_000)
+    proc = run("eval", str(tmp_path), "--format", "json")
+    assert proc.returncode == ExitCode.INVALID_INPUT, proc.stderr
+    results = {Path(r["file"]).name: r for r in json.loads(proc.stdout)["results"]}
+    (error,) = results["deep.json"]["errors"]
+    assert error["code"] == "P119" and error["pointer"] == "/telemetry" + "/a" * 63
+    assert results["flat.json"]["errors"][0]["code"] == "P119"
