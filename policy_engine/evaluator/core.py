@@ -45,7 +45,7 @@ def _engine_for(policy: Policy, counter: Any) -> Engine:
     counter = counter or get_counter(policy.tokenizer)
     key = (id(policy), id(counter))
     engine = _COMPAT_ENGINES.get(key)
-    if engine is None or engine.policy is not policy or engine.counter is not counter:
+    if engine is None:
         if len(_COMPAT_ENGINES) >= _COMPAT_MAX:
             _COMPAT_ENGINES.clear()
         engine = _COMPAT_ENGINES[key] = Engine.build(policy, counter=counter)

@@ -190,32 +190,15 @@ def _rung_size(
     inputs: LadderInputs, step: Step, minimum: int, current: PoolState, original: int
 ) -> tuple[int, int, int]:
     """(exploit kept, explore kept, new size) of a rung: the step's size, never below the
-    floor's worth of explore candidates, split between the lanes. Exact decimal arithmetic,
-    memoised with the cuts (it is a pure function of these numbers)."""
+    floor's worth of explore candidates, split between the lanes."""
     lanes = inputs.settings.lanes
-    key = (
-        "size",
-        step,
-        minimum,
-        len(current.exploit),
-        len(current.explore),
-        original,
-        lanes.explore_floor,
-        lanes.explore_ratio,
+    target = max(
+        resize(step, len(current.items), original, minimum), rung_floor(lanes.explore_floor, len(current.explore))
     )
-    cuts = inputs.cuts
-    hit = cuts.get(key) if cuts is not None else None
-    if hit is not None:
-        return hit  # type: ignore[no-any-return]
-    size = len(current.items)
-    target = max(resize(step, size, original, minimum), rung_floor(lanes.explore_floor, len(current.explore)))
     n_exploit, n_explore = split_lanes(
         target, len(current.exploit), len(current.explore), lanes.explore_ratio, lanes.explore_floor
     )
-    out = (n_exploit, n_explore, target)
-    if cuts is not None:
-        cuts[key] = out
-    return out
+    return n_exploit, n_explore, target
 
 
 def _cut(
@@ -226,7 +209,7 @@ def _cut(
     is never reused meanwhile)."""
     key = (id(state), pool, exploit, explore)
     hit = cuts.get(key) if cuts is not None else None
-    if hit is not None and hit[0] is state:
+    if hit is not None:
         return hit[1]  # type: ignore[no-any-return]
     new_state = with_pool(state, pool, keep_lane_prefixes(state[pool], exploit, explore))
     out = (new_state, removed_between(state, new_state))

@@ -552,7 +552,7 @@ class TemplateModel:
         rung costs the lists it touched."""
         key = tuple((pool, id(ids)) for pool, ids in selection.items())
         hit = self._measures.get(key)
-        if hit is not None and all(a is b for a, b in zip(hit[0], selection.values(), strict=True)):
+        if hit is not None:  # the entry keeps its tuples alive: an id in the key is never reused meanwhile
             return hit[1]
         total = self._measure_parts(selection)
         if len(self._measures) >= 256:

@@ -5,6 +5,7 @@ calls stay warm), and the counter and knowledge pack each form honours."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from decimal import Decimal
 
 import pytest
@@ -12,7 +13,8 @@ import pytest
 from policy_engine.dsl import load_policy_text
 from policy_engine.errors import RuleCheckError, UsageInputError
 from policy_engine.evaluator import Engine, core, evaluate
-from policy_engine.packs import load_pack_file
+from policy_engine.evaluator.engine import evaluate as engine_evaluate
+from policy_engine.packs import load_pack, load_pack_file
 from policy_engine.render import load_knowledge
 from policy_engine.tokens import RoughCounter
 from tests.conftest import ROOT
@@ -106,3 +108,86 @@ def test_a_usd_limit_without_a_price_is_refused_at_its_rule() -> None:
     assert diag.code == "V101" and diag.message == "limit 'spend' is in USD but the policy prices no model"
     assert diag.span is not None and diag.span.line == 3
     assert diag.hint == 'add a price table and `price model "..."`'
+
+
+def test_each_counter_gets_its_own_engine_in_the_policy_form() -> None:
+    core._COMPAT_ENGINES.clear()
+    policy = _policy()
+    first, second = RoughCounter(Decimal(4)), RoughCounter(Decimal(4))
+    evaluate(policy, SMALL, counter=first)
+    evaluate(policy, SMALL, counter=second)
+    evaluate(policy, SMALL, counter=first)
+    assert sorted(id(e.counter) for e in core._COMPAT_ENGINES.values()) == sorted((id(first), id(second)))
+
+
+def test_the_engine_passed_is_the_engine_used() -> None:
+    """Its memos fill (models, cuts), even when its own counter is passed along."""
+    engine = Engine.build(_policy(TIGHT_RULES))
+    decision = evaluate(engine, SMALL, counter=engine.counter)
+    assert decision.outcome == "trimmed"
+    assert engine.caches.models and engine.cuts and engine.starts
+
+
+def test_seen_combos_reach_novelty_in_both_forms() -> None:
+    policy = _policy()
+    fresh = evaluate(policy, SMALL)
+    assert fresh.kpis["novelty"] == 1.0
+    seen = frozenset(fresh.kpis["combo_sample"][:2])
+    for decision in (
+        evaluate(policy, SMALL, seen_combos=seen),
+        engine_evaluate(Engine.build(policy), SMALL, seen_combos=seen),
+    ):
+        count = decision.kpis["combo_count"]
+        assert decision.kpis["novelty"] == round((count - 2) / count, 6)
+
+
+def test_the_pure_form_takes_the_engines_knowledge_unless_the_call_gives_one() -> None:
+    bare, loaded = Engine.build(_policy()), Engine.build(_policy(), knowledge=KNOWLEDGE)
+    with_knowledge = engine_evaluate(loaded, SMALL).metrics["prompt_tokens"]
+    without = engine_evaluate(bare, SMALL).metrics["prompt_tokens"]
+    assert with_knowledge > without
+    assert engine_evaluate(bare, SMALL, knowledge=KNOWLEDGE).metrics["prompt_tokens"] == with_knowledge
+
+
+TIGHT_RULES = """tokenizer tiktoken "o200k_base"
+limit request_prompt: request_prompt <= 1_950 tokens
+limit request_completion: request_completion <= 100 tokens
+completion budget 50 tokens
+ladder {
+  stage f: fields factor 0.5 min 1
+  stage o: operators factor 0.5 min 1
+  on exhausted block
+}
+"""
+
+
+def test_rung_messages_name_every_failing_limit_and_an_empty_pool() -> None:
+    text = """tokenizer tiktoken "o200k_base"
+limit request_prompt: request_prompt <= 10 tokens
+limit batch_total: batch_total <= 20 tokens
+limit day_total: day_total <= 1_000_000 tokens
+completion budget 5 tokens
+ladder {
+  stage f: fields factor 0.5 0.4 0.3 0.2 0.1 0.05 min 1
+  on exhausted block
+}
+"""
+    doc = json.loads((ROOT / "examples" / "packs" / "small_2x4x10x8.json").read_text(encoding="utf-8"))
+    decision = evaluate(_policy(text), load_pack(doc))
+    rungs = [s for s in decision.trace if s.kind == "rung"]
+    assert rungs[0].message.endswith("still exceeds request_prompt, batch_total")
+    assert rungs[-1].verdict == "skipped" and rungs[-1].message == "no change: fields already at 1 (minimum 1)"
+    doc["candidate_fields"], doc["lanes"]["exploit"]["field_ids"], doc["lanes"]["explore"]["field_ids"] = [], [], []
+    empty = evaluate(_policy(text), load_pack(doc))
+    assert all(s.message == "no change: pool is empty" for s in empty.trace if s.kind == "rung")
+
+
+def test_full_explain_prices_each_removed_candidate() -> None:
+    decision = evaluate(_policy(TIGHT_RULES), SMALL, explain="full")
+    rungs = [s for s in decision.trace if s.kind == "rung" and s.verdict != "skipped"]
+    assert rungs
+    for step in rungs:
+        assert step.item_tokens is not None and step.removed
+        for pool, ids in step.removed.items():
+            assert set(step.item_tokens[pool]) == set(ids)
+            assert all(n > 0 for n in step.item_tokens[pool].values())
