@@ -121,10 +121,10 @@ def removed_between(before: State, after: State) -> dict[str, tuple[str, ...]]:
     """Ids dropped per pool, in pool order; only pools whose state changed are compared."""
     out: dict[str, tuple[str, ...]] = {}
     for pool, old in before.items():
-        new = after.get(pool)
+        new = after[pool]  # every state holds every pool
         if new is old:
             continue
-        kept = set(new.ids) if new is not None else set()
+        kept = set(new.ids)
         gone = tuple(i for i in old.ids if i not in kept)
         if gone:
             out[pool] = gone

@@ -191,3 +191,35 @@ def test_full_explain_prices_each_removed_candidate() -> None:
         for pool, ids in step.removed.items():
             assert set(step.item_tokens[pool]) == set(ids)
             assert all(n > 0 for n in step.item_tokens[pool].values())
+
+
+def test_the_pure_form_passes_the_idea_and_a_prompt_model_on() -> None:
+    from policy_engine.render import limits_view, load_idea
+
+    policy = _policy()
+    idea = load_idea(ROOT / "examples" / "ideaspec.json")
+    engine = Engine.build(policy)
+    plain = engine_evaluate(engine, SMALL).metrics["prompt_tokens"]
+    with_idea = engine_evaluate(engine, SMALL, idea=idea).metrics["prompt_tokens"]
+    assert with_idea != plain
+    # a prompt model handed in is the one priced (here: the knowledge pack's, through the model)
+    model = Engine.build(policy).prompt_model(
+        SMALL, idea=None, knowledge=KNOWLEDGE, limits=limits_view(policy.resolve(SMALL.attributes)[0])
+    )
+    for run in (engine_evaluate, evaluate):
+        priced = run(engine, SMALL, prompt_model=model).metrics["prompt_tokens"]
+        assert priced == engine_evaluate(Engine.build(policy, knowledge=KNOWLEDGE), SMALL).metrics["prompt_tokens"]
+
+
+def test_a_pack_walked_again_reuses_its_states() -> None:
+    """The second decision on one pack adds no cut and no measure: every state object of the
+    first walk is served again (observable as the engine's and the model's memo sizes)."""
+    engine = Engine.build(_policy(TIGHT_RULES))
+    first = engine_evaluate(engine, SMALL)
+    (entry,) = engine.caches.models.values()
+    model = entry[1]
+    cuts, measures = len(engine.cuts), len(model._measures)
+    assert cuts >= first.fallback_count > 0
+    again = engine_evaluate(engine, SMALL)
+    assert again.to_json() == first.to_json()
+    assert (len(engine.cuts), len(model._measures)) == (cuts, measures)
