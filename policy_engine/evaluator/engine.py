@@ -98,9 +98,8 @@ class Engine:
         from policy_engine.render.caches import MODEL_CACHE_MAX
 
         policy = self.policy
+        # the policy (so its template) is the engine's own: the key holds what varies by call
         key = (
-            policy.template,
-            policy.template_spec.digest if policy.template_spec is not None else None,
             pools.format,
             pools.digest or id(pools),
             repr(idea),

@@ -23,7 +23,9 @@ def limit_reports(settings: Settings, request: Request, now: Measured) -> tuple[
     for limit in settings.limits:
         effective = effective_limit(limit, settings, request)
         value = now.value(limit.metric)
-        verdict = "unpriced" if value is None else ("fail" if value > effective else "pass")
+        if value is None:  # a USD limit with no price: refused before the walk (V101)
+            raise AssertionError(f"limit {limit.rule!r} has no value")
+        verdict = "fail" if value > effective else "pass"
         limits_json[limit.metric] = {
             "rule": limit.rule,
             "value": limit.value,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,7 @@ from policy_engine.evaluator import Engine, core, evaluate
 from policy_engine.evaluator.engine import evaluate as engine_evaluate
 from policy_engine.packs import load_pack, load_pack_file
 from policy_engine.render import load_knowledge
+from policy_engine.render.prompt import decision_selection
 from policy_engine.tokens import RoughCounter
 from tests.conftest import ROOT
 
@@ -223,3 +225,96 @@ def test_a_pack_walked_again_reuses_its_states() -> None:
     again = engine_evaluate(engine, SMALL)
     assert again.to_json() == first.to_json()
     assert (len(engine.cuts), len(model._measures)) == (cuts, measures)
+
+
+class _MiscountingCounter:
+    """An exact counter whose composed count is one token off: stands for a broken lemma."""
+
+    exact = True
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.name, self.vocab_hash = real.name, real.vocab_hash
+
+    def count(self, text: str) -> int:
+        return self._real.count(text) + 1
+
+    def count_whole(self, text: str) -> int:
+        return self._real.count_whole(text)
+
+    def measure(self, text: str) -> int:
+        return self._real.measure(text)
+
+    def finish(self, total: int) -> int:
+        return int(self._real.finish(total))
+
+
+def test_verification_trusts_the_whole_count_and_says_so() -> None:
+    policy = _policy()
+    honest = Engine.build(policy)
+    counter = _MiscountingCounter(honest.counter)
+    verified = engine_evaluate(Engine.build(policy, counter=counter, verify_counts=True), SMALL)
+    assert verified.metrics["prompt_tokens"] == engine_evaluate(honest, SMALL).metrics["prompt_tokens"]
+    (note,) = [s for s in verified.trace if s.rule == "accounting"]
+    assert (note.kind, note.verdict) == ("stop", "info")
+    whole = verified.metrics["prompt_tokens"]
+    assert (
+        note.message == f"composed count {whole + 1} differs from the whole-text count {whole}: the whole count is used"
+    )
+    # without verification the composed count disagrees with the arithmetic: the ladder is re-walked whole
+    unverified = engine_evaluate(Engine.build(policy, counter=counter), SMALL)
+    assert unverified.metrics["prompt_tokens"] == whole
+    assert any(s.rule == "accounting" and s.message.startswith("arithmetic gave") for s in unverified.trace)
+
+
+class _CountingRenders:
+    def __init__(self, model: Any) -> None:
+        self.model, self.renders = model, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def render(self, selection: Any) -> str:
+        self.renders += 1
+        return str(self.model.render(selection))
+
+
+def test_the_rough_estimator_renders_nothing_unless_verifying() -> None:
+    from policy_engine.render import limits_view
+
+    policy = _policy("tokenizer rough 4 chars per token\nlimit request_prompt: request_prompt <= 100_000 tokens\n")
+    limits = limits_view(policy.resolve(SMALL.attributes)[0])
+    for verify, renders in ((False, 0), (True, 1)):
+        engine = Engine.build(policy, verify_counts=verify)
+        model = _CountingRenders(engine.prompt_model(SMALL, idea=None, knowledge=None, limits=limits))
+        decision = engine_evaluate(engine, SMALL, prompt_model=model)
+        assert model.renders == renders
+        assert decision.metrics["prompt_chars"] == len(model.model.render(decision_selection(decision)))
+
+
+def test_a_failing_warn_limit_is_a_warn_check_and_a_warning() -> None:
+    policy = _policy(RULES + "limit day_total: day_total <= 1_000 tokens warn\n")
+    decision = evaluate(policy, SMALL)
+    assert decision.allowed
+    (check,) = [s for s in decision.trace if s.kind == "check" and s.rule == "day_total"]
+    assert check.verdict == "warn"
+    assert decision.limits["day_total"]["verdict"] == "fail"
+    (warning,) = decision.warnings
+    projected = decision.metrics["projected_day_tokens"]
+    assert (warning.code, warning.rule) == ("day_total", "day_total")
+    assert warning.message == f"day_total exceeds its warning limit: {projected} > 1000"
+    passing = [s for s in decision.trace if s.kind == "check" and s.rule == "request_prompt"]
+    assert [s.verdict for s in passing] == ["pass"]
+
+
+def test_an_engines_models_follow_idea_knowledge_and_limits() -> None:
+    from policy_engine.render import limits_view
+
+    policy = _policy()
+    engine = Engine.build(policy)
+    limits = limits_view(policy.resolve(SMALL.attributes)[0])
+    base = engine.prompt_model(SMALL, idea=None, knowledge=None, limits=limits)
+    assert engine.prompt_model(SMALL, idea=None, knowledge=None, limits=dict(limits)) is base
+    assert engine.prompt_model(SMALL, idea=None, knowledge=KNOWLEDGE, limits=limits) is not base
+    other_limits = {**limits, "request_prompt": 99}
+    assert engine.prompt_model(SMALL, idea=None, knowledge=None, limits=other_limits) is not base
