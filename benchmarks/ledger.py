@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -21,12 +22,15 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from policy_engine.adapters.admission import Admission  # noqa: E402
 from policy_engine.adapters.gate import BudgetBlocked, BudgetGate  # noqa: E402
+from policy_engine.adapters.ledger import new_reservation  # noqa: E402
 from policy_engine.adapters.ledger_url import open_ledger  # noqa: E402
 from policy_engine.dsl import load_policy_text  # noqa: E402
 from policy_engine.evaluator import evaluate  # noqa: E402
@@ -59,12 +63,25 @@ def _worker(url: str, mode: str, wid: int, seconds: float, start, out) -> None:
             reservation_id=res.reservation_id,
         )
 
-    def ledger_only() -> None:  # the ledger's part of a gated call, no evaluation
+    # the ledger's part of a gated call without the evaluation: the same read, the same
+    # rows admitted (captured from one real check, fresh ids each time) and a settlement
+    # with one usage event
+    captured: list[Admission] = []
+    real_admit = ledger.admit
+    ledger.admit = lambda a, db=None: captured.append(a) or real_admit(a, db)
+    gated()
+    ledger.admit = real_admit
+    template = captured[0]
+    usage_row = ("llm.usage_point", json.dumps({"prompt_tokens": 600, "completion_tokens": 100}), template.created_at)
+
+    def ledger_only() -> None:
         now = ledger.clock()
-        with ledger.transaction() as db:
-            ledger.snapshot(run, now=now, db=db)
-            res = ledger.reserve(db, run, 700, 0, now=now, ttl_s=600)
-        ledger.settle(run, 600, 100, 0, reservation_id=res.id)
+        ledger.read_usage(run, now=now)
+        res = new_reservation(run, 700, 0, now=now, ttl_s=600)
+        assert template.call is not None
+        call = dataclasses.replace(template.call, call_id=uuid.uuid4().hex, reservation_id=res.id)
+        assert ledger.admit(dataclasses.replace(template, now=now, reservation=res, call=call)) is None
+        ledger.settle(run, 600, 100, 0, reservation_id=res.id, event=usage_row)
 
     call = gated if mode == "gated" else ledger_only
     call()  # warm: connection, prepared statements, token caches
@@ -75,10 +92,12 @@ def _worker(url: str, mode: str, wid: int, seconds: float, start, out) -> None:
             call()
         n += 1
     ledger.close()
-    out.put(n)
+    out.put((n, gate.conflicts, gate.locked_checks))
 
 
-def measure(url: str, mode: str, workers: int, seconds: float) -> float:
+def measure(url: str, mode: str, workers: int, seconds: float) -> tuple[float, int, int]:
+    """(calls/s, admissions that conflicted and were re-evaluated, checks that fell back to
+    evaluating under the admission locks)."""
     start, out = CTX.Event(), CTX.Queue()
     procs = [CTX.Process(target=_worker, args=(url, mode, i, seconds, start, out)) for i in range(workers)]
     for p in procs:
@@ -88,7 +107,7 @@ def measure(url: str, mode: str, workers: int, seconds: float) -> float:
     counts = [out.get(timeout=300) for _ in procs]
     for p in procs:
         p.join()
-    return sum(counts) / seconds
+    return sum(c[0] for c in counts) / seconds, sum(c[1] for c in counts), sum(c[2] for c in counts)
 
 
 def audit(url: str) -> tuple[int, int]:
@@ -162,11 +181,12 @@ def main() -> None:
                         else cluster.create_database(f"{mode}{w}")
                     )
                     open_ledger(url).close()
-                    rate = measure(url, mode, w, args.seconds)
+                    rate, conflicts, locked = measure(url, mode, w, args.seconds)
                     over, lost = audit(url)
                     rows.append((backend, mode, w, rate, over, lost))
                     print(
-                        f"  {backend:<10} {mode:<7} {w:>2} workers: {rate:8.0f} calls/s   overspend {over} tokens, lost usage {lost}",
+                        f"  {backend:<10} {mode:<7} {w:>2} workers: {rate:8.0f} calls/s   overspend {over} tokens, lost usage {lost}, "
+                        f"conflicts {conflicts}, locked fallbacks {locked}, load {os.getloadavg()[0]:.1f}",
                         flush=True,
                     )
         print("\n| backend | calls | 1 worker | 4 workers | 16 workers |\n|---|---|---|---|---|")

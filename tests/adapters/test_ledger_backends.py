@@ -325,13 +325,15 @@ def test_an_older_engine_refuses_a_newer_schema(ledger_url: str) -> None:
 
 
 def test_migrations_run_once_and_are_recorded(ledger_url: str) -> None:
+    # 1 the ledger, 2 the call log; on PostgreSQL 3 the one-round-trip step functions
+    expected = 2 if sqlite_path(ledger_url) else 3
     for _ in range(3):
         ledger = open_ledger(ledger_url)
-        assert ledger.schema_version() == 2  # 1 the ledger, 2 the call log
+        assert ledger.schema_version() == expected
         ledger.close()
     ledger = open_ledger(ledger_url)
     with ledger.transaction() as db:
-        assert db.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 2  # one row per migration
+        assert db.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == expected  # one row per migration
     ledger.close()
 
 
