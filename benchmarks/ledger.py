@@ -18,6 +18,7 @@ import dataclasses
 import json
 import multiprocessing as mp
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -49,7 +50,29 @@ ladder {{
 CTX = mp.get_context("fork")
 
 
-def _worker(url: str, mode: str, wid: int, seconds: float, start, out) -> None:
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def server_cpu_s(data_dir: Path | None) -> float:
+    """CPU seconds used so far by a PostgreSQL cluster's processes (postmaster and its
+    children: backends, WAL writer, checkpointer...), from /proc; 0 for SQLite."""
+    if data_dir is None:
+        return 0.0
+    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            pid = int(stat.parent.name)
+            if pid == postmaster or int(fields[1]) == postmaster:  # fields[1]: ppid
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def _worker(url: str, mode: str, wid: int, seconds: float, start, out, finish) -> None:
     ledger = open_ledger(url, pool_size=1)
     gate = BudgetGate(load_policy_text(RULES, "bench.policy"), ledger)
     run = f"bench-{mode}-{wid}"
@@ -86,28 +109,46 @@ def _worker(url: str, mode: str, wid: int, seconds: float, start, out) -> None:
     call = gated if mode == "gated" else ledger_only
     call()  # warm: connection, prepared statements, token caches
     start.wait()
-    n, deadline = 0, time.perf_counter() + seconds
+    cpu, n, deadline = _cpu_s(), 0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         with contextlib.suppress(BudgetBlocked):
             call()
         n += 1
+    out.put((n, gate.conflicts, gate.locked_checks, _cpu_s() - cpu))
+    finish.wait()  # keep the connection (and its server process's CPU count) until measured
     ledger.close()
-    out.put((n, gate.conflicts, gate.locked_checks))
 
 
-def measure(url: str, mode: str, workers: int, seconds: float) -> tuple[float, int, int]:
-    """(calls/s, admissions that conflicted and were re-evaluated, checks that fell back to
-    evaluating under the admission locks)."""
-    start, out = CTX.Event(), CTX.Queue()
-    procs = [CTX.Process(target=_worker, args=(url, mode, i, seconds, start, out)) for i in range(workers)]
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    rate: float  # calls/s
+    conflicts: int  # admissions refused because the room was taken since the read (re-evaluated)
+    locked: int  # checks that fell back to evaluating under the admission locks
+    client_ms: float  # worker CPU per call
+    server_ms: float  # PostgreSQL CPU per call (all its processes), 0 on SQLite
+
+
+def measure(url: str, mode: str, workers: int, seconds: float, data_dir: Path | None) -> Cell:
+    start, out, finish = CTX.Event(), CTX.Queue(), CTX.Event()
+    procs = [CTX.Process(target=_worker, args=(url, mode, i, seconds, start, out, finish)) for i in range(workers)]
     for p in procs:
         p.start()
     time.sleep(0.5 + 0.1 * workers)  # all warmed up
+    server = server_cpu_s(data_dir)
     start.set()
     counts = [out.get(timeout=300) for _ in procs]
+    server = server_cpu_s(data_dir) - server
+    finish.set()
     for p in procs:
         p.join()
-    return sum(c[0] for c in counts) / seconds, sum(c[1] for c in counts), sum(c[2] for c in counts)
+    calls = max(1, sum(c[0] for c in counts))
+    return Cell(
+        sum(c[0] for c in counts) / seconds,
+        sum(c[1] for c in counts),
+        sum(c[2] for c in counts),
+        sum(c[3] for c in counts) / calls * 1e3,
+        server / calls * 1e3,
+    )
 
 
 def audit(url: str) -> tuple[int, int]:
@@ -181,18 +222,19 @@ def main() -> None:
                         else cluster.create_database(f"{mode}{w}")
                     )
                     open_ledger(url).close()
-                    rate, conflicts, locked = measure(url, mode, w, args.seconds)
+                    cell = measure(url, mode, w, args.seconds, None if backend == "sqlite" else cluster.data)
                     over, lost = audit(url)
-                    rows.append((backend, mode, w, rate, over, lost))
+                    rows.append((backend, mode, w, cell, over, lost))
                     print(
-                        f"  {backend:<10} {mode:<7} {w:>2} workers: {rate:8.0f} calls/s   overspend {over} tokens, lost usage {lost}, "
-                        f"conflicts {conflicts}, locked fallbacks {locked}, load {os.getloadavg()[0]:.1f}",
+                        f"  {backend:<10} {mode:<7} {w:>2} workers: {cell.rate:8.0f} calls/s   overspend {over} tokens, lost usage {lost}, "
+                        f"conflicts {cell.conflicts}, locked fallbacks {cell.locked}; CPU per call: client {cell.client_ms:.2f} ms, "
+                        f"server {cell.server_ms:.2f} ms; load {os.getloadavg()[0]:.1f}",
                         flush=True,
                     )
         print("\n| backend | calls | 1 worker | 4 workers | 16 workers |\n|---|---|---|---|---|")
         for backend in backends:
             for mode in ("gated", "ledger"):
-                cells = [f"{r[3]:,.0f}/s" for r in rows if r[0] == backend and r[1] == mode]
+                cells = [f"{r[3].rate:,.0f}/s" for r in rows if r[0] == backend and r[1] == mode]
                 label = "gated (check + record_usage)" if mode == "gated" else "ledger only (reserve + settle)"
                 print(f"| {backend} | {label} | " + " | ".join(cells) + " |")
         for backend in backends:

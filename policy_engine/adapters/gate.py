@@ -241,7 +241,10 @@ class BudgetGate:
             caps=caps,
             events=(*rows, (CALL_INPUT_EVENT, replay)),
             call=call,
-            combos=tuple(decision.kpis.get("combo_sample") or ()) if decision.allowed else (),
+            # only the combos the run had not seen when read (a race adds one twice: ignored)
+            combos=tuple(c for c in decision.kpis.get("combo_sample") or () if c not in seen)
+            if decision.allowed
+            else (),
         )
         return _Prepared(decision, events, call, admission)
 
