@@ -29,9 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from policy_engine.adapters.admission import Admission  # noqa: E402
 from policy_engine.adapters.gate import BudgetBlocked, BudgetGate  # noqa: E402
-from policy_engine.adapters.ledger import new_reservation  # noqa: E402
 from policy_engine.adapters.ledger_url import open_ledger  # noqa: E402
 from policy_engine.dsl import load_policy_text  # noqa: E402
 from policy_engine.evaluator import evaluate  # noqa: E402
@@ -86,10 +84,26 @@ def _worker(url: str, mode: str, wid: int, seconds: float, start, out, finish) -
             reservation_id=res.reservation_id,
         )
 
-    # the ledger's part of a gated call without the evaluation: the same read, the same
-    # rows admitted (captured from one real check, fresh ids each time) and a settlement
-    # with one usage event
-    captured: list[Admission] = []
+    call = gated if mode == "gated" else _ledger_only(ledger, run, gated)
+    call()  # warm: connection, prepared statements, token caches
+    start.wait()
+    cpu, n, deadline = _cpu_s(), 0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        with contextlib.suppress(BudgetBlocked):
+            call()
+        n += 1
+    out.put((n, getattr(gate, "conflicts", 0), getattr(gate, "locked_checks", 0), _cpu_s() - cpu))
+    finish.wait()  # keep the connection (and its server process's CPU count) until measured
+    ledger.close()
+
+
+def _ledger_only(ledger, run: str, gated):
+    """The ledger's part of a gated call without the evaluation: the same read, the same
+    rows admitted (captured from one real check, fresh ids each time) and a settlement
+    with one usage event."""
+    from policy_engine.adapters.ledger import new_reservation
+
+    captured = []
     real_admit = ledger.admit
     ledger.admit = lambda a, db=None: captured.append(a) or real_admit(a, db)
     gated()
@@ -106,17 +120,7 @@ def _worker(url: str, mode: str, wid: int, seconds: float, start, out, finish) -
         assert ledger.admit(dataclasses.replace(template, now=now, reservation=res, call=call)) is None
         ledger.settle(run, 600, 100, 0, reservation_id=res.id, event=usage_row)
 
-    call = gated if mode == "gated" else ledger_only
-    call()  # warm: connection, prepared statements, token caches
-    start.wait()
-    cpu, n, deadline = _cpu_s(), 0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        with contextlib.suppress(BudgetBlocked):
-            call()
-        n += 1
-    out.put((n, gate.conflicts, gate.locked_checks, _cpu_s() - cpu))
-    finish.wait()  # keep the connection (and its server process's CPU count) until measured
-    ledger.close()
+    return ledger_only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +198,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--workers", default="1,4,16")
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--modes", default="gated,ledger")
     parser.add_argument(
         "--no-fsync",
         action="store_true",
@@ -214,7 +219,7 @@ def main() -> None:
     try:
         rows = []
         for backend in backends:
-            for mode in ("gated", "ledger"):
+            for mode in args.modes.split(","):
                 for w in (int(x) for x in args.workers.split(",")):
                     url = (
                         str(Path(tmp) / f"{mode}{w}.db")
@@ -233,7 +238,7 @@ def main() -> None:
                     )
         print("\n| backend | calls | 1 worker | 4 workers | 16 workers |\n|---|---|---|---|---|")
         for backend in backends:
-            for mode in ("gated", "ledger"):
+            for mode in args.modes.split(","):
                 cells = [f"{r[3].rate:,.0f}/s" for r in rows if r[0] == backend and r[1] == mode]
                 label = "gated (check + record_usage)" if mode == "gated" else "ledger only (reserve + settle)"
                 print(f"| {backend} | {label} | " + " | ".join(cells) + " |")
