@@ -117,7 +117,12 @@ def main() -> None:
                 counts = [0] * threads
                 stop = time.perf_counter() + args.seconds
 
-                def work(i: int, admit: Callable[[Any, str], None] = admit) -> None:
+                def work(
+                    i: int,
+                    admit: Callable[[Any, str], None] = admit,
+                    stop: float = stop,
+                    counts: list[int] = counts,
+                ) -> None:
                     with psycopg.connect(url, autocommit=True) as conn:
                         conn.execute("SET plan_cache_mode = force_generic_plan")
                         while time.perf_counter() < stop:
