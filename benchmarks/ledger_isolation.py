@@ -8,9 +8,10 @@ Variants, each admitting one reservation after reading the day's usage (ledger_u
 
 * serializable: SERIALIZABLE transaction, read then insert, retried on serialization failure;
 * row lock, sync: the day's counter row locked (upsert, as FOR UPDATE), synchronous commit;
-* advisory, sync: ledger_admit (advisory admission locks) in a synchronously committed transaction;
-* advisory, async + flush wait: ledger_admit committed asynchronously, then a separate
-  transaction that waits for the WAL flush (what the ledger does: the lock is released
+* ledger_admit, sync: the ledger's admission function (counter-row locks taken inside it,
+  one round trip) in a synchronously committed transaction;
+* ledger_admit, async + flush wait: the same committed asynchronously, then a separate
+  transaction that waits for the WAL flush (what the ledger does: the locks are released
   before the fsync, the flush waits of many callers share one fsync).
 
 A real throwaway cluster (tests/pgcluster.py) with fsync on. Results are in
@@ -91,20 +92,20 @@ def main() -> None:
         now = time.time()
         return (run, utc_day(now), now, uuid.uuid4().hex, now + 600, CAP, [], [], [])
 
-    def advisory_sync(conn: Any, run: str) -> None:
+    def admit_sync(conn: Any, run: str) -> None:
         with conn.transaction():
             conn.execute(ADMIT, admit_args(run))
             conn.execute("SELECT set_config('synchronous_commit', 'on', true)")
 
-    def advisory_async(conn: Any, run: str) -> None:
+    def admit_async(conn: Any, run: str) -> None:
         conn.execute(ADMIT, admit_args(run))
         conn.execute("SELECT pg_logical_emit_message(true, 'policy_engine.flush', '')")
 
     variants: list[tuple[str, Callable[[Any, str], None]]] = [
         ("serializable, retried", serializable),
         ("row lock (FOR UPDATE), sync", row_lock),
-        ("advisory lock, sync", advisory_sync),
-        ("advisory lock, async + flush wait", advisory_async),
+        ("ledger_admit, sync", admit_sync),
+        ("ledger_admit, async + flush wait", admit_async),
     ]
     try:
         url = cluster.create_database("isolation")

@@ -4,11 +4,16 @@ agents on many machines.
 Same concepts and methods as the SQLite `Ledger` (reservations, usage points, event log,
 seen combos), so the gate runs unchanged on either. Isolation (docs/postgresql-ledger.md):
 READ COMMITTED plus a row lock on the day's counter row and then the run's
-(``SELECT ... FOR UPDATE``), taken first in every transaction that reads headroom or
-changes usage. All checks and settlements of one UTC day are serialised on that row,
-exactly like SQLite's single writer, so no two callers see the same headroom; settled
-totals live in the counter rows (O(1) to read), live reservations are summed from a
-partial index. Lock order is always day, then run: no deadlock cycle is possible.
+(``SELECT ... FOR UPDATE``), taken by every admission (``ledger_admit``) before it
+re-reads the usage and re-checks the caps, and by every settlement (``ledger_settle``
+updates both counters). The gate evaluates outside these locks, against a snapshot read
+without them; the admission writes only if the decision's caps still hold under them, so
+no two callers are admitted against the same room. Settled totals live in the counter
+rows (O(1) to read), live reservations are summed from a partial index. Lock order is
+day, then run (a settlement locks its reservation first; an admission never waits for a
+reservation): no deadlock cycle. Each step is one function call, one round trip,
+committed asynchronously so its locks are released before the WAL flush, followed by a
+flush wait outside the locks (`_step`): durable before the caller is answered.
 
 Every failure to reach the server (refused, reset, restarted, pool timeout) becomes the
 retryable `LedgerUnavailable` (L111); a settlement retried after it is safe, because
@@ -134,10 +139,8 @@ MIGRATIONS: list[str] = [
     """,
     # 3: one round trip per step (docs/postgresql-ledger.md). The gate evaluates outside
     # any lock, then ledger_admit re-checks its caps and writes the whole check under the
-    # day's and the run's admission locks (transaction advisory locks: no row written to
-    # take them); ledger_settle settles in one statement. Settled totals stay in
-    # day_totals / run_totals, which only settlements write, so a settlement never waits
-    # for an admission or the other way round.
+    # day's and the run's counter-row locks; ledger_settle settles in one statement. Both
+    # commit asynchronously (the caller waits for the flush afterwards, outside the locks).
     """
     -- a set-returning SQL function, so the planner inlines it into the calling statement and
     -- its plan is cached with that statement's (a scalar SQL function is re-planned per call)
@@ -154,10 +157,22 @@ MIGRATIONS: list[str] = [
               WHERE day = p_day AND state = 'held' AND expires_at > p_now) AS d
     $$;
 
-    CREATE FUNCTION ledger_lock(p_run TEXT, p_day TEXT) RETURNS VOID LANGUAGE sql AS $$
-        SELECT pg_advisory_xact_lock(1886350441, hashtext(p_day));
-        SELECT pg_advisory_xact_lock(1886350442, hashtext(p_run));
-    $$;
+    -- the day's and then the run's counter rows locked FOR UPDATE (created on first use):
+    -- the locks version 2 took, so an engine still running version-2 code while a newer one
+    -- migrates serialises with it
+    CREATE FUNCTION ledger_lock(p_run TEXT, p_day TEXT) RETURNS VOID LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM 1 FROM day_totals WHERE day = p_day FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO day_totals (day) VALUES (p_day) ON CONFLICT DO NOTHING;
+            PERFORM 1 FROM day_totals WHERE day = p_day FOR UPDATE;
+        END IF;
+        PERFORM 1 FROM run_totals WHERE run_id = p_run FOR UPDATE;
+        IF NOT FOUND THEN
+            INSERT INTO run_totals (run_id) VALUES (p_run) ON CONFLICT DO NOTHING;
+            PERFORM 1 FROM run_totals WHERE run_id = p_run FOR UPDATE;
+        END IF;
+    END $$;
 
     CREATE FUNCTION ledger_admit(
         p_run TEXT, p_day TEXT, p_now DOUBLE PRECISION, p_created TEXT,
@@ -433,9 +448,9 @@ class PgLedger:
         return row
 
     def _lock_totals(self, db: Any, day: str, run_id: str) -> None:
-        """Take the day's and then the run's admission locks (transaction-level advisory
-        locks, released at commit; the same ones `ledger_admit` takes), so no other caller
-        admits against this day or run until the transaction ends."""
+        """Lock the day's and then the run's counter rows (``ledger_lock``: FOR UPDATE,
+        created on first use; the locks `ledger_admit` takes), so no other caller admits
+        against this day or run until the transaction ends."""
         db.execute("SELECT ledger_lock(%s, %s)", (run_id, day))
 
     # ---- reading -----------------------------------------------------------------------
