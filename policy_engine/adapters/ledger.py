@@ -1,10 +1,11 @@
 """The usage ledger: tokens and USD per run and per UTC day, in SQLite (WAL), safe for
 several worker processes sharing one daily budget.
 
-Reserve-then-settle. The gate reserves a request's worst case (exact prompt + completion
-budget) inside one write transaction (``BEGIN IMMEDIATE``) in which it also reads the
-usage and evaluates the policy, so two workers can never both see the same headroom (the
-agent's read-then-check overspent, defect 3). Settlement replaces the reservation with the
+Reserve-then-settle. The gate evaluates against the usage read without the write lock,
+then `admit` reserves the request's worst case (exact prompt + completion budget) inside
+one write transaction (``BEGIN IMMEDIATE``) that re-reads the usage and writes only if the
+decision's caps still hold on it (else the gate re-evaluates), so two workers can never be
+admitted against the same headroom (the agent's read-then-check overspent, defect 3). Settlement replaces the reservation with the
 provider's actual usage. A crashed worker's reservation expires after its TTL and stops
 counting. Usage is summed in SQL over the whole run or day (the agent summed only the
 latest 5,000 events and undercounted, defect 2). A reservation counts against the UTC
