@@ -83,7 +83,7 @@ def gated_calls(
         os.close(fd)
         if own:
             ledger.close()
-    return stats
+    return stats | {"conflicts": gate.conflicts, "locked": gate.locked_checks}
 
 
 def _worker(url: str, seed: int, calls: int, log: str, out, rules: str = RULES) -> None:
@@ -204,7 +204,9 @@ def test_workers_sharing_a_daily_cap_never_exceed_it(ledger_url: str, tmp_path: 
     )
     print(
         f"\n{'sqlite' if sqlite_path(ledger_url) else 'postgresql'}: {processes} processes x {calls} calls, cap {DAY_CAP}: {allowed} allowed, "
-        f"{sum(t for _, t, _ in a['per_day'])} tokens settled, {sum(r['retries'] for r in results)} retries"
+        f"{sum(t for _, t, _ in a['per_day'])} tokens settled, {sum(r['retries'] for r in results)} retries, "
+        f"{sum(r['conflicts'] for r in results)} admissions re-evaluated after a conflict, "
+        f"{sum(r['locked'] for r in results)} evaluated under the locks"
     )
 
 
