@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import multiprocessing as mp
 import os
+import resource
 import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +48,29 @@ ladder {{
 CTX = mp.get_context("fork")
 
 
-def _worker(url: str, mode: str, wid: int, seconds: float, start, out) -> None:
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def server_cpu_s(data_dir: Path | None) -> float:
+    """CPU seconds used so far by a PostgreSQL cluster's processes (postmaster and its
+    children: backends, WAL writer, checkpointer...), from /proc; 0 for SQLite."""
+    if data_dir is None:
+        return 0.0
+    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            pid = int(stat.parent.name)
+            if pid == postmaster or int(fields[1]) == postmaster:  # fields[1]: ppid
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
+def _worker(url: str, mode: str, wid: int, seconds: float, start, out, finish) -> None:
     ledger = open_ledger(url, pool_size=1)
     gate = BudgetGate(load_policy_text(RULES, "bench.policy"), ledger)
     run = f"bench-{mode}-{wid}"
@@ -59,36 +84,75 @@ def _worker(url: str, mode: str, wid: int, seconds: float, start, out) -> None:
             reservation_id=res.reservation_id,
         )
 
-    def ledger_only() -> None:  # the ledger's part of a gated call, no evaluation
-        now = ledger.clock()
-        with ledger.transaction() as db:
-            ledger.snapshot(run, now=now, db=db)
-            res = ledger.reserve(db, run, 700, 0, now=now, ttl_s=600)
-        ledger.settle(run, 600, 100, 0, reservation_id=res.id)
-
-    call = gated if mode == "gated" else ledger_only
+    call = gated if mode == "gated" else _ledger_only(ledger, run, gated)
     call()  # warm: connection, prepared statements, token caches
     start.wait()
-    n, deadline = 0, time.perf_counter() + seconds
+    cpu, n, deadline = _cpu_s(), 0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         with contextlib.suppress(BudgetBlocked):
             call()
         n += 1
+    out.put((n, getattr(gate, "conflicts", 0), getattr(gate, "locked_checks", 0), _cpu_s() - cpu))
+    finish.wait()  # keep the connection (and its server process's CPU count) until measured
     ledger.close()
-    out.put(n)
 
 
-def measure(url: str, mode: str, workers: int, seconds: float) -> float:
-    start, out = CTX.Event(), CTX.Queue()
-    procs = [CTX.Process(target=_worker, args=(url, mode, i, seconds, start, out)) for i in range(workers)]
+def _ledger_only(ledger, run: str, gated):
+    """The ledger's part of a gated call without the evaluation: the same read, the same
+    rows admitted (captured from one real check, fresh ids each time) and a settlement
+    with one usage event."""
+    from policy_engine.adapters.ledger import new_reservation
+
+    captured = []
+    real_admit = ledger.admit
+    ledger.admit = lambda a, db=None: captured.append(a) or real_admit(a, db)
+    gated()
+    ledger.admit = real_admit
+    template = captured[0]
+    usage_row = ("llm.usage_point", json.dumps({"prompt_tokens": 600, "completion_tokens": 100}), template.created_at)
+
+    def ledger_only() -> None:
+        now = ledger.clock()
+        ledger.read_usage(run, now=now)
+        res = new_reservation(run, 700, 0, now=now, ttl_s=600)
+        assert template.call is not None
+        call = dataclasses.replace(template.call, call_id=uuid.uuid4().hex, reservation_id=res.id)
+        assert ledger.admit(dataclasses.replace(template, now=now, reservation=res, call=call)) is None
+        ledger.settle(run, 600, 100, 0, reservation_id=res.id, event=usage_row)
+
+    return ledger_only
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    rate: float  # calls/s
+    conflicts: int  # admissions refused because the room was taken since the read (re-evaluated)
+    locked: int  # checks that fell back to evaluating under the admission locks
+    client_ms: float  # worker CPU per call
+    server_ms: float  # PostgreSQL CPU per call (all its processes), 0 on SQLite
+
+
+def measure(url: str, mode: str, workers: int, seconds: float, data_dir: Path | None) -> Cell:
+    start, out, finish = CTX.Event(), CTX.Queue(), CTX.Event()
+    procs = [CTX.Process(target=_worker, args=(url, mode, i, seconds, start, out, finish)) for i in range(workers)]
     for p in procs:
         p.start()
     time.sleep(0.5 + 0.1 * workers)  # all warmed up
+    server = server_cpu_s(data_dir)
     start.set()
     counts = [out.get(timeout=300) for _ in procs]
+    server = server_cpu_s(data_dir) - server
+    finish.set()
     for p in procs:
         p.join()
-    return sum(counts) / seconds
+    calls = max(1, sum(c[0] for c in counts))
+    return Cell(
+        sum(c[0] for c in counts) / seconds,
+        sum(c[1] for c in counts),
+        sum(c[2] for c in counts),
+        sum(c[3] for c in counts) / calls * 1e3,
+        server / calls * 1e3,
+    )
 
 
 def audit(url: str) -> tuple[int, int]:
@@ -104,29 +168,32 @@ def audit(url: str) -> tuple[int, int]:
     return max([0] + [int(t) - CAP for _, t in days]), int(missing)
 
 
-def overhead(url: str, repeats: int = 200) -> tuple[float, float]:
-    """(gated ms, bare evaluation ms) per call, one process."""
+def overhead(url: str, repeats: int = 200) -> tuple[float, float, float, float]:
+    """(gated ms, bare evaluation ms) per call, one process: the median wall time, then the
+    mean client CPU time (the wall time of a gated call on PostgreSQL is mostly its two
+    flush waits; its CPU is what it costs the machine)."""
     policy = load_policy_text(RULES, "bench.policy")
     ledger = open_ledger(url, pool_size=1)
     gate = BudgetGate(policy, ledger)
     pools = load_pack(SMALL)
 
-    def timed(fn) -> float:
+    def timed(fn) -> tuple[float, float]:
         fn()
         times = []
+        cpu = _cpu_s()
         for _ in range(repeats):
             t = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t)
-        return statistics.median(times) * 1e3
+        return statistics.median(times) * 1e3, (_cpu_s() - cpu) / repeats * 1e3
 
     def gated() -> None:
         res = gate.check(SMALL, "overhead")
         gate.record_usage("overhead", prompt_tokens=10, completion_tokens=10, reservation_id=res.reservation_id)
 
-    g, b = timed(gated), timed(lambda: evaluate(policy, pools))
+    (g, g_cpu), (b, b_cpu) = timed(gated), timed(lambda: evaluate(policy, pools))
     ledger.close()
-    return g, b
+    return g, b, g_cpu, b_cpu
 
 
 def main() -> None:
@@ -134,6 +201,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--workers", default="1,4,16")
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--modes", default="gated,ledger")
     parser.add_argument(
         "--no-fsync",
         action="store_true",
@@ -154,7 +222,7 @@ def main() -> None:
     try:
         rows = []
         for backend in backends:
-            for mode in ("gated", "ledger"):
+            for mode in args.modes.split(","):
                 for w in (int(x) for x in args.workers.split(",")):
                     url = (
                         str(Path(tmp) / f"{mode}{w}.db")
@@ -162,24 +230,27 @@ def main() -> None:
                         else cluster.create_database(f"{mode}{w}")
                     )
                     open_ledger(url).close()
-                    rate = measure(url, mode, w, args.seconds)
+                    cell = measure(url, mode, w, args.seconds, None if backend == "sqlite" else cluster.data)
                     over, lost = audit(url)
-                    rows.append((backend, mode, w, rate, over, lost))
+                    rows.append((backend, mode, w, cell, over, lost))
                     print(
-                        f"  {backend:<10} {mode:<7} {w:>2} workers: {rate:8.0f} calls/s   overspend {over} tokens, lost usage {lost}",
+                        f"  {backend:<10} {mode:<7} {w:>2} workers: {cell.rate:8.0f} calls/s   overspend {over} tokens, lost usage {lost}, "
+                        f"conflicts {cell.conflicts}, locked fallbacks {cell.locked}; CPU per call: client {cell.client_ms:.2f} ms, "
+                        f"server {cell.server_ms:.2f} ms; load {os.getloadavg()[0]:.1f}",
                         flush=True,
                     )
         print("\n| backend | calls | 1 worker | 4 workers | 16 workers |\n|---|---|---|---|---|")
         for backend in backends:
-            for mode in ("gated", "ledger"):
-                cells = [f"{r[3]:,.0f}/s" for r in rows if r[0] == backend and r[1] == mode]
+            for mode in args.modes.split(","):
+                cells = [f"{r[3].rate:,.0f}/s" for r in rows if r[0] == backend and r[1] == mode]
                 label = "gated (check + record_usage)" if mode == "gated" else "ledger only (reserve + settle)"
                 print(f"| {backend} | {label} | " + " | ".join(cells) + " |")
         for backend in backends:
             url = str(Path(tmp) / "overhead.db") if backend == "sqlite" else cluster.create_database("overhead")
-            g, b = overhead(url)
+            g, b, g_cpu, b_cpu = overhead(url)
             print(
-                f"gate overhead ({backend}): gated call {g:.2f} ms vs bare evaluation {b:.2f} ms: {g / b:.1f}x (+{g - b:.2f} ms)"
+                f"gate overhead ({backend}): gated call {g:.2f} ms vs bare evaluation {b:.2f} ms: {g / b:.1f}x (+{g - b:.2f} ms); "
+                f"client CPU {g_cpu:.2f} ms vs {b_cpu:.2f} ms (+{g_cpu - b_cpu:.2f} ms)"
             )
     finally:
         cluster.destroy()

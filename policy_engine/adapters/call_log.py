@@ -139,33 +139,40 @@ def gated_call(
     )
 
 
-def insert_call(db: Any, call: GatedCall, placeholder: str = "?") -> None:
-    """Insert one call through a DB-API connection; ``placeholder`` is the driver's
-    parameter marker (``?`` for sqlite3, ``%s`` for psycopg)."""
+def call_row(call: GatedCall) -> tuple[Any, ...]:
+    """The 15 column values of `gated_calls` (CALL_COLUMNS order), JSON columns dumped."""
 
     def dump(value: Any) -> str:
         return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
+    return (
+        call.call_id,
+        call.run_id,
+        call.created_at,
+        call.outcome,
+        call.reason,
+        dump(list(call.reasons)),
+        call.rules_digest,
+        dump(call.limits),
+        call.prompt_tokens,
+        call.completion_tokens,
+        call.request_micro_usd,
+        dump(call.rungs),
+        dump(call.kpis),
+        call.decision_ms,
+        call.reservation_id,
+    )
+
+
+CALL_COLUMNS = (
+    "call_id, run_id, created_at, outcome, reason, reasons_json, rules_digest, limits_json, prompt_tokens,"
+    " completion_tokens, request_micro_usd, rungs_json, kpis_json, decision_ms, reservation_id"
+)
+
+
+def insert_call(db: Any, call: GatedCall, placeholder: str = "?") -> None:
+    """Insert one call through a DB-API connection; ``placeholder`` is the driver's
+    parameter marker (``?`` for sqlite3, ``%s`` for psycopg)."""
     db.execute(
-        "INSERT INTO gated_calls (call_id, run_id, created_at, outcome, reason, reasons_json, rules_digest, limits_json, prompt_tokens, completion_tokens,"
-        " request_micro_usd, rungs_json, kpis_json, decision_ms, reservation_id) VALUES ("
-        + ", ".join([placeholder] * 15)
-        + ")",
-        (
-            call.call_id,
-            call.run_id,
-            call.created_at,
-            call.outcome,
-            call.reason,
-            dump(list(call.reasons)),
-            call.rules_digest,
-            dump(call.limits),
-            call.prompt_tokens,
-            call.completion_tokens,
-            call.request_micro_usd,
-            dump(call.rungs),
-            dump(call.kpis),
-            call.decision_ms,
-            call.reservation_id,
-        ),
+        f"INSERT INTO gated_calls ({CALL_COLUMNS}) VALUES (" + ", ".join([placeholder] * 15) + ")", call_row(call)
     )

@@ -1,9 +1,13 @@
 """The budget gate the orchestrator calls before every LLM call, and `record_usage` after.
 
-`check()` validates the pack (outside the lock), then in one ledger write transaction reads
-the run's and day's usage (settled + live reservations), evaluates the policy, reserves the
-request's worst case when allowed and writes the telemetry events. The evaluation is pure;
-all I/O is here.
+`check()` validates the pack, reads the run's and day's usage (settled + live reservations)
+without any lock, evaluates the policy and serialises everything the call leaves behind
+(events, call-log row, replay material), all outside the ledger's locks; then the ledger
+admits it in one short transaction that re-checks the decision's caps against the usage
+under the day's and run's locks (`admission.Admission`). If another caller took the room in
+between, nothing is written and the gate re-evaluates with the fresh usage the ledger
+returned; after `optimistic_attempts` such conflicts it evaluates under the locks instead,
+so a check always ends. The evaluation is pure; all I/O is here.
 
 The reservation is a lease: hold it across the LLM call with `with gate.lease(run_id,
 result.reservation_id):` (renews every TTL/3 from a background thread) or call
@@ -21,17 +25,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from policy_engine.adapters.call_log import gated_call
+from policy_engine.adapters.admission import Admission, Caps, caps_of
+from policy_engine.adapters.call_log import GatedCall, gated_call
 from policy_engine.adapters.events import Event, EventSink, budget_events, overspend_event, usage_event
-from policy_engine.adapters.ledger import Ledger, Settlement, check_quantity, check_run_id, utc_iso
+from policy_engine.adapters.ledger import Ledger, check_quantity, check_run_id, new_reservation, utc_iso
 from policy_engine.api import trimmed_pack
 from policy_engine.decision import Decision
 from policy_engine.errors import Diagnostic, LedgerError
 from policy_engine.evaluator import evaluate
 from policy_engine.packs import load_pack
-from policy_engine.policy import METRICS, Policy
+from policy_engine.policy import METRICS, Policy, Settings
+from policy_engine.pools import Pools
 from policy_engine.render import load_knowledge
-from policy_engine.usage import Request
+from policy_engine.usage import Request, UsageSnapshot
 
 #: the ledger event that keeps a gated call's inputs for `policy replay --db ... --call ID`
 CALL_INPUT_EVENT = "budget.call_input"
@@ -105,7 +111,19 @@ def parse_provider_usage(usage: Any) -> tuple[int, int]:
     )
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    decision: Decision
+    events: list[Event]
+    call: GatedCall
+    admission: Admission
+
+
 class BudgetGate:
+    #: conflicts (the room taken between the read and the admission) re-evaluated with the
+    #: fresh usage before the gate evaluates under the admission locks instead
+    optimistic_attempts = 3
+
     def __init__(
         self,
         policy: Policy,
@@ -119,6 +137,8 @@ class BudgetGate:
             raise ValueError("reservation_ttl_s must be > 0 and at most a day (renew a lease instead of a longer TTL)")
         self.policy, self.ledger, self.sinks, self.ttl = policy, ledger, tuple(sinks), reservation_ttl_s
         self.knowledge = load_knowledge(knowledge_dir) if knowledge_dir is not None else None
+        self.conflicts = 0  # admissions refused because the room was taken since the read
+        self.locked_checks = 0  # checks that fell back to evaluating under the admission locks
 
     def check(
         self,
@@ -129,64 +149,104 @@ class BudgetGate:
         idea: Mapping[str, Any] | None = None,
     ) -> GateResult:
         check_run_id(run_id)
-        pools = load_pack(pack, idea=idea)  # validation errors raise PackError before any lock
+        pools = load_pack(pack, idea=idea)  # validation errors raise PackError before any ledger work
+        settings = self.policy.resolve(pools.attributes)[0]
         now = self.ledger.clock()
-        created = utc_iso(now)
-        with self.ledger.transaction() as db:
-            usage = self.ledger.snapshot(run_id, now=now, db=db)
-            seen = self.ledger.seen_combos(run_id, db=db)
-            started = time.perf_counter()
-            decision = evaluate(
-                self.policy,
-                pools,
-                usage=usage,
-                request=request,
-                seen_combos=seen,
-                idea=idea,
-                knowledge=self.knowledge,
-            )
-            reservation = None
-            if decision.allowed:
-                reservation = self.ledger.reserve(
-                    db,
-                    run_id,
-                    decision.metrics["request_tokens"],
-                    decision.metrics["request_micro_usd"] or 0,
-                    now=now,
-                    ttl_s=self.ttl,
-                )
-            settings = self.policy.resolve(pools.attributes)[0]
-            events = budget_events(decision, settings, run_id=run_id, idea_id=pack.get("idea_id"), created_at=created)
-            for event in events:
-                self.ledger.add_event(
-                    run_id, event.event_type, json.dumps(event.payload, sort_keys=True), created, db=db
-                )
-            call = gated_call(
-                decision,
-                settings,
-                run_id=run_id,
-                created_at=now,
-                decision_ms=(time.perf_counter() - started) * 1000,
-                reservation_id=None if reservation is None else reservation.id,
-            )
-            self.ledger.record_call(call, db=db)
-            # what a replay needs besides the rules and the knowledge pack (recorded by digest
-            # in the decision's manifest): the pack, the idea, the seen combos and the decision
-            replay_input = {
-                "call_id": call.call_id,
-                "pack": dict(pack),
-                "idea": None if idea is None else dict(idea),
-                "seen_combos": sorted(seen),
-                "decision": json.loads(decision.to_json()),
-            }
-            # key order kept (no sort_keys): the pack's order shapes the prompt a replay renders
-            self.ledger.add_event(run_id, CALL_INPUT_EVENT, json.dumps(replay_input), created, db=db)
-            if decision.allowed:
-                self.ledger.add_seen(run_id, list(decision.kpis.get("combo_sample") or ()), db=db)
-        self._publish(events)
+        # the replay material's inputs, serialised once (key order kept: the pack's order
+        # shapes the prompt a replay renders)
+        inputs = (json.dumps(dict(pack)), "null" if idea is None else json.dumps(dict(idea)))
+
+        def prepare(usage: UsageSnapshot, seen: frozenset[str]) -> _Prepared:
+            return self._prepare(pack, pools, settings, run_id, request, idea, usage, seen, now, inputs)
+
+        usage, seen = self.ledger.read_usage(run_id, now=now)
+        for _attempt in range(self.optimistic_attempts):
+            prepared = prepare(usage, seen)
+            fresh = self.ledger.admit(prepared.admission)
+            if fresh is None:
+                break
+            self.conflicts += 1
+            usage = fresh
+        else:
+            self.locked_checks += 1
+            with self.ledger.admission_lock(run_id, now) as db:
+                prepared = prepare(*self.ledger.read_usage(run_id, now=now, db=db))
+                if self.ledger.admit(prepared.admission, db=db) is not None:
+                    raise RuntimeError("the ledger refused an admission evaluated under its own locks")
+        decision, reservation = prepared.decision, prepared.admission.reservation
+        self._publish(prepared.events)
         if reservation is None:
-            raise BudgetBlocked(decision.reason or "blocked", decision, call.call_id)
-        return GateResult(decision, trimmed_pack(pack, decision), reservation.id, reservation.expires_at, call.call_id)
+            raise BudgetBlocked(decision.reason or "blocked", decision, prepared.call.call_id)
+        return GateResult(
+            decision, trimmed_pack(pack, decision), reservation.id, reservation.expires_at, prepared.call.call_id
+        )
+
+    def _prepare(
+        self,
+        pack: Mapping[str, Any],
+        pools: Pools,
+        settings: Settings,
+        run_id: str,
+        request: Request,
+        idea: Mapping[str, Any] | None,
+        usage: UsageSnapshot,
+        seen: frozenset[str],
+        now: float,
+        inputs: tuple[str, str],
+    ) -> _Prepared:
+        """Evaluate against ``usage`` and build every row the call leaves behind, outside
+        the ledger's locks."""
+        started = time.perf_counter()
+        decision = evaluate(
+            self.policy,
+            pools,
+            usage=usage,
+            request=request,
+            seen_combos=seen,
+            idea=idea,
+            knowledge=self.knowledge,
+        )
+        decision_ms = (time.perf_counter() - started) * 1000
+        created = utc_iso(now)
+        reservation, caps = None, Caps()
+        if decision.allowed:
+            cost = decision.metrics["request_micro_usd"]
+            reservation = new_reservation(
+                run_id, decision.metrics["request_tokens"], cost or 0, now=now, ttl_s=self.ttl
+            )
+            caps = caps_of(settings, request, priced=cost is not None)
+        events = budget_events(decision, settings, run_id=run_id, idea_id=pack.get("idea_id"), created_at=created)
+        call = gated_call(
+            decision,
+            settings,
+            run_id=run_id,
+            created_at=now,
+            decision_ms=decision_ms,
+            reservation_id=None if reservation is None else reservation.id,
+        )
+        # what a replay needs besides the rules and the knowledge pack (recorded by digest in
+        # the decision's manifest): the pack, the idea, the seen combos and the decision; the
+        # text json.dumps gives for {"call_id", "pack", "idea", "seen_combos", "decision"},
+        # assembled from parts so the pack is dumped once per check, not once per attempt
+        replay = (
+            f'{{"call_id": {json.dumps(call.call_id)}, "pack": {inputs[0]}, "idea": {inputs[1]}, '
+            f'"seen_combos": {json.dumps(sorted(seen))}, "decision": {json.dumps(decision.to_dict(), sort_keys=True)}}}'
+        )
+        rows = tuple((e.event_type, json.dumps(e.payload, sort_keys=True)) for e in events)
+        admission = Admission(
+            run_id=run_id,
+            now=now,
+            created_at=created,
+            reservation=reservation,
+            caps=caps,
+            events=(*rows, (CALL_INPUT_EVENT, replay)),
+            call=call,
+            # only the combos the run had not seen when read (a race adds one twice: ignored)
+            combos=tuple(c for c in decision.kpis.get("combo_sample") or () if c not in seen)
+            if decision.allowed
+            else (),
+        )
+        return _Prepared(decision, events, call, admission)
 
     def renew(self, run_id: str, reservation_id: str, *, ttl_s: float | None = None) -> float:
         """Extend the reservation's lease to now + TTL while its LLM call runs; returns the
@@ -282,10 +342,10 @@ class BudgetGate:
         )
         published: list[Event] = [event]
 
-        def rows(done: Settlement) -> list[tuple[str, str, str]]:
+        def rows(overspend: dict[str, Any] | None) -> list[tuple[str, str, str]]:
             del published[1:]  # called once per transaction attempt
-            if done.overspend is not None:
-                published.append(overspend_event(run_id, idea_id, event.created_at, done.overspend))
+            if overspend is not None:
+                published.append(overspend_event(run_id, idea_id, event.created_at, overspend))
             return [(e.event_type, json.dumps(e.payload, sort_keys=True), e.created_at) for e in published]
 
         # the usage point and its events land together or not at all

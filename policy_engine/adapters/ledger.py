@@ -1,10 +1,11 @@
 """The usage ledger: tokens and USD per run and per UTC day, in SQLite (WAL), safe for
 several worker processes sharing one daily budget.
 
-Reserve-then-settle. The gate reserves a request's worst case (exact prompt + completion
-budget) inside one write transaction (``BEGIN IMMEDIATE``) in which it also reads the
-usage and evaluates the policy, so two workers can never both see the same headroom (the
-agent's read-then-check overspent, defect 3). Settlement replaces the reservation with the
+Reserve-then-settle. The gate evaluates against the usage read without the write lock,
+then `admit` reserves the request's worst case (exact prompt + completion budget) inside
+one write transaction (``BEGIN IMMEDIATE``) that re-reads the usage and writes only if the
+decision's caps still hold on it (else the gate re-evaluates), so two workers can never be
+admitted against the same headroom (the agent's read-then-check overspent, defect 3). Settlement replaces the reservation with the
 provider's actual usage. A crashed worker's reservation expires after its TTL and stops
 counting. Usage is summed in SQL over the whole run or day (the agent summed only the
 latest 5,000 events and undercounted, defect 2). A reservation counts against the UTC
@@ -31,11 +32,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policy_engine.adapters.call_log import CALLS_SCHEMA, GatedCall, insert_call
 from policy_engine.errors import Diagnostic, LedgerError
 from policy_engine.usage import UsageSnapshot
+
+if TYPE_CHECKING:
+    from policy_engine.adapters.admission import Admission
+
+#: the overspend callback of `settle`: called with the `budget.overspend` payload (None when
+#: the reservation covered the settlement), returns the event rows (type, payload JSON,
+#: created_at) to write in the settlement's transaction
+SettleEvents = Callable[[dict[str, Any] | None], list[tuple[str, str, str]]]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS reservations (
@@ -149,6 +158,13 @@ class Settlement:
     reservation_id: str | None
     repeated: bool = False
     overspend: dict[str, Any] | None = field(default=None)
+
+
+def new_reservation(run_id: str, tokens: int, micro_usd: int, *, now: float, ttl_s: float) -> Reservation:
+    """A reservation to write: checked quantities, a fresh id, counted on ``now``'s UTC day."""
+    check_quantity("reserved tokens", tokens)
+    check_quantity("reserved micro-USD", micro_usd, MAX_MICRO_USD)
+    return Reservation(uuid.uuid4().hex, run_id, utc_day(now), tokens, micro_usd, now + ttl_s)
 
 
 def check_run_id(run_id: Any) -> str:
@@ -373,15 +389,62 @@ class Ledger:
                 return True
         return False
 
+    def read_usage(
+        self, run_id: str, *, now: float | None = None, db: sqlite3.Connection | None = None
+    ) -> tuple[UsageSnapshot, frozenset[str]]:
+        """The usage and seen combos a gate check evaluates against, read in one read
+        transaction without the write lock (WAL readers never wait for the writer), so the
+        evaluation runs outside it; `admit` re-checks the caps under the lock."""
+        if db is not None:
+            return self.snapshot(run_id, now=now, db=db), self.seen_combos(run_id, db)
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                return self.snapshot(run_id, now=now), self.seen_combos(run_id)
+            finally:
+                self._db.execute("COMMIT")
+
+    @contextmanager
+    def admission_lock(self, run_id: str, now: float) -> Iterator[sqlite3.Connection]:
+        """A transaction in which no other caller can admit against this run or day (the
+        gate's fallback after repeated conflicts: read, evaluate and admit under it)."""
+        with self.transaction() as db:
+            yield db
+
+    def admit(self, admission: Admission, db: sqlite3.Connection | None = None) -> UsageSnapshot | None:
+        """Write one gate check (see `admission.Admission`) in one write transaction: re-read
+        the usage under the write lock and, if the reservation no longer fits the caps,
+        write nothing and return that usage; else insert the reservation and the call's
+        rows and return None."""
+        if db is None:
+            with self.transaction() as conn:
+                return self.admit(admission, conn)
+        a, res = admission, admission.reservation
+        if res is not None:
+            usage = self.snapshot(a.run_id, now=a.now, db=db)
+            if not a.caps.admit(usage, res.tokens, res.micro_usd):
+                return usage
+            db.execute(
+                "INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?, ?, 'held')",
+                (res.id, a.run_id, res.day, res.tokens, res.micro_usd, a.now, res.expires_at),
+            )
+        db.executemany(
+            "INSERT INTO event_log (run_id, event_type, payload_json, created_at) VALUES (?, ?, ?, ?)",
+            [(a.run_id, kind, payload, a.created_at) for kind, payload in a.events],
+        )
+        if a.call is not None:
+            self.record_call(a.call, db=db)
+        if a.combos:
+            self.add_seen(a.run_id, list(a.combos), db=db)
+        return None
+
     # ---- writing ----------------------------------------------------------------------
 
     def reserve(
         self, db: sqlite3.Connection, run_id: str, tokens: int, micro_usd: int, *, now: float, ttl_s: float
     ) -> Reservation:
         """Insert a reservation; call inside `transaction()` after checking the snapshot."""
-        check_quantity("reserved tokens", tokens)
-        check_quantity("reserved micro-USD", micro_usd, MAX_MICRO_USD)
-        res = Reservation(uuid.uuid4().hex, run_id, utc_day(now), tokens, micro_usd, now + ttl_s)
+        res = new_reservation(run_id, tokens, micro_usd, now=now, ttl_s=ttl_s)
         db.execute(
             "INSERT INTO reservations VALUES (?, ?, ?, ?, ?, ?, ?, 'held')",
             (res.id, run_id, res.day, tokens, micro_usd, now, res.expires_at),
@@ -415,12 +478,12 @@ class Ledger:
         model: str | None = None,
         reservation_id: str | None = None,
         event: tuple[str, str, str] | None = None,
-        events: Callable[[Settlement], list[tuple[str, str, str]]] | None = None,
+        events: SettleEvents | None = None,
     ) -> Settlement:
         """Record actual usage (replacing the reservation, if any) and its events in one
         transaction: ``event`` (type, payload JSON, created_at), or ``events``, called
-        inside the transaction with the settlement (so a `budget.overspend` event lands
-        with it). Usage is never dropped: a late settlement of an expired reservation
+        inside the transaction with the overspend payload (so a `budget.overspend` event
+        lands with it). Usage is never dropped: a late settlement of an expired reservation
         still counts, on the day the reservation was made, and is reported as overspend.
         A repeat of a settled reservation with the same numbers changes nothing."""
         check_quantity("prompt_tokens", prompt_tokens)
@@ -488,7 +551,7 @@ class Ledger:
                 reservation_id,
                 overspend=overspend,
             )
-            rows = ([event] if event is not None else []) + (events(done) if events is not None else [])
+            rows = ([event] if event is not None else []) + (events(overspend) if events is not None else [])
             for row in rows:
                 self.add_event(run_id, *row, db=db)
             return done

@@ -13,12 +13,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from policy_engine.adapters.call_log import GatedCall
 from policy_engine.adapters.ledger import Ledger, Reservation, Settlement
 from policy_engine.errors import Diagnostic, LedgerError
 from policy_engine.usage import UsageSnapshot
+
+if TYPE_CHECKING:
+    from policy_engine.adapters.admission import Admission
 
 
 class UsageLedger(Protocol):
@@ -33,6 +36,11 @@ class UsageLedger(Protocol):
     def run_exists(self, run_id: str) -> bool: ...
     def events(self, run_id: str) -> list[tuple[str, dict[str, Any], str]]: ...
     def seen_combos(self, run_id: str, db: Any = None) -> frozenset[str]: ...
+    def read_usage(
+        self, run_id: str, *, now: float | None = None, db: Any = None
+    ) -> tuple[UsageSnapshot, frozenset[str]]: ...
+    def admission_lock(self, run_id: str, now: float) -> Any: ...
+    def admit(self, admission: Admission, db: Any = None) -> UsageSnapshot | None: ...
     def reserve(
         self, db: Any, run_id: str, tokens: int, micro_usd: int, *, now: float, ttl_s: float
     ) -> Reservation: ...

@@ -1,0 +1,258 @@
+"""The gate's optimistic admission and the one-step settlement, on both backends (SQLite
+file, real PostgreSQL): the evaluation runs outside every lock, the ledger re-checks the
+decision's caps under its admission locks, a conflict re-evaluates with the fresh usage,
+repeated conflicts fall back to evaluating under the locks; settlement (including the
+overspend and repeat paths) goes through PostgreSQL's ledger_settle; a ledger written at
+schema version 2 is migrated and keeps counting."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from policy_engine.adapters.admission import Caps, caps_of
+from policy_engine.adapters.gate import BudgetBlocked, BudgetGate, GateResult
+from policy_engine.adapters.ledger import utc_day
+from policy_engine.adapters.ledger_url import open_ledger, sqlite_path
+from policy_engine.dsl import load_policy_text
+from policy_engine.errors import LedgerError
+from policy_engine.evaluator import evaluate
+from policy_engine.packs import load_pack
+from policy_engine.usage import Request, UsageSnapshot
+from tests.conftest import ROOT
+
+SMALL = json.loads((ROOT / "examples" / "packs" / "small_2x4x10x8.json").read_text())
+DAY = 1_790_000_000.0 - (1_790_000_000.0 % 86400) + 3600  # 01:00 UTC: no midnight inside a test
+TTL = 60.0
+
+
+def rules(cap: int) -> str:
+    return f"""tokenizer rough 4 chars per token
+limit day_total: day_total <= {cap} tokens
+completion budget 600 tokens
+ladder {{
+  stage trim_fields: fields factor 0.5 min 1
+  on exhausted block
+}}
+"""
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class SlipIn:
+    """The gate's ledger with another caller's check slipped in between this caller's read
+    and its admission, the interleaving two machines produce by chance; ``slips`` runs
+    before each of the next optimistic admissions (not inside the locked fallback)."""
+
+    def __init__(self, ledger: Any, slips: list[Callable[[], None]]) -> None:
+        self._ledger, self._slips = ledger, slips
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ledger, name)
+
+    def admit(self, admission: Any, db: Any = None) -> Any:
+        if self._slips and db is None:
+            self._slips.pop(0)()
+        return self._ledger.admit(admission, db)
+
+
+def full_request_tokens() -> int:
+    """About what the small pack reserves untrimmed under these rules (the cap's digits are
+    part of the rendered prompt, so a rule file with another cap may differ by a token)."""
+    decision = evaluate(load_policy_text(rules(10**9), "probe.policy"), load_pack(SMALL))
+    return int(decision.metrics["request_tokens"])
+
+
+def day_usage(ledger: Any, now: float) -> int:
+    return int(ledger.snapshot("any-run", now=now).day_tokens)
+
+
+@pytest.fixture
+def clocked(ledger_url: str):
+    clock = Clock(DAY)
+    ledger = open_ledger(ledger_url, clock=clock)
+    yield ledger, clock
+    ledger.close()
+
+
+def test_a_conflict_re_evaluates_with_the_fresh_usage_and_never_overspends(clocked) -> None:
+    ledger, clock = clocked
+    full = full_request_tokens()
+    cap = full + full // 2  # one untrimmed call fits, a second does not
+    other = BudgetGate(load_policy_text(rules(cap), "other.policy"), ledger)
+    taken: list[GateResult] = []
+    gate = BudgetGate(
+        load_policy_text(rules(cap), "w.policy"), SlipIn(ledger, [lambda: taken.append(other.check(SMALL, "run-b"))])
+    )
+    try:
+        result = gate.check(SMALL, "run-a")
+        decision = result.decision
+    except BudgetBlocked as blocked:
+        decision = blocked.decision
+    assert gate.conflicts == 1 and gate.locked_checks == 0
+    assert taken[0].decision.allowed and not taken[0].decision.rungs, "the other caller took the room first, untrimmed"
+    full = taken[0].decision.metrics["request_tokens"]  # the rules' text (the cap) is part of the prompt
+    # the decision that stands was evaluated with the usage that includes the other's hold
+    assert decision.metrics["day_tokens_used_before"] == full
+    fresh = evaluate(
+        load_policy_text(rules(cap), "w.policy"), load_pack(SMALL), usage=UsageSnapshot(batch_tokens=0, day_tokens=full)
+    )
+    assert decision.outcome == fresh.outcome and decision.metrics["request_tokens"] == fresh.metrics["request_tokens"]
+    assert day_usage(ledger, clock.t) <= cap, "no overspend"
+    assert ledger.held() == (2 if decision.allowed else 1)
+
+
+def test_repeated_conflicts_fall_back_to_evaluating_under_the_locks(clocked) -> None:
+    ledger, clock = clocked
+    full = full_request_tokens()
+    cap = 2 * full + full // 2  # two untrimmed holds fit, a third does not
+    first = BudgetGate(load_policy_text(rules(cap), "w.policy"), ledger)
+    first.optimistic_attempts = 0  # straight to the locked path
+    held = [first.check(SMALL, "run-a")]
+    assert first.locked_checks == 1 and first.conflicts == 0 and held[0].decision.allowed
+    # one optimistic attempt, lost to a slipped-in caller, then the locked path
+    other = BudgetGate(load_policy_text(rules(cap), "other.policy"), ledger)
+    gate = BudgetGate(
+        load_policy_text(rules(cap), "w.policy"), SlipIn(ledger, [lambda: held.append(other.check(SMALL, "run-b"))])
+    )
+    gate.optimistic_attempts = 1
+    try:
+        decision = gate.check(SMALL, "run-a").decision
+    except BudgetBlocked as blocked:
+        decision = blocked.decision
+    assert gate.conflicts == 1 and gate.locked_checks == 1
+    before = sum(h.decision.metrics["request_tokens"] for h in held)
+    assert decision.metrics["day_tokens_used_before"] == before, "evaluated under the locks with both holds"
+    assert day_usage(ledger, clock.t) <= cap
+
+
+def test_a_blocked_call_is_written_without_a_reservation_and_never_conflicts(clocked) -> None:
+    ledger, _ = clocked
+    gate = BudgetGate(load_policy_text(rules(100), "tiny.policy"), ledger)
+    with pytest.raises(BudgetBlocked) as info:
+        gate.check(SMALL, "run-z")
+    assert gate.conflicts == 0 and ledger.held() == 0
+    kinds = [t for t, _, _ in ledger.events("run-z")]
+    assert "budget.blocked" in kinds and info.value.call_id
+
+
+def test_the_caps_are_the_blocking_limits_at_their_effective_values() -> None:
+    policy = load_policy_text(
+        "tokenizer rough 4 chars per token\n"
+        "limit batch_total: batch_total <= 5000 tokens\n"
+        "limit day_total: day_total <= 9000 tokens\n"
+        "limit request_prompt: request_prompt <= 4000 tokens\n"
+        "expansion reserve 1000 tokens\n"
+        "completion budget 600 tokens\n",
+        "caps.policy",
+    )
+    settings = policy.resolve({})[0]
+    assert caps_of(settings, Request(), priced=False) == Caps(run_tokens=4000, day_tokens=9000)
+    assert caps_of(settings, Request(expansion=True), priced=False) == Caps(run_tokens=5000, day_tokens=9000)
+    usage = UsageSnapshot(batch_tokens=3000, day_tokens=8000)
+    assert Caps(run_tokens=4000, day_tokens=9000).admit(usage, 1000, 0)
+    assert not Caps(run_tokens=4000, day_tokens=9000).admit(usage, 1001, 0)
+    assert Caps().admit(usage, 10**15, 10**18)
+
+
+# ---- settlement through ledger_settle (PostgreSQL) and Ledger.settle (SQLite) ------------
+
+
+def test_settlement_paths_on_both_backends(clocked) -> None:
+    ledger, clock = clocked
+    gate = BudgetGate(load_policy_text(rules(60_000), "s.policy"), ledger, reservation_ttl_s=TTL)
+    # within the reservation: no overspend, one usage event
+    ok = gate.check(SMALL, "run-s")
+    gate.record_usage("run-s", prompt_tokens=10, completion_tokens=5, reservation_id=ok.reservation_id)
+    # a repeat with the same numbers is a no-op, other numbers are L106
+    gate.record_usage("run-s", prompt_tokens=10, completion_tokens=5, reservation_id=ok.reservation_id)
+    with pytest.raises(LedgerError) as info:
+        gate.record_usage("run-s", prompt_tokens=10, completion_tokens=6, reservation_id=ok.reservation_id)
+    assert info.value.diagnostics[0].code == "L106"
+    # over the reservation: the excess, reported in the settlement's transaction
+    over = gate.check(SMALL, "run-s")
+    reserved = over.decision.metrics["request_tokens"]
+    gate.record_usage("run-s", prompt_tokens=reserved, completion_tokens=7, reservation_id=over.reservation_id)
+    # after expiry: the whole settlement
+    late = gate.check(SMALL, "run-s")
+    clock.t += TTL + 2
+    gate.record_usage("run-s", prompt_tokens=30, completion_tokens=20, reservation_id=late.reservation_id)
+    # a repeat of an overspent settlement is a no-op too (no second overspend event)
+    gate.record_usage("run-s", prompt_tokens=30, completion_tokens=20, reservation_id=late.reservation_id)
+    with pytest.raises(LedgerError) as info:
+        gate.record_usage("run-s", prompt_tokens=1, completion_tokens=1, reservation_id="no-such-reservation")
+    assert info.value.diagnostics[0].code == "L103"
+    events = ledger.events("run-s")
+    overspends = [p for t, p, _ in events if t == "budget.overspend"]
+    assert [(p["reason"], p["tokens"]) for p in overspends] == [
+        ("settled_over_reservation", 7),
+        ("settled_after_expiry", 50),
+    ]
+    assert overspends[1]["late_by_s"] == 2.0 and overspends[1]["reservation_id"] == late.reservation_id
+    assert [t for t, _, _ in events].count("llm.usage_point") == 3
+    assert ledger.settled_totals(run_id="run-s") == (15 + reserved + 7 + 50, 0, 3)
+    assert ledger.held() == 0
+    # settling without a reservation counts on the settlement's day
+    gate.record_usage("run-s", prompt_tokens=4, completion_tokens=4)
+    assert ledger.settled_totals(day=utc_day(clock.t)) == (15 + reserved + 7 + 50 + 8, 0, 4)
+
+
+# ---- migrating a version-2 PostgreSQL ledger ---------------------------------------------
+
+
+def test_a_version_2_postgres_ledger_is_migrated_and_keeps_counting(pg_cluster) -> None:
+    import psycopg
+
+    from policy_engine.adapters.ledger_pg import MIGRATIONS
+
+    url = pg_cluster.create_database(f"v2_{time.monotonic_ns()}")
+    now = time.time()
+    day = utc_day(now)
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():  # what a version-2 engine left
+        conn.execute(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        )
+        for version, script in enumerate(MIGRATIONS[:2], start=1):
+            conn.execute(script)
+            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+        conn.execute("INSERT INTO day_totals VALUES (%s, 100, 0, 1)", (day,))
+        conn.execute("INSERT INTO run_totals VALUES ('old-run', 100, 0, 1)")
+        conn.execute(
+            "INSERT INTO usage_points (run_id, day, prompt_tokens, completion_tokens, total_tokens, micro_usd, created_at)"
+            " VALUES ('old-run', %s, 60, 40, 100, 0, %s)",
+            (day, now),
+        )
+        conn.execute(
+            "INSERT INTO reservations VALUES ('old-hold', 'old-run', %s, 700, 0, %s, %s, 'held')", (day, now, now + 600)
+        )
+    ledger = open_ledger(url)
+    try:
+        assert ledger.schema_version() == 3
+        assert ledger.snapshot("old-run").day_tokens == 800, "the settled total and the old hold still count"
+        gate = BudgetGate(load_policy_text(rules(60_000), "m.policy"), ledger)
+        gate.record_usage("old-run", prompt_tokens=300, completion_tokens=200, reservation_id="old-hold")
+        assert ledger.settled_totals(run_id="old-run") == (600, 0, 2) and ledger.held() == 0
+        res = gate.check(SMALL, "new-run")
+        gate.record_usage("new-run", prompt_tokens=10, completion_tokens=10, reservation_id=res.reservation_id)
+        with ledger.transaction() as db:
+            assert db.execute("SELECT tokens, points FROM day_totals WHERE day = %s", (day,)).fetchone() == (620, 3)
+    finally:
+        ledger.close()
+
+
+def test_the_sqlite_ledger_keeps_its_schema_version(tmp_path) -> None:
+    ledger = open_ledger(str(tmp_path / "l.db"))
+    try:
+        assert sqlite_path(ledger.url) and ledger.schema_version() == 2  # the gate change needed no new table
+    finally:
+        ledger.close()
