@@ -112,7 +112,7 @@ def decide(
     _check_priced(policy, settings)
     model = prompt_model or engine.prompt_model(pools, idea=idea, knowledge=knowledge, limits=limits_view(settings))
     completion = request.completion_tokens if request.completion_tokens is not None else settings.completion_budget
-    inputs = LadderInputs(settings, pools, usage, request, completion, policy.price, explain, engine.cuts)
+    inputs = LadderInputs(settings, usage, request, completion, policy.price, explain, engine.cuts)
 
     walk = walk_ladder(inputs, model.tokens, model, start=engine.start_state(pools, settings.topk))
     exact, prompt_chars, notes = _prove(engine, model, walk)

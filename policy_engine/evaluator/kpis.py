@@ -14,8 +14,8 @@ COMBO_SAMPLE = 64
 
 
 def compute_kpis(state: State, seen: frozenset[str]) -> dict[str, Any]:
-    fields = state["fields"].ids[:COMBO_FIELDS] if "fields" in state else ()
-    operators = state["operators"].ids[:COMBO_OPERATORS] if "operators" in state else ()
+    fields = state["fields"].ids[:COMBO_FIELDS]  # a state holds every pool
+    operators = state["operators"].ids[:COMBO_OPERATORS]
     count = len(fields) * len(operators)
     novelty = None
     if count:
@@ -24,7 +24,7 @@ def compute_kpis(state: State, seen: frozenset[str]) -> dict[str, Any]:
         novelty = round(fresh / count, 6)
     sample = [f"{f}::{o}" for f in fields[: -(-COMBO_SAMPLE // max(1, len(operators)))] for o in operators]
     return {
-        "coverage": len(set(state["subcategories"].ids)) if "subcategories" in state else 0,
+        "coverage": len(set(state["subcategories"].ids)),
         "novelty": novelty,
         "combo_count": count,
         "combo_sample": sample[:COMBO_SAMPLE],

@@ -18,7 +18,6 @@ from policy_engine.evaluator.limits import Measured, failing, measure_state, unf
 from policy_engine.evaluator.state import (
     PoolState,
     State,
-    initial_state,
     lane_counts,
     removed_between,
     selection_of,
@@ -26,7 +25,6 @@ from policy_engine.evaluator.state import (
 )
 from policy_engine.evaluator.steps import resize
 from policy_engine.policy import Enforcement, Price, Settings, Stage, Step
-from policy_engine.pools import Pools
 from policy_engine.trace import TraceStep
 from policy_engine.usage import Request, UsageSnapshot
 
@@ -42,7 +40,6 @@ class LadderInputs:
     the price, and the explain level (``full`` adds per-candidate token costs)."""
 
     settings: Settings
-    pools: Pools
     usage: UsageSnapshot
     request: Request
     completion: int
@@ -67,10 +64,11 @@ class LadderWalk:
     trace: list[TraceStep] = field(default_factory=list)
 
 
-def walk_ladder(inputs: LadderInputs, tokens: TokenFn, model: PromptModel, start: State | None = None) -> LadderWalk:
-    """Walk the ladder of ``inputs.settings`` with ``tokens`` pricing each state."""
+def walk_ladder(inputs: LadderInputs, tokens: TokenFn, model: PromptModel, start: State) -> LadderWalk:
+    """Walk the ladder of ``inputs.settings`` from ``start`` (the pack's top-k state,
+    `state.initial_state`) with ``tokens`` pricing each state."""
     settings = inputs.settings
-    state = start if start is not None else initial_state(inputs.pools, settings.topk)
+    state = start
     now = _measure(inputs, tokens, state)
     fails = failing(settings, inputs.request, now, Enforcement.BLOCK)
     walk = LadderWalk(start=state, state=state, now=now, fails=fails, start_tokens=now.prompt_tokens)
