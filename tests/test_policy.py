@@ -66,6 +66,7 @@ DELAY_1 = Compare("delay", "==", 1)
         (Compare("fields.count", ">=", 10), {"fields.count": 10}, True),
         (Compare("fields.count", ">=", 10), {"fields.count": 9}, False),
         (Compare("delay", ">", 0), {"delay": "soon"}, False),  # not a number: no match, no error
+        (Compare("delay", "~", 1), {"delay": 1}, False),  # an operator outside the language never matches
         (AllOf((USA, DELAY_1)), {"region": "USA", "delay": 1}, True),
         (AllOf((USA, DELAY_1)), {"region": "USA", "delay": 0}, False),
         (AnyOf((USA, DELAY_1)), {"region": "EUR", "delay": 1}, True),
