@@ -92,6 +92,12 @@ BASE = Settings(  # limits in METRICS order, as the checker builds them
 )
 
 
+def test_settings_find_a_limit_by_metric() -> None:
+    assert BASE.limit("day_total") == Limit("day", "day_total", 1000)
+    assert BASE.limit("request_prompt") == Limit("prompt", "request_prompt", 100)
+    assert BASE.limit("batch_total") is None
+
+
 def test_an_empty_conditional_changes_nothing() -> None:
     assert apply_conditional(BASE, Conditional("c", USA)) == BASE
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from policy_engine.errors import PackError
-from policy_engine.packs import load_pack
+from policy_engine.packs import load_pack, load_pack_file, read_pack_document
 from policy_engine.packs.idea_input import idea_from_document, load_idea
 from policy_engine.packs.registry import find_format, formats
 from policy_engine.reading.bounds import SMALL_DOCUMENT_BOUNDS
@@ -93,3 +93,13 @@ def test_load_pack_refuses_a_pack_that_is_not_an_object(doc: Any, kind: str) -> 
     with pytest.raises(PackError) as err:
         load_pack(doc)
     assert err.value.diagnostics[0].file == "<pack>"
+
+
+def test_load_pack_file_passes_the_idea_and_the_format_on(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(SEED))
+    assert load_pack_file(path, idea={"theme_tags": ["value"]}).attributes["tags"] == ("value",)
+    with pytest.raises(PackError) as err:
+        load_pack_file(path, format="other/v2")
+    assert [(d.code, d.file) for d in err.value.diagnostics] == [("P111", str(path))]
+    assert read_pack_document(path) == (SEED, str(path))
