@@ -7,6 +7,7 @@ import copy
 import json
 
 from policy_engine.packs import agent_format, load_pack
+from policy_engine.policy import POOLS
 from tests.conftest import SHARED
 
 SEED = json.loads((SHARED / "packs" / "seed_5x15x72x60.json").read_text())
@@ -27,6 +28,14 @@ def test_attributes_come_from_the_target_the_query_and_the_idea() -> None:
         )
     assert (a["datasets.exploit.count"], a["datasets.explore.count"]) == (12, 3)
     assert (a["subcategories.exploit.count"], a["subcategories.explore.count"]) == (4, 1)
+
+
+def test_every_candidate_names_its_pool_and_owner() -> None:
+    pools = load_pack(SEED)
+    for name in POOLS:
+        assert {c.pool for c in pools.pool(name)} == {name}
+    assert {c.parent for c in pools.pool("datasets")} == set(SEED["selected_subcategories"])
+    assert {c.parent for c in pools.pool("subcategories")} == {c.parent for c in pools.pool("operators")} == {None}
 
 
 def test_a_pack_without_an_idea_has_no_tags_and_missing_target_values_are_absent() -> None:

@@ -3,6 +3,7 @@ message, hint, file, pointer), since they are what the user reads."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from policy_engine.errors import PackError
-from policy_engine.packs import load_pack, load_pack_file, read_pack_document
+from policy_engine.packs import load_pack, load_pack_file, read_pack_document, registry
 from policy_engine.packs.idea_input import idea_from_document, load_idea
 from policy_engine.packs.registry import find_format, formats
 from policy_engine.reading.bounds import SMALL_DOCUMENT_BOUNDS
@@ -37,6 +38,17 @@ def test_an_idea_that_is_not_an_object(doc: Any, kind: str) -> None:
         idea_from_document(doc, "i.json")
     hint = "see the agent's idea spec format (reference section 2)"
     assert _diagnostics(err) == [("R104", f"an idea spec is a JSON object, got a {kind}", hint, "i.json", "")]
+
+
+def test_an_idea_read_from_a_file_is_named_by_its_path_and_one_passed_in_by_a_placeholder(tmp_path: Path) -> None:
+    path = tmp_path / "idea.json"
+    path.write_text("[]")
+    with pytest.raises(PackError) as err:
+        load_idea(path)
+    assert err.value.diagnostics[0].file == str(path)
+    with pytest.raises(PackError) as err:
+        idea_from_document([])
+    assert err.value.diagnostics[0].file == "<idea>"
 
 
 def test_an_idea_tag_that_is_not_a_string_is_refused_at_its_place() -> None:
@@ -66,6 +78,17 @@ def test_the_built_in_format_is_registered_and_detected() -> None:
     assert fmt.name == "agent-retrieval-pack/v1" and fmt.quick_check is not None
     assert find_format(SEED, "p.json", "agent-retrieval-pack/v1") is fmt
     assert find_format({"no": "markers"}, "p.json", None) is fmt  # validated against the built-in schema
+
+
+def test_a_registered_format_is_found_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plugin contract: what `register_format` adds, `find_format` hands out."""
+    monkeypatch.setattr(registry, "_FORMATS", dict(formats()))  # formats() loads the built-ins first
+    builtin = find_format(SEED, "p.json", None)
+    other = dataclasses.replace(builtin, name="other/v2", detect=lambda doc: "other" in doc)
+    registry.register_format(other)
+    assert find_format(SEED, "p.json", "other/v2") is other
+    assert find_format({"other": 1}, "p.json", None) is other
+    assert set(formats()) == {"agent-retrieval-pack/v1", "other/v2"}
 
 
 def test_an_unknown_format_name_lists_the_known_ones() -> None:
