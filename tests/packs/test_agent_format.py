@@ -88,3 +88,12 @@ def test_trim_leaves_a_guard_it_does_not_know_alone() -> None:
     assert agent_format.trim(doc, SELECTION)["context_guard"] == {"max_items": "none"}
     del doc["context_guard"]
     assert "context_guard" not in agent_format.trim(doc, SELECTION)
+
+
+def test_the_format_is_detected_by_its_candidate_fields_and_lanes() -> None:
+    """What lets another registered format claim a document this one does not."""
+    assert agent_format.detect(SEED)
+    assert agent_format.detect({"candidate_fields": [], "lanes": {}})
+    assert not agent_format.detect({"candidate_fields": []})
+    assert not agent_format.detect({"lanes": {}})
+    assert not agent_format.detect(["candidate_fields", "lanes"])
