@@ -135,3 +135,32 @@ def test_the_digest_is_the_content_digest_on_both_paths() -> None:
     slow = copy.deepcopy(SEED)
     slow["query"] = type("Text", (str,), {})(SEED["query"])  # a str subclass: the fast path defers
     assert load_pack(slow).digest == digest
+
+
+def test_a_lanes_list_cut_after_five_ids() -> None:
+    """Five named ids are shown in full; from the sixth on, the list ends in `...`."""
+    five = ["x1", "x2", "x3", "x4", "x5"]
+    (row,) = refusals(lambda d: d["lanes"]["exploit"]["operator_names"].extend(five))
+    assert (
+        row[1]
+        == "/lanes/exploit/operator_names: lists 'x1', 'x2', 'x3', 'x4', 'x5' not in exploit lane of candidate_operators"
+    )
+    explore_ops = sorted(SEED["lanes"]["explore"]["operator_names"])
+    assert len(explore_ops) >= 6
+    for kept, shown in ((len(explore_ops) - 5, ""), (len(explore_ops) - 6, " ...")):
+        (row,) = refusals(
+            lambda d, k=kept: d["lanes"]["explore"].update(operator_names=explore_ops[len(explore_ops) - k :])
+        )
+        assert row[1] == "/lanes/explore/operator_names: omits " + ", ".join(map(repr, explore_ops[:5])) + shown
+
+
+def test_a_container_of_the_wrong_kind_is_named_with_its_json_type() -> None:
+    def change(d: dict[str, Any]) -> None:
+        d["candidate_fields"] = {}
+        d["target"] = ["USA"]
+
+    messages = [row[1] for row in refusals(change)]
+    assert messages == [
+        "/candidate_fields: expected array, got object {}",
+        '/target: expected object, got array ["USA"]',
+    ]
