@@ -14,6 +14,7 @@ import pytest
 
 from policy_engine.errors import PackError
 from policy_engine.packs import load_pack
+from policy_engine.packs.validate import schema_diagnostics
 from policy_engine.reading.bounds import PACK_BOUNDS
 from tests.conftest import SHARED
 
@@ -164,3 +165,19 @@ def test_a_container_of_the_wrong_kind_is_named_with_its_json_type() -> None:
         "/candidate_fields: expected array, got object {}",
         '/target: expected object, got array ["USA"]',
     ]
+
+
+def test_a_wrong_value_is_quoted_as_json_and_cut_after_sixty_characters() -> None:
+    (row,) = refusals(lambda d: d["target"].update(region=["Zürich"]))
+    assert row[1] == '/target/region: expected string, got array ["Zürich"]'  # as JSON, not escaped
+    fits = ["q" * 56]  # 60 characters as JSON
+    (row,) = refusals(lambda d: d.update(query=fits))
+    assert row[1] == f'/query: expected string, got array ["{"q" * 56}"]'
+    (row,) = refusals(lambda d: d.update(query=["q" * 57]))
+    assert row[1] == '/query: expected string, got array ["' + "q" * 55 + "..."
+
+
+def test_a_value_of_neither_allowed_type_names_both() -> None:
+    doc = {"cases": [{"pack": "p.json", "expect": {}, "name": 1.5}]}
+    (d,) = schema_diagnostics(doc, "testcases", "t.yaml", "P116", "hint")
+    assert d.message == "/cases/0/name: expected string or integer, got 1.5"
