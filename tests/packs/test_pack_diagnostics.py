@@ -181,3 +181,14 @@ def test_a_value_of_neither_allowed_type_names_both() -> None:
     doc = {"cases": [{"pack": "p.json", "expect": {}, "name": 1.5}]}
     (d,) = schema_diagnostics(doc, "testcases", "t.yaml", "P116", "hint")
     assert d.message == "/cases/0/name: expected string or integer, got 1.5"
+
+
+def test_empty_strings_and_numbers_below_the_minimum_are_named_plainly() -> None:
+    def change(d: dict[str, Any]) -> None:
+        d["selected_subcategories"][0] = ""
+        d["target"]["delay"] = -1
+
+    assert [row[1] for row in refusals(change)] == [
+        '/selected_subcategories/0: expected a non-empty string, got ""',
+        "/target/delay: expected a number >= 0, got -1",
+    ]
