@@ -85,3 +85,11 @@ def test_seen_combos_are_read_within_the_small_document_bounds(tmp_path: Path) -
     path.write_text('["a::b"]' + " " * SMALL_DOCUMENT_BOUNDS.max_bytes)
     with pytest.raises(UsageInputError):
         load_seen_combos(path)
+
+
+def test_an_unknown_key_is_named_as_unknown() -> None:
+    with pytest.raises(UsageInputError) as err:
+        usage_from_document({"week": {}}, "u.json")
+    assert [(d.code, d.message, d.pointer) for d in err.value.diagnostics] == [
+        ("P113", "/: unknown key(s) ('week' was unexpected)", "")
+    ]
