@@ -192,3 +192,13 @@ def test_empty_strings_and_numbers_below_the_minimum_are_named_plainly() -> None
         '/selected_subcategories/0: expected a non-empty string, got ""',
         "/target/delay: expected a number >= 0, got -1",
     ]
+
+
+def test_the_precise_path_copies_deeply_and_passes_the_idea_on() -> None:
+    doc = copy.deepcopy(SEED)
+    doc["query"] = type("Text", (str,), {})(SEED["query"])  # a str subclass: the fast path defers
+    pools = load_pack(doc, idea={"theme_tags": ["value"]})
+    assert pools.attributes["tags"] == ("value",)
+    assert pools.source is not doc
+    doc["candidate_fields"][0]["lane"] = "explore"  # the caller changes its object afterwards
+    assert pools.source["candidate_fields"][0]["lane"] == "exploit"
