@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -420,6 +421,291 @@ def _keyword(node: Any) -> str:
     }.get(type(node), type(node).__name__)
 
 
+@dataclasses.dataclass
+class _Merged:
+    """Each construct's winning statement once the files are merged in precedence order: a
+    later file's statement replaces an earlier one with the same key (one per kind for the
+    single statements, one per metric, priced model, pool and condition name for the rest)."""
+
+    singles: dict[type, Any] = dataclasses.field(default_factory=dict)
+    limits: dict[str, A.LimitDecl] = dataclasses.field(default_factory=dict)
+    prices: dict[str, A.PriceDecl] = dataclasses.field(default_factory=dict)
+    topk: dict[str, A.TopKDecl] = dataclasses.field(default_factory=dict)
+    whens: dict[str, A.WhenDecl] = dataclasses.field(default_factory=dict)
+
+    def add(self, node: Any) -> None:
+        if isinstance(node, A.LimitDecl):
+            self.limits[node.metric] = node
+        elif isinstance(node, A.PriceDecl):
+            self.prices[node.model.value] = node
+        elif isinstance(node, A.TopKDecl):
+            self.topk[node.pool] = node
+        elif isinstance(node, A.WhenDecl):
+            self.whens[node.name] = node
+        elif not isinstance(node, (A.Comment, A.Include)):
+            self.singles[type(node)] = node
+
+
+@dataclasses.dataclass
+class _Build:
+    """One build: the merged statements and the parts made so far. The construct functions
+    run in `_CONSTRUCTS` order because some read what an earlier one made (the explore floor
+    is checked against the top-k, the reserve against the batch limit)."""
+
+    col: Collector
+    merged: _Merged
+    top_file: str
+    templates: tuple[str, ...]
+    name: str = ""
+    tokenizer: Tokenizer | None = None
+    template: str = "agent_envelope"
+    prices: list[Price] = dataclasses.field(default_factory=list)
+    price_model: str | None = None
+    limits: list[Limit] = dataclasses.field(default_factory=list)
+    lanes: Lanes = dataclasses.field(default_factory=Lanes)
+    topk: list[TopK] = dataclasses.field(default_factory=list)
+    ladder: Ladder = dataclasses.field(default_factory=lambda: Ladder((), None, span=Span("<builtin>", 0, 0)))
+    completion: int | None = None
+    reserve: int | None = None
+    conditionals: list[Conditional] = dataclasses.field(default_factory=list)
+
+
+def _policy_name(b: _Build) -> None:
+    """An unnamed policy is called after its top file, so traces and ledgers still say which
+    policy decided."""
+    node = b.merged.singles.get(A.PolicyName)
+    b.name = node.name.value if node else b.top_file.rsplit("/", 1)[-1].removesuffix(".policy")
+
+
+def _tokenizer_statement(b: _Build) -> None:
+    """No default tokenizer: rough and exact counts differ by ~14%, so the policy must say
+    which one its limits are written against."""
+    node = b.merged.singles.get(A.TokenizerDecl)
+    if node is not None:
+        b.tokenizer = _tokenizer(b.col, node)
+        return
+    b.col.add(
+        _d(
+            "E216",
+            "the policy names no tokenizer",
+            'add `tokenizer tiktoken "o200k_base"` (or `tokenizer rough 4 chars per token` for upstream parity)',
+            Span(b.top_file, 1, 1),
+        )
+    )
+
+
+def _template(b: _Build) -> None:
+    """The template shapes the prompt being counted, so an unknown name is an error, not a
+    fallback to the shipped one."""
+    node = b.merged.singles.get(A.TemplateDecl)
+    if node is None:
+        return
+    if node.name.value not in b.templates:
+        hint = _did_you_mean(node.name.value, list(b.templates))
+        b.col.add(_d("E217", f"unknown prompt template `{node.name.value}`", hint, node.name.span))
+    b.template = node.name.value
+
+
+def _condition_count(b: _Build) -> None:
+    """Every condition is tested on every evaluation: the count is a work bound."""
+    whens = b.merged.whens
+    if len(whens) > MAX_CONDITIONS:
+        extra = list(whens.values())[MAX_CONDITIONS]
+        message = f"the policy has {len(whens)} `when` conditions; the limit is {MAX_CONDITIONS}"
+        b.col.add(_d("E221", message, "merge conditions with `or`", extra.span))
+
+
+def _prices(b: _Build) -> None:
+    """Prices are held per 1M tokens whichever unit the statement used; absurd prices are
+    refused (a slipped decimal point would make every USD limit trip)."""
+    for node in b.merged.prices.values():
+        if max(node.prompt.value, node.completion.value) > 1_000_000:
+            message = f"price for `{node.model.value}` is above $1,000,000 per unit"
+            b.col.add(_d("E203", message, "prices are per 1M or per 1k tokens", node.span))
+            continue
+        per_p = Decimal(1000) if node.prompt_per == "1k" else Decimal(1)
+        per_c = Decimal(1000) if node.completion_per == "1k" else Decimal(1)
+        b.prices.append(
+            Price(node.model.value, node.prompt.value * per_p, node.completion.value * per_c, span=node.span)
+        )
+
+
+def _pricing(b: _Build) -> None:
+    """The priced model must have a price, or USD limits would have nothing to count with."""
+    pricing = b.merged.singles.get(A.PricingDecl)
+    if pricing is None:
+        return
+    b.price_model = pricing.model.value
+    if b.price_model not in b.merged.prices:
+        hint = _did_you_mean(b.price_model, list(b.merged.prices)) or (
+            f'add `price "{b.price_model}": prompt $0.15 per 1M, completion $0.60 per 1M`'
+        )
+        b.col.add(_d("E211", f"no price for model `{b.price_model}`", hint, pricing.model.span))
+
+
+def _limits(b: _Build) -> None:
+    """A USD limit needs a priced model; when the model is named but unpriced, `_pricing`
+    has already said so."""
+    b.limits = [lim for lim in (b.col.limit(n) for n in b.merged.limits.values()) if lim is not None]
+    if A.PricingDecl in b.merged.singles or not any(METRICS[lim.metric] == "usd" for lim in b.limits):
+        return
+    first = next(n for n in b.merged.limits.values() if n.metric in METRICS and METRICS[n.metric] == "usd")
+    b.col.add(
+        _d(
+            "E211",
+            f"limit `{first.name}` is in USD but no `pricing model` is named",
+            'add `pricing model "..."` and its `price`',
+            first.span,
+        )
+    )
+
+
+def _lanes(b: _Build) -> None:
+    """The two lanes split one pack, so their shares must make the whole of it."""
+    node = b.merged.singles.get(A.LanesDecl)
+    if node is None:
+        return
+    exploit, explore = b.col.ratio(node.exploit, "the exploit ratio"), b.col.ratio(node.explore, "the explore ratio")
+    if exploit is None or explore is None:
+        return
+    if exploit + explore != 1:
+        message = f"exploit {node.exploit.text} + explore {node.explore.text} is not 100%"
+        b.col.add(_d("E210", message, "make them add up to 1 (e.g. 70% and 30%)", node.span))
+    b.lanes = Lanes(exploit, explore, b.lanes.explore_floor, span=node.span)
+
+
+def _explore_floor(b: _Build) -> None:
+    """The floor belongs to the lanes (it is what trimming keeps of the explore lane)."""
+    node = b.merged.singles.get(A.FloorDecl)
+    if node is None:
+        return
+    f = b.col.whole(node.count, "the explore floor", minimum=0)
+    floor = f if f is not None else b.lanes.explore_floor
+    b.lanes = Lanes(b.lanes.exploit_ratio, b.lanes.explore_ratio, floor, span=node.span)
+
+
+def _topk_entries(col: Collector, node: A.TopKDecl) -> list[TopK]:
+    """One `topk` statement names both lanes of a pool; each lane becomes its own entry."""
+    if node.pool not in POOLS:
+        col.add(_d("E207", f"unknown pool `{node.pool}`", _did_you_mean(node.pool, POOLS), node.span))
+        return []
+    entries = []
+    for lane, num in (("exploit", node.exploit), ("explore", node.explore)):
+        v = col.whole(num, f"top-k of {node.pool} {lane}", minimum=0)
+        if v is not None:
+            entries.append(TopK(node.pool, lane, v, span=num.span))
+    return entries
+
+
+def _topk(b: _Build) -> None:
+    """A floor above a lane's top-k cannot hold: an error when the lane keeps some, a warning
+    when it keeps none (then the lane is deliberately empty)."""
+    floor = b.lanes.explore_floor
+    b.topk = [entry for node in b.merged.topk.values() for entry in _topk_entries(b.col, node)]
+    for t in b.topk:
+        if t.lane != "explore" or floor <= 0:
+            continue
+        if floor > t.value > 0:
+            message = f"explore floor {floor} is larger than the explore top-k of {t.pool} ({t.value})"
+            b.col.add(_d("E209", message, "lower the floor or raise the top-k", t.span))
+        elif t.value == 0:
+            b.col.warn(
+                _d(
+                    "W201",
+                    f"`topk {t.pool} ... explore 0` keeps no explore {t.pool}, so the explore floor of {floor} cannot hold for them",
+                    f"raise the explore top-k of {t.pool} to at least {floor}, or set `explore floor 0`",
+                    t.span,
+                )
+            )
+
+
+def _ladder(b: _Build) -> None:
+    """Without a ladder nothing is trimmed: a blocking limit that fails blocks at once."""
+    node = b.merged.singles.get(A.LadderDecl)
+    if node is not None:
+        stages, reason, _ = b.col.ladder(node)
+        b.ladder = Ladder(tuple(stages), reason, span=node.span)
+
+
+def _completion(b: _Build) -> None:
+    """The completion tokens a request budgets when its caller does not say."""
+    node = b.merged.singles.get(A.CompletionDecl)
+    if node is not None:
+        b.completion = b.col.whole(node.tokens, "the completion budget")
+
+
+def _reserve(b: _Build) -> None:
+    """The reserve is carved out of the batch limit, so it must leave some of it."""
+    node = b.merged.singles.get(A.ReserveDecl)
+    if node is None:
+        return
+    b.reserve = b.col.whole(node.tokens, "the expansion reserve", minimum=0)
+    batch = next((lim for lim in b.limits if lim.metric == "batch_total"), None)
+    if b.reserve and batch is not None and b.reserve >= batch.value:
+        message = f"the expansion reserve ({b.reserve}) leaves nothing of the batch limit ({batch.value})"
+        b.col.add(_d("E203", message, "keep the reserve below the batch limit", node.span))
+
+
+def _when_ladder(col: Collector, body: tuple[Any, ...]) -> tuple[Stage, ...]:
+    """A condition swaps the ladder's stages, never its exhausted reason (that one names why
+    a request is blocked, whatever matched)."""
+    stages: tuple[Stage, ...] = ()
+    for n in body:
+        if isinstance(n, A.LadderDecl):
+            s, _, exhausted = col.ladder(n)
+            if exhausted:
+                message = "`on exhausted` cannot be changed inside `when`"
+                col.add(_d("E218", message, "set it in the top-level ladder", n.span))
+            stages = tuple(s)
+    return stages
+
+
+def _when_whole(col: Collector, body: tuple[Any, ...], kind: type, attr: str, what: str, minimum: int) -> int | None:
+    """A condition's single-number statements (floor, reserve, completion): the first one
+    counts (a repeat is already an E205)."""
+    return next((col.whole(getattr(n, attr), what, minimum=minimum) for n in body if isinstance(n, kind)), None)
+
+
+def _conditional(col: Collector, node: A.WhenDecl) -> Conditional:
+    """A `when` block holds the statements that may change per pack; what it leaves out keeps
+    the top-level value."""
+    body = node.body
+    check_file_statements(col, body, in_when=True)
+    guard = col.guard(node.guard)
+    limits = tuple(lim for lim in (col.limit(n) for n in body if isinstance(n, A.LimitDecl)) if lim is not None)
+    stages = _when_ladder(col, body)
+    topk = tuple(entry for n in body if isinstance(n, A.TopKDecl) for entry in _topk_entries(col, n))
+    floor = _when_whole(col, body, A.FloorDecl, "count", "the explore floor", 0)
+    reserve = _when_whole(col, body, A.ReserveDecl, "tokens", "the expansion reserve", 0)
+    completion = _when_whole(col, body, A.CompletionDecl, "tokens", "the completion budget", 1)
+    return Conditional(node.name, guard, limits, stages, topk, floor, reserve, completion, span=node.span)
+
+
+def _conditionals(b: _Build) -> None:
+    """Conditions are built last: each one checks its own block like a small file."""
+    b.conditionals = [_conditional(b.col, node) for node in b.merged.whens.values()]
+
+
+#: One function per construct, in dependency order (jsonschema's keyword functions are the
+#: model): each checks its statements, reports through the collector, and stores its part.
+_CONSTRUCTS: tuple[tuple[str, Callable[[_Build], None]], ...] = (
+    ("policy", _policy_name),
+    ("tokenizer", _tokenizer_statement),
+    ("template", _template),
+    ("when (count)", _condition_count),
+    ("price", _prices),
+    ("pricing model", _pricing),
+    ("limit", _limits),
+    ("lanes", _lanes),
+    ("explore floor", _explore_floor),
+    ("topk", _topk),
+    ("ladder", _ladder),
+    ("completion budget", _completion),
+    ("expansion reserve", _reserve),
+    ("when", _conditionals),
+)
+
+
 def build_policy(
     files: list[tuple[A.PolicyFile, str]], digest: str, templates: tuple[str, ...] = TEMPLATES
 ) -> tuple[Policy | None, list[Diagnostic]]:
@@ -428,259 +714,42 @@ def build_policy(
     ``templates``: the template names the policy may select (shipped, and the policy
     directory's ``NAME.template.json`` files)."""
     col = Collector()
-    merged: dict[Any, Any] = {}
-    limits: dict[str, Any] = {}
-    prices: dict[str, Any] = {}
-    topk: dict[str, Any] = {}
-    whens: dict[str, Any] = {}
+    merged = _Merged()
     for tree, _text in files:
         check_file_statements(col, tree.statements)
         for node in tree.statements:
-            if isinstance(node, A.LimitDecl):
-                limits[node.metric] = node
-            elif isinstance(node, A.PriceDecl):
-                prices[node.model.value] = node
-            elif isinstance(node, A.TopKDecl):
-                topk[node.pool] = node
-            elif isinstance(node, A.WhenDecl):
-                whens[node.name] = node
-            elif isinstance(node, (A.Comment, A.Include)):
-                continue
-            else:
-                merged[type(node)] = node
-
-    top = files[-1][0]
-    name_node = merged.get(A.PolicyName)
-    name = name_node.name.value if name_node else top.file.rsplit("/", 1)[-1].removesuffix(".policy")
-    tok_node = merged.get(A.TokenizerDecl)
-    tokenizer = None
-    if tok_node is None:
-        col.add(
-            _d(
-                "E216",
-                "the policy names no tokenizer",
-                'add `tokenizer tiktoken "o200k_base"` (or `tokenizer rough 4 chars per token` for upstream parity)',
-                Span(top.file, 1, 1),
-            )
-        )
-    else:
-        tokenizer = _tokenizer(col, tok_node)
-    template = "agent_envelope"
-    if A.TemplateDecl in merged:
-        node = merged[A.TemplateDecl]
-        if node.name.value not in templates:
-            col.add(
-                _d(
-                    "E217",
-                    f"unknown prompt template `{node.name.value}`",
-                    _did_you_mean(node.name.value, list(templates)),
-                    node.name.span,
-                )
-            )
-        template = node.name.value
-
-    if len(whens) > MAX_CONDITIONS:
-        extra = list(whens.values())[MAX_CONDITIONS]
-        col.add(
-            _d(
-                "E221",
-                f"the policy has {len(whens)} `when` conditions; the limit is {MAX_CONDITIONS}",
-                "merge conditions with `or`",
-                extra.span,
-            )
-        )
-    price_list = []
-    for node in prices.values():
-        if max(node.prompt.value, node.completion.value) > 1_000_000:
-            col.add(
-                _d(
-                    "E203",
-                    f"price for `{node.model.value}` is above $1,000,000 per unit",
-                    "prices are per 1M or per 1k tokens",
-                    node.span,
-                )
-            )
-            continue
-        per_p = Decimal(1000) if node.prompt_per == "1k" else Decimal(1)
-        per_c = Decimal(1000) if node.completion_per == "1k" else Decimal(1)
-        price_list.append(
-            Price(node.model.value, node.prompt.value * per_p, node.completion.value * per_c, span=node.span)
-        )
-    pricing = merged.get(A.PricingDecl)
-    price_model = pricing.model.value if pricing else None
-    if pricing is not None and pricing.model.value not in prices:
-        price_model = pricing.model.value
-        col.add(
-            _d(
-                "E211",
-                f"no price for model `{price_model}`",
-                _did_you_mean(price_model, list(prices))
-                or f'add `price "{price_model}": prompt $0.15 per 1M, completion $0.60 per 1M`',
-                pricing.model.span,
-            )
-        )
-
-    built_limits = [lim for lim in (col.limit(n) for n in limits.values()) if lim is not None]
-    if any(METRICS[lim.metric] == "usd" for lim in built_limits) and (pricing is None or price_model not in prices):
-        first = next(n for n in limits.values() if n.metric in METRICS and METRICS[n.metric] == "usd")
-        if pricing is None:
-            col.add(
-                _d(
-                    "E211",
-                    f"limit `{first.name}` is in USD but no `pricing model` is named",
-                    'add `pricing model "..."` and its `price`',
-                    first.span,
-                )
-            )
-
-    lanes = Lanes()
-    if A.LanesDecl in merged:
-        node = merged[A.LanesDecl]
-        exploit, explore = col.ratio(node.exploit, "the exploit ratio"), col.ratio(node.explore, "the explore ratio")
-        if exploit is not None and explore is not None:
-            if exploit + explore != 1:
-                col.add(
-                    _d(
-                        "E210",
-                        f"exploit {node.exploit.text} + explore {node.explore.text} is not 100%",
-                        "make them add up to 1 (e.g. 70% and 30%)",
-                        node.span,
-                    )
-                )
-            lanes = Lanes(exploit, explore, lanes.explore_floor, span=node.span)
-    floor_value = lanes.explore_floor
-    if A.FloorDecl in merged:
-        node = merged[A.FloorDecl]
-        f = col.whole(node.count, "the explore floor", minimum=0)
-        floor_value = f if f is not None else floor_value
-        lanes = Lanes(lanes.exploit_ratio, lanes.explore_ratio, floor_value, span=node.span)
-
-    built_topk: list[TopK] = []
-    for node in topk.values():
-        if node.pool not in POOLS:
-            col.add(_d("E207", f"unknown pool `{node.pool}`", _did_you_mean(node.pool, POOLS), node.span))
-            continue
-        for lane, num in (("exploit", node.exploit), ("explore", node.explore)):
-            v = col.whole(num, f"top-k of {node.pool} {lane}", minimum=0)
-            if v is not None:
-                built_topk.append(TopK(node.pool, lane, v, span=num.span))
-    for t in built_topk:
-        if t.lane == "explore" and floor_value > t.value and floor_value > 0 and t.value > 0:
-            col.add(
-                _d(
-                    "E209",
-                    f"explore floor {floor_value} is larger than the explore top-k of {t.pool} ({t.value})",
-                    "lower the floor or raise the top-k",
-                    t.span,
-                )
-            )
-        elif t.lane == "explore" and floor_value > 0 and t.value == 0:
-            col.warn(
-                _d(
-                    "W201",
-                    f"`topk {t.pool} ... explore 0` keeps no explore {t.pool}, so the explore floor of {floor_value} cannot hold for them",
-                    f"raise the explore top-k of {t.pool} to at least {floor_value}, or set `explore floor 0`",
-                    t.span,
-                )
-            )
-
-    stages: list[Stage] = []
-    reason = None
-    if A.LadderDecl in merged:
-        stages, reason, _ = col.ladder(merged[A.LadderDecl])
-
-    def scalar(cls: type, attr: str, what: str, minimum: int) -> int | None:
-        node = merged.get(cls)
-        return None if node is None else col.whole(getattr(node, attr), what, minimum=minimum)
-
-    completion = scalar(A.CompletionDecl, "tokens", "the completion budget", 1)
-    reserve = scalar(A.ReserveDecl, "tokens", "the expansion reserve", 0)
-    batch = next((lim for lim in built_limits if lim.metric == "batch_total"), None)
-    if reserve and batch is not None and reserve >= batch.value:
-        col.add(
-            _d(
-                "E203",
-                f"the expansion reserve ({reserve}) leaves nothing of the batch limit ({batch.value})",
-                "keep the reserve below the batch limit",
-                merged[A.ReserveDecl].span,
-            )
-        )
-
-    conditionals: list[Conditional] = []
-    for node in whens.values():
-        check_file_statements(col, node.body, in_when=True)
-        guard = col.guard(node.guard)
-        c_limits = tuple(
-            lim for lim in (col.limit(n) for n in node.body if isinstance(n, A.LimitDecl)) if lim is not None
-        )
-        c_stages: tuple[Stage, ...] = ()
-        for n in node.body:
-            if isinstance(n, A.LadderDecl):
-                s, _, exhausted = col.ladder(n)
-                if exhausted:
-                    col.add(
-                        _d(
-                            "E218",
-                            "`on exhausted` cannot be changed inside `when`",
-                            "set it in the top-level ladder",
-                            n.span,
-                        )
-                    )
-                c_stages = tuple(s)
-        c_topk: list[TopK] = []
-        for n in node.body:
-            if isinstance(n, A.TopKDecl):
-                if n.pool not in POOLS:
-                    col.add(_d("E207", f"unknown pool `{n.pool}`", _did_you_mean(n.pool, POOLS), n.span))
-                    continue
-                for lane, num in (("exploit", n.exploit), ("explore", n.explore)):
-                    v = col.whole(num, f"top-k of {n.pool} {lane}", minimum=0)
-                    if v is not None:
-                        c_topk.append(TopK(n.pool, lane, v, span=num.span))
-        c_floor = next(
-            (col.whole(n.count, "the explore floor", minimum=0) for n in node.body if isinstance(n, A.FloorDecl)), None
-        )
-        c_reserve = next(
-            (
-                col.whole(n.tokens, "the expansion reserve", minimum=0)
-                for n in node.body
-                if isinstance(n, A.ReserveDecl)
-            ),
-            None,
-        )
-        c_completion = next(
-            (col.whole(n.tokens, "the completion budget") for n in node.body if isinstance(n, A.CompletionDecl)), None
-        )
-        conditionals.append(
-            Conditional(
-                node.name, guard, c_limits, c_stages, tuple(c_topk), c_floor, c_reserve, c_completion, span=node.span
-            )
-        )
-
-    if col.problems or tokenizer is None:
+            merged.add(node)
+    b = _Build(col, merged, files[-1][0].file, templates)
+    for _construct, build in _CONSTRUCTS:
+        build(b)
+    if col.problems or b.tokenizer is None:
         return None, _sorted(col.problems + col.warnings)
+    return _policy(b, digest, files), _sorted(col.warnings)
+
+
+def _policy(b: _Build, digest: str, files: list[tuple[A.PolicyFile, str]]) -> Policy:
+    """Limits are kept in METRICS order, so a decision's limit order does not depend on the
+    order the rule file wrote them in."""
+    assert b.tokenizer is not None  # build_policy returns before this without one
     settings = Settings(
-        limits=tuple(sorted(built_limits, key=lambda lim: list(METRICS).index(lim.metric))),
-        ladder=Ladder(
-            tuple(stages), reason, span=merged[A.LadderDecl].span if A.LadderDecl in merged else Span("<builtin>", 0, 0)
-        ),
-        lanes=lanes,
-        topk=tuple(built_topk),
-        expansion_reserve=reserve or 0,
-        completion_budget=completion or 0,
+        limits=tuple(sorted(b.limits, key=lambda lim: list(METRICS).index(lim.metric))),
+        ladder=b.ladder,
+        lanes=b.lanes,
+        topk=tuple(b.topk),
+        expansion_reserve=b.reserve or 0,
+        completion_budget=b.completion or 0,
     )
-    policy = Policy(
-        name=name,
-        tokenizer=tokenizer,
+    return Policy(
+        name=b.name,
+        tokenizer=b.tokenizer,
         settings=settings,
-        prices=tuple(price_list),
-        price_model=price_model,
-        template=template,
-        conditionals=tuple(conditionals),
+        prices=tuple(b.prices),
+        price_model=b.price_model,
+        template=b.template,
+        conditionals=tuple(b.conditionals),
         digest=digest,
         source_files=tuple(t.file for t, _ in files),
     )
-    return policy, _sorted(col.warnings)
 
 
 def _sorted(items: list[Diagnostic]) -> list[Diagnostic]:

@@ -96,51 +96,29 @@ def _expected_list(expected: set[str]) -> list[str]:
     return words
 
 
-_KEYWORDS = frozenset(
-    {
-        "policy",
-        "include",
-        "tokenizer",
-        "template",
-        "price",
-        "pricing",
-        "limit",
-        "completion",
-        "expansion",
-        "lanes",
-        "explore",
-        "exploit",
-        "floor",
-        "topk",
-        "ladder",
-        "stage",
-        "then",
-        "min",
-        "on",
-        "exhausted",
-        "block",
-        "warn",
-        "when",
-        "and",
-        "or",
-        "not",
-        "in",
-        "contains",
-        "tokens",
-        "budget",
-        "reserve",
-        "model",
-        "tiktoken",
-        "rough",
-        "chars",
-        "per",
-        "token",
-        "prompt",
-        "factor",
-        "share",
-        "keep",
-    }
-)
+_ALTERNATION = re.compile(r"\(\?:([^()]*)\)")
+_LOWER_WORD = re.compile(r"[a-z]+")
+
+
+@cache
+def keywords() -> frozenset[str]:
+    """The grammar's words, read from Lark's compiled terminals so the set cannot drift from
+    grammar.lark (where syntax lives): each string terminal (`"limit"`) and each word of an
+    alternation terminal (`SEVERITY: "block" | "warn"`, compiled to `(?:block|warn)`).
+    Computed on first use: only an error message needs it, and loading it would cost every
+    start the grammar."""
+    words: set[str] = set()
+    for terminal in grammar().terminals:
+        pattern = terminal.pattern
+        if pattern.type == "str":
+            candidates = [pattern.value]
+        else:
+            alternation = _ALTERNATION.fullmatch(pattern.value)
+            candidates = alternation.group(1).split("|") if alternation else []
+        words.update(word for word in candidates if _LOWER_WORD.fullmatch(word))
+    return frozenset(words)
+
+
 # Words that begin a statement (`stage`, `on` inside a ladder): after an error, parsing
 # resumes at the next line that starts with one of them, or with `}`.
 _SYNC_WORDS = (
@@ -177,7 +155,7 @@ def _char_hint(text: str, offset: int, allowed: list[str]) -> str | None:
     word = _WORD_AT.match(text, offset)
     if word is not None and word.group(0) != word.group(0).lower():
         lower = word.group(0).lower()
-        if lower in _KEYWORDS:
+        if lower in keywords():
             return f"keywords are lower case: write `{lower}`"
         return f"names are lower case: write `{lower}`"
     return None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
 from policy_engine.dsl import ast as A
-from policy_engine.dsl import parse
+from policy_engine.dsl import parse, parser
 from policy_engine.errors import RuleSyntaxError
 
 
@@ -150,3 +152,32 @@ def test_end_of_file_in_a_block() -> None:
     (d,) = err.value.diagnostics
     assert d.code == "E107" and "`}`" in d.hint
     assert d.span is not None and (d.span.line, d.span.column) == (1, 8)  # at the unclosed `{`
+
+
+def _grammar_words() -> set[str]:
+    """Every quoted lower-case word in grammar.lark, read from the file's text (not through
+    Lark), so the test does not share the parser's way of finding them."""
+    text = (Path(parser.__file__).parent / "grammar.lark").read_text(encoding="utf-8")
+    return set(re.findall(r'"([a-z]+)"', text))
+
+
+def test_every_keyword_of_the_grammar_is_a_keyword() -> None:
+    words = _grammar_words()
+    assert {"limit", "warn", "tiktoken", "tokens", "per"} <= words  # string, alternation and UNIT terminals
+    assert parser.keywords() == words
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ('tokenizer TIKTOKEN "o200k_base"\n', "keywords are lower case: write `tiktoken`"),
+        ("limit p: request_prompt <= 5 tokens WARN\n", "keywords are lower case: write `warn`"),
+        ("limit Cap: request_prompt <= 5 tokens\n", "names are lower case: write `cap`"),
+        ("limit p: Request_prompt <= 5 tokens\n", "names are lower case: write `request_prompt`"),
+    ],
+)
+def test_an_upper_case_word_is_named_keyword_or_name(text: str, hint: str) -> None:
+    with pytest.raises(RuleSyntaxError) as err:
+        parse(text, "t.policy")
+    assert err.value.diagnostics[0].code == "E101"
+    assert err.value.diagnostics[0].hint == hint

@@ -78,7 +78,9 @@ def test_unknown_encoding_and_model() -> None:
     assert err.value.diagnostics[0].code == "T101" and "cl100k_base" in err.value.diagnostics[0].hint
     with pytest.raises(TokenizerError) as err:
         get_counter(Tokenizer("model", "no-such-model"))
-    assert err.value.diagnostics[0].code == "T102"
+    (d,) = err.value.diagnostics
+    assert (d.code, d.message) == ("T102", "unknown model 'no-such-model': tiktoken maps no encoding to it")
+    assert d.hint == 'name the encoding instead (tokenizer tiktoken "o200k_base"), or a model such as gpt-4o or gpt-4'
 
 
 def test_env_dir_is_used_and_a_corrupt_file_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,99 @@
+"""The agent's pack format: the attributes guards read, and `trim` (the `--trimmed-pack` the
+agent reads back as it reads any pack)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+from policy_engine.packs import agent_format, load_pack
+from policy_engine.policy import POOLS
+from tests.conftest import SHARED
+
+SEED = json.loads((SHARED / "packs" / "seed_5x15x72x60.json").read_text())
+
+
+def test_attributes_come_from_the_target_the_query_and_the_idea() -> None:
+    pools = load_pack(SEED, idea={"theme_tags": ["momentum", "quality"]})
+    a = pools.attributes
+    assert (a["region"], a["universe"], a["delay"], a["instrument_type"]) == ("USA", "TOP3000", 1, "EQUITY")
+    assert (a["query"], a["idea_id"]) == (SEED["query"], "idea-0020")
+    assert a["tags"] == ("momentum", "quality")
+    for name, key in (("fields", "candidate_fields"), ("operators", "candidate_operators")):
+        lanes = [c["lane"] for c in SEED[key]]
+        assert a[f"{name}.count"] == len(lanes)
+        assert (a[f"{name}.exploit.count"], a[f"{name}.explore.count"]) == (
+            lanes.count("exploit"),
+            lanes.count("explore"),
+        )
+    assert (a["datasets.exploit.count"], a["datasets.explore.count"]) == (12, 3)
+    assert (a["subcategories.exploit.count"], a["subcategories.explore.count"]) == (4, 1)
+
+
+def test_every_candidate_names_its_pool_and_owner() -> None:
+    pools = load_pack(SEED)
+    for name in POOLS:
+        assert {c.pool for c in pools.pool(name)} == {name}
+    assert {c.parent for c in pools.pool("datasets")} == set(SEED["selected_subcategories"])
+    assert {c.parent for c in pools.pool("subcategories")} == {c.parent for c in pools.pool("operators")} == {None}
+
+
+def test_a_pack_without_an_idea_has_no_tags_and_missing_target_values_are_absent() -> None:
+    doc = copy.deepcopy(SEED)
+    doc["target"] = {"region": "EUR"}
+    a = load_pack(doc).attributes
+    assert "tags" not in a
+    assert (a["region"], a["universe"], a["delay"], a["instrument_type"]) == ("EUR", None, None, None)
+    assert load_pack(SEED, idea={}).attributes["tags"] == ()
+
+
+def test_a_subcategory_is_explore_only_when_all_its_datasets_are() -> None:
+    doc = copy.deepcopy(SEED)
+    doc["candidate_datasets"][0]["lane"] = "explore"  # fundamental-earnings keeps exploit datasets
+    doc["candidate_datasets"][12]["lane"] = "exploit"  # sentiment-news now has one exploit dataset
+    lanes = {c.id: c.lane for c in load_pack(doc).pool("subcategories")}
+    assert lanes["fundamental-earnings"] == "exploit" and lanes["sentiment-news"] == "exploit"
+
+
+SELECTION = {
+    "subcategories": {"exploit": ("fundamental-earnings",), "explore": ("sentiment-news",)},
+    "datasets": {"exploit": ("fundamental1", "model5"), "explore": ("risk14",)},
+    "fields": {"exploit": (SEED["lanes"]["exploit"]["field_ids"][0],), "explore": ()},
+    "operators": {"exploit": ("ts_rank",), "explore": ("rank_v2",)},
+}
+
+
+def test_trim_keeps_the_selection_and_its_lanes_and_guard_consistent() -> None:
+    before = copy.deepcopy(SEED)
+    out = agent_format.trim(SEED, SELECTION)
+    assert before == SEED  # the input is not modified
+    assert out["selected_subcategories"] == ["fundamental-earnings", "sentiment-news"]
+    assert [d["id"] for d in out["candidate_datasets"]] == ["fundamental1", "model5", "risk14"]
+    assert [f["id"] for f in out["candidate_fields"]] == [SEED["lanes"]["exploit"]["field_ids"][0]]
+    assert [o["name"] for o in out["candidate_operators"]] == ["ts_rank", "rank_v2"]
+    assert out["lanes"]["exploit"] == {
+        "field_ids": [SEED["lanes"]["exploit"]["field_ids"][0]],
+        "operator_names": ["ts_rank"],
+    }
+    assert out["lanes"]["explore"] == {"field_ids": [], "operator_names": ["rank_v2"]}
+    assert out["context_guard"]["max_items"] == {"subcategories": 2, "datasets": 3, "fields": 1, "operators": 2}
+    assert {k: out[k] for k in ("query", "target", "idea_id")} == {k: SEED[k] for k in ("query", "target", "idea_id")}
+
+
+def test_trim_leaves_a_guard_it_does_not_know_alone() -> None:
+    doc = copy.deepcopy(SEED)
+    doc["context_guard"] = {"max_items": {"fields": 72, "other": 9}}
+    assert agent_format.trim(doc, SELECTION)["context_guard"] == {"max_items": {"fields": 1, "other": 9}}
+    doc["context_guard"] = {"max_items": "none"}
+    assert agent_format.trim(doc, SELECTION)["context_guard"] == {"max_items": "none"}
+    del doc["context_guard"]
+    assert "context_guard" not in agent_format.trim(doc, SELECTION)
+
+
+def test_the_format_is_detected_by_its_candidate_fields_and_lanes() -> None:
+    """What lets another registered format claim a document this one does not."""
+    assert agent_format.detect(SEED)
+    assert agent_format.detect({"candidate_fields": [], "lanes": {}})
+    assert not agent_format.detect({"candidate_fields": []})
+    assert not agent_format.detect({"lanes": {}})
+    assert not agent_format.detect(["candidate_fields", "lanes"])
