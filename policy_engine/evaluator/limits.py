@@ -29,15 +29,20 @@ class Measured:
     projected_day_micro_usd: int | None
 
     def value(self, metric: str) -> int | None:
-        return {
-            "request_prompt": self.prompt_tokens,
-            "request_completion": self.completion_tokens,
-            "batch_total": self.projected_batch_tokens,
-            "day_total": self.projected_day_tokens,
-            "request_usd": self.request_micro_usd,
-            "batch_usd": self.projected_batch_micro_usd,
-            "day_usd": self.projected_day_micro_usd,
-        }[metric]
+        value: int | None = getattr(self, _METRIC_FIELDS[metric])
+        return value
+
+
+#: metric -> the `Measured` field holding it
+_METRIC_FIELDS = {
+    "request_prompt": "prompt_tokens",
+    "request_completion": "completion_tokens",
+    "batch_total": "projected_batch_tokens",
+    "day_total": "projected_day_tokens",
+    "request_usd": "request_micro_usd",
+    "batch_usd": "projected_batch_micro_usd",
+    "day_usd": "projected_day_micro_usd",
+}
 
 
 def measure_state(prompt_tokens: int, completion: int, usage: UsageSnapshot, price: Price | None) -> Measured:
