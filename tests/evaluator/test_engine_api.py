@@ -19,6 +19,7 @@ from policy_engine.packs import load_pack, load_pack_file
 from policy_engine.render import load_knowledge
 from policy_engine.render.prompt import decision_selection
 from policy_engine.tokens import RoughCounter
+from policy_engine.usage import UsageSnapshot
 from tests.conftest import ROOT
 
 SMALL = load_pack_file(ROOT / "examples" / "packs" / "small_2x4x10x8.json")
@@ -86,7 +87,9 @@ def test_an_engines_knowledge_pack_is_the_default_and_a_call_may_replace_it() ->
     assert overridden.metrics["prompt_tokens"] == with_knowledge.metrics["prompt_tokens"]
 
 
-@pytest.mark.parametrize(("level", "hint"), [("ful", "did you mean 'full'? "), ("verbose", "")])
+@pytest.mark.parametrize(
+    ("level", "hint"), [("ful", "did you mean 'full'? "), ("fullest", "did you mean 'full'? "), ("verbose", "")]
+)
 def test_an_unknown_explain_level_is_refused_with_a_suggestion(level: str, hint: str) -> None:
     with pytest.raises(UsageInputError) as info:
         evaluate(_policy(), SMALL, explain=level)
@@ -318,3 +321,57 @@ def test_an_engines_models_follow_idea_knowledge_and_limits() -> None:
     assert engine.prompt_model(SMALL, idea=None, knowledge=KNOWLEDGE, limits=limits) is not base
     other_limits = {**limits, "request_prompt": 99}
     assert engine.prompt_model(SMALL, idea=None, knowledge=None, limits=other_limits) is not base
+
+
+def test_a_matched_condition_opens_the_trace() -> None:
+    text = RULES + "when everywhere: fields.count > 0 {\n  limit request_prompt: request_prompt <= 90_000 tokens\n}\n"
+    decision = evaluate(_policy(text), SMALL)
+    first = decision.trace[0]
+    assert (first.kind, first.rule, first.verdict) == ("condition", "everywhere", "applied")
+    assert first.message == "condition matched: its settings override the base policy"
+    assert first.span is not None and first.span.line == 3
+    assert decision.limits["request_prompt"]["value"] == 90_000
+
+
+def test_the_rewalk_note_and_the_full_breakdown() -> None:
+    policy = _policy()
+    counter = _MiscountingCounter(Engine.build(policy).counter)
+    rewalked = engine_evaluate(Engine.build(policy, counter=counter), SMALL, explain="full")
+    (note,) = [s for s in rewalked.trace if s.rule == "accounting"]
+    assert (note.kind, note.verdict) == ("stop", "info")
+    assert rewalked.breakdown is not None
+    assert evaluate(policy, SMALL).breakdown is None
+
+
+def test_two_packs_with_the_same_cut_sizes_share_no_memo() -> None:
+    """Cuts and start states are keyed by the state and the pack: two packs whose rungs have
+    the same sizes, on one engine, decide as on fresh engines (also for pools built without
+    a digest)."""
+    doc = json.loads((ROOT / "examples" / "packs" / "small_2x4x10x8.json").read_text(encoding="utf-8"))
+    twin = json.loads(json.dumps(doc))
+    for f in twin["candidate_fields"]:
+        f["id"] = "twin_" + f["id"]
+    for lane in ("exploit", "explore"):
+        twin["lanes"][lane]["field_ids"] = ["twin_" + i for i in twin["lanes"][lane]["field_ids"]]
+    policy = _policy(TIGHT_RULES)
+    for strip_digest in (False, True):
+        engine = Engine.build(policy)
+        for d in (doc, twin):
+            pools = load_pack(d)
+            if strip_digest:
+                pools = dataclasses.replace(pools, digest="")
+            got = engine_evaluate(engine, pools)
+            assert got.fallback_count > 0
+            assert got.to_json() == engine_evaluate(Engine.build(policy), load_pack(d)).to_json()
+
+
+def test_two_unfixable_limits_are_both_named() -> None:
+    text = (
+        RULES
+        + 'price "m": prompt $1 per 1k, completion $1 per 1k\npricing model "m"\n'
+        + "limit day_spend: day_usd <= $5\nlimit day_total: day_total <= 1_000 tokens\n"
+        + "ladder {\n  stage f: fields factor 0.5\n  on exhausted block\n}\n"
+    )
+    usage = UsageSnapshot(day_micro_usd=5_000_001, day_tokens=5_000)
+    decision = evaluate(_policy(text), SMALL, usage=usage)
+    assert decision.trace[-1].message == "trimming cannot fix day_total, day_usd (it fails even with an empty prompt)"

@@ -87,6 +87,7 @@ def test_a_cascade_that_drops_explore_owners_breaks_the_floor_and_says_so() -> N
     statuses = {f.pool: f for f in floor_statuses(1, start, final)}
     assert statuses["fields"].status == "not_preserved" and statuses["fields"].kept == 0
     assert statuses["subcategories"].status == "preserved"
+    assert [w.code for w in floor_warnings([statuses["fields"]], pools)] == ["explore_floor"]
     assert [w.message for w in floor_warnings([statuses["fields"]], pools)] == [
         "fields: only 0 explore candidate(s) kept, below the floor of 1: their owners were dropped by the cascade"
     ]
