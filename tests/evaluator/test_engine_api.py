@@ -375,3 +375,21 @@ def test_two_unfixable_limits_are_both_named() -> None:
     usage = UsageSnapshot(day_micro_usd=5_000_001, day_tokens=5_000)
     decision = evaluate(_policy(text), SMALL, usage=usage)
     assert decision.trace[-1].message == "trimming cannot fix day_total, day_usd (it fails even with an empty prompt)"
+
+
+def test_one_engine_keeps_two_knowledge_packs_apart(tmp_path: Any) -> None:
+    import shutil
+
+    other_dir = tmp_path / "knowledge"
+    shutil.copytree(ROOT / "examples" / "knowledge", other_dir)
+    first = other_dir / "simulation_settings_allowed_pack.json"  # the template prints it whole
+    doc = json.loads(first.read_text(encoding="utf-8"))
+    doc["note_for_the_test"] = "a different knowledge pack"
+    first.write_text(json.dumps(doc), encoding="utf-8")
+    other = load_knowledge(other_dir)
+    engine = Engine.build(_policy())
+    a = engine_evaluate(engine, SMALL, knowledge=KNOWLEDGE).to_json()
+    b = engine_evaluate(engine, SMALL, knowledge=other).to_json()
+    assert a == engine_evaluate(Engine.build(_policy()), SMALL, knowledge=KNOWLEDGE).to_json()
+    assert b == engine_evaluate(Engine.build(_policy()), SMALL, knowledge=other).to_json()
+    assert a != b  # the change reaches the prompt, so a shared model would show
