@@ -33,7 +33,7 @@ from policy_engine.evaluator import evaluate
 from policy_engine.packs import load_pack
 from policy_engine.packs.idea_input import idea_from_document
 from policy_engine.policy import Policy, Settings, Tokenizer
-from policy_engine.render import build_prompt_model, limits_view
+from policy_engine.render import limits_view, policy_prompt_model
 from policy_engine.render.bundle import knowledge_from_documents
 from policy_engine.render.prompt import decision_selection, first_difference
 from policy_engine.tokens import get_counter
@@ -193,17 +193,7 @@ def enforce_alpha_prompt_budget(
     snapshot = _snapshot(usage, policy)
     request = Request(completion_tokens=max_output_tokens)
     seen = _seen(seen_combo_keys)
-    settings, _ = policy.resolve(pools.attributes)
-    counter = get_counter(policy.tokenizer)
-    engine = build_prompt_model(
-        policy.template,
-        pools,
-        idea=idea_doc,
-        knowledge=knowledge,
-        counter=counter,
-        limits=limits_view(settings),
-        spec=policy.template_spec,
-    )
+    engine, counter, settings = policy_prompt_model(policy, pools, idea=idea_doc, knowledge=knowledge)
     sender = _Sender(
         pack_doc, type(retrieval_pack), idea, knowledge_bundle, prompt_builder, counter, _echo(policy, settings)
     )

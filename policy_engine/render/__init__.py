@@ -27,6 +27,7 @@ __all__ = [
     "load_knowledge",
     "load_template_file",
     "normalise_idea",
+    "policy_prompt_model",
     "register_template",
     "templates",
 ]
@@ -109,3 +110,26 @@ def build_prompt_model(
     if factory is TemplateModel:
         return TemplateModel(pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits or {}, caches=caches)
     return factory(pools, idea=idea, knowledge=knowledge, counter=counter, limits=limits or {})
+
+
+def policy_prompt_model(
+    policy: Any, pools: Pools, *, idea: Mapping[str, Any] | None, knowledge: KnowledgePack | None, counter: Any = None
+) -> tuple[PromptModel, Any, Settings]:
+    """(prompt model, counter, settings) for one pack as the evaluator builds them: the
+    policy's settings for the pack's attributes, their limits echoed into the template, the
+    policy's tokenizer unless ``counter`` is given. For callers outside an `Engine` (which
+    builds and keeps its models itself)."""
+    from policy_engine.tokens import get_counter
+
+    settings, _ = policy.resolve(pools.attributes)
+    counter = counter or get_counter(policy.tokenizer)
+    model = build_prompt_model(
+        policy.template,
+        pools,
+        idea=idea,
+        knowledge=knowledge,
+        counter=counter,
+        limits=limits_view(settings),
+        spec=policy.template_spec,
+    )
+    return model, counter, settings

@@ -36,20 +36,9 @@ def prompt_text(
     """(text, tokens) of the prompt the policy's template renders for a selection, counted
     by the policy's tokenizer: the model the evaluator builds, so for a decision's final
     selection the count is the decision's prompt_tokens."""
-    from policy_engine.render import build_prompt_model, limits_view
-    from policy_engine.tokens import get_counter
+    from policy_engine.render import policy_prompt_model
 
-    settings, _ = policy.resolve(pools.attributes)
-    counter = counter or get_counter(policy.tokenizer)
-    model = build_prompt_model(
-        policy.template,
-        pools,
-        idea=idea,
-        knowledge=knowledge,
-        counter=counter,
-        limits=limits_view(settings),
-        spec=policy.template_spec,
-    )
+    model, counter, _ = policy_prompt_model(policy, pools, idea=idea, knowledge=knowledge, counter=counter)
     text = model.render(selection)
     return text, counter.count(text)
 

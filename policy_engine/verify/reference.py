@@ -190,20 +190,9 @@ def reference_evaluate(
 
 def prompt_model_for(policy: Policy, pools: Pools, *, idea: Any = None, knowledge: Any = None) -> tuple[Any, Any]:
     """(prompt model, counter) as the evaluator builds them for this policy and pack."""
-    from policy_engine.render import build_prompt_model, limits_view
-    from policy_engine.tokens import get_counter
+    from policy_engine.render import policy_prompt_model
 
-    settings, _ = policy.resolve(pools.attributes)
-    counter = get_counter(policy.tokenizer)
-    model = build_prompt_model(
-        policy.template,
-        pools,
-        idea=idea,
-        knowledge=knowledge,
-        counter=counter,
-        limits=limits_view(settings),
-        spec=policy.template_spec,
-    )
+    model, counter, _ = policy_prompt_model(policy, pools, idea=idea, knowledge=knowledge)
     return model, counter
 
 
