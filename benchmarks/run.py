@@ -84,6 +84,16 @@ COLD_TIKTOKEN = (
 )
 
 
+def rough_default_policy() -> Any:
+    """The shipped default rules with the rough chars/4 estimator instead of o200k_base."""
+    text = (
+        default_rules_path()
+        .read_text(encoding="utf-8")
+        .replace('tokenizer tiktoken "o200k_base"', "tokenizer rough 4 chars per token")
+    )
+    return load_policy_text(text, "rough.policy")
+
+
 def scaled_pack(doc: dict[str, Any], n_fields: int) -> dict[str, Any]:
     """The seed pack with ``n_fields`` fields: its fields repeated under new ids (same
     datasets, lanes lists kept in agreement), so the prompt grows with the pack."""
@@ -109,12 +119,7 @@ def issue_table(args: argparse.Namespace, repeats: int, out: dict[str, Any]) -> 
     from policy_engine.evaluator.engine import evaluate as run
 
     exact = load_policy(default_rules_path())
-    rough_text = (
-        default_rules_path()
-        .read_text(encoding="utf-8")
-        .replace('tokenizer tiktoken "o200k_base"', "tokenizer rough 4 chars per token")
-    )
-    rough = load_policy_text(rough_text, "rough.policy")
+    rough = rough_default_policy()
     knowledge, idea = load_knowledge(KNOWLEDGE), load_idea(IDEA)
     seed_doc = json.loads(SEED_PACK.read_text(encoding="utf-8"))
     engine = Engine.build(exact, knowledge=knowledge)
@@ -431,12 +436,7 @@ def main() -> int:
         return 0
 
     exact = load_policy(default_rules_path())
-    rough_text = (
-        default_rules_path()
-        .read_text(encoding="utf-8")
-        .replace('tokenizer tiktoken "o200k_base"', "tokenizer rough 4 chars per token")
-    )
-    rough = load_policy_text(rough_text, "rough.policy")
+    rough = rough_default_policy()
     knowledge, idea = load_knowledge(KNOWLEDGE), load_idea(IDEA)
     pools = load_pack_file(SEED_PACK, idea=idea)
 

@@ -18,6 +18,7 @@ from typing import Any
 from policy_engine.decision import Decision
 from policy_engine.errors import Diagnostic, RuleCheckError, UsageInputError
 from policy_engine.evaluator.engine import Engine
+from policy_engine.evaluator.engine import evaluate as evaluate_with_engine
 from policy_engine.evaluator.floors import floor_statuses, floor_warnings
 from policy_engine.evaluator.kpis import compute_kpis
 from policy_engine.evaluator.ladder import LadderInputs, LadderWalk, walk_ladder
@@ -74,11 +75,9 @@ def evaluate(
             if counter is None or counter is policy.counter
             else Engine.build(policy.policy, counter=counter, knowledge=policy.knowledge)
         )
-        if knowledge is None:
-            knowledge = engine.knowledge
     else:
         engine = _engine_for(policy, counter)
-    return decide(
+    return evaluate_with_engine(
         engine,
         pools,
         usage=usage,
