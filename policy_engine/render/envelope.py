@@ -216,11 +216,8 @@ class TemplateModel:
         }
         self._chosen_memo: dict[str, tuple[Sequence[str], set[str]]] = {}
         self._slot_memo: dict[str, tuple[tuple[Sequence[str], ...], list[str], int]] = {}
-        self._part_deps: list[frozenset[str]] | None = None
         #: measures by the identity of the selection's ids tuples (a ladder state walked again)
         self._measures: dict[tuple[tuple[str, int], ...], tuple[tuple[Sequence[str], ...], int]] = {}
-        #: the last measured selection (its ids tuples kept alive) and each dynamic part's measure
-        self._last_measure: tuple[dict[str, Sequence[str]], list[int]] | None = None
         for part in self._parts:
             if isinstance(part, _Slot):
                 self._prepare_slot(part)
@@ -530,16 +527,6 @@ class TemplateModel:
 
     # ---- the model's interface ----------------------------------------------------------
 
-    def _part_pools(self, part: _Slot | _ValueLine) -> frozenset[str]:
-        """The pools whose selection a dynamic part's text depends on."""
-        name = part.name
-        if isinstance(part, _ValueLine):
-            kind, name = name.split(".", 1)
-            if kind == "count":
-                return frozenset((name,))
-        rule = self._lists.get(name)
-        return frozenset(t.pool for t in rule.tests) if rule is not None else frozenset((self._slot_pool[name],))
-
     def _part_measure(self, part: _Slot | _ValueLine, selection: Selection) -> int:
         if isinstance(part, _Slot):
             return self._slot_state(part.name, selection)[1]
@@ -547,9 +534,9 @@ class TemplateModel:
 
     def measure(self, selection: Selection) -> int:
         """The prompt's measure for ``selection``: the fixed parts' sum plus each dynamic
-        part's. The parts' measures of the previous call are kept; only the parts that
-        follow a pool whose ids tuple changed (by identity) are measured again, so a ladder
-        rung costs the lists it touched."""
+        part's. A selection measured before (by the identity of its ids tuples) is answered
+        from memory; otherwise only the lists that follow a changed pool are measured again
+        (`_slot_state`), so a ladder rung costs the lists it touched."""
         key = tuple((pool, id(ids)) for pool, ids in selection.items())
         hit = self._measures.get(key)
         if hit is not None:  # the entry keeps its tuples alive: an id in the key is never reused meanwhile
@@ -561,23 +548,8 @@ class TemplateModel:
         return total
 
     def _measure_parts(self, selection: Selection) -> int:
-        if self._part_deps is None:
-            self._part_deps = [self._part_pools(part) for part in self._dynamic]
-        last = self._last_measure
-        if last is None:
-            costs = [self._part_measure(part, selection) for part in self._dynamic]
-        else:
-            seen, costs = last
-            changed = {pool for pool, ids in seen.items() if selection.get(pool, ()) is not ids}
-            changed.update(pool for pool in selection if pool not in seen)
-            if not changed:
-                return self._fixed_measure + sum(costs)
-            costs = [
-                self._part_measure(part, selection) if deps & changed else cost
-                for part, deps, cost in zip(self._dynamic, self._part_deps, costs, strict=True)
-            ]
-        self._last_measure = (dict(selection), costs)
-        return self._fixed_measure + sum(costs)
+        # each list slot's measure is memoised by the selections it follows (`_slot_state`)
+        return self._fixed_measure + sum(self._part_measure(part, selection) for part in self._dynamic)
 
     def tokens(self, selection: Selection) -> int:
         return self._counter.finish(self.measure(selection))
