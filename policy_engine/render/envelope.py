@@ -163,6 +163,10 @@ class TemplateModel:
         self._ascii = bool(options["ensure_ascii"])
         self._counter = counter
         self._measure: Callable[[str], int] = counter.measure
+        # optional for counters written before it existed: one measure per text then
+        self._measure_many: Callable[[Sequence[str]], list[int]] = getattr(
+            counter, "measure_many", lambda texts: list(map(counter.measure, texts))
+        )
         pack = pools.source
         kp_spec = self._template["knowledge_pack"]
         self._max_examples = max(1, int(kp_spec.get("max_examples", 1)))
@@ -425,28 +429,32 @@ class TemplateModel:
         comma: dict[str, int] = {}
         plain: dict[str, int] = {}
         cache = self._caches.items
-        for ident, item in items:
-            key = (self._counter_key, indent, repr(item))
+        keys = [(self._counter_key, indent, repr(item)) for _, item in items]
+        found: dict[tuple[Any, str, str], tuple[str, int, int]] = {}
+        missing: dict[tuple[Any, str, str], tuple[str, str]] = {}
+        for key, (_, item) in zip(keys, items, strict=True):
+            if key in found or key in missing:
+                continue
             hit = cache.get(key)
-            if hit is None:
+            if hit is not None:
+                found[key] = hit
+            else:
                 lines = [indent + line for line in self._dumps(item).split("\n")]
-                head = "".join(line + "\n" for line in lines[:-1])
-                last = lines[-1]
-                # newline-terminated pieces add up exactly (the final count proves it): the
-                # head once, then its last line with and without the comma (shared by most
-                # items, so counted once per run).
-                head_measure = self._measure(head) if head else 0
-                hit = self._caches.remember(
-                    cache,
-                    key,
-                    (
-                        head + last,
-                        head_measure + self._measure(last + ",\n"),
-                        head_measure + self._measure(last + "\n"),
-                    ),
-                    ITEM_CACHE_MAX,
+                missing[key] = ("".join(line + "\n" for line in lines[:-1]), lines[-1])
+        if missing:
+            # newline-terminated pieces add up exactly (the final count proves it): each
+            # item's head once, then its last line with and without the comma (shared by
+            # most items). Measured together: the counter shares one encode among the
+            # lines it has never seen.
+            pieces = [piece for head, last in missing.values() for piece in (head, last + ",\n", last + "\n")]
+            measures = iter(self._measure_many(pieces))
+            for key, (head, last) in missing.items():
+                head_measure, with_comma, without = next(measures), next(measures), next(measures)
+                found[key] = self._caches.remember(
+                    cache, key, (head + last, head_measure + with_comma, head_measure + without), ITEM_CACHE_MAX
                 )
-            blocks[ident], comma[ident], plain[ident] = hit
+        for key, (ident, _) in zip(keys, items, strict=True):
+            blocks[ident], comma[ident], plain[ident] = found[key]
         return blocks, comma, plain
 
     # ---- selection -> ordered ids per slot ----------------------------------------------

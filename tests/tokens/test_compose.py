@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policy_engine.tokens.compose import boundary_pattern, safe_lines, split_pieces
-from policy_engine.tokens.counter import _PIECE_MAX_CHARS, TiktokenCounter
+from policy_engine.tokens.counter import _PIECE_MAX_CHARS, TiktokenCounter, _line_counts
 from tests.conftest import SHARED
 
 ENCODINGS = ("cl100k_base", "o200k_base", "o200k_harmony")
@@ -121,3 +121,78 @@ def test_the_fast_line_check_agrees_with_the_boundary_pattern(text: str, encodin
 )
 def test_fast_line_check_cases(text: str, safe: bool) -> None:
     assert (safe_lines(text, boundary_pattern("o200k_base")) is not None) is safe
+
+
+# ---- counting many texts: new lines share one encode ------------------------------------
+
+
+def _fresh(encoding: str) -> TiktokenCounter:
+    return TiktokenCounter(encoding)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    texts=st.lists(
+        st.one_of(
+            st.just(""),
+            st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=12).map(lambda f: "".join(f) + "\n"),
+            st.lists(st.sampled_from(FRAGMENTS), max_size=6).map("".join),  # not newline-terminated
+        ),
+        max_size=30,
+    ),
+    encoding=st.sampled_from(ENCODINGS),
+)
+def test_counting_many_texts_equals_counting_each_whole(texts: list[str], encoding: str) -> None:
+    assert _fresh(encoding).measure_many(texts) == [_fresh(encoding).count_whole(t) for t in texts]
+
+
+#: a line that may follow a newline at a safe boundary: spaces, then not whitespace nor "/"
+SAFE_LINE = st.tuples(
+    st.sampled_from(["", " ", "    "]),
+    st.sampled_from(["{", "}", "a", "A", '"', "1", ",", "é", "中", "🙂", "'s", "<|endoftext|>", "-"]),
+    st.lists(st.sampled_from([f for f in FRAGMENTS if "\n" not in f]), max_size=8).map("".join),
+).map("".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    first=st.lists(st.sampled_from(FRAGMENTS), max_size=6).map(lambda f: "".join(f).replace("\n", " ")),
+    lines=st.lists(SAFE_LINE, max_size=60),
+    encoding=st.sampled_from(ENCODINGS),
+)
+def test_one_encode_gives_each_line_its_own_count(first: str, lines: list[str], encoding: str) -> None:
+    """The joined encode's tokens, attributed to lines by their bytes, are each line's own
+    count when every line after the first is a safe continuation (the first may be
+    anything without a newline)."""
+    counter = _fresh(encoding)
+    lines = [first, *lines]
+    assert safe_lines("\n".join(lines) + "\n", counter._boundary) is not None
+    counts = _line_counts(counter._encoding, lines)
+    assert counts is not None
+    assert counts == [counter.count_whole(line + "\n") for line in lines]
+
+
+def test_a_lone_surrogate_is_left_to_the_line_by_line_count(counter: TiktokenCounter) -> None:
+    assert _line_counts(counter._encoding, ["a", "\ud800"]) is None
+    texts = [f"x{i}\n" for i in range(20)] + ["\ud800\n"]
+    assert TiktokenCounter(counter.encoding_name).measure_many(texts) == list(map(counter.count_whole, texts))
+
+
+def test_a_cold_prompt_is_counted_in_a_few_encodes(counter: TiktokenCounter) -> None:
+    """An agent prompt's new lines are encoded together, not one call per line, and every
+    piece's count is still its whole count."""
+    text = (SHARED / "agent_prompts").glob("*.txt").__next__().read_text(encoding="utf-8")
+    pieces = [line + "\n" for line in text.split("\n")[:-1]]
+    fresh = TiktokenCounter(counter.encoding_name)
+    calls: list[str] = []
+    real = fresh._lines._encode
+    fresh._lines._encode = lambda line: calls.append(line) or real(line)  # type: ignore[method-assign]
+    assert fresh.measure_many(pieces) == [fresh.count_whole(p) for p in pieces]
+    assert len(pieces) > 100
+    assert len(calls) == 0
+
+
+def test_counting_nothing_and_duplicates(counter: TiktokenCounter) -> None:
+    assert counter.measure_many([]) == []
+    block = '  {\n    "id": "f1"\n  },\n'
+    assert counter.measure_many([block] * 40) == [counter.count_whole(block)] * 40
