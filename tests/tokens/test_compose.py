@@ -117,6 +117,11 @@ def test_the_fast_line_check_agrees_with_the_boundary_pattern(text: str, encodin
         ("a\n\tb", False),
         ("a\n   ", False),  # trailing spaces may join the newline at the end of the text
         ("a\n", True),
+        ("a\n  \tb", False),  # spaces, then other whitespace
+        ("a\n\u2028b", False),  # Unicode whitespace counts as whitespace
+        ("a\n \x85b", False),
+        ("a\n  \n", False),
+        ("a\n\u00e9\n", True),
     ],
 )
 def test_fast_line_check_cases(text: str, safe: bool) -> None:
