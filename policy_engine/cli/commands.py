@@ -141,6 +141,29 @@ def _eval_state(args: argparse.Namespace) -> tuple[Any, dict[str, Any], str]:
     return engine, common, args.explain
 
 
+def _evaluate_all(
+    args: argparse.Namespace, engine: Any, paths: list[str], common: dict[str, Any], explain: str, jobs: int
+) -> tuple[list[Any], list[Any]]:
+    """Each pack's result, in input order (and the one document `--trimmed-pack` needs)."""
+    if args.trimmed_pack:
+        from policy_engine.cli.corpus import evaluate_one
+
+        result, doc = evaluate_one(engine, paths[0], common, explain)
+        return [result], [doc]
+    import functools
+
+    from policy_engine.cli.corpus import evaluate_many
+
+    rebuild = functools.partial(_eval_state, args)
+    if len(paths) > 1 and sys.stderr.isatty():
+        from rich.progress import Progress
+
+        with Progress(console=_console(stderr=True), transient=True) as progress:
+            task = progress.add_task("evaluating", total=len(paths))
+            return evaluate_many(engine, paths, common, explain, jobs, rebuild, lambda n: progress.advance(task, n)), []
+    return evaluate_many(engine, paths, common, explain, jobs, rebuild, lambda n: None), []
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     writable_target(args.output, "--output")
     writable_target(args.trimmed_pack, "--trimmed-pack")
@@ -158,30 +181,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     engine = Engine.build(policy, knowledge=common["knowledge"], verify_counts=args.verify_counts)
     explain = args.explain
     fmt = args.format or "text"
-    docs: list[Any] = []
-    if args.trimmed_pack:
-        from policy_engine.cli.corpus import evaluate_one
+    from policy_engine.cli.corpus import batch_collection
 
-        result, doc = evaluate_one(engine, paths[0], common, explain)
-        results, docs = [result], [doc]
-    else:
-        import functools
-
-        from policy_engine.cli.corpus import evaluate_many
-
-        rebuild = functools.partial(_eval_state, args)
-        if len(paths) > 1 and sys.stderr.isatty():
-            from rich.progress import Progress
-
-            with Progress(console=_console(stderr=True), transient=True) as progress:
-                task = progress.add_task("evaluating", total=len(paths))
-                results = evaluate_many(
-                    engine, paths, common, explain, jobs, rebuild, lambda n: progress.advance(task, n)
-                )
-        else:
-            results = evaluate_many(engine, paths, common, explain, jobs, rebuild, lambda n: None)
-    report = Report(tuple(results), fail_on_warn=args.fail_on_warn, seconds=time.perf_counter() - started)
-    text = DECISION_FORMATS[fmt](report, sources=None)
+    with batch_collection():
+        results, docs = _evaluate_all(args, engine, paths, common, explain, jobs)
+        report = Report(tuple(results), fail_on_warn=args.fail_on_warn, seconds=time.perf_counter() - started)
+        text = DECISION_FORMATS[fmt](report, sources=None)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
         if len(results) > 1 or fmt != "text":

@@ -11,8 +11,10 @@ prints (each pack's decision is a pure function of its inputs).
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from policy_engine.cli.formats import PackResult
@@ -78,6 +80,30 @@ def _work(paths: Sequence[str]) -> list[PackResult]:
 def _spawned(build: Callable[[], tuple[Any, dict[str, Any], str]]) -> None:
     if "engine" not in _STATE:
         _STATE["engine"], _STATE["common"], _STATE["explain"] = build()
+
+
+#: young objects allowed between collections during a run (the default is 700)
+_RUN_GC_THRESHOLD = 100_000
+
+
+@contextmanager
+def batch_collection() -> Iterator[None]:
+    """A corpus run allocates millions of short-lived, acyclic objects (parsed packs,
+    trace steps) and keeps every decision: the collector's default pace spent about 15%
+    of a 300-pack run scanning them. Here the objects alive at the start (policy, engine,
+    the tokenizer's tables) are frozen out of every scan, and collections happen every
+    100,000 allocations instead of 700, as batch tools such as mypy do. Reference counting
+    still frees almost everything at once; the collector is only for cycles. Restored on
+    exit: an embedding process keeps its own settings. Held over the evaluation and the
+    report's formatting (which builds one JSON tree of every decision)."""
+    before = gc.get_threshold()
+    gc.freeze()  # also keeps forked workers from copying pages the collector would touch
+    gc.set_threshold(max(before[0], _RUN_GC_THRESHOLD), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 def evaluate_many(

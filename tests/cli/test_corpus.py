@@ -75,3 +75,31 @@ def test_a_too_deep_pack_in_a_directory_is_refused_with_its_pointer(tmp_path: Pa
     (error,) = results["deep.json"]["errors"]
     assert error["code"] == "P119" and error["pointer"] == "/telemetry" + "/a" * 63
     assert results["flat.json"]["errors"][0]["code"] == "P119"
+
+
+def test_a_run_paces_the_collector_and_restores_it(corpus: Path) -> None:
+    """In process (`main`, as an embedding tool calls it): during the run the collector
+    runs rarely and the objects alive at its start are frozen; afterwards the process has
+    its own settings back, even when the run fails."""
+    import gc
+
+    from policy_engine.cli import corpus as corpus_module
+    from policy_engine.cli.main import main
+
+    seen: list[tuple[tuple[int, int, int], int]] = []
+    real = corpus_module.evaluate_one
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append((gc.get_threshold(), gc.get_freeze_count()))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    before = gc.get_threshold()
+    corpus_module.evaluate_one = spy  # type: ignore[assignment]
+    try:
+        code = main(["eval", str(corpus), *KNOW, "--format", "json", "--output", str(corpus.parent / "out.json")])
+    finally:
+        corpus_module.evaluate_one = real
+    assert code == ExitCode.INVALID_INPUT
+    assert len(seen) == 13
+    assert all(threshold[0] >= 100_000 and frozen > 0 for threshold, frozen in seen)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
