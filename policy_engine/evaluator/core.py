@@ -156,10 +156,7 @@ def decide(
         reason=(settings.ladder.exhausted_reason or walk.fails[0]) if blocked else None,
         reasons=tuple(walk.fails),
         warnings=tuple(warnings),
-        selection={
-            pool: {"exploit": tuple(c.id for c in ps.exploit), "explore": tuple(c.id for c in ps.explore)}
-            for pool, ps in walk.state.items()
-        },
+        selection=walk.state.lane_ids(),
         metrics=decision_metrics(exact, prompt_chars, completion, usage, walk.now, request, settings),
         limits=limits_json,
         kpis=compute_kpis(walk.state, seen_combos),

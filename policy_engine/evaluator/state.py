@@ -43,12 +43,13 @@ class LadderState(dict[str, PoolState]):
     """Pool -> `PoolState`, never mutated after it is built, so what the walk and the trace
     read from it (ids per pool, lane counts) is computed once and kept on it."""
 
-    __slots__ = ("_counts", "_selection")
+    __slots__ = ("_counts", "_lane_ids", "_selection")
 
     def __init__(self, pools: Mapping[str, PoolState]) -> None:
         super().__init__(pools)
         self._counts: dict[str, dict[str, int]] | None = None
         self._selection: dict[str, tuple[str, ...]] | None = None
+        self._lane_ids: dict[str, dict[str, tuple[str, ...]]] | None = None
 
     def counts(self) -> dict[str, dict[str, int]]:
         if self._counts is None:
@@ -59,6 +60,17 @@ class LadderState(dict[str, PoolState]):
         if self._selection is None:
             self._selection = {pool: ps.ids for pool, ps in self.items()}
         return self._selection
+
+    def lane_ids(self) -> dict[str, dict[str, tuple[str, ...]]]:
+        """Pool -> lane -> kept ids: a decision's ``selection``. A fresh copy of the outer
+        and inner dicts each call (they go into a decision its caller may change); the id
+        tuples, immutable, are computed once per state."""
+        if self._lane_ids is None:
+            self._lane_ids = {
+                pool: {"exploit": tuple(c.id for c in ps.exploit), "explore": tuple(c.id for c in ps.explore)}
+                for pool, ps in self.items()
+            }
+        return {pool: dict(lanes) for pool, lanes in self._lane_ids.items()}
 
 
 State = LadderState

@@ -393,3 +393,16 @@ def test_one_engine_keeps_two_knowledge_packs_apart(tmp_path: Any) -> None:
     assert a == engine_evaluate(Engine.build(_policy()), SMALL, knowledge=KNOWLEDGE).to_json()
     assert b == engine_evaluate(Engine.build(_policy()), SMALL, knowledge=other).to_json()
     assert a != b  # the change reaches the prompt, so a shared model would show
+
+
+def test_decisions_of_one_pack_share_no_mutable_selection() -> None:
+    """The kept ids are computed once per ladder state, but each decision gets its own
+    dicts: a caller editing one decision's selection never changes another's."""
+    engine = Engine.build(_policy())
+    first, second = engine_evaluate(engine, SMALL), engine_evaluate(engine, SMALL)
+    assert first.selection == second.selection
+    first.selection["fields"]["exploit"] = ()
+    del first.selection["operators"]
+    third = engine_evaluate(engine, SMALL)
+    assert second.selection == third.selection and "operators" in third.selection
+    assert third.selection["fields"]["exploit"]
