@@ -201,9 +201,29 @@ def issue_table(args: argparse.Namespace, repeats: int, out: dict[str, Any]) -> 
                 lambda text=text: encoding.encode_ordinary(text),
                 max(3, repeats // 2),
             )
-            row.update(cold_ms=t_cold * 1e3, cold_ratio=cold_ratio)
+            # the floor: a cold decision must count the untrimmed prompt (its trace reports
+            # that count) and nothing has counted any of it yet
+            model = engine.prompt_model(
+                p,
+                idea=idea,
+                knowledge=knowledge,
+                limits=__import__("policy_engine.render", fromlist=["limits_view"]).limits_view(
+                    exact.resolve(p.attributes)[0]
+                ),
+            )
+            untrimmed = model.render(engine.start_state(p, exact.resolve(p.attributes)[0].topk).selection())
+            _, t_floor, floor_ratio = paired(
+                lambda p=p: run(Engine.build(exact, knowledge=knowledge), p, idea=idea),
+                lambda untrimmed=untrimmed: encoding.encode_ordinary(untrimmed),
+                max(3, repeats // 2),
+            )
+            row.update(cold_ms=t_cold * 1e3, cold_ratio=cold_ratio, untrimmed_encode_ms=t_floor * 1e3)
+            row.update(cold_vs_untrimmed_encode=floor_ratio)
             print(
                 f"  exact cold decision (fresh engine), 1000-field  {t_cold * 1e3:8.2f} ms   {cold_ratio:5.2f}x one encode   goal <= 20 ms"
+            )
+            print(
+                f"    floor: one encode of its untrimmed prompt ({len(untrimmed):,} chars)  {t_floor * 1e3:8.2f} ms;  cold decision {floor_ratio:.2f}x that"
             )
         rows[label] = row
 
