@@ -126,22 +126,29 @@ def evaluate_many(
     import multiprocessing  # only here: a one-process run does not pay for its import
     from concurrent.futures import ProcessPoolExecutor
 
-    jobs = min(jobs, len(paths))
+    # The first pack is evaluated here, before forking: the workers inherit what it
+    # warmed (the knowledge pack's lists measured, the tokenizer's line counts, the
+    # skeleton), instead of each measuring them cold.
+    first = evaluate_one(engine, paths[0], common, explain)[0]
+    advance(1)
+    rest = paths[1:]
+    jobs = min(jobs, len(rest))
     # contiguous chunks, several per worker so a slow chunk does not idle the others
-    size = max(1, len(paths) // (jobs * 4))
-    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+    size = max(1, len(rest) // (jobs * 4))
+    chunks = [rest[i : i + size] for i in range(0, len(rest), size)]
     fork = "fork" in multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if fork else "spawn")
     _STATE.update(engine=engine, common=common, explain=explain)
     try:
         if fork:  # the workers inherit the engine, warm
+            gc.freeze()  # what the first pack built too: the workers' collectors leave those pages alone
             executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
         else:
             executor = ProcessPoolExecutor(
                 max_workers=jobs, mp_context=context, initializer=_spawned, initargs=(build,)
             )
         with executor as pool:
-            results: list[PackResult] = []
+            results: list[PackResult] = [first]
             for chunk in pool.map(_work, chunks):
                 results.extend(chunk)
                 advance(len(chunk))
