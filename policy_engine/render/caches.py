@@ -8,11 +8,26 @@ can never serve another input's text) and bounded: it is simply cleared when ful
 
 from __future__ import annotations
 
+import marshal
 from typing import Any
 
 ITEM_CACHE_MAX = 65536
 DOC_CACHE_MAX = 256
 MODEL_CACHE_MAX = 32
+
+
+def content_key(value: Any) -> bytes | str:
+    """A cache key that two JSON values share exactly when they print alike: their marshal
+    bytes in format 2, which has no back-references (so equal values give equal bytes,
+    whatever objects they happen to share) and tells apart what JSON prints apart (``1``,
+    ``1.0`` and ``true``; ``0.0`` and ``-0.0``; key order). It is written in C at about
+    three times the speed of ``repr``, which the keys used before. A value marshal refuses
+    (another type, from an API caller) is keyed by its ``repr``, in its own key space:
+    ``str`` never equals ``bytes``."""
+    try:
+        return marshal.dumps(value, 2)
+    except ValueError:
+        return repr(value)
 
 
 class RenderCaches:
@@ -21,7 +36,7 @@ class RenderCaches:
     __slots__ = ("items", "knowledge", "knowledge_slots", "models", "skeletons", "slots")
 
     def __init__(self) -> None:
-        #: (counter, json options, indent, repr(item)) -> (block, measure with a trailing comma, measure without)
+        #: (counter, json options, indent, content_key(item)) -> (block, measure with a trailing comma, measure without)
         self.items: dict[tuple[Any, ...], tuple[str, int, int]] = {}
         #: (counter, skeleton key) -> (parts, fixed measure)
         self.skeletons: dict[tuple[Any, str], tuple[tuple[Any, ...], int]] = {}

@@ -25,6 +25,7 @@ from policy_engine.errors import Diagnostic, PackError
 from policy_engine.pools import Pools, Selection
 from policy_engine.pretty_json import dumps_indented
 from policy_engine.render.caches import DOC_CACHE_MAX, ITEM_CACHE_MAX, RenderCaches
+from policy_engine.render.caches import content_key as content_key_of
 from policy_engine.render.knowledge import KnowledgePack
 from policy_engine.render.template import Template, shipped_template, thaw
 
@@ -400,9 +401,9 @@ class TemplateModel:
         if knowledge_slot and self._knowledge_digest and self._knowledge_digest != "none":
             content_key = f"{slot.name}:{self._template.digest}:{self._knowledge_digest}"
         else:
-            # a pack's list by its own content (one repr in C): packs of a run that share a
-            # list (the same operators, the same datasets) measure it once
-            content_key = repr(items)
+            # a pack's list by its own content: packs of a run that share a list (the same
+            # operators, the same datasets) measure it once
+            content_key = content_key_of(items)
         slot_key = (self._counter_key, indent, content_key)
         # knowledge lists (shared by every pack of a run) live apart from the packs' own
         # lists, so a corpus of new packs never evicts them
@@ -422,14 +423,13 @@ class TemplateModel:
         self, indent: str, items: Sequence[tuple[str, Any]]
     ) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
         """Each item's block as the agent's ``json.dumps`` prints it, and its cost with and
-        without a trailing comma. The pretty printer is pure Python and dominated decision
-        time, so items are cached by ``repr`` (C code; for JSON values, equal reprs mean
-        equal JSON)."""
+        without a trailing comma, cached by the item's content (`caches.content_key`):
+        printing and measuring are the costly part."""
         blocks: dict[str, str] = {}
         comma: dict[str, int] = {}
         plain: dict[str, int] = {}
         cache = self._caches.items
-        keys = [(self._counter_key, indent, repr(item)) for _, item in items]
+        keys = [(self._counter_key, indent, content_key_of(item)) for _, item in items]
         found: dict[tuple[Any, str, str], tuple[str, int, int]] = {}
         missing: dict[tuple[Any, str, str], tuple[str, str]] = {}
         for key, (_, item) in zip(keys, items, strict=True):
