@@ -399,7 +399,7 @@ class TemplateModel:
         items = self._items.get(slot.name, ())
         knowledge_slot = slot.name in self._lists
         if knowledge_slot and self._knowledge_digest and self._knowledge_digest != "none":
-            content_key = f"{slot.name}:{self._template.digest}:{self._knowledge_digest}"
+            content_key: bytes | str = f"{slot.name}:{self._template.digest}:{self._knowledge_digest}"
         else:
             # a pack's list by its own content: packs of a run that share a list (the same
             # operators, the same datasets) measure it once
@@ -430,8 +430,8 @@ class TemplateModel:
         plain: dict[str, int] = {}
         cache = self._caches.items
         keys = [(self._counter_key, indent, content_key_of(item)) for _, item in items]
-        found: dict[tuple[Any, str, str], tuple[str, int, int]] = {}
-        missing: dict[tuple[Any, str, str], tuple[str, str]] = {}
+        found: dict[tuple[Any, str, bytes | str], tuple[str, int, int]] = {}
+        missing: dict[tuple[Any, str, bytes | str], tuple[str, str]] = {}
         for key, (_, item) in zip(keys, items, strict=True):
             if key in found or key in missing:
                 continue
