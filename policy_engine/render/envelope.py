@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from policy_engine.errors import Diagnostic, PackError
@@ -32,6 +33,7 @@ from policy_engine.render.template import Template, shipped_template, thaw
 if TYPE_CHECKING:
     from policy_engine.tokens.counter import TokenCounter
 
+_first = itemgetter(0)
 _MARK = re.compile(r'"\\u0000(slot|value):([^"\\]+)\\u0000"')
 #: the pack's own lists, by pool (the agent-format pack: section 1 of the reference doc)
 _PACK_LISTS = (
@@ -210,7 +212,7 @@ class TemplateModel:
         self._dynamic = [p for p in self._parts if not isinstance(p, str)]
         self._comma_costs: dict[str, dict[str, int]] = {}
         self._plain_costs: dict[str, dict[str, int]] = {}
-        self._slot_order = {name: tuple(ident for ident, _ in items) for name, items in self._items.items()}
+        self._slot_order = {name: tuple(map(_first, items)) for name, items in self._items.items()}
         self._blocks: dict[str, dict[str, str]] = {}
         self._slot_meta: dict[str, tuple[int, int, int]] = {}
         #: the pool a pack list follows (its lane lists follow the pool too)
@@ -374,25 +376,29 @@ class TemplateModel:
         )
 
     def _split(self, text: str) -> None:
-        lines = text.split("\n")
-        fixed: list[str] = []
-        for i, line in enumerate(lines):
-            newline = "\n" if i < len(lines) - 1 else ""
-            match = _MARK.search(line)
-            if match is None:
-                fixed.append(line + newline)
+        """Cut the printed skeleton into fixed text and the lines holding a mark (a list
+        slot or a value). Fixed text runs whole lines (newline-terminated, so its measure
+        adds up exactly); a line's first mark is its part, as the printer never puts two
+        values on one line (a second mark would stay literal text, as before)."""
+        pos = 0
+        for match in _MARK.finditer(text):
+            if match.start() < pos:  # a second mark on a line already cut
                 continue
-            if fixed:
-                # one fixed part per line keeps every measured piece newline-terminated
-                self._parts.extend(fixed)
-                fixed = []
+            start = text.rfind("\n", 0, match.start()) + 1
+            end = text.find("\n", match.end())
+            newline = "\n" if end >= 0 else ""
+            end = end if end >= 0 else len(text)
+            if start > pos:
+                self._parts.append(text[pos:start])
             kind, name = match.group(1), match.group(2)
-            before, after = line[: match.start()], line[match.end() :]
+            before, after = text[start : match.start()], text[match.end() : end]
             if kind == "slot":
                 self._parts.append(_Slot(name, before, after, newline))
             else:
                 self._parts.append(_ValueLine(name, before, after + newline))
-        self._parts.extend(fixed)
+            pos = end + len(newline)
+        if pos < len(text):
+            self._parts.append(text[pos:])
 
     def _prepare_slot(self, slot: _Slot) -> None:
         indent = " " * (len(slot.prefix) - len(slot.prefix.lstrip(" ")) + self._indent_width)
