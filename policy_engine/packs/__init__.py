@@ -11,13 +11,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from policy_engine.errors import Diagnostic, PackError
-from policy_engine.packs.document import document_digest, document_text, parse_json_text, read_json_file, text_digest
+from policy_engine.packs.document import document_text, parse_json_text, read_json_file, text_digest
 from policy_engine.packs.registry import PackFormat, find_format, formats, register_format
 from policy_engine.packs.usage_input import load_seen_combos, load_usage, usage_from_document
 from policy_engine.packs.validate import validate_pack_document
 from policy_engine.pools import Pools
 from policy_engine.reading.bounds import PACK_BOUNDS
-from policy_engine.reading.json_text import depth_exceeds, json_pointer
+from policy_engine.reading.json_text import depth_exceeds, json_pointer, lone_surrogate_error
 
 __all__ = [
     "PackFormat",
@@ -73,8 +73,9 @@ def load_pack(
         # Valid, and plain JSON values only (the check is bounded: a cyclic or too deep
         # document fails it): its JSON text is the digest and, parsed back, an exact copy.
         text = document_text(document)
+        digest = _digest(text, document, label)
         doc = json.loads(text) if copy else document
-        return dataclasses.replace(fmt.adapt(doc, idea=idea), digest=text_digest(text))
+        return dataclasses.replace(fmt.adapt(doc, idea=idea), digest=digest)
     deep = depth_exceeds(document, PACK_BOUNDS.max_depth)
     if deep is not None:  # before deepcopy, which recurses (and a cyclic dict is infinitely deep)
         raise PackError(
@@ -92,8 +93,21 @@ def load_pack(
     problems = fmt.validate(doc, label)
     if problems:
         raise PackError(problems)
+    digest = _digest(document_text(doc), doc, label)
     pools = fmt.adapt(doc, idea=idea)
-    return dataclasses.replace(pools, digest=document_digest(doc))
+    return dataclasses.replace(pools, digest=digest)
+
+
+def _digest(text: str, document: Any, label: str) -> str:
+    """The pack's content digest; a document handed over by an API caller (files are
+    checked when read) may hold a lone surrogate, which no UTF-8 text can: refused (P121)."""
+    try:
+        return text_digest(text)
+    except UnicodeEncodeError:
+        bad = lone_surrogate_error(document, label)
+        if bad is None:  # pragma: no cover - the encoder and the walk agree on what is encodable
+            raise
+        raise bad from None
 
 
 def load_pack_file(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from typing import Any
 
 from policy_engine.errors import Diagnostic, PackError, PolicyError, Span
@@ -129,7 +130,65 @@ def check_depth(doc: Any, bounds: Bounds, *, error: type[PolicyError], code: str
 
 
 def json_pointer(path: tuple[Any, ...]) -> str:
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
+    """RFC 6901; a lone surrogate in a key is shown as its escape (it cannot be printed)."""
+    return "".join(
+        "/" + str(p).encode("utf-8", "backslashreplace").decode("utf-8").replace("~", "~0").replace("/", "~1")
+        for p in path
+    )
+
+
+#: a UTF-16 surrogate escape, or a surrogate itself: the only ways a lone one gets in
+_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+
+
+def lone_surrogate_path(doc: Any) -> tuple[Any, ...] | None:
+    """The path of the first key or string holding a lone UTF-16 surrogate (``"\\ud800"``
+    unpaired), None when there is none. JSON's grammar lets such an escape through, but it
+    is no Unicode text: UTF-8 cannot encode it, so the digest, the prompt or the report
+    would fail on it later. I-JSON (RFC 7493) forbids it; so do we, at the door."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(doc, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii() and not _encodable(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if isinstance(key, str) and not key.isascii() and not _encodable(key):
+                    return (*path, key)
+                stack.append((item, (*path, key)))
+        elif isinstance(value, list):
+            stack.extend((item, (*path, i)) for i, item in enumerate(value))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def lone_surrogate_error(
+    doc: Any, file: str, *, error: type[PolicyError] = PackError, code_prefix: str = "P"
+) -> PolicyError | None:
+    """The coded error for a document holding a lone surrogate (see `lone_surrogate_path`)."""
+    path = lone_surrogate_path(doc)
+    if path is None:
+        return None
+    return error(
+        [
+            Diagnostic(
+                f"{code_prefix}121",
+                "a string holds a lone UTF-16 surrogate escape (such as \\ud800 without its pair)",
+                hint="write the character as UTF-8, or escape it as a complete pair (\\ud83d\\ude00);"
+                " a lone surrogate is not Unicode text (I-JSON, RFC 7493)",
+                file=file,
+                pointer=json_pointer(path),
+            )
+        ]
+    )
 
 
 def parse_json_text(
@@ -190,6 +249,10 @@ def parse_json_text(
         ) from None
     if check_nesting:
         check_depth(doc, bounds, error=error, code=f"{code_prefix}119", file=file)
+    if _SURROGATE_HINT.search(text) is not None:  # rare: only then is every string looked at
+        surrogate = lone_surrogate_error(doc, file, error=error, code_prefix=code_prefix)
+        if surrogate is not None:
+            raise surrogate
     return doc
 
 

@@ -179,3 +179,59 @@ def test_eval_of_an_invalid_pack_with_trimmed_pack_exits_4(tmp_path: Path, capsy
 def test_signaling_nan_rough_ratio_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["tokens", "hello", "--rough", "sNaN"]) == 64
     assert "C105" in capsys.readouterr().err
+
+
+# ---- lone UTF-16 surrogates: valid JSON grammar, not Unicode text -----------------------
+
+
+def _with_name(raw_name: str) -> str:
+    """The small pack's text with its first dataset's name replaced by a raw JSON string body."""
+    doc = json.loads(SMALL.read_text(encoding="utf-8"))
+    doc["candidate_datasets"][0]["name"] = "@@NAME@@"
+    return json.dumps(doc).replace("@@NAME@@", raw_name)
+
+
+@pytest.mark.parametrize("raw", ["\\ud800", "x\\udfff", "\\ud83d", "\\ude00\\ud83d"])
+def test_a_lone_surrogate_is_refused_at_its_pointer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], raw: str
+) -> None:
+    pack = tmp_path / "s.json"
+    pack.write_text(_with_name(raw), encoding="utf-8")
+    with pytest.raises(PackError) as err:
+        read_pack_document(pack)
+    (diag,) = err.value.diagnostics
+    assert (diag.code, diag.pointer) == ("P121", "/candidate_datasets/0/name")
+    assert main(["eval", str(pack)]) == 4
+    out = capsys.readouterr()
+    assert "P121" in out.out + out.err and "Traceback" not in out.err and "internal error" not in out.err
+
+
+def test_a_lone_surrogate_in_a_key_is_shown_escaped() -> None:
+    with pytest.raises(PackError) as err:
+        parse_json_text('{"ok": {"bad\\udc00": 1}}', "k.json")
+    assert err.value.diagnostics[0].pointer == "/ok/bad\\udc00"
+
+
+@pytest.mark.parametrize("raw", ["\\ud83d\\ude00", "\\\\ud800", "\\u00e9", "plain"])
+def test_pairs_and_look_alikes_are_text(raw: str) -> None:
+    doc = parse_json_text(_with_name(raw), "p.json")
+    name = doc["candidate_datasets"][0]["name"]
+    assert name == json.loads(f'"{raw}"')
+    load_pack(doc)  # and the pack loads
+
+
+@pytest.mark.parametrize("copy", [True, False])
+def test_an_api_document_with_a_lone_surrogate_is_refused(copy: bool) -> None:
+    doc = json.loads(SMALL.read_text(encoding="utf-8"))
+    doc["candidate_fields"][1]["description"] = "x\ud800"
+    with pytest.raises(PackError) as err:
+        load_pack(doc, copy=copy, file="api")
+    assert [(d.code, d.pointer) for d in err.value.diagnostics] == [("P121", "/candidate_fields/1/description")]
+
+
+def test_other_json_inputs_refuse_lone_surrogates_too(tmp_path: Path) -> None:
+    usage = tmp_path / "usage.json"
+    usage.write_text('{"batch": {"tokens": 1, "note": "\\ud800"}}', encoding="utf-8")
+    with pytest.raises(UsageInputError) as err:
+        read_json_file(usage, error=UsageInputError)
+    assert err.value.diagnostics[0].code == "P121"
