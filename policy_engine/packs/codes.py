@@ -35,4 +35,8 @@ CODES: dict[str, tuple[str, str]] = {
         "invalid request or usage quantity",
         "token counts and micro-USD amounts are whole numbers from 0 to 10^15",
     ),
+    "P121": (
+        "lone surrogate in a string",
+        "a `\\ud800`-style escape without its pair is not Unicode text (I-JSON): write the character as UTF-8 or escape it as a full pair",
+    ),
 }
