@@ -95,14 +95,14 @@ class Engine:
         """The prompt model of these inputs, reused when the same pack (by content digest,
         or the same object) is evaluated again with the same idea, knowledge and limits."""
         from policy_engine.render import build_prompt_model
-        from policy_engine.render.caches import MODEL_CACHE_MAX
+        from policy_engine.render.caches import MODEL_CACHE_MAX, content_key
 
         policy = self.policy
         # the policy (so its template) is the engine's own: the key holds what varies by call
         key = (
             pools.format,
             pools.digest or id(pools),
-            repr(idea),
+            content_key(idea),
             (getattr(knowledge, "digest", "") or id(knowledge)) if knowledge is not None else None,
             tuple(sorted(limits.items())),
         )

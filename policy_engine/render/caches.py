@@ -39,7 +39,7 @@ class RenderCaches:
         #: (counter, json options, indent, content_key(item)) -> (block, measure with a trailing comma, measure without)
         self.items: dict[tuple[Any, ...], tuple[str, int, int]] = {}
         #: (counter, skeleton key) -> (parts, fixed measure)
-        self.skeletons: dict[tuple[Any, str], tuple[tuple[Any, ...], int]] = {}
+        self.skeletons: dict[tuple[Any, bytes | str], tuple[tuple[Any, ...], int]] = {}
         #: (counter, json options, indent, slot key) -> (blocks, comma measures, plain measures) of a whole slot
         self.slots: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, int], dict[str, int]]] = {}
         #: the same for the knowledge pack's lists (kept apart: packs come and go, the knowledge pack stays)

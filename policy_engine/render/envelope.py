@@ -182,11 +182,11 @@ class TemplateModel:
         self._counter_key = (counter.name, getattr(counter, "vocab_hash", ""), self._indent_width, self._ascii)
         # Packs in one run share the knowledge pack, rules and most of the skeleton: with
         # digests (set when pack and knowledge pack are loaded) the skeleton is keyed by its
-        # inputs; without, by its own repr. "none": no knowledge pack at all.
+        # inputs; without, by its own content. "none": no knowledge pack at all.
         self._knowledge_digest = "none" if knowledge is None else getattr(knowledge, "digest", "")
         self._pack_digest = pools.digest
         if self._pack_digest and self._knowledge_digest:
-            skeleton_key = repr(
+            skeleton_key = content_key_of(
                 (
                     self._template.digest,
                     pools.format,
@@ -197,7 +197,7 @@ class TemplateModel:
                 )
             )
         else:
-            skeleton_key = repr((self._template.digest, skeleton))
+            skeleton_key = content_key_of((self._template.digest, skeleton))
         cached = self._caches.skeletons.get((self._counter_key, skeleton_key))
         if cached is None:
             self._parts: list[str | _Slot | _ValueLine] = []
