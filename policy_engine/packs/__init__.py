@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import copy as _copy
 import dataclasses
+import hashlib
 import json
+import marshal
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from policy_engine.errors import Diagnostic, PackError
-from policy_engine.packs.document import document_text, parse_json_text, read_json_file, text_digest
+from policy_engine.packs.document import document_text, parse_json_text, read_json_file
 from policy_engine.packs.registry import PackFormat, find_format, formats, register_format
 from policy_engine.packs.usage_input import load_seen_combos, load_usage, usage_from_document
 from policy_engine.packs.validate import validate_pack_document
@@ -70,12 +73,12 @@ def load_pack(
         )
     fmt = find_format(document, label, format)
     if fmt.quick_check is not None and fmt.quick_check(document):
-        # Valid, and plain JSON values only (the check is bounded: a cyclic or too deep
-        # document fails it): its JSON text is the digest and, parsed back, an exact copy.
-        text = document_text(document)
-        digest = _digest(text, document, label)
-        doc = json.loads(text) if copy else document
-        return dataclasses.replace(fmt.adapt(doc, idea=idea), digest=digest)
+        # Valid, and plain JSON values only, of the exact built-in types (the check is
+        # bounded: a cyclic or too deep document fails it): its marshal bytes are the
+        # digest's input and, loaded back, an exact copy.
+        data = _content_bytes(document, label)
+        doc = marshal.loads(data) if copy else document
+        return dataclasses.replace(fmt.adapt(doc, idea=idea), digest=hashlib.sha256(data).hexdigest())
     deep = depth_exceeds(document, PACK_BOUNDS.max_depth)
     if deep is not None:  # before deepcopy, which recurses (and a cyclic dict is infinitely deep)
         raise PackError(
@@ -93,21 +96,45 @@ def load_pack(
     problems = fmt.validate(doc, label)
     if problems:
         raise PackError(problems)
-    digest = _digest(document_text(doc), doc, label)
+    digest = hashlib.sha256(_content_bytes(doc, label)).hexdigest()
     pools = fmt.adapt(doc, idea=idea)
     return dataclasses.replace(pools, digest=digest)
 
 
-def _digest(text: str, document: Any, label: str) -> str:
-    """The pack's content digest; a document handed over by an API caller (files are
-    checked when read) may hold a lone surrogate, which no UTF-8 text can: refused (P121)."""
+#: UTF-8 never holds these bytes; marshal writes a surrogate's code unit as them
+_SURROGATE_BYTES = re.compile(rb"\xed[\xa0-\xbf]")
+
+
+def _content_bytes(document: Any, label: str) -> bytes:
+    """The bytes a pack's content digest is taken of: marshal's format 2 (C speed, no
+    back-references, so equal documents give equal bytes). A document with values of other
+    types (a str subclass, on the precise path) is taken through its JSON text first, so
+    equal content gets equal bytes on both paths. A document handed over by an API caller
+    (files are checked when read) may hold a lone surrogate, which is no Unicode text:
+    refused (P121). The byte search may also hit a number's binary form; then the walk
+    finds nothing."""
     try:
-        return text_digest(text)
-    except UnicodeEncodeError:
+        data = marshal.dumps(document, 2)
+    except ValueError:
+        text = document_text(document)
+        if _utf8(text) is None:
+            bad = lone_surrogate_error(document, label)
+            if bad is None:  # pragma: no cover - the encoder and the walk agree on what is text
+                raise
+            raise bad from None
+        data = marshal.dumps(json.loads(text), 2)
+    if _SURROGATE_BYTES.search(data) is not None:
         bad = lone_surrogate_error(document, label)
-        if bad is None:  # pragma: no cover - the encoder and the walk agree on what is encodable
-            raise
-        raise bad from None
+        if bad is not None:
+            raise bad
+    return data
+
+
+def _utf8(text: str) -> bytes | None:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
 
 
 def load_pack_file(
