@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -44,6 +44,7 @@ from policy_engine.adapters.ledger import (
     schema_too_new,
     utc_day,
 )
+from policy_engine.adapters.pg_message import step_message
 from policy_engine.errors import Diagnostic, LedgerError
 from policy_engine.usage import UsageSnapshot
 
@@ -420,32 +421,34 @@ class PgLedger:
         """Run one write step (a function call) and return its row only once its commit is
         on disk, without holding its locks while the disk flushes.
 
-        Outside a transaction (autocommit): two statements, two transactions. The step
-        function commits with ``synchronous_commit = off`` (it sets it itself), so its
-        admission or counter-row locks are released as soon as the commit record is in
-        the WAL buffers instead of after the flush (a hot day's lock held across an fsync
-        would serialise every caller at the disk's flush rate: 3.5 ms here, under 300
-        steps/s). The second writes a WAL record in a transaction of its own and commits
-        synchronously: it returns only once the WAL is flushed past its own commit record,
-        which comes after the step's, so the step is durable before we return, and these
-        flush waits from many callers share one fsync (group commit). (Measured: sending
-        both in one psycopg pipeline saved no wall time next to the fsync and cost twice
-        the client CPU.) Another
-        caller may see the step before it is durable; if the server crashes in that
-        window, this caller gets L111 and nothing it was told about is lost. (A transaction
-        id alone does not make a commit wait: PostgreSQL flushes synchronously only a
-        transaction that wrote WAL.)
+        Outside a transaction (autocommit): one message, two transactions
+        (`pg_message.step_message`). The step function commits with ``synchronous_commit =
+        off`` (it sets it itself), so its admission or counter-row locks are released as
+        soon as the commit record is in the WAL buffers instead of after the flush (a hot
+        day's lock held across an fsync would serialise every caller at the disk's flush
+        rate). The flush wait after it writes a WAL record in a transaction of its own and
+        commits synchronously: the server answers only once the WAL is flushed past its
+        commit record, which comes after the step's, so the step is durable before we
+        return, and the flush waits of many callers share one fsync (group commit).
+        Another caller may see the step before it is durable; if the server crashes in
+        that window, this caller gets L111 and nothing it was told about is lost.
         Inside an explicit transaction (the gate's locked fallback), the statement runs
         in it and `transaction()` commits synchronously."""
-        row = _aggregate(db.execute(query, params).fetchone())
         if db.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
+            row = _aggregate(db.execute(query, params).fetchone())
             # inside an explicit transaction: commit it synchronously, as transaction() does
             db.execute("SELECT set_config('synchronous_commit', 'on', true)")
-        else:
-            # the flush wait: a transactional WAL message (no table, no row to contend on)
-            # gives this transaction an id and a WAL record, so its commit waits for the flush
-            db.execute("SELECT pg_logical_emit_message(true, 'policy_engine.flush', '')")
-        return row
+            return row
+        try:
+            cur = db.execute(step_message(query, params, self._psycopg.pq.Escaping(db.pgconn)))
+        except self._psycopg.Error:
+            # the message's explicit transaction is left aborted: end it before the pool
+            # hands the connection on (a broken connection is dropped by the pool instead)
+            with suppress(self._psycopg.Error):
+                db.rollback()
+            raise
+        cur.nextset()  # past BEGIN's result, to the step's
+        return _aggregate(cur.fetchone())
 
     def _lock_totals(self, db: Any, day: str, run_id: str) -> None:
         """Lock the day's and then the run's counter rows (``ledger_lock``: FOR UPDATE,
