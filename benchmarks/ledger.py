@@ -79,14 +79,14 @@ def _worker(url: str, mode: str, wid: int, seconds: float, start, out, finish) -
         with contextlib.suppress(BudgetBlocked):
             call()
         n += 1
-    out.put((n, getattr(gate, "conflicts", 0), getattr(gate, "locked_checks", 0), _cpu_s() - cpu))
+    out.put((n, gate.conflicts, gate.locked_checks, _cpu_s() - cpu, gate.reused_usage))
     finish.wait()  # keep the connection (and its server process's CPU count) until measured
     ledger.close()
 
 
 def _ledger_only(ledger, run: str, gated):
-    """The ledger's part of a gated call without the evaluation: the same read, the same
-    rows admitted (captured from one real check, fresh ids each time) and a settlement
+    """The ledger's part of a gated call without the evaluation: the same read (when the
+    gate would read), the same rows admitted (captured from one real check, fresh ids each time) and a settlement
     with one usage event."""
     from policy_engine.adapters.ledger import new_reservation
 
@@ -98,14 +98,18 @@ def _ledger_only(ledger, run: str, gated):
     template = captured[0]
     usage_row = ("llm.usage_point", json.dumps({"prompt_tokens": 600, "completion_tokens": 100}), template.created_at)
 
+    known = []
+
     def ledger_only() -> None:
         now = ledger.clock()
-        ledger.read_usage(run, now=now)
+        if not known:  # as the gate: read unless the last settlement handed the usage back
+            ledger.read_usage(run, now=now)
         res = new_reservation(run, 700, 0, now=now, ttl_s=600)
         assert template.call is not None
         call = dataclasses.replace(template.call, call_id=uuid.uuid4().hex, reservation_id=res.id)
         assert ledger.admit(dataclasses.replace(template, now=now, reservation=res, call=call)) is None
-        ledger.settle(run, 600, 100, 0, reservation_id=res.id, event=usage_row)
+        done = ledger.settle(run, 600, 100, 0, reservation_id=res.id, event=usage_row)
+        known[:] = [done.usage] if done.usage is not None else []
 
     return ledger_only
 
@@ -117,6 +121,7 @@ class Cell:
     locked: int  # checks that fell back to evaluating under the admission locks
     client_ms: float  # worker CPU per call
     server_ms: float  # PostgreSQL CPU per call (all its processes), 0 on SQLite
+    reused: int  # checks that evaluated on the usage the run's last settlement handed back (no read)
 
 
 def measure(url: str, mode: str, workers: int, seconds: float, data_dir: Path | None) -> Cell:
@@ -139,6 +144,7 @@ def measure(url: str, mode: str, workers: int, seconds: float, data_dir: Path | 
         sum(c[2] for c in counts),
         sum(c[3] for c in counts) / calls * 1e3,
         server / calls * 1e3,
+        sum(c[4] for c in counts),
     )
 
 
@@ -244,7 +250,8 @@ def throughput(cluster, tmp: str, backends: list[str], modes: list[str], workers
                 rows.append((backend, mode, w, cell, over, lost))
                 print(
                     f"  {backend:<10} {mode:<7} {w:>2} workers: {cell.rate:8.0f} calls/s   overspend {over} tokens,"
-                    f" lost usage {lost}, conflicts {cell.conflicts}, locked fallbacks {cell.locked}; CPU per call:"
+                    f" lost usage {lost}, conflicts {cell.conflicts}, locked fallbacks {cell.locked}, usage reused"
+                    f" {cell.reused}; CPU per call:"
                     f" client {cell.client_ms:.2f} ms, server {cell.server_ms:.2f} ms; load {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )

@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from policy_engine.adapters.call_log import GatedCall, call_row, insert_call
 from policy_engine.adapters.ledger import (
     MAX_MICRO_USD,
+    KnownUsage,
     LedgerUnavailable,
     Reservation,
     SettleEvents,
@@ -280,6 +281,18 @@ MIGRATIONS: list[str] = [
         NULL;
     END $$;
     """,
+    # 4: the flush wait after a settlement also reads the run's and day's usage after it, in
+    # the same statement (plpgsql caches the plan; a simple-protocol query would be planned
+    # per call): record_usage hands it to the gate, whose next check need not read it
+    """
+    CREATE FUNCTION ledger_flush_usage(p_run TEXT, p_day TEXT, p_now DOUBLE PRECISION)
+    RETURNS TABLE (run_tokens BIGINT, day_tokens BIGINT, run_micro_usd BIGINT, day_micro_usd BIGINT)
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_logical_emit_message(true, 'policy_engine.flush', '');
+        RETURN QUERY SELECT * FROM ledger_usage(p_run, p_day, p_now);
+    END $$;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 0x706F6C6963790001  # pg_advisory_xact_lock key: "policy" + 1
@@ -417,7 +430,9 @@ class PgLedger:
                 ]
             ) from None
 
-    def _step(self, db: Any, query: str, params: tuple[Any, ...]) -> tuple[Any, ...]:
+    def _step(
+        self, db: Any, query: str, params: tuple[Any, ...], flush: tuple[str, tuple[Any, ...]] | None = None
+    ) -> tuple[tuple[Any, ...], tuple[Any, ...] | None]:
         """Run one write step (a function call) and return its row only once its commit is
         on disk, without holding its locks while the disk flushes.
 
@@ -433,14 +448,17 @@ class PgLedger:
         Another caller may see the step before it is durable; if the server crashes in
         that window, this caller gets L111 and nothing it was told about is lost.
         Inside an explicit transaction (the gate's locked fallback), the statement runs
-        in it and `transaction()` commits synchronously."""
+        in it and `transaction()` commits synchronously.
+
+        ``flush``: a statement that replaces the plain flush wait (`ledger_flush_usage`);
+        returns (the step's row, the flush statement's row or None)."""
         if db.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
             row = _aggregate(db.execute(query, params).fetchone())
             # inside an explicit transaction: commit it synchronously, as transaction() does
             db.execute("SELECT set_config('synchronous_commit', 'on', true)")
-            return row
+            return row, None
         try:
-            cur = db.execute(step_message(query, params, self._psycopg.pq.Escaping(db.pgconn)))
+            cur = db.execute(step_message(query, params, self._psycopg.pq.Escaping(db.pgconn), flush))
         except self._psycopg.Error:
             # the message's explicit transaction is left aborted: end it before the pool
             # hands the connection on (a broken connection is dropped by the pool instead)
@@ -448,7 +466,12 @@ class PgLedger:
                 db.rollback()
             raise
         cur.nextset()  # past BEGIN's result, to the step's
-        return _aggregate(cur.fetchone())
+        row = _aggregate(cur.fetchone())
+        if flush is None:
+            return row, None
+        cur.nextset()  # COMMIT's
+        cur.nextset()
+        return row, _aggregate(cur.fetchone())
 
     def _lock_totals(self, db: Any, day: str, run_id: str) -> None:
         """Lock the day's and then the run's counter rows (``ledger_lock``: FOR UPDATE,
@@ -518,7 +541,7 @@ class PgLedger:
             return None if value is None or value >= _NO_CAP else value
 
         call = call_row(a.call) if a.call is not None else (None,) * 15
-        row = self._step(
+        row, _ = self._step(
             db,
             # arrays as binary parameters (%b): psycopg's text form escapes every quote of the
             # JSON payloads with a regular expression, milliseconds per call
@@ -679,7 +702,7 @@ class PgLedger:
         with self._statement() as db:
             for _attempt in range(4):
                 rows = ([event] if event is not None else []) + (events(overspend) if events is not None else [])
-                found = self._step(
+                found, after = self._step(
                     db,
                     "SELECT * FROM ledger_settle(%s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %b, %b)",
                     (
@@ -696,6 +719,7 @@ class PgLedger:
                         [r[1] for r in rows],
                         [r[2] for r in rows],
                     ),
+                    ("SELECT * FROM ledger_flush_usage(%s, %s, %s)", (run_id, utc_day(now), now)),
                 )
                 status, usage_id, day, reserved, reserved_usd, expires_at = found[:6]
                 if status == "unknown":
@@ -723,6 +747,7 @@ class PgLedger:
                         micro_usd,
                         reservation_id,
                         overspend=overspend,
+                        usage=None if after is None else _usage(after, utc_day(now), now),
                     )
                 overspend = _overspend(
                     str(reservation_id), day, total, micro_usd, reserved, reserved_usd, expires_at, now
@@ -740,6 +765,12 @@ class PgLedger:
                 )
             ]
         )
+
+
+def _usage(row: tuple[Any, ...], day: str, now: float) -> KnownUsage:
+    return KnownUsage(
+        UsageSnapshot(batch_tokens=row[0], day_tokens=row[1], batch_micro_usd=row[2], day_micro_usd=row[3]), day, now
+    )
 
 
 def _configure(conn: Any) -> None:

@@ -54,10 +54,16 @@ def literal(value: Any, escape: Any) -> str:
     raise TypeError(f"no literal for {type(value).__name__}")
 
 
-def step_message(query: str, params: Sequence[Any], escape: Any) -> str:
+def step_message(query: str, params: Sequence[Any], escape: Any, flush: tuple[str, Sequence[Any]] | None = None) -> str:
     """``BEGIN; <query with its literals>; COMMIT; <flush wait>``: the step in its own
     transaction, then the flush wait in the next (the step function turns off synchronous
-    commit for its own transaction only)."""
+    commit for its own transaction only). ``flush``: another statement that writes WAL in
+    its transaction (`ledger_flush_usage`: the flush wait that also reads the usage)."""
+    wait = FLUSH_WAIT if flush is None else _fill(flush[0], flush[1], escape)
+    return f"BEGIN; {_fill(query, params, escape)}; COMMIT; {wait}"
+
+
+def _fill(query: str, params: Sequence[Any], escape: Any) -> str:
     parts = _parts(query)
     if len(parts) != len(params) + 1:
         raise ValueError(f"{len(parts) - 1} placeholders for {len(params)} values")
@@ -65,4 +71,4 @@ def step_message(query: str, params: Sequence[Any], escape: Any) -> str:
     for value, part in zip(params, parts[1:], strict=True):
         out.append(literal(value, escape))
         out.append(part)
-    return f"BEGIN; {''.join(out)}; COMMIT; {FLUSH_WAIT}"
+    return "".join(out)
