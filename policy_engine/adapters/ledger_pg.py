@@ -52,6 +52,10 @@ from policy_engine.usage import UsageSnapshot
 if TYPE_CHECKING:
     from policy_engine.adapters.admission import Admission
 
+#: the SQLSTATE ledger_reserve raises when the caps no longer hold under its locks (its
+#: detail: the usage it saw); the error rolls back the rows it wrote before the locks
+_REFUSED = "PE409"
+
 #: a cap at or above this never binds (no ledger total comes near it) and is sent as "no cap",
 #: so an effectively unlimited policy value never overflows a BIGINT parameter
 _NO_CAP = 2**62
@@ -281,14 +285,75 @@ MIGRATIONS: list[str] = [
         NULL;
     END $$;
     """,
-    # 4: the flush wait after a settlement also reads the run's and day's usage after it, in
-    # the same statement (plpgsql caches the plan; a simple-protocol query would be planned
-    # per call): record_usage hands it to the gate, whose next check need not read it
+    # 4: the admission writes the call's rows before it takes the locks (ledger_reserve), so
+    # the day's row is held for the cap check and the reservation only; the flush wait after
+    # a settlement also reads the run's and day's usage after it (ledger_flush_usage), which
+    # record_usage hands to the gate, whose next check need not read it
     """
+    CREATE FUNCTION ledger_reserve(
+        p_run TEXT, p_day TEXT, p_now DOUBLE PRECISION, p_created TEXT,
+        p_res_id TEXT, p_tokens BIGINT, p_micro_usd BIGINT, p_expires DOUBLE PRECISION,
+        p_cap_run BIGINT, p_cap_day BIGINT, p_cap_run_usd BIGINT, p_cap_day_usd BIGINT,
+        p_event_types TEXT[], p_event_payloads TEXT[],
+        p_call_id TEXT, p_call_created DOUBLE PRECISION, p_outcome TEXT, p_reason TEXT, p_reasons_json TEXT,
+        p_rules_digest TEXT, p_limits_json TEXT, p_prompt BIGINT, p_completion BIGINT, p_request_usd BIGINT,
+        p_rungs_json TEXT, p_kpis_json TEXT, p_decision_ms DOUBLE PRECISION,
+        p_combos TEXT[]
+    ) RETURNS VOID LANGUAGE plpgsql AS $$
+    DECLARE
+        u RECORD;
+    BEGIN
+        -- committed asynchronously: the caller then waits for the flush outside the locks
+        PERFORM set_config('synchronous_commit', 'off', true);
+        -- the events (with the replay material) and the call row first, before any lock:
+        -- no other writer conflicts with them, and a refused admission rolls them back
+        INSERT INTO event_log (run_id, event_type, payload_json, created_at)
+            SELECT p_run, e.t, e.p, p_created FROM unnest(p_event_types, p_event_payloads) WITH ORDINALITY AS e(t, p, n)
+            ORDER BY e.n;
+        IF p_call_id IS NOT NULL THEN
+            INSERT INTO gated_calls (call_id, run_id, created_at, outcome, reason, reasons_json, rules_digest, limits_json,
+                                     prompt_tokens, completion_tokens, request_micro_usd, rungs_json, kpis_json,
+                                     decision_ms, reservation_id)
+            VALUES (p_call_id, p_run, p_call_created, p_outcome, p_reason, p_reasons_json, p_rules_digest, p_limits_json,
+                    p_prompt, p_completion, p_request_usd, p_rungs_json, p_kpis_json, p_decision_ms, p_res_id);
+        END IF;
+        IF p_res_id IS NOT NULL THEN
+            -- the day's and then the run's counter rows, as ledger_lock (inlined: a nested
+            -- plpgsql call cost 0.1 ms)
+            PERFORM 1 FROM day_totals WHERE day = p_day FOR UPDATE;
+            IF NOT FOUND THEN
+                INSERT INTO day_totals (day) VALUES (p_day) ON CONFLICT DO NOTHING;
+                PERFORM 1 FROM day_totals WHERE day = p_day FOR UPDATE;
+            END IF;
+            PERFORM 1 FROM run_totals WHERE run_id = p_run FOR UPDATE;
+            IF NOT FOUND THEN
+                INSERT INTO run_totals (run_id) VALUES (p_run) ON CONFLICT DO NOTHING;
+                PERFORM 1 FROM run_totals WHERE run_id = p_run FOR UPDATE;
+            END IF;
+            -- a statement after the locks: its snapshot sees every admission committed before
+            SELECT * INTO u FROM ledger_usage(p_run, p_day, p_now);
+            IF u.run_tokens + p_tokens > p_cap_run OR u.day_tokens + p_tokens > p_cap_day
+               OR u.run_micro_usd + p_micro_usd > p_cap_run_usd OR u.day_micro_usd + p_micro_usd > p_cap_day_usd THEN
+                RAISE EXCEPTION 'admission refused: the room was taken since the read'
+                    USING ERRCODE = 'PE409', DETAIL = concat_ws(',', u.run_tokens, u.day_tokens, u.run_micro_usd,
+                                                                 u.day_micro_usd);
+            END IF;
+            INSERT INTO reservations VALUES (p_res_id, p_run, p_day, p_tokens, p_micro_usd, p_now, p_expires, 'held');
+        END IF;
+        -- after the locks: a combo another admission of this run inserted and has not
+        -- committed makes this insert wait for it, which must not happen while it waits
+        -- for a lock this one holds (the locked fallback takes them first)
+        IF cardinality(p_combos) > 0 THEN
+            INSERT INTO seen_combos SELECT p_run, c FROM unnest(p_combos) AS c ON CONFLICT DO NOTHING;
+        END IF;
+    END $$;
+
     CREATE FUNCTION ledger_flush_usage(p_run TEXT, p_day TEXT, p_now DOUBLE PRECISION)
     RETURNS TABLE (run_tokens BIGINT, day_tokens BIGINT, run_micro_usd BIGINT, day_micro_usd BIGINT)
     LANGUAGE plpgsql AS $$
     BEGIN
+        -- the flush wait (a transactional WAL message), and the usage in the same statement
+        -- (plpgsql caches the plan; a simple-protocol query would be planned per call)
         PERFORM pg_logical_emit_message(true, 'policy_engine.flush', '');
         RETURN QUERY SELECT * FROM ledger_usage(p_run, p_day, p_now);
     END $$;
@@ -527,11 +592,11 @@ class PgLedger:
             yield db
 
     def admit(self, admission: Admission, db: Any = None) -> UsageSnapshot | None:
-        """Write one gate check in one statement (`ledger_admit`, one round trip): under the
-        day's and run's admission locks it re-reads the usage; if the reservation no longer
-        fits the caps it writes nothing and the fresh usage is returned, else the
-        reservation, the events, the call row and the seen combos are written and None
-        is returned."""
+        """Write one gate check in one statement (`ledger_reserve`, one round trip with its
+        flush wait): it writes the events and the call row, then takes the day's and the
+        run's admission locks and re-reads the usage; if the reservation no longer fits the
+        caps it raises, which rolls the rows back, and the fresh usage it saw is returned;
+        else the reservation and the seen combos are written and None is returned."""
         if db is None:
             with self._statement() as conn:
                 return self.admit(admission, conn)
@@ -541,36 +606,40 @@ class PgLedger:
             return None if value is None or value >= _NO_CAP else value
 
         call = call_row(a.call) if a.call is not None else (None,) * 15
-        row, _ = self._step(
-            db,
-            # arrays as binary parameters (%b): psycopg's text form escapes every quote of the
-            # JSON payloads with a regular expression, milliseconds per call
-            "SELECT ledger_admit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %b,"
-            " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b)",
-            (
-                a.run_id,
-                utc_day(a.now),
-                a.now,
-                a.created_at,
-                None if res is None else res.id,
-                0 if res is None else res.tokens,
-                0 if res is None else res.micro_usd,
-                None if res is None else res.expires_at,
-                cap(a.caps.run_tokens),
-                cap(a.caps.day_tokens),
-                cap(a.caps.run_micro_usd),
-                cap(a.caps.day_micro_usd),
-                [kind for kind, _ in a.events],
-                [payload for _, payload in a.events],
-                call[0],
-                *call[2:14],
-                list(a.combos),
-            ),
-        )
-        if row[0] is None:
-            return None
-        run_t, day_t, run_u, day_u = (int(v) for v in row[0])
-        return UsageSnapshot(batch_tokens=run_t, day_tokens=day_t, batch_micro_usd=run_u, day_micro_usd=day_u)
+        try:
+            self._step(
+                db,
+                # inside a transaction (the locked fallback) the arrays go as binary parameters
+                # (%b): psycopg's text form escapes every quote of the JSON payloads with a
+                # regular expression, milliseconds per call
+                "SELECT ledger_reserve(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %b,"
+                " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b)",
+                (
+                    a.run_id,
+                    utc_day(a.now),
+                    a.now,
+                    a.created_at,
+                    None if res is None else res.id,
+                    0 if res is None else res.tokens,
+                    0 if res is None else res.micro_usd,
+                    None if res is None else res.expires_at,
+                    cap(a.caps.run_tokens),
+                    cap(a.caps.day_tokens),
+                    cap(a.caps.run_micro_usd),
+                    cap(a.caps.day_micro_usd),
+                    [kind for kind, _ in a.events],
+                    [payload for _, payload in a.events],
+                    call[0],
+                    *call[2:14],
+                    list(a.combos),
+                ),
+            )
+        except self._psycopg.Error as exc:
+            if exc.sqlstate != _REFUSED:
+                raise
+            run_t, day_t, run_u, day_u = (int(v) for v in str(exc.diag.message_detail).split(","))
+            return UsageSnapshot(batch_tokens=run_t, day_tokens=day_t, batch_micro_usd=run_u, day_micro_usd=day_u)
+        return None
 
     def settled_totals(self, *, run_id: str | None = None, day: str | None = None) -> tuple[int, int, int]:
         """(total tokens, micro-USD, usage points) settled for a run or a day, summed from
