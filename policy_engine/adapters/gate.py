@@ -37,6 +37,7 @@ from policy_engine.adapters.ledger import (
     utc_day,
     utc_iso,
 )
+from policy_engine.adapters.ledger_json import sorted_json
 from policy_engine.api import trimmed_pack
 from policy_engine.decision import Decision
 from policy_engine.errors import Diagnostic, LedgerError
@@ -262,14 +263,16 @@ class BudgetGate:
             reservation_id=None if reservation is None else reservation.id,
         )
         # what a replay needs besides the rules and the knowledge pack (recorded by digest in
-        # the decision's manifest): the pack, the idea, the seen combos and the decision; the
-        # text json.dumps gives for {"call_id", "pack", "idea", "seen_combos", "decision"},
-        # assembled from parts so the pack is dumped once per check, not once per attempt
+        # the decision's manifest): the pack, the idea, the seen combos and the decision, as
+        # the object {"call_id", "pack", "idea", "seen_combos", "decision"} assembled from
+        # parts so the pack is dumped once per check, not once per attempt. The text starts
+        # as json.dumps writes it (`{"call_id": "...",`): the ledger reader finds a call's
+        # material by that text (`LedgerReader.call_input`)
         replay = (
             f'{{"call_id": {json.dumps(call.call_id)}, "pack": {inputs[0]}, "idea": {inputs[1]}, '
-            f'"seen_combos": {json.dumps(sorted(seen))}, "decision": {json.dumps(decision.to_dict(), sort_keys=True)}}}'
+            f'"seen_combos": {sorted_json(sorted(seen))}, "decision": {sorted_json(decision.to_dict())}}}'
         )
-        rows = tuple((e.event_type, json.dumps(e.payload, sort_keys=True)) for e in events)
+        rows = tuple((e.event_type, sorted_json(e.payload)) for e in events)
         admission = Admission(
             run_id=run_id,
             now=now,
@@ -391,7 +394,7 @@ class BudgetGate:
             del published[1:]  # called once per transaction attempt
             if overspend is not None:
                 published.append(overspend_event(run_id, idea_id, event.created_at, overspend))
-            return [(e.event_type, json.dumps(e.payload, sort_keys=True), e.created_at) for e in published]
+            return [(e.event_type, sorted_json(e.payload), e.created_at) for e in published]
 
         # the usage point and its events land together or not at all
         done = self.ledger.settle(

@@ -76,7 +76,7 @@ def trim(doc: Mapping[str, Any], selection: Mapping[str, Mapping[str, tuple[str,
     """The pack restricted to a selection, in this format: the candidate lists, the lanes'
     id lists and `context_guard.max_items` stay consistent, so the agent reads it as it
     reads any pack. The input is not modified."""
-    out = _copy(dict(doc))
+    out: dict[str, Any] = _copy(dict(doc))
     kept = {pool: {i for lane in lanes.values() for i in lane} for pool, lanes in selection.items()}
     out["selected_subcategories"] = [s for s in out["selected_subcategories"] if s in kept["subcategories"]]
     out["candidate_datasets"] = [d for d in out["candidate_datasets"] if d["id"] in kept["datasets"]]
