@@ -1,7 +1,8 @@
 """The budget gate the orchestrator calls before every LLM call, and `record_usage` after.
 
 `check()` validates the pack, reads the run's and day's usage (settled + live reservations)
-without any lock, evaluates the policy and serialises everything the call leaves behind
+without any lock (or takes the usage its run's last settlement read, when still fit:
+`_reusable`), evaluates the policy and serialises everything the call leaves behind
 (events, call-log row, replay material), all outside the ledger's locks; then the ledger
 admits it in one short transaction that re-checks the decision's caps against the usage
 under the day's and run's locks (`admission.Admission`). If another caller took the room in

@@ -4,16 +4,19 @@ agents on many machines.
 Same concepts and methods as the SQLite `Ledger` (reservations, usage points, event log,
 seen combos), so the gate runs unchanged on either. Isolation (docs/postgresql-ledger.md):
 READ COMMITTED plus a row lock on the day's counter row and then the run's
-(``SELECT ... FOR UPDATE``), taken by every admission (``ledger_admit``) before it
-re-reads the usage and re-checks the caps, and by every settlement (``ledger_settle``
-updates both counters). The gate evaluates outside these locks, against a snapshot read
-without them; the admission writes only if the decision's caps still hold under them, so
-no two callers are admitted against the same room. Settled totals live in the counter
-rows (O(1) to read), live reservations are summed from a partial index. Lock order is
-day, then run (a settlement locks its reservation first; an admission never waits for a
-reservation): no deadlock cycle. Each step is one function call, one round trip,
-committed asynchronously so its locks are released before the WAL flush, followed by a
-flush wait outside the locks (`_step`): durable before the caller is answered.
+(``SELECT ... FOR UPDATE``), taken by every admission (``ledger_reserve``, after it has
+written the call's event and call-log rows) before it re-reads the usage and re-checks the
+caps, and by every settlement (``ledger_settle`` updates both counters). The gate
+evaluates outside these locks, against a usage read without them; the admission writes
+the reservation only if the decision's caps still hold under them (else it raises and
+everything it wrote rolls back), so no two callers are admitted against the same room.
+Settled totals live in the counter rows (O(1) to read), live reservations are summed from
+a partial index. Lock order is day, then run (a settlement locks its reservation first; an
+admission never waits for a reservation): no deadlock cycle. Each step is one function
+call committed asynchronously, so its locks are released before the WAL flush, and is
+sent in one message with a flush wait that runs outside the locks (`_step`): durable
+before the caller is answered, one round trip. A settlement's flush wait also reads the
+usage after it (``ledger_flush_usage``), which the gate keeps for the run's next check.
 
 Every failure to reach the server (refused, reset, restarted, pool timeout) becomes the
 retryable `LedgerUnavailable` (L111); a settlement retried after it is safe, because
