@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -525,14 +525,9 @@ class PgLedger:
             # inside an explicit transaction: commit it synchronously, as transaction() does
             db.execute("SELECT set_config('synchronous_commit', 'on', true)")
             return row, None
-        try:
-            cur = db.execute(step_message(query, params, self._psycopg.pq.Escaping(db.pgconn), flush))
-        except self._psycopg.Error:
-            # the message's explicit transaction is left aborted: end it before the pool
-            # hands the connection on (a broken connection is dropped by the pool instead)
-            with suppress(self._psycopg.Error):
-                db.rollback()
-            raise
+        # an error leaves the message's explicit transaction aborted: the pooled connection's
+        # context ends it when the block ends (a broken connection is replaced)
+        cur = db.execute(step_message(query, params, self._psycopg.pq.Escaping(db.pgconn), flush))
         cur.nextset()  # past BEGIN's result, to the step's
         row = _aggregate(cur.fetchone())
         if flush is None:
@@ -601,6 +596,8 @@ class PgLedger:
         caps it raises, which rolls the rows back, and the fresh usage it saw is returned;
         else the reservation and the seen combos are written and None is returned."""
         if db is None:
+            # a refused admission leaves its message's transaction aborted: the pooled
+            # connection's context ends it (COMMIT of an aborted transaction rolls it back)
             with self._statement() as conn:
                 return self.admit(admission, conn)
         a, res = admission, admission.reservation

@@ -61,7 +61,12 @@ def clocked(ledger_url: str):
     ledger.close()
 
 
-def test_a_conflict_re_evaluates_with_the_fresh_usage_and_never_overspends(clocked) -> None:
+def test_a_conflict_re_evaluates_with_the_fresh_usage_and_never_overspends(
+    clocked, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="psycopg")
     ledger, clock = clocked
     full = full_request_tokens()
     cap = full + full // 2  # one untrimmed call fits, a second does not
@@ -86,6 +91,8 @@ def test_a_conflict_re_evaluates_with_the_fresh_usage_and_never_overspends(clock
     assert decision.outcome == fresh.outcome and decision.metrics["request_tokens"] == fresh.metrics["request_tokens"]
     assert day_usage(ledger, clock.t) <= cap, "no overspend"
     assert ledger.held() == (2 if decision.allowed else 1)
+    # PostgreSQL refuses by raising: the transaction is ended before the pool gets the connection back
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")]
 
 
 def test_repeated_conflicts_fall_back_to_evaluating_under_the_locks(clocked) -> None:
@@ -309,3 +316,36 @@ def test_a_policy_with_a_warn_only_usage_limit_always_reads(clocked) -> None:
     second = gate.check(SMALL, "run-w")
     assert second.decision.warnings, "the warn-only limit fired"
     assert gate.reused_usage == 0 and second.decision.metrics["batch_tokens_used_before"] == 5
+
+
+def test_a_refused_admission_writes_nothing_and_leaves_the_connection_usable(ledger_url: str) -> None:
+    """On PostgreSQL the step and its flush wait go in one message inside an explicit
+    transaction: a value the server refuses (here a call id already recorded) is L110,
+    nothing of it is written, and the same pooled connection admits the next call."""
+    import dataclasses
+
+    from policy_engine.adapters.ledger import new_reservation
+
+    ledger = open_ledger(ledger_url, pool_size=1)
+    try:
+        captured: list[Any] = []
+        real = ledger.admit
+        ledger.admit = lambda a, db=None: captured.append(a) or real(a, db)
+        BudgetGate(load_policy_text(rules(60_000), "d.policy"), ledger).check(SMALL, "run-d")
+        ledger.admit = real
+        first = captured[0]
+        again = dataclasses.replace(first, reservation=new_reservation("run-d", 5, 0, now=first.now, ttl_s=TTL))
+        with pytest.raises(LedgerError) as info:
+            ledger.admit(again)
+        assert info.value.diagnostics[0].code == "L110"
+        assert ledger.held(now=first.now) == 1, "only the first call's hold"
+        assert [t for t, _, _ in ledger.events("run-d")].count("budget.check_passed") == 1
+        fresh = dataclasses.replace(
+            again,
+            call=dataclasses.replace(first.call, call_id="another-call"),
+            reservation=new_reservation("run-d", 5, 0, now=first.now, ttl_s=TTL),
+        )
+        assert ledger.admit(fresh) is None
+        assert ledger.held(now=first.now) == 2
+    finally:
+        ledger.close()
