@@ -6,7 +6,9 @@ second, synchronously committed transaction waits for (docs/postgresql-ledger.md
 extended protocol takes one statement per message, so the two cost two round trips and
 two passes through psycopg per step. The simple protocol takes several statements in one
 message, each transaction bounded by its own BEGIN / COMMIT; it takes no bound parameters,
-so the values are sent as literals, each string escaped by libpq (``PQescapeLiteral``, C:
+so the values are sent as literals to statements prepared once per connection (``EXECUTE
+name(...)``: the server neither resolves nor plans the call again), each string escaped by
+libpq (``PQescapeLiteral``, C:
 psycopg's text array form escapes every element with a regular expression, milliseconds
 per call for the replay material), arrays written as ``ARRAY[...]`` of those literals, and
 numbers in their exact decimal form (``repr`` of a float reads back as the same double).
@@ -14,21 +16,13 @@ numbers in their exact decimal form (``repr`` of a float reads back as the same 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 #: the flush wait: a transactional WAL message (no table, no row to contend on) gives its
 #: transaction an id and a WAL record, so its synchronous commit returns only once the WAL
 #: is flushed past it, hence past the step committed before it
 FLUSH_WAIT = "SELECT pg_logical_emit_message(true, 'policy_engine.flush', '')"
-
-
-@lru_cache(maxsize=32)
-def _parts(query: str) -> tuple[str, ...]:
-    """The query's text around its ``%s`` / ``%b`` placeholders."""
-    return tuple(re.split(r"%[sb]", query))
 
 
 def literal(value: Any, escape: Any) -> str:
@@ -54,21 +48,15 @@ def literal(value: Any, escape: Any) -> str:
     raise TypeError(f"no literal for {type(value).__name__}")
 
 
-def step_message(query: str, params: Sequence[Any], escape: Any, flush: tuple[str, Sequence[Any]] | None = None) -> str:
-    """``BEGIN; <query with its literals>; COMMIT; <flush wait>``: the step in its own
-    transaction, then the flush wait in the next (the step function turns off synchronous
-    commit for its own transaction only). ``flush``: another statement that writes WAL in
-    its transaction (`ledger_flush_usage`: the flush wait that also reads the usage)."""
-    wait = FLUSH_WAIT if flush is None else _fill(flush[0], flush[1], escape)
-    return f"BEGIN; {_fill(query, params, escape)}; COMMIT; {wait}"
+def execute(name: str, params: Sequence[Any], escape: Any) -> str:
+    """``EXECUTE name(literal, ...)``: a statement prepared on this connection, its values
+    as literals."""
+    return f"EXECUTE {name}({', '.join([literal(v, escape) for v in params])})"
 
 
-def _fill(query: str, params: Sequence[Any], escape: Any) -> str:
-    parts = _parts(query)
-    if len(parts) != len(params) + 1:
-        raise ValueError(f"{len(parts) - 1} placeholders for {len(params)} values")
-    out = [parts[0]]
-    for value, part in zip(params, parts[1:], strict=True):
-        out.append(literal(value, escape))
-        out.append(part)
-    return "".join(out)
+def step_message(step: str, flush: str = FLUSH_WAIT) -> str:
+    """``BEGIN; <step>; COMMIT; <flush wait>``: the step in its own transaction, then the
+    flush wait in the next (the step function turns off synchronous commit for its own
+    transaction only). ``flush``: another statement that writes WAL in its transaction
+    (`ledger_flush_usage`: the flush wait that also reads the usage)."""
+    return f"BEGIN; {step}; COMMIT; {flush}"
