@@ -295,7 +295,12 @@ class BudgetGate:
         blocking limits on usage metrics (the admission re-checks those caps under its
         locks, so a stale usage costs a conflict, never an overspend; a warn-only limit's
         warning would describe the old usage, so such policies read)."""
-        return known.day == utc_day(now) and 0 <= now - known.at <= self.usage_reuse_s and blocks_only(settings)
+        return (
+            self.usage_reuse_s > 0
+            and known.day == utc_day(now)
+            and 0 <= now - known.at <= self.usage_reuse_s
+            and blocks_only(settings)
+        )
 
     def renew(self, run_id: str, reservation_id: str, *, ttl_s: float | None = None) -> float:
         """Extend the reservation's lease to now + TTL while its LLM call runs; returns the

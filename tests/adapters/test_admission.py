@@ -261,6 +261,11 @@ def test_the_check_after_a_settlement_evaluates_on_the_usage_it_handed_back(cloc
     # too old to reuse: the check reads
     gate.record_usage("run-r", prompt_tokens=1, completion_tokens=1, reservation_id=second.reservation_id)
     clock.t += gate.usage_reuse_s + 0.5
+    third = gate.check(SMALL, "run-r")
+    assert gate.reused_usage == (1 if reuses(ledger) else 0)
+    # reuse turned off: the check reads even at the settlement's instant
+    gate.usage_reuse_s = 0
+    gate.record_usage("run-r", prompt_tokens=1, completion_tokens=1, reservation_id=third.reservation_id)
     gate.check(SMALL, "run-r")
     assert gate.reused_usage == (1 if reuses(ledger) else 0)
 
