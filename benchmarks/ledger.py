@@ -1,8 +1,10 @@
-"""Ledger throughput: gated calls per second (check + record_usage, one worker process
-each) at 1, 4 and 16 workers on each backend, the ledger's own ceiling (reserve + settle
-without an evaluation), and the gate's overhead over a bare evaluation. One command:
+"""Ledger throughput: the floor (the minimal durable protocol per call, from pgbench and
+from Python: benchmarks/ledger_floor.py), gated calls per second (check + record_usage, one
+worker process each) at 1, 4 and 16 workers on each backend, the ledger's own ceiling
+(reserve + settle without an evaluation), and the gate's overhead over a bare evaluation.
+One command:
 
-    .venv/bin/python benchmarks/ledger.py [--seconds 3]
+    .venv/bin/python benchmarks/ledger.py [--seconds 3] [--sections floor,throughput,overhead]
 
 PostgreSQL is a real throwaway cluster (tests/pgcluster.py) with fsync and synchronous
 commit ON (a settled usage point survives a crash), on this machine's cores, shared with
@@ -29,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import ledger_floor  # noqa: E402
+from benchmarks.ledger_floor import server_cpu_s  # noqa: E402
 from policy_engine.adapters.gate import BudgetBlocked, BudgetGate  # noqa: E402
 from policy_engine.adapters.ledger_url import open_ledger  # noqa: E402
 from policy_engine.dsl import load_policy_text  # noqa: E402
@@ -53,23 +57,6 @@ def _cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def server_cpu_s(data_dir: Path | None) -> float:
-    """CPU seconds used so far by a PostgreSQL cluster's processes (postmaster and its
-    children: backends, WAL writer, checkpointer...), from /proc; 0 for SQLite."""
-    if data_dir is None:
-        return 0.0
-    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            pid = int(stat.parent.name)
-            if pid == postmaster or int(fields[1]) == postmaster:  # fields[1]: ppid
-                total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / tick
-
-
 def _worker(url: str, mode: str, wid: int, seconds: float, start, out, finish) -> None:
     ledger = open_ledger(url, pool_size=1)
     gate = BudgetGate(load_policy_text(RULES, "bench.policy"), ledger)
@@ -92,14 +79,14 @@ def _worker(url: str, mode: str, wid: int, seconds: float, start, out, finish) -
         with contextlib.suppress(BudgetBlocked):
             call()
         n += 1
-    out.put((n, getattr(gate, "conflicts", 0), getattr(gate, "locked_checks", 0), _cpu_s() - cpu))
+    out.put((n, gate.conflicts, gate.locked_checks, _cpu_s() - cpu, gate.reused_usage))
     finish.wait()  # keep the connection (and its server process's CPU count) until measured
     ledger.close()
 
 
 def _ledger_only(ledger, run: str, gated):
-    """The ledger's part of a gated call without the evaluation: the same read, the same
-    rows admitted (captured from one real check, fresh ids each time) and a settlement
+    """The ledger's part of a gated call without the evaluation: the same read (when the
+    gate would read), the same rows admitted (captured from one real check, fresh ids each time) and a settlement
     with one usage event."""
     from policy_engine.adapters.ledger import new_reservation
 
@@ -111,14 +98,18 @@ def _ledger_only(ledger, run: str, gated):
     template = captured[0]
     usage_row = ("llm.usage_point", json.dumps({"prompt_tokens": 600, "completion_tokens": 100}), template.created_at)
 
+    known = []
+
     def ledger_only() -> None:
         now = ledger.clock()
-        ledger.read_usage(run, now=now)
+        if not known:  # as the gate: read unless the last settlement handed the usage back
+            ledger.read_usage(run, now=now)
         res = new_reservation(run, 700, 0, now=now, ttl_s=600)
         assert template.call is not None
         call = dataclasses.replace(template.call, call_id=uuid.uuid4().hex, reservation_id=res.id)
         assert ledger.admit(dataclasses.replace(template, now=now, reservation=res, call=call)) is None
-        ledger.settle(run, 600, 100, 0, reservation_id=res.id, event=usage_row)
+        done = ledger.settle(run, 600, 100, 0, reservation_id=res.id, event=usage_row)
+        known[:] = [done.usage] if done.usage is not None else []
 
     return ledger_only
 
@@ -130,6 +121,7 @@ class Cell:
     locked: int  # checks that fell back to evaluating under the admission locks
     client_ms: float  # worker CPU per call
     server_ms: float  # PostgreSQL CPU per call (all its processes), 0 on SQLite
+    reused: int  # checks that evaluated on the usage the run's last settlement handed back (no read)
 
 
 def measure(url: str, mode: str, workers: int, seconds: float, data_dir: Path | None) -> Cell:
@@ -152,6 +144,7 @@ def measure(url: str, mode: str, workers: int, seconds: float, data_dir: Path | 
         sum(c[2] for c in counts),
         sum(c[3] for c in counts) / calls * 1e3,
         server / calls * 1e3,
+        sum(c[4] for c in counts),
     )
 
 
@@ -203,6 +196,12 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--modes", default="gated,ledger")
     parser.add_argument(
+        "--sections",
+        default="floor,throughput,overhead",
+        help="floor: the minimal durable protocol from pgbench and from Python (PostgreSQL); throughput: the"
+        " gate's and the ledger's calls/s per backend; overhead: a gated call against a bare evaluation",
+    )
+    parser.add_argument(
         "--no-fsync",
         action="store_true",
         help="PostgreSQL with fsync off: the lock-and-CPU ceiling, not a safe setting",
@@ -219,41 +218,50 @@ def main() -> None:
     print(
         f"{os.cpu_count()} cores; small pack (2x4x10x8), rough tokenizer policy; {args.seconds:.0f} s per cell; PostgreSQL {bindir}, fsync {'off' if args.no_fsync else 'on'}"
     )
+    sections = args.sections.split(",")
+    workers = [int(x) for x in args.workers.split(",")]
     try:
-        rows = []
-        for backend in backends:
-            for mode in args.modes.split(","):
-                for w in (int(x) for x in args.workers.split(",")):
-                    url = (
-                        str(Path(tmp) / f"{mode}{w}.db")
-                        if backend == "sqlite"
-                        else cluster.create_database(f"{mode}{w}")
-                    )
-                    open_ledger(url).close()
-                    cell = measure(url, mode, w, args.seconds, None if backend == "sqlite" else cluster.data)
-                    over, lost = audit(url)
-                    rows.append((backend, mode, w, cell, over, lost))
-                    print(
-                        f"  {backend:<10} {mode:<7} {w:>2} workers: {cell.rate:8.0f} calls/s   overspend {over} tokens, lost usage {lost}, "
-                        f"conflicts {cell.conflicts}, locked fallbacks {cell.locked}; CPU per call: client {cell.client_ms:.2f} ms, "
-                        f"server {cell.server_ms:.2f} ms; load {os.getloadavg()[0]:.1f}",
-                        flush=True,
-                    )
-        print("\n| backend | calls | 1 worker | 4 workers | 16 workers |\n|---|---|---|---|---|")
-        for backend in backends:
-            for mode in args.modes.split(","):
-                cells = [f"{r[3].rate:,.0f}/s" for r in rows if r[0] == backend and r[1] == mode]
-                label = "gated (check + record_usage)" if mode == "gated" else "ledger only (reserve + settle)"
-                print(f"| {backend} | {label} | " + " | ".join(cells) + " |")
-        for backend in backends:
-            url = str(Path(tmp) / "overhead.db") if backend == "sqlite" else cluster.create_database("overhead")
-            g, b, g_cpu, b_cpu = overhead(url)
-            print(
-                f"gate overhead ({backend}): gated call {g:.2f} ms vs bare evaluation {b:.2f} ms: {g / b:.1f}x (+{g - b:.2f} ms); "
-                f"client CPU {g_cpu:.2f} ms vs {b_cpu:.2f} ms (+{g_cpu - b_cpu:.2f} ms)"
-            )
+        if "floor" in sections:
+            ledger_floor.run(cluster, workers, args.seconds)
+        if "throughput" in sections:
+            throughput(cluster, tmp, backends, args.modes.split(","), workers, args.seconds)
+        if "overhead" in sections:
+            for backend in backends:
+                url = str(Path(tmp) / "overhead.db") if backend == "sqlite" else cluster.create_database("overhead")
+                g, b, g_cpu, b_cpu = overhead(url)
+                print(
+                    f"gate overhead ({backend}): gated call {g:.2f} ms vs bare evaluation {b:.2f} ms: {g / b:.1f}x"
+                    f" (+{g - b:.2f} ms); client CPU {g_cpu:.2f} ms vs {b_cpu:.2f} ms (+{g_cpu - b_cpu:.2f} ms)"
+                )
     finally:
         cluster.destroy()
+
+
+def throughput(cluster, tmp: str, backends: list[str], modes: list[str], workers: list[int], seconds: float) -> None:
+    """Gated and ledger-only calls/s per backend and worker count, each cell audited."""
+    rows = []
+    for backend in backends:
+        for mode in modes:
+            for w in workers:
+                url = str(Path(tmp) / f"{mode}{w}.db") if backend == "sqlite" else cluster.create_database(f"{mode}{w}")
+                open_ledger(url).close()
+                cell = measure(url, mode, w, seconds, None if backend == "sqlite" else cluster.data)
+                over, lost = audit(url)
+                rows.append((backend, mode, w, cell, over, lost))
+                print(
+                    f"  {backend:<10} {mode:<7} {w:>2} workers: {cell.rate:8.0f} calls/s   overspend {over} tokens,"
+                    f" lost usage {lost}, conflicts {cell.conflicts}, locked fallbacks {cell.locked}, usage reused"
+                    f" {cell.reused}; CPU per call:"
+                    f" client {cell.client_ms:.2f} ms, server {cell.server_ms:.2f} ms; load {os.getloadavg()[0]:.1f}",
+                    flush=True,
+                )
+    print("\n| backend | calls | " + " | ".join(f"{w} workers" for w in workers) + " |")
+    print("|---|---|" + "---|" * len(workers))
+    for backend in backends:
+        for mode in modes:
+            cells = [f"{r[3].rate:,.0f}/s" for r in rows if r[0] == backend and r[1] == mode]
+            label = "gated (check + record_usage)" if mode == "gated" else "ledger only (reserve + settle)"
+            print(f"| {backend} | {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

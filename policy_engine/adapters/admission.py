@@ -75,6 +75,13 @@ def caps_of(settings: Settings, request: Request, *, priced: bool) -> Caps:
     return Caps(**caps)
 
 
+def blocks_only(settings: Settings) -> bool:
+    """Whether every limit on a usage metric blocks: then an allowed, untrimmed decision
+    depends on the usage only through the caps the admission re-checks, so a check may
+    evaluate on a usage that is not the latest (the gate's remembered one)."""
+    return all(limit.severity is Enforcement.BLOCK for limit in settings.limits if limit.metric in _USAGE_METRICS)
+
+
 @dataclass(frozen=True)
 class Admission:
     """One gate check's writes. ``events`` are (event type, payload JSON) in order, all

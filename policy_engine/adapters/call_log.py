@@ -12,11 +12,11 @@ and is written in the gate's transaction, so a call and its reservation land tog
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from policy_engine.adapters.ledger_json import sorted_json
 from policy_engine.decision import Decision
 from policy_engine.policy import Settings
 
@@ -142,9 +142,7 @@ def gated_call(
 def call_row(call: GatedCall) -> tuple[Any, ...]:
     """The 15 column values of `gated_calls` (CALL_COLUMNS order), JSON columns dumped."""
 
-    def dump(value: Any) -> str:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
+    dump = sorted_json
     return (
         call.call_id,
         call.run_id,

@@ -1,7 +1,8 @@
 """The budget gate the orchestrator calls before every LLM call, and `record_usage` after.
 
 `check()` validates the pack, reads the run's and day's usage (settled + live reservations)
-without any lock, evaluates the policy and serialises everything the call leaves behind
+without any lock (or takes the usage its run's last settlement read, when still fit:
+`_reusable`), evaluates the policy and serialises everything the call leaves behind
 (events, call-log row, replay material), all outside the ledger's locks; then the ledger
 admits it in one short transaction that re-checks the decision's caps against the usage
 under the day's and run's locks (`admission.Admission`). If another caller took the room in
@@ -25,10 +26,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from policy_engine.adapters.admission import Admission, Caps, caps_of
+from policy_engine.adapters.admission import Admission, Caps, blocks_only, caps_of
 from policy_engine.adapters.call_log import GatedCall, gated_call
 from policy_engine.adapters.events import Event, EventSink, budget_events, overspend_event, usage_event
-from policy_engine.adapters.ledger import Ledger, check_quantity, check_run_id, new_reservation, utc_iso
+from policy_engine.adapters.ledger import (
+    KnownUsage,
+    Ledger,
+    check_quantity,
+    check_run_id,
+    new_reservation,
+    utc_day,
+    utc_iso,
+)
+from policy_engine.adapters.ledger_json import sorted_json
 from policy_engine.api import trimmed_pack
 from policy_engine.decision import Decision
 from policy_engine.errors import Diagnostic, LedgerError
@@ -38,6 +48,9 @@ from policy_engine.policy import METRICS, Policy, Settings
 from policy_engine.pools import Pools
 from policy_engine.render import load_knowledge
 from policy_engine.usage import Request, UsageSnapshot
+
+#: runs whose seen combos a gate keeps between an admitted check and its settlement
+_REMEMBERED_RUNS = 1024
 
 #: the ledger event that keeps a gated call's inputs for `policy replay --db ... --call ID`
 CALL_INPUT_EVENT = "budget.call_input"
@@ -123,6 +136,9 @@ class BudgetGate:
     #: conflicts (the room taken between the read and the admission) re-evaluated with the
     #: fresh usage before the gate evaluates under the admission locks instead
     optimistic_attempts = 3
+    #: how old (seconds, ledger clock) the usage a settlement handed back may be for the
+    #: run's next check to evaluate on it instead of reading the ledger (0: always read)
+    usage_reuse_s = 1.0
 
     def __init__(
         self,
@@ -138,6 +154,11 @@ class BudgetGate:
         self.policy, self.ledger, self.sinks, self.ttl = policy, ledger, tuple(sinks), reservation_ttl_s
         self.knowledge = load_knowledge(knowledge_dir) if knowledge_dir is not None else None
         self.conflicts = 0  # admissions refused because the room was taken since the read
+        self.reused_usage = 0  # checks admitted on the usage their run's last settlement handed back
+        # per run: the seen combos after its last admitted check, then (at its settlement) the
+        # usage the ledger handed back with them, for the run's next check
+        self._seen: dict[str, frozenset[str]] = {}
+        self._known: dict[str, tuple[KnownUsage, frozenset[str]]] = {}
         self.locked_checks = 0  # checks that fell back to evaluating under the admission locks
 
     def check(
@@ -159,20 +180,38 @@ class BudgetGate:
         def prepare(usage: UsageSnapshot, seen: frozenset[str]) -> _Prepared:
             return self._prepare(pack, pools, settings, run_id, request, idea, usage, seen, now, inputs)
 
-        usage, seen = self.ledger.read_usage(run_id, now=now)
-        for _attempt in range(self.optimistic_attempts):
+        # the usage the last settlement of this run handed back, when still fit to evaluate on
+        known = self._known.pop(run_id, None)
+        reused = known is not None and self._reusable(known[0], settings, now)
+        usage, seen = (
+            (known[0].usage, known[1]) if known is not None and reused else self.ledger.read_usage(run_id, now=now)
+        )
+        attempts = 0
+        while attempts < self.optimistic_attempts:
             prepared = prepare(usage, seen)
+            if reused and prepared.decision.outcome != "allowed":
+                # a remembered usage may be higher than today's (holds expired, settlements
+                # below their reservation): trim or block only on a fresh read
+                reused = False
+                usage, seen = self.ledger.read_usage(run_id, now=now)
+                continue
             fresh = self.ledger.admit(prepared.admission)
             if fresh is None:
                 break
             self.conflicts += 1
-            usage = fresh
+            attempts += 1
+            usage, reused = fresh, False
         else:
             self.locked_checks += 1
             with self.ledger.admission_lock(run_id, now) as db:
                 prepared = prepare(*self.ledger.read_usage(run_id, now=now, db=db))
                 if self.ledger.admit(prepared.admission, db=db) is not None:
                     raise RuntimeError("the ledger refused an admission evaluated under its own locks")
+        self.reused_usage += reused
+        if prepared.admission.reservation is not None:
+            if len(self._seen) >= _REMEMBERED_RUNS:
+                self._seen.clear()  # runs checked and never settled: forget, read again
+            self._seen[run_id] = seen.union(prepared.admission.combos)
         decision, reservation = prepared.decision, prepared.admission.reservation
         self._publish(prepared.events)
         if reservation is None:
@@ -225,14 +264,16 @@ class BudgetGate:
             reservation_id=None if reservation is None else reservation.id,
         )
         # what a replay needs besides the rules and the knowledge pack (recorded by digest in
-        # the decision's manifest): the pack, the idea, the seen combos and the decision; the
-        # text json.dumps gives for {"call_id", "pack", "idea", "seen_combos", "decision"},
-        # assembled from parts so the pack is dumped once per check, not once per attempt
+        # the decision's manifest): the pack, the idea, the seen combos and the decision, as
+        # the object {"call_id", "pack", "idea", "seen_combos", "decision"} assembled from
+        # parts so the pack is dumped once per check, not once per attempt. The text starts
+        # as json.dumps writes it (`{"call_id": "...",`): the ledger reader finds a call's
+        # material by that text (`LedgerReader.call_input`)
         replay = (
             f'{{"call_id": {json.dumps(call.call_id)}, "pack": {inputs[0]}, "idea": {inputs[1]}, '
-            f'"seen_combos": {json.dumps(sorted(seen))}, "decision": {json.dumps(decision.to_dict(), sort_keys=True)}}}'
+            f'"seen_combos": {sorted_json(sorted(seen))}, "decision": {sorted_json(decision.to_dict())}}}'
         )
-        rows = tuple((e.event_type, json.dumps(e.payload, sort_keys=True)) for e in events)
+        rows = tuple((e.event_type, sorted_json(e.payload)) for e in events)
         admission = Admission(
             run_id=run_id,
             now=now,
@@ -247,6 +288,19 @@ class BudgetGate:
             else (),
         )
         return _Prepared(decision, events, call, admission)
+
+    def _reusable(self, known: KnownUsage, settings: Settings, now: float) -> bool:
+        """Whether a check may evaluate on the usage the run's last settlement handed back
+        (docs/postgresql-ledger.md): from today, at most `usage_reuse_s` old, and only
+        blocking limits on usage metrics (the admission re-checks those caps under its
+        locks, so a stale usage costs a conflict, never an overspend; a warn-only limit's
+        warning would describe the old usage, so such policies read)."""
+        return (
+            self.usage_reuse_s > 0
+            and known.day == utc_day(now)
+            and 0 <= now - known.at <= self.usage_reuse_s
+            and blocks_only(settings)
+        )
 
     def renew(self, run_id: str, reservation_id: str, *, ttl_s: float | None = None) -> float:
         """Extend the reservation's lease to now + TTL while its LLM call runs; returns the
@@ -346,12 +400,15 @@ class BudgetGate:
             del published[1:]  # called once per transaction attempt
             if overspend is not None:
                 published.append(overspend_event(run_id, idea_id, event.created_at, overspend))
-            return [(e.event_type, json.dumps(e.payload, sort_keys=True), e.created_at) for e in published]
+            return [(e.event_type, sorted_json(e.payload), e.created_at) for e in published]
 
         # the usage point and its events land together or not at all
         done = self.ledger.settle(
             run_id, prompt, completion, micro_usd or 0, model=model, reservation_id=reservation_id, events=rows
         )
+        seen = self._seen.pop(run_id, None)
+        if done.usage is not None and seen is not None:
+            self._known[run_id] = (done.usage, seen)
         if not done.repeated:
             self._publish(published)
         return event

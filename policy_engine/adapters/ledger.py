@@ -144,6 +144,16 @@ class Reservation:
 
 
 @dataclass(frozen=True)
+class KnownUsage:
+    """A run's and its day's usage as the ledger saw it at ``at`` (ledger clock) on ``day``:
+    what a settlement hands back, so the gate's next check for the run need not read it."""
+
+    usage: UsageSnapshot
+    day: str
+    at: float
+
+
+@dataclass(frozen=True)
 class Settlement:
     """What one `settle` did. ``repeated``: the reservation was already settled with these
     numbers, nothing was written. ``overspend``: the payload of the `budget.overspend`
@@ -158,6 +168,9 @@ class Settlement:
     reservation_id: str | None
     repeated: bool = False
     overspend: dict[str, Any] | None = field(default=None)
+    #: the run's and the day's usage right after this settlement, when the backend reads it
+    #: with the settlement (PostgreSQL: in the same round trip); None otherwise
+    usage: KnownUsage | None = None
 
 
 def new_reservation(run_id: str, tokens: int, micro_usd: int, *, now: float, ttl_s: float) -> Reservation:

@@ -4,16 +4,19 @@ agents on many machines.
 Same concepts and methods as the SQLite `Ledger` (reservations, usage points, event log,
 seen combos), so the gate runs unchanged on either. Isolation (docs/postgresql-ledger.md):
 READ COMMITTED plus a row lock on the day's counter row and then the run's
-(``SELECT ... FOR UPDATE``), taken by every admission (``ledger_admit``) before it
-re-reads the usage and re-checks the caps, and by every settlement (``ledger_settle``
-updates both counters). The gate evaluates outside these locks, against a snapshot read
-without them; the admission writes only if the decision's caps still hold under them, so
-no two callers are admitted against the same room. Settled totals live in the counter
-rows (O(1) to read), live reservations are summed from a partial index. Lock order is
-day, then run (a settlement locks its reservation first; an admission never waits for a
-reservation): no deadlock cycle. Each step is one function call, one round trip,
-committed asynchronously so its locks are released before the WAL flush, followed by a
-flush wait outside the locks (`_step`): durable before the caller is answered.
+(``SELECT ... FOR UPDATE``), taken by every admission (``ledger_reserve``, after it has
+written the call's event and call-log rows) before it re-reads the usage and re-checks the
+caps, and by every settlement (``ledger_settle`` updates both counters). The gate
+evaluates outside these locks, against a usage read without them; the admission writes
+the reservation only if the decision's caps still hold under them (else it raises and
+everything it wrote rolls back), so no two callers are admitted against the same room.
+Settled totals live in the counter rows (O(1) to read), live reservations are summed from
+a partial index. Lock order is day, then run (a settlement locks its reservation first; an
+admission never waits for a reservation): no deadlock cycle. Each step is one function
+call committed asynchronously, so its locks are released before the WAL flush, and is
+sent in one message with a flush wait that runs outside the locks (`_step`): durable
+before the caller is answered, one round trip. A settlement's flush wait also reads the
+usage after it (``ledger_flush_usage``), which the gate keeps for the run's next check.
 
 Every failure to reach the server (refused, reset, restarted, pool timeout) becomes the
 retryable `LedgerUnavailable` (L111); a settlement retried after it is safe, because
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import json
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -32,6 +36,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from policy_engine.adapters.call_log import GatedCall, call_row, insert_call
 from policy_engine.adapters.ledger import (
     MAX_MICRO_USD,
+    KnownUsage,
     LedgerUnavailable,
     Reservation,
     SettleEvents,
@@ -44,11 +49,47 @@ from policy_engine.adapters.ledger import (
     schema_too_new,
     utc_day,
 )
+from policy_engine.adapters.pg_message import FLUSH_WAIT, execute, step_message
 from policy_engine.errors import Diagnostic, LedgerError
 from policy_engine.usage import UsageSnapshot
 
 if TYPE_CHECKING:
     from policy_engine.adapters.admission import Admission
+
+#: the SQLSTATE ledger_reserve raises when the caps no longer hold under its locks (its
+#: detail: the usage it saw); the error rolls back the rows it wrote before the locks
+_REFUSED = "PE409"
+
+#: the steps, prepared once per pooled connection (``PREPARE name (types) AS body``): the
+#: one-message form (`pg_message`) then sends ``EXECUTE name(literals)``, which the server
+#: neither resolves nor plans again (parsing and planning the plain call was about 15% of
+#: a backend's CPU); inside a transaction (the locked fallback) the body runs with bound
+#: parameters, arrays in binary (%b: psycopg's text form escapes every quote of the JSON
+#: payloads with a regular expression, milliseconds per call)
+_STEPS = {
+    "policy_engine_reserve": (
+        "text, text, float8, text, text, int8, int8, float8, int8, int8, int8, int8, text[], text[],"
+        " text, float8, text, text, text, text, text, int8, int8, int8, text, text, float8, text[]",
+        "SELECT ledger_reserve({})",
+    ),
+    "policy_engine_settle": (
+        "text, text, text, float8, int8, int8, int8, text, text, text[], text[], text[]",
+        "SELECT * FROM ledger_settle({})",
+    ),
+    "policy_engine_flush_usage": ("text, text, float8", "SELECT * FROM ledger_flush_usage({})"),
+}
+
+
+def _prepare_sql(name: str) -> str:
+    types, body = _STEPS[name]
+    count = len(types.split(","))
+    return f"PREPARE {name} ({types}) AS " + body.format(", ".join(f"${i}" for i in range(1, count + 1)))
+
+
+def _bound_sql(name: str) -> str:
+    types, body = _STEPS[name]
+    return body.format(", ".join("%b" if t.strip().endswith("[]") else "%s" for t in types.split(",")))
+
 
 #: a cap at or above this never binds (no ledger total comes near it) and is sent as "no cap",
 #: so an effectively unlimited policy value never overflows a BIGINT parameter
@@ -279,6 +320,79 @@ MIGRATIONS: list[str] = [
         NULL;
     END $$;
     """,
+    # 4: the admission writes the call's rows before it takes the locks (ledger_reserve), so
+    # the day's row is held for the cap check and the reservation only; the flush wait after
+    # a settlement also reads the run's and day's usage after it (ledger_flush_usage), which
+    # record_usage hands to the gate, whose next check need not read it
+    """
+    CREATE FUNCTION ledger_reserve(
+        p_run TEXT, p_day TEXT, p_now DOUBLE PRECISION, p_created TEXT,
+        p_res_id TEXT, p_tokens BIGINT, p_micro_usd BIGINT, p_expires DOUBLE PRECISION,
+        p_cap_run BIGINT, p_cap_day BIGINT, p_cap_run_usd BIGINT, p_cap_day_usd BIGINT,
+        p_event_types TEXT[], p_event_payloads TEXT[],
+        p_call_id TEXT, p_call_created DOUBLE PRECISION, p_outcome TEXT, p_reason TEXT, p_reasons_json TEXT,
+        p_rules_digest TEXT, p_limits_json TEXT, p_prompt BIGINT, p_completion BIGINT, p_request_usd BIGINT,
+        p_rungs_json TEXT, p_kpis_json TEXT, p_decision_ms DOUBLE PRECISION,
+        p_combos TEXT[]
+    ) RETURNS VOID LANGUAGE plpgsql AS $$
+    DECLARE
+        u RECORD;
+    BEGIN
+        -- committed asynchronously: the caller then waits for the flush outside the locks
+        PERFORM set_config('synchronous_commit', 'off', true);
+        -- the events (with the replay material) and the call row first, before any lock:
+        -- no other writer conflicts with them, and a refused admission rolls them back
+        INSERT INTO event_log (run_id, event_type, payload_json, created_at)
+            SELECT p_run, e.t, e.p, p_created FROM unnest(p_event_types, p_event_payloads) WITH ORDINALITY AS e(t, p, n)
+            ORDER BY e.n;
+        IF p_call_id IS NOT NULL THEN
+            INSERT INTO gated_calls (call_id, run_id, created_at, outcome, reason, reasons_json, rules_digest, limits_json,
+                                     prompt_tokens, completion_tokens, request_micro_usd, rungs_json, kpis_json,
+                                     decision_ms, reservation_id)
+            VALUES (p_call_id, p_run, p_call_created, p_outcome, p_reason, p_reasons_json, p_rules_digest, p_limits_json,
+                    p_prompt, p_completion, p_request_usd, p_rungs_json, p_kpis_json, p_decision_ms, p_res_id);
+        END IF;
+        IF p_res_id IS NOT NULL THEN
+            -- the day's and then the run's counter rows, as ledger_lock (inlined: a nested
+            -- plpgsql call cost 0.1 ms)
+            PERFORM 1 FROM day_totals WHERE day = p_day FOR UPDATE;
+            IF NOT FOUND THEN
+                INSERT INTO day_totals (day) VALUES (p_day) ON CONFLICT DO NOTHING;
+                PERFORM 1 FROM day_totals WHERE day = p_day FOR UPDATE;
+            END IF;
+            PERFORM 1 FROM run_totals WHERE run_id = p_run FOR UPDATE;
+            IF NOT FOUND THEN
+                INSERT INTO run_totals (run_id) VALUES (p_run) ON CONFLICT DO NOTHING;
+                PERFORM 1 FROM run_totals WHERE run_id = p_run FOR UPDATE;
+            END IF;
+            -- a statement after the locks: its snapshot sees every admission committed before
+            SELECT * INTO u FROM ledger_usage(p_run, p_day, p_now);
+            IF u.run_tokens + p_tokens > p_cap_run OR u.day_tokens + p_tokens > p_cap_day
+               OR u.run_micro_usd + p_micro_usd > p_cap_run_usd OR u.day_micro_usd + p_micro_usd > p_cap_day_usd THEN
+                RAISE EXCEPTION 'admission refused: the room was taken since the read'
+                    USING ERRCODE = 'PE409', DETAIL = concat_ws(',', u.run_tokens, u.day_tokens, u.run_micro_usd,
+                                                                 u.day_micro_usd);
+            END IF;
+            INSERT INTO reservations VALUES (p_res_id, p_run, p_day, p_tokens, p_micro_usd, p_now, p_expires, 'held');
+        END IF;
+        -- after the locks: a combo another admission of this run inserted and has not
+        -- committed makes this insert wait for it, which must not happen while it waits
+        -- for a lock this one holds (the locked fallback takes them first)
+        IF cardinality(p_combos) > 0 THEN
+            INSERT INTO seen_combos SELECT p_run, c FROM unnest(p_combos) AS c ON CONFLICT DO NOTHING;
+        END IF;
+    END $$;
+
+    CREATE FUNCTION ledger_flush_usage(p_run TEXT, p_day TEXT, p_now DOUBLE PRECISION)
+    RETURNS TABLE (run_tokens BIGINT, day_tokens BIGINT, run_micro_usd BIGINT, day_micro_usd BIGINT)
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        -- the flush wait (a transactional WAL message), and the usage in the same statement
+        -- (plpgsql caches the plan; a simple-protocol query would be planned per call)
+        PERFORM pg_logical_emit_message(true, 'policy_engine.flush', '');
+        RETURN QUERY SELECT * FROM ledger_usage(p_run, p_day, p_now);
+    END $$;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK = 0x706F6C6963790001  # pg_advisory_xact_lock key: "policy" + 1
@@ -314,6 +428,7 @@ class PgLedger:
         from psycopg_pool import ConnectionPool
 
         self._psycopg = psycopg
+        self._prepared: weakref.WeakSet[Any] = weakref.WeakSet()  # connections with _STEPS prepared
         self.url, self.path, self.clock = url, redact(url), clock
         conninfo, pool_size, timeout_s = conninfo_of(url, pool_size, timeout_s)
         # No per-checkout health check (a round trip per call): a connection broken by a
@@ -416,36 +531,52 @@ class PgLedger:
                 ]
             ) from None
 
-    def _step(self, db: Any, query: str, params: tuple[Any, ...]) -> tuple[Any, ...]:
-        """Run one write step (a function call) and return its row only once its commit is
-        on disk, without holding its locks while the disk flushes.
+    def _step(
+        self, db: Any, step: str, params: tuple[Any, ...], flush: tuple[str, tuple[Any, ...]] | None = None
+    ) -> tuple[tuple[Any, ...], tuple[Any, ...] | None]:
+        """Run one write step (``step``: a name in `_STEPS`) and return its row only once its
+        commit is on disk, without holding its locks while the disk flushes.
 
-        Outside a transaction (autocommit): two statements, two transactions. The step
-        function commits with ``synchronous_commit = off`` (it sets it itself), so its
-        admission or counter-row locks are released as soon as the commit record is in
-        the WAL buffers instead of after the flush (a hot day's lock held across an fsync
-        would serialise every caller at the disk's flush rate: 3.5 ms here, under 300
-        steps/s). The second writes a WAL record in a transaction of its own and commits
-        synchronously: it returns only once the WAL is flushed past its own commit record,
-        which comes after the step's, so the step is durable before we return, and these
-        flush waits from many callers share one fsync (group commit). (Measured: sending
-        both in one psycopg pipeline saved no wall time next to the fsync and cost twice
-        the client CPU.) Another
-        caller may see the step before it is durable; if the server crashes in that
-        window, this caller gets L111 and nothing it was told about is lost. (A transaction
-        id alone does not make a commit wait: PostgreSQL flushes synchronously only a
-        transaction that wrote WAL.)
+        Outside a transaction (autocommit): one message, two transactions
+        (`pg_message.step_message`). The step function commits with ``synchronous_commit =
+        off`` (it sets it itself), so its admission or counter-row locks are released as
+        soon as the commit record is in the WAL buffers instead of after the flush (a hot
+        day's lock held across an fsync would serialise every caller at the disk's flush
+        rate). The flush wait after it writes a WAL record in a transaction of its own and
+        commits synchronously: the server answers only once the WAL is flushed past its
+        commit record, which comes after the step's, so the step is durable before we
+        return, and the flush waits of many callers share one fsync (group commit).
+        Another caller may see the step before it is durable; if the server crashes in
+        that window, this caller gets L111 and nothing it was told about is lost.
         Inside an explicit transaction (the gate's locked fallback), the statement runs
-        in it and `transaction()` commits synchronously."""
-        row = _aggregate(db.execute(query, params).fetchone())
+        in it and `transaction()` commits synchronously.
+
+        ``flush``: a step that replaces the plain flush wait (`ledger_flush_usage`);
+        returns (the step's row, the flush statement's row or None)."""
         if db.info.transaction_status != self._psycopg.pq.TransactionStatus.IDLE:
+            row = _aggregate(db.execute(_bound_sql(step), params).fetchone())
             # inside an explicit transaction: commit it synchronously, as transaction() does
             db.execute("SELECT set_config('synchronous_commit', 'on', true)")
-        else:
-            # the flush wait: a transactional WAL message (no table, no row to contend on)
-            # gives this transaction an id and a WAL record, so its commit waits for the flush
-            db.execute("SELECT pg_logical_emit_message(true, 'policy_engine.flush', '')")
-        return row
+            return row, None
+        if db not in self._prepared:  # once per connection (an earlier attempt may have prepared some)
+            have = {r[0] for r in db.execute("SELECT name FROM pg_prepared_statements").fetchall()}
+            for name in _STEPS.keys() - have:
+                db.execute(_prepare_sql(name))
+            self._prepared.add(db)
+        escape = self._psycopg.pq.Escaping(db.pgconn)
+        message = step_message(
+            execute(step, params, escape), FLUSH_WAIT if flush is None else execute(flush[0], flush[1], escape)
+        )
+        # an error leaves the message's explicit transaction aborted: the pooled connection's
+        # context ends it when the block ends (a broken connection is replaced)
+        cur = db.execute(message)
+        cur.nextset()  # past BEGIN's result, to the step's
+        row = _aggregate(cur.fetchone())
+        if flush is None:
+            return row, None
+        cur.nextset()  # COMMIT's
+        cur.nextset()
+        return row, _aggregate(cur.fetchone())
 
     def _lock_totals(self, db: Any, day: str, run_id: str) -> None:
         """Lock the day's and then the run's counter rows (``ledger_lock``: FOR UPDATE,
@@ -501,12 +632,14 @@ class PgLedger:
             yield db
 
     def admit(self, admission: Admission, db: Any = None) -> UsageSnapshot | None:
-        """Write one gate check in one statement (`ledger_admit`, one round trip): under the
-        day's and run's admission locks it re-reads the usage; if the reservation no longer
-        fits the caps it writes nothing and the fresh usage is returned, else the
-        reservation, the events, the call row and the seen combos are written and None
-        is returned."""
+        """Write one gate check in one statement (`ledger_reserve`, one round trip with its
+        flush wait): it writes the events and the call row, then takes the day's and the
+        run's admission locks and re-reads the usage; if the reservation no longer fits the
+        caps it raises, which rolls the rows back, and the fresh usage it saw is returned;
+        else the reservation and the seen combos are written and None is returned."""
         if db is None:
+            # a refused admission leaves its message's transaction aborted: the pooled
+            # connection's context ends it (COMMIT of an aborted transaction rolls it back)
             with self._statement() as conn:
                 return self.admit(admission, conn)
         a, res = admission, admission.reservation
@@ -515,36 +648,36 @@ class PgLedger:
             return None if value is None or value >= _NO_CAP else value
 
         call = call_row(a.call) if a.call is not None else (None,) * 15
-        row = self._step(
-            db,
-            # arrays as binary parameters (%b): psycopg's text form escapes every quote of the
-            # JSON payloads with a regular expression, milliseconds per call
-            "SELECT ledger_admit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %b,"
-            " %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %b)",
-            (
-                a.run_id,
-                utc_day(a.now),
-                a.now,
-                a.created_at,
-                None if res is None else res.id,
-                0 if res is None else res.tokens,
-                0 if res is None else res.micro_usd,
-                None if res is None else res.expires_at,
-                cap(a.caps.run_tokens),
-                cap(a.caps.day_tokens),
-                cap(a.caps.run_micro_usd),
-                cap(a.caps.day_micro_usd),
-                [kind for kind, _ in a.events],
-                [payload for _, payload in a.events],
-                call[0],
-                *call[2:14],
-                list(a.combos),
-            ),
-        )
-        if row[0] is None:
-            return None
-        run_t, day_t, run_u, day_u = (int(v) for v in row[0])
-        return UsageSnapshot(batch_tokens=run_t, day_tokens=day_t, batch_micro_usd=run_u, day_micro_usd=day_u)
+        try:
+            self._step(
+                db,
+                "policy_engine_reserve",
+                (
+                    a.run_id,
+                    utc_day(a.now),
+                    a.now,
+                    a.created_at,
+                    None if res is None else res.id,
+                    0 if res is None else res.tokens,
+                    0 if res is None else res.micro_usd,
+                    None if res is None else res.expires_at,
+                    cap(a.caps.run_tokens),
+                    cap(a.caps.day_tokens),
+                    cap(a.caps.run_micro_usd),
+                    cap(a.caps.day_micro_usd),
+                    [kind for kind, _ in a.events],
+                    [payload for _, payload in a.events],
+                    call[0],
+                    *call[2:14],
+                    list(a.combos),
+                ),
+            )
+        except self._psycopg.Error as exc:
+            if exc.sqlstate != _REFUSED:
+                raise
+            run_t, day_t, run_u, day_u = (int(v) for v in str(exc.diag.message_detail).split(","))
+            return UsageSnapshot(batch_tokens=run_t, day_tokens=day_t, batch_micro_usd=run_u, day_micro_usd=day_u)
+        return None
 
     def settled_totals(self, *, run_id: str | None = None, day: str | None = None) -> tuple[int, int, int]:
         """(total tokens, micro-USD, usage points) settled for a run or a day, summed from
@@ -676,9 +809,9 @@ class PgLedger:
         with self._statement() as db:
             for _attempt in range(4):
                 rows = ([event] if event is not None else []) + (events(overspend) if events is not None else [])
-                found = self._step(
+                found, after = self._step(
                     db,
-                    "SELECT * FROM ledger_settle(%s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %b, %b)",
+                    "policy_engine_settle",
                     (
                         run_id,
                         reservation_id,
@@ -693,6 +826,7 @@ class PgLedger:
                         [r[1] for r in rows],
                         [r[2] for r in rows],
                     ),
+                    ("policy_engine_flush_usage", (run_id, utc_day(now), now)),
                 )
                 status, usage_id, day, reserved, reserved_usd, expires_at = found[:6]
                 if status == "unknown":
@@ -720,6 +854,7 @@ class PgLedger:
                         micro_usd,
                         reservation_id,
                         overspend=overspend,
+                        usage=None if after is None else _usage(after, utc_day(now), now),
                     )
                 overspend = _overspend(
                     str(reservation_id), day, total, micro_usd, reserved, reserved_usd, expires_at, now
@@ -737,6 +872,12 @@ class PgLedger:
                 )
             ]
         )
+
+
+def _usage(row: tuple[Any, ...], day: str, now: float) -> KnownUsage:
+    return KnownUsage(
+        UsageSnapshot(batch_tokens=row[0], day_tokens=row[1], batch_micro_usd=row[2], day_micro_usd=row[3]), day, now
+    )
 
 
 def _configure(conn: Any) -> None:

@@ -57,11 +57,26 @@ def adapt(doc: Mapping[str, Any], *, idea: Mapping[str, Any] | None = None) -> P
     return Pools(MappingProxyType(pools), MappingProxyType(attributes), NAME, source=doc)
 
 
+def _copy(value: Any) -> Any:
+    """A copy of a document: JSON's containers rebuilt and its scalars (immutable) shared,
+    anything else deep-copied. The gate trims every admitted pack, and `copy.deepcopy`'s
+    per-object bookkeeping cost about three times this for JSON (0.15-0.28 ms on the small
+    pack); shared sub-objects come out as separate copies, which JSON cannot express."""
+    kind = type(value)
+    if kind is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if kind is list:
+        return [_copy(v) for v in value]
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    return copy.deepcopy(value)
+
+
 def trim(doc: Mapping[str, Any], selection: Mapping[str, Mapping[str, tuple[str, ...]]]) -> dict[str, Any]:
     """The pack restricted to a selection, in this format: the candidate lists, the lanes'
     id lists and `context_guard.max_items` stay consistent, so the agent reads it as it
     reads any pack. The input is not modified."""
-    out = copy.deepcopy(dict(doc))
+    out: dict[str, Any] = _copy(dict(doc))
     kept = {pool: {i for lane in lanes.values() for i in lane} for pool, lanes in selection.items()}
     out["selected_subcategories"] = [s for s in out["selected_subcategories"] if s in kept["subcategories"]]
     out["candidate_datasets"] = [d for d in out["candidate_datasets"] if d["id"] in kept["datasets"]]

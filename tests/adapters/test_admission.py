@@ -61,7 +61,12 @@ def clocked(ledger_url: str):
     ledger.close()
 
 
-def test_a_conflict_re_evaluates_with_the_fresh_usage_and_never_overspends(clocked) -> None:
+def test_a_conflict_re_evaluates_with_the_fresh_usage_and_never_overspends(
+    clocked, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="psycopg")
     ledger, clock = clocked
     full = full_request_tokens()
     cap = full + full // 2  # one untrimmed call fits, a second does not
@@ -86,6 +91,8 @@ def test_a_conflict_re_evaluates_with_the_fresh_usage_and_never_overspends(clock
     assert decision.outcome == fresh.outcome and decision.metrics["request_tokens"] == fresh.metrics["request_tokens"]
     assert day_usage(ledger, clock.t) <= cap, "no overspend"
     assert ledger.held() == (2 if decision.allowed else 1)
+    # PostgreSQL refuses by raising: the transaction is ended before the pool gets the connection back
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")]
 
 
 def test_repeated_conflicts_fall_back_to_evaluating_under_the_locks(clocked) -> None:
@@ -213,7 +220,7 @@ def test_a_version_2_postgres_ledger_is_migrated_and_keeps_counting(pg_cluster) 
         )
     ledger = open_ledger(url)
     try:
-        assert ledger.schema_version() == 3
+        assert ledger.schema_version() == 4
         assert ledger.snapshot("old-run").day_tokens == 800, "the settled total and the old hold still count"
         gate = BudgetGate(load_policy_text(rules(60_000), "m.policy"), ledger)
         gate.record_usage("old-run", prompt_tokens=300, completion_tokens=200, reservation_id="old-hold")
@@ -230,5 +237,120 @@ def test_the_sqlite_ledger_keeps_its_schema_version(tmp_path) -> None:
     ledger = open_ledger(str(tmp_path / "l.db"))
     try:
         assert sqlite_path(ledger.url) and ledger.schema_version() == 2  # the gate change needed no new table
+    finally:
+        ledger.close()
+
+
+# ---- the usage a settlement hands back (PostgreSQL: read in the settlement's round trip) --
+
+
+def reuses(ledger: Any) -> bool:
+    """PostgreSQL's settlement reads the usage after it; SQLite's does not (its check reads)."""
+    return not sqlite_path(ledger.url)
+
+
+def test_the_check_after_a_settlement_evaluates_on_the_usage_it_handed_back(clocked) -> None:
+    ledger, clock = clocked
+    gate = BudgetGate(load_policy_text(rules(60_000), "r.policy"), ledger)
+    first = gate.check(SMALL, "run-r")
+    gate.record_usage("run-r", prompt_tokens=300, completion_tokens=200, reservation_id=first.reservation_id)
+    second = gate.check(SMALL, "run-r")
+    assert gate.reused_usage == (1 if reuses(ledger) else 0)
+    assert second.decision.metrics["day_tokens_used_before"] == 500, "the settlement, not the first hold"
+    assert gate.conflicts == 0 and ledger.held() == 1
+    # too old to reuse: the check reads
+    gate.record_usage("run-r", prompt_tokens=1, completion_tokens=1, reservation_id=second.reservation_id)
+    clock.t += gate.usage_reuse_s + 0.5
+    third = gate.check(SMALL, "run-r")
+    assert gate.reused_usage == (1 if reuses(ledger) else 0)
+    # reuse turned off: the check reads even at the settlement's instant
+    gate.usage_reuse_s = 0
+    gate.record_usage("run-r", prompt_tokens=1, completion_tokens=1, reservation_id=third.reservation_id)
+    gate.check(SMALL, "run-r")
+    assert gate.reused_usage == (1 if reuses(ledger) else 0)
+
+
+def test_a_remembered_usage_too_high_is_read_again_before_trimming(clocked) -> None:
+    ledger, _ = clocked
+    full = full_request_tokens()
+    cap = 3 * full  # our hold and the other's fill it: a third untrimmed call does not fit
+    gate = BudgetGate(load_policy_text(rules(cap), "h.policy"), ledger)
+    other = BudgetGate(load_policy_text(rules(cap), "o.policy"), ledger)
+    held = other.check(SMALL, "run-o")
+    mine = gate.check(SMALL, "run-h")
+    gate.record_usage("run-h", prompt_tokens=full, completion_tokens=full // 2, reservation_id=mine.reservation_id)
+    # the other caller settles far below its hold after our settlement read the usage
+    other.record_usage("run-o", prompt_tokens=1, completion_tokens=1, reservation_id=held.reservation_id)
+    result = gate.check(SMALL, "run-h")
+    assert result.decision.outcome == "allowed", "evaluated again on the fresh usage, untrimmed"
+    assert result.decision.metrics["day_tokens_used_before"] == full + full // 2 + 2
+    assert gate.reused_usage == 0 and gate.conflicts == 0
+
+
+def test_a_remembered_usage_too_low_conflicts_and_never_overspends(clocked) -> None:
+    ledger, clock = clocked
+    full = full_request_tokens()
+    cap = 2 * full + full // 2
+    other = BudgetGate(load_policy_text(rules(cap), "o.policy"), ledger)
+    taken: list[GateResult] = []
+    gate = BudgetGate(load_policy_text(rules(cap), "l.policy"), ledger)
+    mine = gate.check(SMALL, "run-l")
+    gate.record_usage("run-l", prompt_tokens=full, completion_tokens=0, reservation_id=mine.reservation_id)
+    # another caller takes the room after our settlement read the usage
+    gate.ledger = SlipIn(ledger, [lambda: taken.append(other.check(SMALL, "run-o"))])
+    try:
+        decision = gate.check(SMALL, "run-l").decision
+    except BudgetBlocked as blocked:
+        decision = blocked.decision
+    assert taken[0].decision.allowed
+    # PostgreSQL evaluated on the remembered usage, SQLite on its read: the other's hold is in
+    # neither, so both are refused under the locks and evaluated again with it
+    assert gate.conflicts == 1 and gate.reused_usage == 0
+    assert decision.metrics["day_tokens_used_before"] == full + taken[0].decision.metrics["request_tokens"]
+    assert day_usage(ledger, clock.t) <= cap
+
+
+def test_a_policy_with_a_warn_only_usage_limit_always_reads(clocked) -> None:
+    ledger, _ = clocked
+    warn = rules(60_000).replace(
+        "completion budget", "limit batch_total: batch_total <= 10 tokens warn\ncompletion budget"
+    )
+    gate = BudgetGate(load_policy_text(warn, "w.policy"), ledger)
+    first = gate.check(SMALL, "run-w")
+    gate.record_usage("run-w", prompt_tokens=3, completion_tokens=2, reservation_id=first.reservation_id)
+    second = gate.check(SMALL, "run-w")
+    assert second.decision.warnings, "the warn-only limit fired"
+    assert gate.reused_usage == 0 and second.decision.metrics["batch_tokens_used_before"] == 5
+
+
+def test_a_refused_admission_writes_nothing_and_leaves_the_connection_usable(ledger_url: str) -> None:
+    """On PostgreSQL the step and its flush wait go in one message inside an explicit
+    transaction: a value the server refuses (here a call id already recorded) is L110,
+    nothing of it is written, and the same pooled connection admits the next call."""
+    import dataclasses
+
+    from policy_engine.adapters.ledger import new_reservation
+
+    ledger = open_ledger(ledger_url, pool_size=1)
+    try:
+        captured: list[Any] = []
+        real = ledger.admit
+        ledger.admit = lambda a, db=None: captured.append(a) or real(a, db)
+        BudgetGate(load_policy_text(rules(60_000), "d.policy"), ledger).check(SMALL, "run-d")
+        ledger.admit = real
+        first = captured[0]
+        again = dataclasses.replace(first, reservation=new_reservation("run-d", 5, 0, now=first.now, ttl_s=TTL))
+        with pytest.raises(LedgerError) as info:
+            ledger.admit(again)
+        assert info.value.diagnostics[0].code == "L110"
+        assert ledger.held(now=first.now) == 1, "only the first call's hold"
+        assert [t for t, _, _ in ledger.events("run-d")].count("budget.check_passed") == 1
+        fresh = dataclasses.replace(
+            again,
+            call=dataclasses.replace(first.call, call_id="another-call"),
+            reservation=new_reservation("run-d", 5, 0, now=first.now, ttl_s=TTL),
+        )
+        assert ledger.admit(fresh) is None
+        assert ledger.held(now=first.now) == 2
     finally:
         ledger.close()

@@ -46,7 +46,7 @@ def test_demo_run_then_report_on_either_backend(
         "usage_points": 6,
     }
     # 2 on SQLite; 3 on PostgreSQL (its one-round-trip step functions)
-    assert report["schema_version"] == (2 if sqlite_path(ledger_url) else 3) and report["live_reservations"] == 0
+    assert report["schema_version"] == (2 if sqlite_path(ledger_url) else 4) and report["live_reservations"] == 0
     assert report["overspend"] == {"events": 0, "tokens": 0, "micro_usd": 0}
     jsonschema.Draft202012Validator(_schema("budget")).validate(report["budget"])
     assert (
@@ -141,7 +141,7 @@ def test_the_postgres_reader_refuses_writes_and_never_migrates(pg_cluster, capsy
     url = pg_cluster.create_database("ro_ledger")
     assert main(["demo-run", "--run-id", "R", "--ledger", url, *DEMO, "--calls", "1"]) == ExitCode.OK
     with open_reader(url) as reader:
-        assert reader.schema_version == 3 and reader.has_call_log
+        assert reader.schema_version == 4 and reader.has_call_log
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             reader._conn.execute("DELETE FROM usage_points")
 

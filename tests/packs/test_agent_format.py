@@ -80,6 +80,19 @@ def test_trim_keeps_the_selection_and_its_lanes_and_guard_consistent() -> None:
     assert {k: out[k] for k in ("query", "target", "idea_id")} == {k: SEED[k] for k in ("query", "target", "idea_id")}
 
 
+def test_the_trimmed_pack_shares_no_container_with_its_input() -> None:
+    doc = copy.deepcopy(SEED)
+    doc["extra"] = {"nested": [{"deep": [1, 2.5, None, True]}], "kept": ("a", ["b"])}
+    out = agent_format.trim(doc, SELECTION)
+    out["extra"]["nested"][0]["deep"].append("changed")
+    out["extra"]["kept"][1].append("changed")
+    out["lanes"]["exploit"]["operator_names"].append("changed")
+    out["candidate_datasets"][0]["id"] = "changed"
+    assert doc["extra"] == {"nested": [{"deep": [1, 2.5, None, True]}], "kept": ("a", ["b"])}
+    assert type(out["extra"]["kept"]) is tuple, "a value JSON has no container for is deep-copied as it is"
+    assert doc["lanes"] == SEED["lanes"] and doc["candidate_datasets"] == SEED["candidate_datasets"]
+
+
 def test_trim_leaves_a_guard_it_does_not_know_alone() -> None:
     doc = copy.deepcopy(SEED)
     doc["context_guard"] = {"max_items": {"fields": 72, "other": 9}}
