@@ -22,8 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import lark
-from lark import Lark, Token
+from policy_engine.dsl.lark_import import Lark, Token, lark_version
 
 PACKAGE = "policy_engine.dsl"
 GRAMMAR = "grammar.lark"
@@ -36,7 +35,7 @@ def header() -> dict[str, str]:
     """What a table must have been built from to be used: this grammar, these options, this Lark."""
     text = resources.files(PACKAGE).joinpath(GRAMMAR).read_text(encoding="utf-8")
     source = text + json.dumps(OPTIONS, sort_keys=True)
-    return {"grammar_sha256": hashlib.sha256(source.encode("utf-8")).hexdigest(), "lark": lark.__version__}
+    return {"grammar_sha256": hashlib.sha256(source.encode("utf-8")).hexdigest(), "lark": lark_version}
 
 
 def build(lexer_callbacks: dict[str, Callable[[Token], Token]]) -> Lark:

@@ -1,7 +1,8 @@
 """A cold `policy eval` imports only what evaluating needs (issue 10's cold-start row): rich
 only to draw on a terminal, jsonschema only when a pack fails the fast check, yaml only for
 YAML, hypothesis only for `policy verify`; nor the entry-point scan, multiprocessing (one
-process) or the XML writer (JUnit, HTML). Checked in a fresh process's sys.modules."""
+process) or the XML writer (JUnit, HTML); nor `regex`, which Lark would import for nothing.
+Checked in a fresh process's sys.modules."""
 
 from __future__ import annotations
 
@@ -21,7 +22,16 @@ from policy_engine.cli.main import main
 code = main(sys.argv[1:])
 print(json.dumps([code, sorted(sys.modules)]), file=sys.stderr)
 """
-NOT_ON_EVAL = ("rich", "jsonschema", "yaml", "hypothesis", "importlib.metadata", "multiprocessing", "xml.etree")
+NOT_ON_EVAL = (
+    "rich",
+    "jsonschema",
+    "yaml",
+    "hypothesis",
+    "importlib.metadata",
+    "multiprocessing",
+    "xml.etree",
+    "regex",  # Lark imports it when installed, for grammars that need it; ours does not (dsl/lark_import.py)
+)
 
 
 def modules_after(args: list[str], cwd: Path) -> tuple[int, set[str]]:
