@@ -31,6 +31,7 @@ NOT_ON_EVAL = (
     "multiprocessing",
     "xml.etree",
     "regex",  # Lark imports it when installed, for grammars that need it; ours does not (dsl/lark_import.py)
+    "importlib.resources",  # the package's data is read from beside its modules; only `policy schema` needs it
 )
 
 
