@@ -57,14 +57,29 @@ def writable_target(path: str | None, flag: str) -> None:
         raise _err("C120", f"{flag} {path} is not writable", "write somewhere else")
 
 
-def rules_path(args: argparse.Namespace) -> Path:
-    from policy_engine.dsl import default_rules_path
+def _chosen_rules(args: argparse.Namespace) -> str | None:
+    chosen: str | None = getattr(args, "rules", None) or os.environ.get(RULES_ENV)
+    return chosen
 
-    chosen = getattr(args, "rules", None) or os.environ.get(RULES_ENV)
-    return Path(chosen) if chosen else default_rules_path()
+
+def rules_path(args: argparse.Namespace) -> Path:
+    chosen = _chosen_rules(args)
+    if chosen:
+        return Path(chosen)
+    from policy_engine.rules.prebuilt import DEFAULT
+
+    return DEFAULT
 
 
 def load_rules(args: argparse.Namespace) -> Any:
+    """The policy the command runs with. The shipped default rules come compiled ahead of
+    time (rules/prebuilt.py) when the compiled file is current: no rule language loaded."""
+    if not _chosen_rules(args):
+        from policy_engine.rules.prebuilt import load_default
+
+        policy = load_default()
+        if policy is not None:
+            return policy
     from policy_engine.dsl import load_policy
 
     return load_policy(rules_path(args))

@@ -1,7 +1,8 @@
 """A cold `policy eval` imports only what evaluating needs (issue 10's cold-start row): rich
 only to draw on a terminal, jsonschema only when a pack fails the fast check, yaml only for
 YAML, hypothesis only for `policy verify`; nor the entry-point scan, multiprocessing (one
-process) or the XML writer (JUnit, HTML); nor `regex`, which Lark would import for nothing.
+process) or the XML writer (JUnit, HTML); nor `regex`, which Lark would import for nothing;
+nor, with the default rules (compiled ahead of time), the rule language or Lark at all.
 Checked in a fresh process's sys.modules."""
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ NOT_ON_EVAL = (
     "xml.etree",
     "regex",  # Lark imports it when installed, for grammars that need it; ours does not (dsl/lark_import.py)
     "importlib.resources",  # the package's data is read from beside its modules; only `policy schema` needs it
+    "policy_engine.dsl",  # the default rules come compiled (rules/prebuilt.py): no rule language,
+    "lark",  # no parser
 )
 
 
@@ -56,6 +59,16 @@ def test_eval_imports_nothing_it_does_not_use(fmt: str, tmp_path: Path) -> None:
     assert "policy_engine.evaluator" in modules and "tiktoken" in modules  # it did evaluate, exactly
     loaded = sorted(m for m in modules if any(m == name or m.startswith(name + ".") for name in NOT_ON_EVAL))
     assert loaded == []
+
+
+def test_named_rules_are_compiled(tmp_path: Path) -> None:
+    """--rules (even naming the default file) takes the rule language: the compiled file is
+    for the default rules only."""
+    pack = ROOT / "examples" / "packs" / "seed_5x15x72x60.json"
+    rules = ROOT / "rules" / "default.policy"
+    args = ["eval", str(pack), "--rules", str(rules), "--format", "json", "--output", str(tmp_path / "out")]
+    code, modules = modules_after(args, tmp_path)
+    assert code == 0 and "policy_engine.dsl" in modules and "lark" in modules
 
 
 def test_the_probe_sees_a_lazy_import_when_it_is_used(tmp_path: Path) -> None:
