@@ -4,10 +4,10 @@ Lark and the syntax tree's classes, loading the parser table and parsing cost ab
 most of what a cold start spends beyond tiktoken.
 
 The file's first line records the sha256 of what the policy was compiled from: the rule
-file and the source of every module that parses and checks it (the rule language, the
-policy model, the errors), and the names of the templates beside the rules. When they are
-not the installed ones (an edited rule file, a changed checker) the file is ignored and the
-rules are compiled as usual: slower, the same policy, nothing written. The pickle holds the
+file, this module and the source of every module that parses and checks it (the rule
+language, the policy model, the errors), and the names of the templates beside the rules.
+When they are not the installed ones (an edited rule file, a changed checker) the file is
+ignored and the rules are compiled as usual: slower, the same policy, nothing written. The pickle holds the
 policy without its template document (attached on loading, as the compiler does) and with
 the rule file's path as a placeholder (the installed path goes in on loading), so it is the
 same on every machine. tests/dsl/test_prebuilt.py proves the shipped file is what compiling
@@ -36,19 +36,21 @@ _PATH_ID = "default.policy"
 
 
 def _package_root() -> Path:
-    """``policy_engine/``: the parent of this module's folder as the package is laid out
-    (policy_engine/rules/prebuilt.py), whether installed or in the checkout."""
+    """``policy_engine/``, where the package was imported from (installed or the checkout;
+    this folder is its ``rules/``)."""
     import policy_engine
 
     return Path(policy_engine.__file__).parent
 
 
 def _sources(root: Path) -> list[Path]:
-    """Every file whose content can change the compiled policy: the rules, the rule
-    language's modules and grammar, the policy model and the errors."""
+    """Every file whose content can change the compiled policy: the rules, this module
+    (how it is saved), the rule language's modules and grammar, the policy model and the
+    errors."""
     dsl = root / "dsl"
     return [
         DEFAULT,
+        HERE / "prebuilt.py",
         *sorted(dsl.glob("*.py")),
         dsl / "grammar.lark",
         root / "policy.py",
@@ -63,7 +65,7 @@ def header() -> dict[str, Any]:
     h = hashlib.sha256()
     root = _package_root()
     for path in _sources(root):
-        h.update(path.relative_to(root if path.is_relative_to(root) else HERE).as_posix().encode() + b"\0")
+        h.update(path.relative_to(root).as_posix().encode() + b"\0")
         h.update(path.read_bytes() + b"\0")
     return {
         "sources_sha256": h.hexdigest(),

@@ -80,20 +80,20 @@ class _Dropped:
 
 
 @functools.cache
-def _command_names() -> frozenset[str]:
-    """Every command's name, from the same registrations (no command's parser built)."""
-    names: list[str] = []
-    build_parser(only="", names=names)
-    return frozenset(names)
-
-
-@functools.cache
-def _parser(command: str | None = None) -> argparse.ArgumentParser:
+def _parser() -> argparse.ArgumentParser:
     """Built once per process: argparse translates every help string through gettext as it
     builds (about 17 ms for this many commands), and a parser is reusable across calls
-    (in-process callers such as tests and the fuzzing harness call `main` thousands of times).
-    With `command`, the parser that knows that command's options only (see `_parser_for`)."""
-    return build_parser() if command is None else build_parser(only=command)
+    (in-process callers such as tests and the fuzzing harness call `main` thousands of times)."""
+    return build_parser()
+
+
+@functools.lru_cache(maxsize=32)
+def _one_command(command: str) -> tuple[argparse.ArgumentParser, frozenset[str]]:
+    """The parser with `command`'s options only, and every command's name (from the same
+    registrations). Bounded: a fuzzer's first words are not all command names."""
+    names: list[str] = []
+    parser = build_parser(only=command, names=names)
+    return parser, frozenset(names)
 
 
 def _parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
@@ -104,9 +104,10 @@ def _parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
     under the `policy` name). Anything else (``--help``, ``--version``, no command, an
     unknown word) gets the parser with every command."""
     words = [a for a in argv if a != "--debug"]
-    first = argv.index(words[0]) if words else 0
-    if words and all(a == "--debug" for a in argv[:first]) and words[0] in _command_names():
-        return _parser(words[0])
+    if words and all(a == "--debug" for a in argv[: argv.index(words[0])]):
+        parser, names = _one_command(words[0])
+        if words[0] in names:
+            return parser
     return _parser()
 
 

@@ -69,6 +69,7 @@ def test_named_rules_are_compiled(tmp_path: Path) -> None:
     args = ["eval", str(pack), "--rules", str(rules), "--format", "json", "--output", str(tmp_path / "out")]
     code, modules = modules_after(args, tmp_path)
     assert code == 0 and "policy_engine.dsl" in modules and "lark" in modules
+    assert "regex" not in modules  # Lark without it (dsl/lark_import.py)
 
 
 def test_the_probe_sees_a_lazy_import_when_it_is_used(tmp_path: Path) -> None:
