@@ -121,7 +121,10 @@ def load_default() -> Any:
             return None
     except (ValueError, OSError):
         return None
-    policy = _Unpickler(io.BytesIO(saved), str(DEFAULT)).load()
+    try:
+        policy = _Unpickler(io.BytesIO(saved), str(DEFAULT)).load()
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, IndexError, TypeError, ValueError):
+        return None  # a damaged file: compile instead
     try:
         spec = find_template(policy.template, HERE)
     except RuleCheckError:

@@ -42,7 +42,10 @@ def deep(value: Any) -> Any:
 
 def test_the_shipped_file_is_current() -> None:
     first = prebuilt.FILE.read_bytes().partition(b"\n")[0]
-    assert json.loads(first) == prebuilt.header(), "rules/default.policy.pickle is stale: rebuild it (see above)"
+    assert json.loads(first) == prebuilt.header(), (
+        "rules/default.policy.pickle is stale (the rules, dsl/, policy.py or errors.py changed): "
+        "run `python -m policy_engine.rules.prebuilt` and commit the file"
+    )
 
 
 def test_loading_gives_what_compiling_gives() -> None:
@@ -63,7 +66,7 @@ def test_the_file_holds_no_path_of_the_machine_that_built_it(monkeypatch: pytest
     assert spans == {moved}
 
 
-@pytest.mark.parametrize("damage", ["stale", "missing", "not json"])
+@pytest.mark.parametrize("damage", ["stale", "missing", "not json", "truncated"])
 def test_a_stale_missing_or_damaged_file_is_ignored(
     damage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -74,6 +77,8 @@ def test_a_stale_missing_or_damaged_file_is_ignored(
         target.write_bytes(json.dumps(header).encode() + b"\n" + rest)
     elif damage == "not json":
         target.write_bytes(b"{oops\n" + prebuilt.FILE.read_bytes().partition(b"\n")[2])
+    elif damage == "truncated":
+        target.write_bytes(prebuilt.FILE.read_bytes()[:-40])
     monkeypatch.setattr(prebuilt, "FILE", target)
     assert prebuilt.load_default() is None
 
