@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 import sys
@@ -319,6 +318,8 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             continue
         changed += 1
         if args.diff:
+            import difflib  # only for `fmt --diff`
+
             sys.stdout.writelines(
                 difflib.unified_diff(text.splitlines(True), out.splitlines(True), f"{path}", f"{path} (formatted)")
             )
@@ -511,6 +512,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
     known = sorted(p.name.removesuffix(".schema.json") for p in folder.iterdir() if p.name.endswith(".schema.json"))
     name = args.name.removesuffix(".schema.json").removesuffix(".json")
     if name not in known:
+        import difflib  # only for a suggestion: its import costs every cold start ~1 ms
+
         close = difflib.get_close_matches(name, known, n=1)
         raise _err(
             "C106",

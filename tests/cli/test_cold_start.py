@@ -35,6 +35,7 @@ NOT_ON_EVAL = (
     "importlib.resources",  # the package's data is read from beside its modules; only `policy schema` needs it
     "policy_engine.dsl",  # the default rules come compiled (rules/prebuilt.py): no rule language,
     "lark",  # no parser
+    "difflib",  # suggestions and `fmt --diff` only
 )
 
 
