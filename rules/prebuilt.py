@@ -5,7 +5,7 @@ most of what a cold start spends beyond tiktoken.
 
 The file's first line records the sha256 of what the policy was compiled from: the rule
 file, this module and the source of every module that parses and checks it (the rule
-language, the policy model, the errors), and the names of the templates beside the rules.
+language, the policy model and its conditions, the errors), and the names of the templates beside the rules.
 When they are not the installed ones (an edited rule file, a changed checker) the file is
 ignored and the rules are compiled as usual: slower, the same policy, nothing written. The pickle holds the
 policy without its template document (attached on loading, as the compiler does) and with
@@ -54,6 +54,7 @@ def _sources(root: Path) -> list[Path]:
         *sorted(dsl.glob("*.py")),
         dsl / "grammar.lark",
         root / "policy.py",
+        root / "conditions.py",
         root / "errors.py",
     ]
 

@@ -36,6 +36,7 @@ NOT_ON_EVAL = (
     "policy_engine.dsl",  # the default rules come compiled (rules/prebuilt.py): no rule language,
     "lark",  # no parser
     "difflib",  # suggestions and `fmt --diff` only
+    "policy_engine.conditions",  # `when` blocks: the default rules have none
 )
 
 
