@@ -34,6 +34,7 @@ def test_wheel_ships_rules_schemas_grammar_and_marker(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in (
         "policy_engine/rules/default.policy",
+        "policy_engine/rules/default.policy.pickle",
         "policy_engine/schemas/retrieval_pack.schema.json",
         "policy_engine/schemas/decision.schema.json",
         "policy_engine/dsl/grammar.lark",
@@ -62,6 +63,8 @@ def test_installed_wheel_finds_its_data_outside_the_checkout(wheel: Path, tmp_pa
         "json.loads(r.files('policy_engine.schemas').joinpath('decision.schema.json').read_text());"
         "from policy_engine.dsl.parser import grammar;"
         "assert grammar().source_path == '<deserialized>', 'the shipped parser table was not used';"
+        "from policy_engine.rules.prebuilt import load_default;"
+        "assert load_default() == p, 'the compiled default rules were not used';"
         "print(p.name)"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}

@@ -9,17 +9,12 @@ from typing import Any
 
 import pytest
 
+from policy_engine.conditions import AllOf, AnyOf, Compare, Conditional, Guard, Not, apply_conditional, guard_matches
 from policy_engine.policy import (
-    AllOf,
-    AnyOf,
-    Compare,
-    Conditional,
     Enforcement,
-    Guard,
     Ladder,
     Lanes,
     Limit,
-    Not,
     Policy,
     Settings,
     Stage,
@@ -27,8 +22,6 @@ from policy_engine.policy import (
     StepKind,
     Tokenizer,
     TopK,
-    apply_conditional,
-    guard_matches,
 )
 
 USA = Compare("region", "==", "USA")

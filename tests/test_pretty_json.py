@@ -1,8 +1,16 @@
-"""`dumps_indented` prints what ``json.dumps(..., indent=N)`` prints, on any JSON value."""
+"""`dumps_indented` prints what ``json.dumps(..., indent=N)`` prints, on any JSON value.
+
+The comparisons run with the rent paid (msgspec's path: the stdlib's path is ``json.dumps``
+itself); the last tests check, in fresh processes, that a first value takes the stdlib's
+path without importing msgspec, and that msgspec takes over once the rent is paid."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +18,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from policy_engine import pretty_json
 from policy_engine.pretty_json import dumps_indented
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def rent_paid() -> Iterator[None]:
+    before = pretty_json._Rent.spent
+    pretty_json._Rent.spent = pretty_json.RENT_LIMIT
+    yield
+    pretty_json._Rent.spent = before
+
 
 json_values = st.recursive(
     st.none()
@@ -51,3 +69,39 @@ def test_every_example_pack() -> None:
     for path in sorted((ROOT / "examples" / "packs").glob("*.json")):
         doc = json.loads(path.read_text(encoding="utf-8"))
         assert dumps_indented(doc, indent=2, ensure_ascii=False) == json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+def _fresh(code: str) -> str:
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+        check=True,
+    )
+    return run.stdout.strip()
+
+
+def test_a_first_value_is_laid_out_without_importing_msgspec() -> None:
+    out = _fresh(
+        "import json, sys; from policy_engine.pretty_json import dumps_indented; "
+        "v = {'a': [1, 2.5, None], 'b': {}}; assert dumps_indented(v, indent=2) == json.dumps(v, indent=2); "
+        "print('msgspec' in sys.modules)"
+    )
+    assert out == "False"
+
+
+def test_msgspec_takes_over_once_the_rent_is_paid() -> None:
+    """Each call spends some time in the stdlib's encoder, so the switch comes; every text
+    on the way, and after it, is json's."""
+    out = _fresh(
+        "import json, sys; from policy_engine.pretty_json import dumps_indented; "
+        "v = {'ids': [f'field_{i}' for i in range(200)], 'nested': [{'x': i, 'y': [i, str(i)]} for i in range(50)]}; "
+        "expected = json.dumps(v, indent=2); calls = 0\n"
+        "while 'msgspec' not in sys.modules and calls < 1_000_000:\n"
+        "    assert dumps_indented(v, indent=2) == expected; calls += 1\n"
+        "assert dumps_indented(v, indent=2) == expected\n"
+        "print('msgspec' in sys.modules, calls > 0)"
+    )
+    assert out == "True True"

@@ -11,9 +11,9 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import policy_engine
 from policy_engine.cli.exit_codes import ExitCode, table_text
@@ -52,6 +52,33 @@ def _code_for(exc: PolicyError) -> ExitCode:
     return ExitCode.INVALID_INPUT
 
 
+class _OneCommand:
+    """The subcommands as `build_parser`'s registrations see them when a run needs one
+    command's parser: argparse looks every help string up through gettext (a search of the
+    locale folders each time) as it builds a parser, about 1 ms per command on a cold start,
+    and a run parses its arguments with one command. The others are recorded by name only;
+    what they would add is dropped."""
+
+    def __init__(self, sub: argparse._SubParsersAction, wanted: str) -> None:  # type: ignore[type-arg]
+        self._sub = sub
+        self._wanted = wanted
+        self.names: list[str] = []
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        self.names.append(name)
+        return self._sub.add_parser(name, **kwargs) if name == self._wanted else _Dropped()
+
+
+class _Dropped:
+    """A parser that was not built: takes its options and groups, and keeps nothing."""
+
+    def __getattr__(self, name: str) -> Callable[..., _Dropped]:
+        return self._take
+
+    def _take(self, *args: Any, **kwargs: Any) -> _Dropped:
+        return self
+
+
 @functools.cache
 def _parser() -> argparse.ArgumentParser:
     """Built once per process: argparse translates every help string through gettext as it
@@ -60,7 +87,33 @@ def _parser() -> argparse.ArgumentParser:
     return build_parser()
 
 
-def build_parser() -> argparse.ArgumentParser:
+@functools.lru_cache(maxsize=32)
+def _one_command(command: str) -> tuple[argparse.ArgumentParser, frozenset[str]]:
+    """The parser with `command`'s options only, and every command's name (from the same
+    registrations). Bounded: a fuzzer's first words are not all command names."""
+    names: list[str] = []
+    parser = build_parser(only=command, names=names)
+    return parser, frozenset(names)
+
+
+def _parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser for this command line. When it starts with a command's name (after
+    ``--debug`` only), the top-level parser does nothing but hand every later argument to
+    that command's parser, so a parser with that one command parses it exactly as the full
+    one: same results, same errors and help (the command's own, or "unrecognized arguments"
+    under the `policy` name). Anything else (``--help``, ``--version``, no command, an
+    unknown word) gets the parser with every command."""
+    words = [a for a in argv if a != "--debug"]
+    if words and all(a == "--debug" for a in argv[: argv.index(words[0])]):
+        parser, names = _one_command(words[0])
+        if words[0] in names:
+            return parser
+    return _parser()
+
+
+def build_parser(only: str | None = None, names: list[str] | None = None) -> argparse.ArgumentParser:
+    """The `policy` parser; with `only`, that one command's options only (the other commands
+    known by name; `names`, if given, receives every command's name)."""
     from policy_engine.cli import commands, dashboard_commands
     from policy_engine.cli.formats import FORMATS
 
@@ -74,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"policy_engine {policy_engine.__version__}")
     parser.add_argument("--debug", action="store_true", help="show a traceback for unexpected errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub: Any = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    one = None if only is None else _OneCommand(sub, only)
+    if one is not None:
+        sub = one
 
     def rules_opt(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -242,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", help="retrieval_pack, decision, usage or template")
     p.set_defaults(run=commands.cmd_schema)
 
+    if one is not None and names is not None:
+        names.extend(one.names)
     return parser
 
 
@@ -301,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 ]
             )
-        parser = _parser()
+        parser = _parser_for(argv)
         args = parser.parse_args(argv)
         if not getattr(args, "command", None):
             parser.print_help(sys.stderr)

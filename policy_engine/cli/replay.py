@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from importlib import resources
 from typing import Any
 
 from policy_engine.cli.exit_codes import ExitCode
@@ -86,6 +85,8 @@ def read_decision(path: str, pack: str) -> tuple[dict[str, Any], str]:
                 f"/results/{index}",
             )
         doc = matching[0]["decision"]
+    from importlib import resources  # only here: its import costs other commands' cold start ~9 ms
+
     schema = json.loads(
         resources.files("policy_engine.schemas").joinpath("decision.schema.json").read_text(encoding="utf-8")
     )

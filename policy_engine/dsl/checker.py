@@ -11,21 +11,17 @@ from typing import Any
 
 import tiktoken.model
 
+from policy_engine.conditions import AllOf, AnyOf, Compare, Conditional, Not
 from policy_engine.dsl import ast as A
 from policy_engine.errors import Diagnostic, Severity, Span
 from policy_engine.policy import (
     LANES,
     METRICS,
     POOLS,
-    AllOf,
-    AnyOf,
-    Compare,
-    Conditional,
     Enforcement,
     Ladder,
     Lanes,
     Limit,
-    Not,
     Policy,
     Price,
     Settings,

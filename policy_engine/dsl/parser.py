@@ -1,5 +1,5 @@
 """Rule text → AST. The only module that touches Lark (with dsl/parser_table.py, which builds
-and loads the parser): no Tree or Token leaves it.
+and loads the parser, and dsl/lark_import.py, which imports it): no Tree or Token leaves it.
 
 The parser is loaded once (LALR, positions; its tables built from the grammar ahead of time
 and shipped in the package). Syntax errors are reported in the user's words (terminal names
@@ -17,10 +17,18 @@ from contextvars import ContextVar
 from functools import cache
 from typing import Any
 
-from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
-
 from policy_engine.dsl import ast as A
+from policy_engine.dsl.lark_import import (
+    Lark,
+    Token,
+    Transformer,
+    Tree,
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    VisitError,
+    v_args,
+)
 from policy_engine.errors import Diagnostic, RuleSyntaxError, Span
 
 MAX_FILE_BYTES = 512 * 1024

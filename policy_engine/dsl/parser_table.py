@@ -18,25 +18,26 @@ import io
 import json
 import sys
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import lark
-from lark import Lark, Token
+from policy_engine.dsl.lark_import import Lark, Token, lark_version
 
 PACKAGE = "policy_engine.dsl"
 GRAMMAR = "grammar.lark"
 TABLE = "grammar.lalr"
+#: the package's folder: its data files are read from beside this module (importlib.resources,
+#: which would find the same files, costs a cold start ~9 ms of imports: zipfile, tempfile, ...)
+HERE = Path(__file__).parent
 #: how the parser is built (the lexer callbacks are passed separately)
 OPTIONS: dict[str, Any] = {"parser": "lalr", "propagate_positions": True, "maybe_placeholders": False}
 
 
 def header() -> dict[str, str]:
     """What a table must have been built from to be used: this grammar, these options, this Lark."""
-    text = resources.files(PACKAGE).joinpath(GRAMMAR).read_text(encoding="utf-8")
+    text = (HERE / GRAMMAR).read_text(encoding="utf-8")
     source = text + json.dumps(OPTIONS, sort_keys=True)
-    return {"grammar_sha256": hashlib.sha256(source.encode("utf-8")).hexdigest(), "lark": lark.__version__}
+    return {"grammar_sha256": hashlib.sha256(source.encode("utf-8")).hexdigest(), "lark": lark_version}
 
 
 def build(lexer_callbacks: dict[str, Callable[[Token], Token]]) -> Lark:
@@ -57,7 +58,7 @@ def load(lexer_callbacks: dict[str, Callable[[Token], Token]]) -> Lark:
     """The shipped parser when it was built from the grammar, options and Lark in use; else
     the parser built from the grammar."""
     try:
-        data = resources.files(PACKAGE).joinpath(TABLE).read_bytes()
+        data = (HERE / TABLE).read_bytes()
     except OSError:
         return build(lexer_callbacks)
     first, _, saved = data.partition(b"\n")
