@@ -42,7 +42,11 @@ def deep(value: Any) -> Any:
 
 def test_the_shipped_file_is_current() -> None:
     first = prebuilt.FILE.read_bytes().partition(b"\n")[0]
-    assert json.loads(first) == prebuilt.header(), (
+    # built on the Python the project is developed with; on another one the loader compiles
+    # the rules instead (the pickle is not trusted across versions), so only the sources count
+    shipped, here = json.loads(first), prebuilt.header()
+    shipped.pop("python"), here.pop("python")
+    assert shipped == here, (
         "rules/default.policy.pickle is stale (the rules, dsl/, policy.py or errors.py changed): "
         "run `python -m policy_engine.rules.prebuilt` and commit the file"
     )
