@@ -416,4 +416,5 @@ def _sources_for(diagnostics: Sequence[Diagnostic]) -> dict[str, str]:
 
 
 def entry() -> None:
+    policy_engine.OWN_PROCESS = True  # the process is the command's: see policy_engine.OWN_PROCESS
     sys.exit(main())

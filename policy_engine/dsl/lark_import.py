@@ -4,7 +4,9 @@ package reaches Lark (dsl/parser.py and dsl/parser_table.py take every Lark name
 When `regex` is installed (tiktoken depends on it), Lark imports it as it loads, only to use
 it for grammars built with ``regex=True`` or with ``\\p{...}`` classes in a terminal. This
 grammar has neither, and importing `regex` costs every start about 14 ms (its pure-Python
-core), a third of Lark's own import. So Lark is imported with `regex` refused to this thread
+core), a third of Lark's own import. So, in the `policy` command's own process only
+(`policy_engine.OWN_PROCESS`: a program that imports the engine keeps a Lark that can build
+its own ``regex=True`` grammars), Lark is imported with `regex` refused to this thread
 only: another thread importing `regex` meanwhile gets it, and a process that has already
 imported `regex` hands it to Lark as usual (nothing left to save). Lark then reads its
 patterns with the standard `re` module, as it does where `regex` is not installed; the
@@ -39,7 +41,13 @@ class _RefuseRegex:
 
 
 def _import_lark() -> None:
-    if "lark" in sys.modules:
+    import policy_engine
+
+    if "lark" in sys.modules or not policy_engine.OWN_PROCESS:
+        # As a library the engine leaves Lark as the host program gets it: a Lark without
+        # `regex` would refuse the host's own grammars built with ``regex=True``.
+        import lark
+
         return
     finder = _RefuseRegex()
     sys.meta_path.insert(0, finder)

@@ -19,6 +19,8 @@ from tests.conftest import ROOT
 
 PROBE = """
 import json, sys
+import policy_engine
+policy_engine.OWN_PROCESS = True  # the `policy` command's process, as its entry point sets
 from policy_engine.cli.main import main
 code = main(sys.argv[1:])
 print(json.dumps([code, sorted(sys.modules)]), file=sys.stderr)

@@ -16,7 +16,8 @@ from tests.conftest import ROOT
 
 def test_lark_comes_without_regex_and_regex_stays_importable() -> None:
     code = (
-        "import sys; import policy_engine.dsl.parser as p; p.parse('limit a: b <= 1 tokens', 'x'); "
+        "import sys, policy_engine; policy_engine.OWN_PROCESS = True; "
+        "import policy_engine.dsl.parser as p; p.parse('limit a: b <= 1 tokens', 'x'); "
         "print('lark' in sys.modules, 'regex' in sys.modules); "
         "import lark.utils, regex; print(lark.utils._has_regex, regex.__name__, any(type(f).__name__ == '_RefuseRegex' for f in sys.meta_path))"
     )
@@ -43,3 +44,21 @@ def test_the_refusal_is_for_the_importing_thread_only() -> None:
     other.start()
     other.join()
     assert seen == [None]
+
+
+def test_a_program_importing_the_engine_keeps_lark_with_regex() -> None:
+    """As a library the engine must not change how Lark loads for its host: a host grammar
+    built with ``regex=True`` still works after the engine parsed rules."""
+    code = (
+        "import policy_engine.dsl.parser as p; p.parse('limit a: b <= 1 tokens', 'x'); "
+        "import lark; print(lark.Lark('start: /\\\\p{Lu}+/', regex=True).parse('AB').children[0])"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+        check=True,
+    )
+    assert run.stdout.split() == ["AB"]
