@@ -220,10 +220,11 @@ def test_pairs_and_look_alikes_are_text(raw: str) -> None:
     load_pack(doc)  # and the pack loads
 
 
-@pytest.mark.parametrize("copy", [True, False])
-def test_an_api_document_with_a_lone_surrogate_is_refused(copy: bool) -> None:
+@pytest.mark.parametrize(("copy", "kind"), [(True, str), (False, str), (True, type("Text", (str,), {}))])
+def test_an_api_document_with_a_lone_surrogate_is_refused(copy: bool, kind: type[str]) -> None:
+    """On the fast path, and on the precise one (a str subclass is not a plain JSON value)."""
     doc = json.loads(SMALL.read_text(encoding="utf-8"))
-    doc["candidate_fields"][1]["description"] = "x\ud800"
+    doc["candidate_fields"][1]["description"] = kind("x\ud800")
     with pytest.raises(PackError) as err:
         load_pack(doc, copy=copy, file="api")
     assert [(d.code, d.pointer) for d in err.value.diagnostics] == [("P121", "/candidate_fields/1/description")]
