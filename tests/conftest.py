@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +16,22 @@ from tests.pgcluster import PgCluster, find_bindir
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT / "tests" / "fixtures" / "shared"
+
+
+def fresh_python(code: str) -> str:
+    """What ``python -c code`` prints in a new interpreter on this checkout (for what only a
+    fresh process shows: which modules an import pulls in, how a library was loaded)."""
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+        check=True,
+    )
+    return run.stdout
+
+
 REGEN = os.environ.get("POLICY_ENGINE_REGEN_GOLDEN") == "1"
 
 settings.register_profile(

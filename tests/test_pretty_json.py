@@ -7,11 +7,7 @@ path without importing msgspec, and that msgspec takes over once the rent is pai
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +16,7 @@ from hypothesis import strategies as st
 
 from policy_engine import pretty_json
 from policy_engine.pretty_json import dumps_indented
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, fresh_python
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -72,15 +67,7 @@ def test_every_example_pack() -> None:
 
 
 def _fresh(code: str) -> str:
-    run = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-        check=True,
-    )
-    return run.stdout.strip()
+    return fresh_python(code).strip()
 
 
 def test_a_first_value_is_laid_out_without_importing_msgspec() -> None:

@@ -3,15 +3,12 @@ and leaves `regex` importable afterwards."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 
 import pytest
 
 from policy_engine.dsl.lark_import import _RefuseRegex
-from tests.conftest import ROOT
+from tests.conftest import fresh_python
 
 
 def test_lark_comes_without_regex_and_regex_stays_importable() -> None:
@@ -21,15 +18,7 @@ def test_lark_comes_without_regex_and_regex_stays_importable() -> None:
         "print('lark' in sys.modules, 'regex' in sys.modules); "
         "import lark.utils, regex; print(lark.utils._has_regex, regex.__name__, any(type(f).__name__ == '_RefuseRegex' for f in sys.meta_path))"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-        check=True,
-    )
-    assert run.stdout.split() == ["True", "False", "False", "regex", "False"]
+    assert fresh_python(code).split() == ["True", "False", "False", "regex", "False"]
 
 
 def test_the_refusal_is_for_the_importing_thread_only() -> None:
@@ -53,12 +42,4 @@ def test_a_program_importing_the_engine_keeps_lark_with_regex() -> None:
         "import policy_engine.dsl.parser as p; p.parse('limit a: b <= 1 tokens', 'x'); "
         "import lark; print(lark.Lark('start: /\\\\p{Lu}+/', regex=True).parse('AB').children[0])"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=120,
-        check=True,
-    )
-    assert run.stdout.split() == ["AB"]
+    assert fresh_python(code).split() == ["AB"]
