@@ -103,10 +103,10 @@ def _parser_for(argv: Sequence[str]) -> argparse.ArgumentParser:
     one: same results, same errors and help (the command's own, or "unrecognized arguments"
     under the `policy` name). Anything else (``--help``, ``--version``, no command, an
     unknown word) gets the parser with every command."""
-    words = [a for a in argv if a != "--debug"]
-    if words and all(a == "--debug" for a in argv[: argv.index(words[0])]):
-        parser, names = _one_command(words[0])
-        if words[0] in names:
+    first = next((a for a in argv if a != "--debug"), None)  # after --debug only, by construction
+    if first is not None:
+        parser, names = _one_command(first)
+        if first in names:
             return parser
     return _parser()
 
