@@ -22,10 +22,9 @@ from policy_engine.evaluator.engine import evaluate as evaluate_with_engine
 from policy_engine.evaluator.floors import floor_statuses, floor_warnings
 from policy_engine.evaluator.kpis import compute_kpis
 from policy_engine.evaluator.ladder import LadderInputs, LadderWalk, walk_ladder
-from policy_engine.evaluator.limits import failing
 from policy_engine.evaluator.report import decision_metrics, limit_reports, limit_warnings, manifest
 from policy_engine.evaluator.state import selection_of
-from policy_engine.policy import METRICS, Enforcement, Policy, Settings
+from policy_engine.policy import METRICS, Policy, Settings
 from policy_engine.pools import Pools
 from policy_engine.trace import TraceStep
 from policy_engine.usage import Request, UsageSnapshot
@@ -111,7 +110,8 @@ def decide(
     _check_priced(policy, settings)
     model = prompt_model or engine.prompt_model(pools, idea=idea, knowledge=knowledge, limits=limits_view(settings))
     completion = request.completion_tokens if request.completion_tokens is not None else settings.completion_budget
-    inputs = LadderInputs(settings, usage, request, completion, policy.price, explain, engine.cuts)
+    table = engine.limit_table(settings, request)
+    inputs = LadderInputs(settings, usage, request, completion, policy.price, explain, table, engine.cuts)
 
     walk = walk_ladder(inputs, model.tokens, model, start=engine.start_state(pools, settings.topk))
     exact, prompt_chars, notes = _prove(engine, model, walk)
@@ -135,10 +135,10 @@ def decide(
     ]  # fmt: skip
     trace.extend(walk.trace)
     trace.extend(notes)
-    limits_json, checks = limit_reports(settings, request, walk.now)
+    limits_json, checks = limit_reports(table, walk.now)
     trace.extend(checks)
     floors = floor_statuses(settings.lanes.explore_floor, walk.start, walk.state)
-    warnings = limit_warnings(settings, request, walk.now, failing(settings, request, walk.now, Enforcement.WARN))
+    warnings = limit_warnings(table, walk.now)
     warnings.extend(floor_warnings(floors, pools))
 
     blocked = bool(walk.fails)

@@ -49,6 +49,24 @@ class Engine:
     #: (id of a state, pool, exploit kept, explore kept) -> (that state, the state after the cut):
     #: a rung is a pure function of its state, so a pack walked again reuses every state object
     cuts: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    #: (id of resolved settings, expansion?) -> (those settings, their `LimitTable`)
+    tables: dict[tuple[int, bool], tuple[Any, Any]] = field(default_factory=dict)
+
+    def limit_table(self, settings: Any, request: Any) -> Any:
+        """The settings' limits prepared for this kind of request, once per settings object
+        (the policy's own settings, or a conditional's: `Policy.resolve` returns the same
+        object for the same matches only when no condition applies, so the memo is bounded)."""
+        from policy_engine.evaluator.limits import limit_table
+
+        key = (id(settings), bool(request.expansion))
+        hit = self.tables.get(key)
+        if hit is not None:
+            return hit[1]
+        if len(self.tables) >= 64:
+            self.tables.clear()
+        table = limit_table(settings, request)
+        self.tables[key] = (settings, table)  # the settings live with the entry: the id stays theirs
+        return table
 
     def start_state(self, pools: Pools, topk: tuple[Any, ...]) -> Any:
         """The pack's top-k state (`evaluator/state.py`), built once per pack and top-k."""

@@ -21,9 +21,15 @@ def rung_floor(floor: int, explore_available: int) -> int:
 
 
 def floor_statuses(required: int, start: State, final: State) -> list[FloorStatus]:
-    """Per pool: explore candidates available at the start, kept at the end, and the verdict."""
+    """Per pool: explore candidates available at the start, kept at the end, and the verdict.
+    Kept on the final state, with the start it was computed from (statuses are immutable)."""
     if required <= 0:
         return []
+    seen_start, statuses = final.derived(f"floors:{required}", lambda: (start, _statuses(required, start, final)))
+    return list(statuses if seen_start is start else _statuses(required, start, final))
+
+
+def _statuses(required: int, start: State, final: State) -> tuple[FloorStatus, ...]:
     out: list[FloorStatus] = []
     for pool, kept_state in final.items():
         available = len(start[pool].explore)
@@ -33,7 +39,7 @@ def floor_statuses(required: int, start: State, final: State) -> list[FloorStatu
         else:
             status = "not_preserved"
         out.append(FloorStatus(pool, required, available, kept, status))
-    return out
+    return tuple(out)
 
 
 def floor_warnings(floors: list[FloorStatus], pools: Pools) -> list[DecisionWarning]:

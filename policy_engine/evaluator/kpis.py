@@ -4,6 +4,8 @@ field×operator combos (first 20 fields × first 20 operators) not seen earlier.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 from policy_engine.evaluator.state import State
@@ -14,18 +16,23 @@ COMBO_SAMPLE = 64
 
 
 def compute_kpis(state: State, seen: frozenset[str]) -> dict[str, Any]:
-    fields = state["fields"].ids[:COMBO_FIELDS]  # a state holds every pool
-    operators = state["operators"].ids[:COMBO_OPERATORS]
-    count = len(fields) * len(operators)
+    coverage, count, sample = state.derived("kpis", lambda: _state_kpis(state))
     novelty = None
     if count:
         # with nothing seen every combo is fresh: no need to spell them all out
-        fresh = count if not seen else sum(1 for f in fields for o in operators if f"{f}::{o}" not in seen)
+        fresh = count if not seen else sum(1 for combo in _combos(state) if combo not in seen)
         novelty = round(fresh / count, 6)
-    sample = [f"{f}::{o}" for f in fields[: -(-COMBO_SAMPLE // max(1, len(operators)))] for o in operators]
-    return {
-        "coverage": len(set(state["subcategories"].ids)),
-        "novelty": novelty,
-        "combo_count": count,
-        "combo_sample": sample[:COMBO_SAMPLE],
-    }
+    return {"coverage": coverage, "novelty": novelty, "combo_count": count, "combo_sample": list(sample)}
+
+
+def _combos(state: State) -> Iterator[str]:
+    fields = state["fields"].ids[:COMBO_FIELDS]  # a state holds every pool
+    operators = state["operators"].ids[:COMBO_OPERATORS]
+    return (f"{f}::{o}" for f in fields for o in operators)
+
+
+def _state_kpis(state: State) -> tuple[int, int, tuple[str, ...]]:
+    """(coverage, combo count, combo sample): what depends on the state alone."""
+    count = min(len(state["fields"].ids), COMBO_FIELDS) * min(len(state["operators"].ids), COMBO_OPERATORS)
+    sample = tuple(itertools.islice(_combos(state), COMBO_SAMPLE))
+    return len(set(state["subcategories"].ids)), count, sample

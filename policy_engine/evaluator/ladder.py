@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from policy_engine.evaluator.floors import rung_floor
 from policy_engine.evaluator.lanes import keep_lane_prefixes, split_lanes
-from policy_engine.evaluator.limits import Measured, failing, measure_state, unfixable
+from policy_engine.evaluator.limits import LimitTable, Measured, measure_state, unfixable
 from policy_engine.evaluator.state import (
     PoolState,
     State,
@@ -24,7 +24,7 @@ from policy_engine.evaluator.state import (
     with_pool,
 )
 from policy_engine.evaluator.steps import resize
-from policy_engine.policy import Enforcement, Price, Settings, Stage, Step
+from policy_engine.policy import Price, Settings, Stage, Step
 from policy_engine.trace import TraceStep
 from policy_engine.usage import Request, UsageSnapshot
 
@@ -45,6 +45,8 @@ class LadderInputs:
     completion: int
     price: Price | None
     explain: str
+    #: the settings' limits prepared for this request (`limits.limit_table`)
+    table: LimitTable
     #: memo of cuts (an Engine's `cuts`): (id(state), pool, n_exploit, n_explore) -> (state, next state)
     cuts: dict[tuple[Any, ...], Any] | None = None
 
@@ -70,7 +72,7 @@ def walk_ladder(inputs: LadderInputs, tokens: TokenFn, model: PromptModel, start
     settings = inputs.settings
     state = start
     now = _measure(inputs, tokens, state)
-    fails = failing(settings, inputs.request, now, Enforcement.BLOCK)
+    fails = inputs.table.failing(now, block=True)
     walk = LadderWalk(start=state, state=state, now=now, fails=fails, start_tokens=now.prompt_tokens)
     walk.trace.append(_start_step(inputs, model, state, now, fails))
     if not fails:
@@ -126,7 +128,6 @@ def _try_rung(
     original: int,
 ) -> bool:
     """Apply one rung to ``walk`` (state, measures, trace); True when everything fits."""
-    settings = inputs.settings
     state = walk.state
     current = state[stage.pool]
     size = len(current.items)
@@ -159,7 +160,7 @@ def _try_rung(
         return False
     new_state, removed = _cut(inputs.cuts, state, stage.pool, n_exploit, n_explore)
     walk.now = _measure(inputs, tokens, new_state)
-    walk.fails = failing(settings, inputs.request, walk.now, Enforcement.BLOCK)
+    walk.fails = inputs.table.failing(walk.now, block=True)
     walk.fallback_count += 1
     walk.state = new_state
     item_tokens = None

@@ -9,8 +9,9 @@ limit by up to the reserve.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from policy_engine.policy import Enforcement, Limit, Price, Settings
+from policy_engine.policy import METRICS, Enforcement, Limit, Price, Settings
 from policy_engine.usage import Request, UsageSnapshot
 
 #: metrics that trimming the prompt can lower; a failing limit on any other metric cannot be
@@ -80,6 +81,56 @@ def failing(settings: Settings, request: Request, measured: Measured, severity: 
         if value > effective_limit(limit, settings, request):
             out.append(limit.metric)
     return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitCheck:
+    """One limit as a request checks it: the `Measured` field it reads, the value it is
+    checked against, and the parts of its report that do not depend on the prompt."""
+
+    limit: Limit
+    field: str
+    effective: int
+    block: bool
+    #: the limit's report without ``actual`` and ``verdict`` (copied into each decision)
+    report: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitTable:
+    """The limits of one resolved settings for one kind of request (ordinary or
+    expansion), prepared once: a decision checks them at every rung and reports them at
+    the end, and re-deriving each effective value, unit and span there was most of a
+    rough decision's time. Same verdicts as `failing` (a property test compares them)."""
+
+    checks: tuple[LimitCheck, ...]
+
+    def failing(self, measured: Measured, *, block: bool) -> tuple[str, ...]:
+        """The metrics of the limits of that severity (block or warn) that ``measured`` exceeds."""
+        out = []
+        for check in self.checks:
+            if check.block is block:
+                value = getattr(measured, check.field)
+                if value is not None and value > check.effective:
+                    out.append(check.limit.metric)
+        return tuple(out)
+
+
+def limit_table(settings: Settings, request: Request) -> LimitTable:
+    checks = []
+    for limit in settings.limits:
+        effective = effective_limit(limit, settings, request)
+        report = (
+            ("rule", limit.rule),
+            ("value", limit.value),
+            ("effective", effective),
+            ("severity", limit.severity.value),
+            ("unit", "micro_usd" if METRICS[limit.metric] == "usd" else METRICS[limit.metric]),
+        )
+        checks.append(
+            LimitCheck(limit, _METRIC_FIELDS[limit.metric], effective, limit.severity is Enforcement.BLOCK, report)
+        )
+    return LimitTable(tuple(checks))
 
 
 def unfixable(

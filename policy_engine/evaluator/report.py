@@ -8,58 +8,52 @@ from typing import Any
 
 import policy_engine
 from policy_engine.decision import DecisionWarning, usd_text
-from policy_engine.evaluator.limits import Measured, effective_limit
-from policy_engine.policy import METRICS, Enforcement, Policy, Settings
+from policy_engine.evaluator.limits import LimitTable, Measured
+from policy_engine.policy import Policy, Settings
 from policy_engine.pools import Pools
 from policy_engine.tokens import TokenCounter
 from policy_engine.trace import TraceStep, span_json
 from policy_engine.usage import Request, UsageSnapshot
 
 
-def limit_reports(settings: Settings, request: Request, now: Measured) -> tuple[dict[str, Any], list[TraceStep]]:
+def limit_reports(table: LimitTable, now: Measured) -> tuple[dict[str, Any], list[TraceStep]]:
     """Each limit's value, effective value, actual value and verdict, and its trace check."""
     limits_json: dict[str, Any] = {}
     checks: list[TraceStep] = []
-    for limit in settings.limits:
-        effective = effective_limit(limit, settings, request)
-        value = now.value(limit.metric)
+    for check in table.checks:
+        limit = check.limit
+        value = getattr(now, check.field)
         if value is None:  # a USD limit with no price: refused before the walk (V101)
             raise AssertionError(f"limit {limit.rule!r} has no value")
-        verdict = "fail" if value > effective else "pass"
-        limits_json[limit.metric] = {
-            "rule": limit.rule,
-            "value": limit.value,
-            "effective": effective,
-            "severity": limit.severity.value,
-            "unit": "micro_usd" if METRICS[limit.metric] == "usd" else METRICS[limit.metric],
-            "actual": value,
-            "verdict": verdict,
-            "span": span_json(limit.span),
-        }
+        verdict = "fail" if value > check.effective else "pass"
+        report = dict(check.report)
+        report["actual"] = value
+        report["verdict"] = verdict
+        report["span"] = span_json(limit.span)
+        limits_json[limit.metric] = report
         checks.append(
             TraceStep(
                 "check",
                 limit.rule,
-                verdict if limit.severity is Enforcement.BLOCK or verdict != "fail" else "warn",
+                verdict if check.block or verdict != "fail" else "warn",
                 span=limit.span,
-                message=f"{limit.metric}: {value} vs {effective} ({limit.severity.value})",
+                message=f"{limit.metric}: {value} vs {check.effective} ({limit.severity.value})",
             )
         )
     return limits_json, checks
 
 
-def limit_warnings(
-    settings: Settings, request: Request, now: Measured, warn_fails: tuple[str, ...]
-) -> list[DecisionWarning]:
-    """A warning per failing warn-severity limit."""
+def limit_warnings(table: LimitTable, now: Measured) -> list[DecisionWarning]:
+    """A warning per failing warn-severity limit (one limit per metric: the checker refuses two)."""
+    fails = table.failing(now, block=False)
     return [
         DecisionWarning(
-            metric,
-            f"{metric} exceeds its warning limit: {now.value(metric)} > {effective_limit(warn_limit, settings, request)}",
-            warn_limit.rule,
+            check.limit.metric,
+            f"{check.limit.metric} exceeds its warning limit: {getattr(now, check.field)} > {check.effective}",
+            check.limit.rule,
         )
-        for metric in warn_fails
-        if (warn_limit := settings.limit(metric)) is not None
+        for check in table.checks
+        if not check.block and check.limit.metric in fails
     ]
 
 

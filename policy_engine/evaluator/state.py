@@ -10,8 +10,9 @@ rung changed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from policy_engine.policy import POOLS, TopK
 from policy_engine.pools import Candidate, Pools
@@ -39,17 +40,34 @@ class PoolState:
         return {"exploit": len(self.exploit), "explore": len(self.explore)}
 
 
+_T = TypeVar("_T")
+_MISSING = object()
+
+
 class LadderState(dict[str, PoolState]):
     """Pool -> `PoolState`, never mutated after it is built, so what the walk and the trace
     read from it (ids per pool, lane counts) is computed once and kept on it."""
 
-    __slots__ = ("_counts", "_lane_ids", "_selection")
+    __slots__ = ("_counts", "_derived", "_lane_ids", "_selection")
 
     def __init__(self, pools: Mapping[str, PoolState]) -> None:
         super().__init__(pools)
         self._counts: dict[str, dict[str, int]] | None = None
         self._selection: dict[str, tuple[str, ...]] | None = None
         self._lane_ids: dict[str, dict[str, tuple[str, ...]]] | None = None
+        self._derived: dict[str, Any] | None = None
+
+    def derived(self, name: str, build: Callable[[], _T]) -> _T:
+        """A report value that depends on this state alone (``name`` says which), built
+        once: a pack evaluated again ends on the same state object (the engine's memo of
+        cuts), and its decision reads the same KPIs. The value must be immutable: every
+        decision that reads it shares it."""
+        if self._derived is None:
+            self._derived = {}
+        hit = self._derived.get(name, _MISSING)
+        if hit is _MISSING:
+            hit = self._derived[name] = build()
+        return hit  # type: ignore[no-any-return]
 
     def counts(self) -> dict[str, dict[str, int]]:
         if self._counts is None:

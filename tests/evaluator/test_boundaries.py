@@ -10,11 +10,14 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from policy_engine.decision import usd_text
 from policy_engine.evaluator.kpis import compute_kpis
-from policy_engine.evaluator.limits import effective_limit, failing, measure_state, unfixable
-from policy_engine.evaluator.state import PoolState
+from policy_engine.evaluator.limits import effective_limit, failing, limit_table, measure_state, unfixable
+from policy_engine.evaluator.report import limit_reports, limit_warnings
+from policy_engine.evaluator.state import LadderState, PoolState
 from policy_engine.evaluator.steps import resize, split_lanes
 from policy_engine.policy import Enforcement, Limit, Price, Settings, Step, StepKind
 from policy_engine.pools import Candidate
@@ -126,14 +129,16 @@ def test_the_lane_split_rounds_half_to_even_keeps_the_floor_and_spills() -> None
 # ---- novelty -------------------------------------------------------------------------------
 
 
-def _state(fields: int, operators: int) -> dict[str, PoolState]:
-    return {
-        "fields": PoolState.of(tuple(Candidate(f"f{i}", "fields", "exploit") for i in range(fields))),
-        "operators": PoolState.of(tuple(Candidate(f"o{i}", "operators", "exploit") for i in range(operators))),
-        "subcategories": PoolState.of(
-            (Candidate("s", "subcategories", "exploit"), Candidate("s", "subcategories", "explore"))
-        ),
-    }
+def _state(fields: int, operators: int) -> LadderState:
+    return LadderState(
+        {
+            "fields": PoolState.of(tuple(Candidate(f"f{i}", "fields", "exploit") for i in range(fields))),
+            "operators": PoolState.of(tuple(Candidate(f"o{i}", "operators", "exploit") for i in range(operators))),
+            "subcategories": PoolState.of(
+                (Candidate("s", "subcategories", "exploit"), Candidate("s", "subcategories", "explore"))
+            ),
+        }
+    )
 
 
 def test_novelty_keeps_six_decimal_places() -> None:
@@ -150,6 +155,29 @@ def test_novelty_samples_the_first_twenty_by_twenty_combos() -> None:
     assert kpis["combo_sample"][:2] == ["f0::o0", "f0::o1"] and len(kpis["combo_sample"]) == 64
     assert kpis["coverage"] == 1  # unique subcategories
     assert compute_kpis(_state(0, 3), frozenset())["novelty"] is None
+
+
+@given(
+    st.integers(0, 30),
+    st.integers(0, 30),
+    st.sets(st.sampled_from([f"f{i}::o{j}" for i in range(25) for j in range(25)])),
+)
+def test_kpis_of_one_state_kept_across_decisions_match_their_definition(
+    fields: int, operators: int, seen: set[str]
+) -> None:
+    """The state-only part is kept on the state; novelty still follows each call's combos
+    seen, and each decision gets its own sample list."""
+    state = _state(fields, operators)
+    f_ids, o_ids = [f"f{i}" for i in range(min(fields, 20))], [f"o{j}" for j in range(min(operators, 20))]
+    combos = [f"{f}::{o}" for f in f_ids for o in o_ids]
+    for seen_now in (frozenset(), frozenset(seen), frozenset()):
+        kpis = compute_kpis(state, seen_now)
+        assert kpis["combo_count"] == len(combos)
+        assert kpis["combo_sample"] == combos[:64]
+        assert kpis["coverage"] == 1
+        fresh = sum(1 for c in combos if c not in seen_now)
+        assert kpis["novelty"] == (round(fresh / len(combos), 6) if combos else None)
+        kpis["combo_sample"].append("changed by a caller")
 
 
 # ---- money ---------------------------------------------------------------------------------
@@ -259,3 +287,61 @@ def test_failing_goes_past_limits_of_the_other_enforcement_and_unpriced_ones() -
     )
     measured = measure_state(11, 0, UsageSnapshot(), None)  # no price: request_usd has no value
     assert failing(settings, PLAIN, measured, Enforcement.BLOCK) == ("batch_total",)
+
+
+# ---- the limit table (limits prepared once per settings) -------------------------------
+
+MIXED = Settings(
+    limits=(
+        Limit("prompt", "request_prompt", 1000),
+        Limit("batch", "batch_total", 5000, Enforcement.WARN),
+        Limit("day", "day_total", 9000),
+        Limit("completion", "request_completion", 400, Enforcement.WARN),
+        Limit("usd", "request_usd", 3000),
+        Limit("day usd", "day_usd", 90_000, Enforcement.WARN),
+    ),
+    expansion_reserve=RESERVE,
+)
+TABLE_PRICE = Price("m", Decimal("2.5"), Decimal("10"))
+
+
+@given(
+    st.integers(0, 3000),
+    st.integers(0, 900),
+    st.integers(0, 10_000),
+    st.integers(0, 100_000),
+    st.booleans(),
+    st.booleans(),
+)
+def test_the_limit_table_fails_exactly_what_failing_fails(
+    prompt: int, completion: int, day: int, day_usd: int, expansion: bool, priced: bool
+) -> None:
+    request = Request(expansion=expansion)
+    settings = MIXED if priced else Settings(limits=MIXED.limits[:4], expansion_reserve=RESERVE)
+    measured = measure_state(
+        prompt,
+        completion,
+        UsageSnapshot(batch_tokens=day // 2, day_tokens=day, day_micro_usd=day_usd),
+        TABLE_PRICE if priced else None,
+    )
+    table = limit_table(settings, request)
+    for severity in Enforcement:
+        assert table.failing(measured, block=severity is Enforcement.BLOCK) == failing(
+            settings, request, measured, severity
+        )
+    reports, checks = limit_reports(table, measured)
+    assert list(reports) == [lim.metric for lim in settings.limits]
+    for limit, check in zip(settings.limits, checks, strict=True):
+        report = reports[limit.metric]
+        effective = effective_limit(limit, settings, request)
+        assert (report["effective"], report["value"], report["actual"]) == (
+            effective,
+            limit.value,
+            measured.value(limit.metric),
+        )
+        assert report["verdict"] == ("fail" if report["actual"] > effective else "pass")
+        assert check.verdict == (
+            report["verdict"] if limit.severity is Enforcement.BLOCK or report["verdict"] == "pass" else "warn"
+        )
+    warned = [w.code for w in limit_warnings(table, measured)]
+    assert warned == list(failing(settings, request, measured, Enforcement.WARN))
