@@ -9,39 +9,27 @@ changes, and the layout rules are json's own (``": "`` after keys, one item per 
 ``[]`` and ``{}`` for empty containers). tests/test_pretty_json.py compares the two on
 generated JSON values.
 
-Importing msgspec costs about 12 ms (it brings uuid, platform, datetime and
-typing_extensions), more than the pure-Python encoder spends on everything one pack's
-evaluation and decision print (about 4 ms). So the choice is a ski rental: values go
-through ``json.dumps`` until that has cost as much time as the import, then msgspec is
-imported and used from then on. A one-pack run never pays for the import; a corpus pays
-it after a few packs, and at most the import's cost twice. The text is the same either way.
+msgspec is used once its import has paid for itself (`msgspec_rent`): a one-pack run
+never imports it. The text is the same either way.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from time import perf_counter
 from typing import Any
 
-#: seconds of pure-Python indenting after which importing msgspec pays (its import's cost)
-RENT_LIMIT = 0.012
-
-
-class _Rent:
-    """The time spent indenting in pure Python so far (module state: one process, one rent)."""
-
-    spent = 0.0
+from policy_engine import msgspec_rent
 
 
 def dumps_indented(value: Any, *, indent: int, ensure_ascii: bool = True, sort_keys: bool = False) -> str:
     """``json.dumps(value, indent=indent, ensure_ascii=ensure_ascii, sort_keys=sort_keys)``."""
     if indent <= 0:  # json puts newlines without indentation there: not msgspec's layout
         return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii, sort_keys=sort_keys)
-    if _Rent.spent < RENT_LIMIT and "msgspec" not in sys.modules:
+    if not msgspec_rent.owned():
         start = perf_counter()
         text = json.dumps(value, indent=indent, ensure_ascii=ensure_ascii, sort_keys=sort_keys)
-        _Rent.spent += perf_counter() - start
+        msgspec_rent.pay(perf_counter() - start)
         return text
     import msgspec
 

@@ -14,17 +14,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policy_engine import pretty_json
+from policy_engine import msgspec_rent
 from policy_engine.pretty_json import dumps_indented
 from tests.conftest import ROOT, fresh_python
 
 
 @pytest.fixture(autouse=True, scope="module")
 def rent_paid() -> Iterator[None]:
-    before = pretty_json._Rent.spent
-    pretty_json._Rent.spent = pretty_json.RENT_LIMIT
+    before = msgspec_rent._Rent.spent
+    msgspec_rent._Rent.spent = msgspec_rent.RENT_LIMIT
     yield
-    pretty_json._Rent.spent = before
+    msgspec_rent._Rent.spent = before
 
 
 json_values = st.recursive(

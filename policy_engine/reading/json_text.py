@@ -12,8 +12,10 @@ import json
 import math
 import os
 import re
+from time import perf_counter
 from typing import Any
 
+from policy_engine import msgspec_rent
 from policy_engine.errors import Diagnostic, PackError, PolicyError, Span
 from policy_engine.reading.bounds import DEFAULT_BOUNDS, MAX_JSON_INTEGER, MAX_NUMBER_LITERAL, Bounds
 from policy_engine.reading.files import decode_utf8, read_bounded
@@ -199,6 +201,66 @@ def lone_surrogate_error(
     )
 
 
+#: UTF-8 bytes -> b"1" for an ASCII digit, b" " for anything else (no byte of a multi-byte
+#: character is an ASCII digit), so that a run of 16 digits is a plain substring search:
+#: long enough for an integer outside ±(2^53 - 1), and found in any number literal longer
+#: than MAX_NUMBER_LITERAL (a literal is at most three digit runs and four signs or marks:
+#: 3 x 15 + 4 < 64). A regular expression took ten times as long.
+_DIGITS_AS_ONES = bytes(0x31 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_DIGITS = b"1" * 16
+#: containers beyond which a document is walked for its depth before the fast path is trusted
+_FAST_DEPTH = 900
+#: "the fast path cannot vouch for this text"
+_SLOW = object()
+
+
+def _fast_document(text: str) -> Any:
+    """The document ``text`` holds, parsed by msgspec's C decoder, when that provably is
+    what the strict reader would return; `_SLOW` otherwise (the strict reader then parses
+    it and names any problem precisely). The strict reader's hooks are Python calls per
+    object and per number, most of the time a corpus spends reading.
+
+    msgspec itself refuses NaN, Infinity, numbers that overflow a float, lone surrogate
+    escapes and what JSON's grammar refuses. What it accepts and the strict reader does
+    not is ruled out here:
+    - integers beyond ±(2^53 - 1) and over-long number literals: no run of 16 digits;
+    - duplicate keys (msgspec keeps the last): every ``:`` outside a string separates a
+      key from its value, and re-encoding writes each kept key's ``:`` and every ``:``
+      inside a string again, so the counts are equal exactly when no key was dropped,
+      provided no ``:`` was written as an escape (an escape of
+      U+003A; any ``u003`` after a backslash sends to the strict reader);
+    - nesting the standard library's recursion limit refuses: a document with 900
+      containers or more is walked first.
+    tests/reading/test_json_fast.py compares the two readers on generated texts."""
+    if "\\u003" in text or _LONG_DIGITS in text.encode("utf-8", "surrogatepass").translate(_DIGITS_AS_ONES):
+        return _SLOW
+    import msgspec
+
+    try:
+        doc = msgspec.json.decode(text)
+    except (msgspec.DecodeError, RecursionError, ValueError):  # UnicodeError is a ValueError
+        return _SLOW
+    if msgspec.json.encode(doc).count(b":") != text.count(":"):
+        return _SLOW
+    if text.count("[") + text.count("{") >= _FAST_DEPTH and depth_exceeds(doc, _FAST_DEPTH) is not None:
+        return _SLOW
+    return doc
+
+
+def _strict_document(text: str) -> Any:
+    start = perf_counter()
+    try:
+        return json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_refuse_constant,
+            parse_int=_bounded_int,
+            parse_float=_bounded_float,
+        )
+    finally:
+        msgspec_rent.pay(perf_counter() - start)
+
+
 def parse_json_text(
     text: str,
     file: str,
@@ -216,13 +278,9 @@ def parse_json_text(
             [Diagnostic(f"{code_prefix}115", "the file is empty", hint="give a JSON document", file=file, pointer="")]
         )
     try:
-        doc = json.loads(
-            text,
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_refuse_constant,
-            parse_int=_bounded_int,
-            parse_float=_bounded_float,
-        )
+        doc = _fast_document(text) if msgspec_rent.owned() else _SLOW
+        if doc is _SLOW:
+            doc = _strict_document(text)
     except _Refused as bad:
         line, col = _position(text, bad.needle, second=bad.code == "104")
         if line:

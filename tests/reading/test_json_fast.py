@@ -1,0 +1,163 @@
+"""The strict JSON reader's fast path (msgspec) gives exactly what the strict reader gives.
+
+`_fast_document` may decline (``_SLOW``) whenever it likes; when it answers, the answer must
+be the strict reader's, to the type (marshal's bytes tell 1 from 1.0 from True, -0.0 from
+0.0, and key order). And `parse_json_text` says the same thing, document or coded error,
+whichever path it takes."""
+
+from __future__ import annotations
+
+import json
+import marshal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policy_engine import msgspec_rent
+from policy_engine.errors import PackError
+from policy_engine.reading.json_text import _SLOW, _fast_document, _strict_document, parse_json_text
+from tests.conftest import ROOT, fresh_python
+
+keys = st.text(alphabet=st.sampled_from('ab:"\\é\u2028\x1f\ud83d\ude00 1'), max_size=4)
+numbers = (
+    st.integers(min_value=-(2**60), max_value=2**60)
+    | st.integers(min_value=-(2**53) - 2, max_value=-(2**53) + 2)
+    | st.integers(min_value=2**53 - 2, max_value=2**53 + 2)
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | numbers | st.text(max_size=6) | keys,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=4),
+    max_leaves=30,
+)
+
+
+@pytest.fixture(autouse=True)
+def rent_paid() -> Iterator[None]:
+    before = msgspec_rent._Rent.spent
+    msgspec_rent._Rent.spent = msgspec_rent.RENT_LIMIT
+    yield
+    msgspec_rent._Rent.spent = before
+
+
+def _strict(text: str) -> tuple[str, Any]:
+    try:
+        return "doc", _strict_document(text)
+    except Exception as exc:  # any refusal: then the fast path must not have answered
+        return "refused", type(exc).__name__
+
+
+def _same_as_strict(text: str) -> None:
+    fast = _fast_document(text)
+    if fast is _SLOW:
+        return
+    kind, strict = _strict(text)
+    assert kind == "doc", f"fast path accepted what the strict reader refuses: {text!r}"
+    assert marshal.dumps(fast, 2) == marshal.dumps(strict, 2)
+
+
+def _texts(value: Any, ascii_: bool, indent: int | None) -> str:
+    return json.dumps(value, ensure_ascii=ascii_, indent=indent)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, st.booleans(), st.sampled_from([None, 0, 2]))
+def test_generated_documents(value: Any, ascii_: bool, indent: int | None) -> None:
+    _same_as_strict(_texts(value, ascii_, indent))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(keys, json_values, min_size=1, max_size=4),
+    st.data(),
+    st.sampled_from(["dup", "escaped dup", "colon value", "nan", "big", "cut", "deep"]),
+)
+def test_texts_the_strict_reader_refuses_or_reads_differently(obj: dict[str, Any], data: Any, how: str) -> None:
+    """Duplicate keys (also spelled with escapes, also hiding a colon in a string),
+    NaN, integers just past 2^53, cut texts and deep nesting."""
+    key = data.draw(st.sampled_from(sorted(obj)))
+    body = json.dumps(obj)[1:-1]
+    member = json.dumps(key) + ": " + json.dumps(obj[key])
+    if how == "dup":
+        text = "{" + body + ", " + member + "}"
+    elif how == "escaped dup":
+        text = "{" + body + ", " + json.dumps(key, ensure_ascii=True).replace("a", "\\u0061") + ": 1}"
+    elif how == "colon value":
+        text = "{" + body + ', "' + key.replace("\\", "").replace('"', "") + '": "\\u003a"}'
+    elif how == "nan":
+        text = "{" + body + ', "n": NaN}'
+    elif how == "big":
+        text = json.dumps([obj, data.draw(st.sampled_from([2**53 - 1, 2**53, -(2**53), 10**16, 10**400]))])
+    elif how == "cut":
+        full = json.dumps(obj)
+        text = full[: data.draw(st.integers(0, len(full) - 1))]
+    else:
+        depth = data.draw(st.integers(880, 1100))
+        text = "[" * depth + json.dumps(obj) + "]" * depth
+    _same_as_strict(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1, "a": 2}',
+        '{"a": "x:y", "a": 1}',
+        '{"a": 1, "\\u0061": 2}',
+        '{"a": 1, "a": "\\u003a"}',
+        '{"a": 1, "a": "\\u003A"}',
+        "[9007199254740992]",
+        "[-9007199254740992]",
+        "[1e400]",
+        "[NaN]",
+        "[Infinity]",
+        '["\\ud800"]',
+        "[" * 950 + "]" * 950,
+    ],
+)
+def test_each_trap_is_left_to_the_strict_reader(text: str) -> None:
+    assert _fast_document(text) is _SLOW
+
+
+def test_the_fast_path_reads_the_packs_it_is_for() -> None:
+    """It must actually be taken: every example and sample pack goes through it."""
+    paths = sorted((ROOT / "examples" / "packs").glob("*.json"))
+    assert paths
+    for path in paths:
+        text = path.read_text(encoding="utf-8")
+        doc = _fast_document(text)
+        assert doc is not _SLOW, path.name
+        assert marshal.dumps(doc, 2) == marshal.dumps(_strict_document(text), 2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_values, st.sampled_from(['{"a": 1, "a": 2}', "[NaN]", "[12345678901234567890]", "[1,]", "", "{}"]))
+def test_parse_json_text_says_the_same_on_either_path(value: Any, bad: str) -> None:
+    for text in (json.dumps(value), bad, json.dumps([value, value])[:-1]):
+        answers = []
+        for owned in (False, True):
+            real = msgspec_rent.owned
+            msgspec_rent.owned = lambda owned=owned: owned  # type: ignore[assignment]
+            try:
+                answers.append(("doc", marshal.dumps(parse_json_text(text, "f.json"), 2)))
+            except PackError as exc:
+                answers.append(("error", [d.to_dict() for d in exc.diagnostics]))
+            finally:
+                msgspec_rent.owned = real  # type: ignore[method-assign]
+        assert answers[0] == answers[1]
+
+
+def test_a_run_that_reads_many_packs_moves_to_the_fast_path() -> None:
+    """In a fresh process: the first pack is read without importing msgspec; the strict
+    reader's time pays the rent, and then msgspec answers."""
+    out = fresh_python(
+        "import sys, pathlib; from policy_engine.reading.json_text import parse_json_text, _fast_document, _SLOW\n"
+        f"text = pathlib.Path({str(ROOT / 'examples' / 'packs' / 'seed_5x15x72x60.json')!r}).read_text(encoding='utf-8')\n"
+        "parse_json_text(text, 'p.json'); first = 'msgspec' in sys.modules; reads = 1\n"
+        "while 'msgspec' not in sys.modules and reads < 100_000:\n"
+        "    parse_json_text(text, 'p.json'); reads += 1\n"
+        "print(first, reads > 1, _fast_document(text) is not _SLOW)"
+    )
+    assert out.strip() == "False True True"
