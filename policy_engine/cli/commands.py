@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from policy_engine.cli.exit_codes import ExitCode
-from policy_engine.cli.formats import DECISION_FORMATS, PackResult, Report, blocked_line, check_output, summary_line
+from policy_engine.cli.formats import (
+    DECISION_FORMATS,
+    PackResult,
+    Report,
+    blocked_line,
+    check_output,
+    summary_line,
+    with_json_item,
+)
 from policy_engine.errors import (
     CommandLineError,
     Diagnostic,
@@ -168,13 +176,17 @@ def _evaluate_all(
     from policy_engine.cli.corpus import evaluate_many
 
     rebuild = functools.partial(_eval_state, args)
+    # workers write their own results' JSON entries (the report joins them)
+    finish = with_json_item if (args.format or "text") == "json" else None
     if len(paths) > 1 and sys.stderr.isatty():
         from rich.progress import Progress
 
         with Progress(console=_console(stderr=True), transient=True) as progress:
             task = progress.add_task("evaluating", total=len(paths))
-            return evaluate_many(engine, paths, common, explain, jobs, rebuild, lambda n: progress.advance(task, n)), []
-    return evaluate_many(engine, paths, common, explain, jobs, rebuild, lambda n: None), []
+            return evaluate_many(
+                engine, paths, common, explain, jobs, rebuild, lambda n: progress.advance(task, n), finish
+            ), []
+    return evaluate_many(engine, paths, common, explain, jobs, rebuild, lambda n: None, finish), []
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -74,12 +74,20 @@ def evaluate_document(
 
 def _work(paths: Sequence[str]) -> list[PackResult]:
     engine, common, explain = _STATE["engine"], _STATE["common"], _STATE["explain"]
-    return [evaluate_one(engine, path, common, explain)[0] for path in paths]
+    finish = _STATE.get("finish") or _unchanged
+    return [finish(evaluate_one(engine, path, common, explain)[0]) for path in paths]
 
 
-def _spawned(build: Callable[[], tuple[Any, dict[str, Any], str]]) -> None:
+def _unchanged(result: PackResult) -> PackResult:
+    return result
+
+
+def _spawned(
+    build: Callable[[], tuple[Any, dict[str, Any], str]], finish: Callable[[PackResult], PackResult] | None
+) -> None:
     if "engine" not in _STATE:
         _STATE["engine"], _STATE["common"], _STATE["explain"] = build()
+        _STATE["finish"] = finish
 
 
 #: young objects allowed between collections during a run (the default is 700)
@@ -114,9 +122,13 @@ def evaluate_many(
     jobs: int,
     build: Callable[[], tuple[Any, dict[str, Any], str]],
     advance: Callable[[int], None],
+    finish: Callable[[PackResult], PackResult] | None = None,
 ) -> list[PackResult]:
     """Results in the order of ``paths``. ``build`` rebuilds (engine, common, explain) in a
-    worker that could not inherit them (no fork on this platform)."""
+    worker that could not inherit them (no fork on this platform). ``finish`` is the
+    output's share of the work that a worker can do on its own results (a module-level
+    function, so a spawned worker can receive it); a single process leaves it to the
+    report, which does the same."""
     if jobs <= 1 or len(paths) < 2 or "-" in paths:  # standard input is read by this process
         out = []
         for path in paths:
@@ -138,14 +150,14 @@ def evaluate_many(
     chunks = [rest[i : i + size] for i in range(0, len(rest), size)]
     fork = "fork" in multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if fork else "spawn")
-    _STATE.update(engine=engine, common=common, explain=explain)
+    _STATE.update(engine=engine, common=common, explain=explain, finish=finish)
     try:
         if fork:  # the workers inherit the engine, warm
             gc.freeze()  # what the first pack built too: the workers' collectors leave those pages alone
             executor = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
         else:
             executor = ProcessPoolExecutor(
-                max_workers=jobs, mp_context=context, initializer=_spawned, initargs=(build,)
+                max_workers=jobs, mp_context=context, initializer=_spawned, initargs=(build, finish)
             )
         with executor as pool:
             results: list[PackResult] = [first]

@@ -7,11 +7,12 @@ code scanning, workflow commands) and tested against it.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -37,6 +38,9 @@ class PackResult:
     decision: Decision | None = None
     problems: tuple[Diagnostic, ...] = ()
     seconds: float = 0.0
+    #: this result as it stands in the JSON report (`result_json_text`), when a `--jobs`
+    #: worker has already written it
+    json_item: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def status(self) -> str:
@@ -154,26 +158,38 @@ def decision_text(report: Report, sources: Mapping[str, str] | None = None) -> s
     return "\n".join(lines) + "\n"
 
 
+def _result_item(r: PackResult) -> dict[str, Any]:
+    item: dict[str, Any] = {"file": r.file, "outcome": r.status}
+    if r.decision is not None:
+        item["decision"] = r.decision.to_dict()
+    else:
+        item["errors"] = [d.to_dict() for d in r.problems]
+    return item
+
+
+def result_json_text(r: PackResult) -> str:
+    """One result's entry in the JSON report's ``results`` list, indented for that depth:
+    what ``json.dumps(..., indent=2)`` prints there (a nested value's lines are its own,
+    moved right by its depth; JSON strings hold no raw newline)."""
+    text = dumps_indented(_result_item(r), indent=2, sort_keys=True, ensure_ascii=False)
+    return "    " + text.replace("\n", "\n    ")
+
+
+def with_json_item(r: PackResult) -> PackResult:
+    """``r`` carrying its JSON entry: a `--jobs` worker writes it, so the parent only joins
+    the entries (writing them was most of the parent's serial work)."""
+    return dataclasses.replace(r, json_item=result_json_text(r))
+
+
 def decision_json(report: Report) -> str:
     """One document whatever the number of packs: `results` (file, outcome, and the
-    decision or the errors) and a `summary`. Deterministic: no timings."""
-    results: list[dict[str, Any]] = []
-    for r in report.results:
-        item: dict[str, Any] = {"file": r.file, "outcome": r.status}
-        if r.decision is not None:
-            item["decision"] = r.decision.to_dict()
-        else:
-            item["errors"] = [d.to_dict() for d in r.problems]
-        results.append(item)
-    return (
-        dumps_indented(
-            {"results": results, "summary": summary_counts(report.results)},
-            sort_keys=True,
-            indent=2,
-            ensure_ascii=False,
-        )
-        + "\n"
-    )
+    decision or the errors) and a `summary`. Deterministic: no timings. Assembled from
+    each result's entry, byte for byte ``json.dumps({"results": [...], "summary": {...}},
+    indent=2, sort_keys=True, ensure_ascii=False)`` (tests/cli/test_corpus.py)."""
+    entries = [r.json_item if r.json_item is not None else result_json_text(r) for r in report.results]
+    results = "[\n" + ",\n".join(entries) + "\n  ]" if entries else "[]"
+    summary = dumps_indented(summary_counts(report.results), indent=2, sort_keys=True, ensure_ascii=False)
+    return '{\n  "results": ' + results + ',\n  "summary": ' + summary.replace("\n", "\n  ") + "\n}\n"
 
 
 # ---- junit -----------------------------------------------------------------------------

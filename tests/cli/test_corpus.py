@@ -103,3 +103,39 @@ def test_a_run_paces_the_collector_and_restores_it(corpus: Path) -> None:
     assert len(seen) == 13
     assert all(threshold[0] >= 100_000 and frozen > 0 for threshold, frozen in seen)
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("count", [0, 1, 3])
+def test_the_json_report_joined_from_entries_is_the_whole_document_dumped(corpus: Path, count: int) -> None:
+    """The report is joined from each result's entry (a `--jobs` worker writes its own):
+    byte for byte the whole document dumped at once, for no result, one, and several with
+    an invalid pack among them; entries written ahead give the same text."""
+    from policy_engine.cli.formats import (
+        PackResult,
+        Report,
+        _result_item,
+        decision_json,
+        summary_counts,
+        with_json_item,
+    )
+    from policy_engine.dsl import default_rules_path, load_policy
+    from policy_engine.errors import Diagnostic
+    from policy_engine.evaluator import Engine
+    from policy_engine.evaluator.engine import evaluate
+    from policy_engine.packs import load_pack_file
+
+    engine = Engine.build(load_policy(default_rules_path()))
+    paths = sorted(corpus.glob("p0[0-4].json"))[:count]
+    results = [PackResult(str(p), evaluate(engine, load_pack_file(p))) for p in paths]
+    if count == 3:
+        results.insert(
+            1,
+            PackResult(
+                "bad.json", problems=(Diagnostic("P101", "bad é\u2028", hint="fix", file="bad.json", pointer="/x"),)
+            ),
+        )
+    report = Report(tuple(results))
+    whole = {"results": [_result_item(r) for r in results], "summary": summary_counts(results)}
+    expected = json.dumps(whole, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    assert decision_json(report) == expected
+    assert decision_json(Report(tuple(map(with_json_item, results)))) == expected
