@@ -44,7 +44,8 @@ class Engine:
     #: count against it (`policy eval --verify-counts`; the test suite's goldens use it)
     verify_counts: bool = False
     #: (pack key, top-k) -> (pools kept alive, the ladder's start state): a pack evaluated
-    #: again starts from the same state objects, which the prompt model's memos recognise
+    #: again, or another pack with equal candidate lists, starts from the same state
+    #: objects, which the memo of cuts and the prompt models' memos recognise
     starts: dict[tuple[Any, ...], tuple[Pools, Any]] = field(default_factory=dict)
     #: (id of a state, pool, exploit kept, explore kept) -> (that state, the state after the cut):
     #: a rung is a pure function of its state, so a pack walked again reuses every state object
@@ -72,7 +73,10 @@ class Engine:
         """The pack's top-k state (`evaluator/state.py`), built once per pack and top-k."""
         from policy_engine.evaluator.state import initial_state
 
-        key = (pools.format, pools.digest or id(pools), topk)
+        # packs whose candidates come from equal lists (a corpus of one agent's packs) share
+        # the state, and with it the memo of cuts and the prompt models' memos of the lists
+        identity = ("lists", pools.structure_key) if pools.structure_key else ("pack", pools.digest or id(pools))
+        key = (pools.format, identity, topk)
         hit = self.starts.get(key)
         if hit is not None:
             return hit[1]

@@ -11,6 +11,7 @@ import marshal
 import os
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from policy_engine.errors import Diagnostic, PackError
@@ -76,9 +77,9 @@ def load_pack(
         # Valid, and plain JSON values only, of the exact built-in types (the check is
         # bounded: a cyclic or too deep document fails it): its marshal bytes are the
         # digest's input and, loaded back, an exact copy.
-        data = _content_bytes(document, label)
-        doc = marshal.loads(data) if copy else document
-        return dataclasses.replace(fmt.adapt(doc, idea=idea), digest=hashlib.sha256(data).hexdigest())
+        parts = _content_parts(document, label)
+        doc = {key: marshal.loads(data) for key, data in parts.items()} if copy else document
+        return _identified(fmt, fmt.adapt(doc, idea=idea), parts)
     deep = depth_exceeds(document, PACK_BOUNDS.max_depth)
     if deep is not None:  # before deepcopy, which recurses (and a cyclic dict is infinitely deep)
         raise PackError(
@@ -96,32 +97,46 @@ def load_pack(
     problems = fmt.validate(doc, label)
     if problems:
         raise PackError(problems)
-    digest = hashlib.sha256(_content_bytes(doc, label)).hexdigest()
-    pools = fmt.adapt(doc, idea=idea)
-    return dataclasses.replace(pools, digest=digest)
+    parts = _content_parts(doc, label)
+    return _identified(fmt, fmt.adapt(doc, idea=idea), parts)
 
 
 #: UTF-8 never holds these bytes; marshal writes a surrogate's code unit as them
 _SURROGATE_BYTES = re.compile(rb"\xed[\xa0-\xbf]")
 
 
-def _content_bytes(document: Any, label: str) -> bytes:
-    """The bytes a pack's content digest is taken of: marshal's format 2 (C speed, no
-    back-references, so equal documents give equal bytes). A document with values of other
-    types (a str subclass, on the precise path) is taken through its JSON text first, so
-    equal content gets equal bytes on both paths. A document handed over by an API caller
-    (files are checked when read) may hold a lone surrogate, which is no Unicode text:
-    refused (P121). The byte search may also hit a number's binary form; then the walk
-    finds nothing."""
+def _content_parts(document: Mapping[str, Any], label: str) -> dict[str, bytes]:
+    """Each top-level value's content key: its marshal bytes in format 2 (C speed, no
+    back-references, so equal values give equal bytes; `render.caches.content_key`). A
+    document with values of other types (a str subclass, on the precise path) is taken
+    through its JSON text first, so equal content gets equal bytes on both paths. A
+    document handed over by an API caller (files are checked when read) may hold a lone
+    surrogate, which is no Unicode text: refused (P121). The byte search may also hit a
+    number's binary form; then the walk finds nothing."""
     try:
-        data = marshal.dumps(document, 2)
+        parts = {key: marshal.dumps(value, 2) for key, value in document.items()}
     except ValueError:  # the JSON round trip keeps a lone surrogate: the search below finds it
-        data = marshal.dumps(json.loads(document_text(document)), 2)
-    if _SURROGATE_BYTES.search(data) is not None:
+        plain = json.loads(document_text(document))
+        parts = {key: marshal.dumps(value, 2) for key, value in plain.items()}
+    if any(_SURROGATE_BYTES.search(data) is not None for data in parts.values()):
         bad = lone_surrogate_error(document, label)
         if bad is not None:
             raise bad
-    return data
+    return parts
+
+
+def _identified(fmt: PackFormat, pools: Pools, parts: dict[str, bytes]) -> Pools:
+    """``pools`` with its content identity: the digest of the whole document (each key and
+    its value's bytes in order: marshal's encodings delimit themselves, so equal digests
+    mean equal documents), the parts' keys, and the key of the parts its candidates come from."""
+    digest = hashlib.sha256()
+    for key, data in parts.items():
+        digest.update(marshal.dumps(key, 2))
+        digest.update(data)
+    structure = tuple(parts.get(key, b"") for key in fmt.candidate_keys)
+    return dataclasses.replace(
+        pools, digest=digest.hexdigest(), content_keys=MappingProxyType(parts), structure_key=structure
+    )
 
 
 def load_pack_file(

@@ -15,6 +15,8 @@ from typing import Any
 from policy_engine.pools import Candidate, Pools
 
 NAME = "agent-retrieval-pack/v1"
+#: what `adapt` builds the pools from (the lanes' id lists must agree with the candidates)
+CANDIDATE_KEYS = ("selected_subcategories", "candidate_datasets", "candidate_fields", "candidate_operators")
 
 
 def detect(doc: Any) -> bool:

@@ -30,6 +30,10 @@ class PackFormat:
     #: plain-JSON dict, so it copies exactly through JSON text); False sends the document
     #: through `validate` for the precise errors
     quick_check: Callable[[Any], bool] | None = None
+    #: the document's top-level keys whose content alone determines the pools `adapt`
+    #: returns (not their attributes): packs equal there start the ladder from one state.
+    #: Empty: unknown (each pack's own, by its digest)
+    candidate_keys: tuple[str, ...] = ()
 
 
 _FORMATS: dict[str, PackFormat] = {}
@@ -58,6 +62,7 @@ def _load_builtins() -> None:
             validate_pack_document,
             agent_format.trim,
             pack_is_valid,
+            agent_format.CANDIDATE_KEYS,
         )
     )
 

@@ -14,6 +14,7 @@ from typing import Any
 ITEM_CACHE_MAX = 65536
 DOC_CACHE_MAX = 256
 MODEL_CACHE_MAX = 32
+SLOT_STATES_MAX = 4096
 
 
 def content_key(value: Any) -> bytes | str:
@@ -33,7 +34,7 @@ def content_key(value: Any) -> bytes | str:
 class RenderCaches:
     """Rendered and measured pieces shared by every prompt model built with this object."""
 
-    __slots__ = ("items", "knowledge", "knowledge_slots", "models", "skeletons", "slots")
+    __slots__ = ("items", "knowledge", "knowledge_slots", "models", "skeletons", "slot_states", "slots")
 
     def __init__(self) -> None:
         #: (counter, json options, indent, content_key(item)) -> (block, measure with a trailing comma, measure without)
@@ -49,6 +50,10 @@ class RenderCaches:
         #: (template, pack, idea, knowledge pack, limits) -> (the inputs kept alive, the prompt model): a
         #: pack evaluated again (a gate's retry, a replay, another usage snapshot) reuses its model and memos
         self.models: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any]] = {}
+        #: (slot key, ids of the id tuples it follows) -> (those tuples, kept ids, the items'
+        #: measure): a list's state for a selection, shared by the models of one run
+        #: (identity of the tuples: packs with equal lists share their ladder states)
+        self.slot_states: dict[tuple[Any, ...], tuple[tuple[Any, ...], list[str], int]] = {}
 
     @staticmethod
     def remember(cache: dict[Any, Any], key: Any, value: Any, bound: int) -> Any:
@@ -58,5 +63,13 @@ class RenderCaches:
         return value
 
     def clear(self) -> None:
-        for cache in (self.items, self.skeletons, self.slots, self.knowledge_slots, self.knowledge, self.models):
+        for cache in (
+            self.items,
+            self.skeletons,
+            self.slots,
+            self.knowledge_slots,
+            self.knowledge,
+            self.models,
+            self.slot_states,
+        ):
             cache.clear()

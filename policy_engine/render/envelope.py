@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from policy_engine.errors import Diagnostic, PackError
 from policy_engine.pools import Pools, Selection
 from policy_engine.pretty_json import dumps_indented
-from policy_engine.render.caches import DOC_CACHE_MAX, ITEM_CACHE_MAX, RenderCaches
+from policy_engine.render.caches import DOC_CACHE_MAX, ITEM_CACHE_MAX, SLOT_STATES_MAX, RenderCaches
 from policy_engine.render.caches import content_key as content_key_of
 from policy_engine.render.knowledge import KnowledgePack
 from policy_engine.render.template import Template, shipped_template, thaw
@@ -175,6 +175,10 @@ class TemplateModel:
         self._max_examples = max(1, int(kp_spec.get("max_examples", 1)))
         self._pools = pools
         self._items: dict[str, Sequence[tuple[str, Any]]] = {}
+        #: a pack list's slot -> the document's top-level key its items come from
+        self._item_sources: dict[str, str] = {}
+        #: slot -> its key in the shared caches (the slot's content, counter and indent)
+        self._slot_keys: dict[str, tuple[Any, ...]] = {}
         self._lists: dict[str, _KnowledgeList] = {}
         self._knowledge = knowledge
         self._kept_memo: dict[tuple[Any, ...], list[str]] = {}
@@ -259,6 +263,7 @@ class TemplateModel:
             if key in rp:
                 rp[key] = _slot(pool)
                 self._items[pool] = [((item if id_key is None else item[id_key]), item) for item in pack[key]]
+                self._item_sources[pool] = key
         if "lanes" in rp:
             lanes: dict[str, Any] = {}
             for lane, lists in pack["lanes"].items():
@@ -268,6 +273,8 @@ class TemplateModel:
                     new["operator_names"] = _slot(f"lane.{lane}.operators")
                     self._items[f"lane.{lane}.fields"] = [(x, x) for x in lists["field_ids"]]
                     self._items[f"lane.{lane}.operators"] = [(x, x) for x in lists["operator_names"]]
+                    self._item_sources[f"lane.{lane}.fields"] = "lanes"
+                    self._item_sources[f"lane.{lane}.operators"] = "lanes"
                 lanes[lane] = new
             rp["lanes"] = lanes
         echo = spec.get("echo_limits")
@@ -405,12 +412,15 @@ class TemplateModel:
         items = self._items.get(slot.name, ())
         knowledge_slot = slot.name in self._lists
         if knowledge_slot and self._knowledge_digest and self._knowledge_digest != "none":
-            content_key: bytes | str = f"{slot.name}:{self._template.digest}:{self._knowledge_digest}"
+            content_key: bytes | str | tuple[str, bytes] = f"{slot.name}:{self._template.digest}:{self._knowledge_digest}"
         else:
             # a pack's list by its own content: packs of a run that share a list (the same
-            # operators, the same datasets) measure it once
-            content_key = content_key_of(items)
+            # operators, the same datasets) measure it once. The loader has the content key
+            # of the document part the items come from (the items are a function of it).
+            source = self._pools.content_keys.get(self._item_sources.get(slot.name, ""))
+            content_key = (slot.name, source) if source is not None else content_key_of(items)
         slot_key = (self._counter_key, indent, content_key)
+        self._slot_keys[slot.name] = slot_key
         # knowledge lists (shared by every pack of a run) live apart from the packs' own
         # lists, so a corpus of new packs never evicts them
         store = self._caches.knowledge_slots if knowledge_slot else self._caches.slots
@@ -487,18 +497,27 @@ class TemplateModel:
         hit = self._slot_memo.get(name)
         if hit is not None and all(a is b for a, b in zip(hit[0], deps, strict=True)):
             return hit[1], hit[2]
-        if rule is None:
-            chosen = self._chosen(self._slot_pool[name], selection)[1]
-            kept = list(filter(chosen.__contains__, self._slot_order[name]))
+        # other models of the run (packs with equal lists start from one ladder state, so
+        # their selections share the same id tuples) computed it already
+        shared_key = (self._slot_keys[name], *map(id, deps))
+        shared = self._caches.slot_states.get(shared_key)
+        if shared is not None and all(a is b for a, b in zip(shared[0], deps, strict=True)):
+            kept, items_cost = shared[1], shared[2]
         else:
-            kept = self._kept_items(name, rule, selection)
+            if rule is None:
+                chosen = self._chosen(self._slot_pool[name], selection)[1]
+                kept = list(filter(chosen.__contains__, self._slot_order[name]))
+            else:
+                kept = self._kept_items(name, rule, selection)
+            items_cost = 0
+            if kept:
+                with_comma, without = self._comma_costs[name], self._plain_costs[name]
+                last = kept[-1]
+                items_cost = sum(map(with_comma.__getitem__, kept)) - with_comma[last] + without[last]
+            # the entry keeps its deps alive: an id in its key is never reused meanwhile
+            self._caches.remember(self._caches.slot_states, shared_key, (deps, kept, items_cost), SLOT_STATES_MAX)
         opening, closing, empty = self._slot_meta[name]
-        if not kept:
-            cost = empty
-        else:
-            with_comma, without = self._comma_costs[name], self._plain_costs[name]
-            last = kept[-1]
-            cost = opening + closing + sum(map(with_comma.__getitem__, kept)) - with_comma[last] + without[last]
+        cost = opening + closing + items_cost if kept else empty
         self._slot_memo[name] = (deps, kept, cost)
         return kept, cost
 

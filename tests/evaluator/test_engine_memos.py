@@ -76,6 +76,47 @@ def test_one_engine_over_generated_packs_equals_a_fresh_engine_per_pack(docs: li
         assert got == _json(evaluate(Engine.build(policy, verify_counts=True), load_pack(doc)))
 
 
+def _with_operators_of(doc: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with ``other``'s operators (and the lanes' operator lists that go with them)."""
+    out = json.loads(json.dumps(doc))
+    out["candidate_operators"] = other["candidate_operators"]
+    for lane in ("exploit", "explore"):
+        out["lanes"][lane]["operator_names"] = other["lanes"][lane]["operator_names"]
+    return out
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(docs=st.lists(packs(), min_size=2, max_size=2), data=st.data())
+def test_packs_sharing_lists_share_states_and_still_decide_alone(docs: list[dict[str, Any]], data: Any) -> None:
+    """A corpus's packs often differ only outside their candidate lists (another idea, query
+    or target) or in one list: one engine shares their ladder states and list measures,
+    and each decision is still the one a fresh engine makes for that pack alone."""
+    base, other = docs
+    renamed = {**base, "idea_id": base["idea_id"] + "-again", "query": base["query"] + " again"}
+    mixed = _with_operators_of(base, other)
+    spec = data.draw(policy_specs(scale=700 + len(json.dumps(base)) // 3))
+    policy = load_policy_text(spec.text(), "generated.policy")
+    warm = Engine.build(policy)
+    for doc in (base, renamed, mixed, other, renamed, base):
+        got = _json(evaluate(warm, load_pack(doc)))
+        assert got == _json(evaluate(Engine.build(policy, verify_counts=True), load_pack(doc)))
+    settings_ = policy.resolve(load_pack(base).attributes)[0]
+    if settings_ is policy.resolve(load_pack(renamed).attributes)[0]:
+        assert warm.start_state(load_pack(base), settings_.topk) is warm.start_state(load_pack(renamed), settings_.topk)
+
+
+def test_pack_identity_parts() -> None:
+    """The digest tells documents apart; the structure key only the candidate lists."""
+    seed = _pack_docs()[0]
+    renamed = {**seed, "idea_id": "another idea"}
+    a, b = load_pack(seed), load_pack(renamed)
+    assert a.digest != b.digest and a.structure_key == b.structure_key and len(a.structure_key) == 4
+    assert load_pack(json.loads(json.dumps(seed))).digest == a.digest
+    moved = {**seed, "candidate_fields": seed["candidate_fields"][::-1]}
+    assert load_pack(moved).structure_key != a.structure_key
+    assert Pools({}, {}, "test").structure_key == ()
+
+
 # ---- the ladder state ------------------------------------------------------------------
 
 
