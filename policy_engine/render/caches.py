@@ -34,7 +34,7 @@ def content_key(value: Any) -> bytes | str:
 class RenderCaches:
     """Rendered and measured pieces shared by every prompt model built with this object."""
 
-    __slots__ = ("items", "knowledge", "knowledge_slots", "models", "skeletons", "slot_states", "slots")
+    __slots__ = ("items", "knowledge", "knowledge_slots", "measures", "models", "skeletons", "slot_states", "slots")
 
     def __init__(self) -> None:
         #: (counter, json options, indent, content_key(item)) -> (block, measure with a trailing comma, measure without)
@@ -54,6 +54,9 @@ class RenderCaches:
         #: measure): a list's state for a selection, shared by the models of one run
         #: (identity of the tuples: packs with equal lists share their ladder states)
         self.slot_states: dict[tuple[Any, ...], tuple[tuple[Any, ...], list[str], int]] = {}
+        #: (model signature, (pool, id of its ids tuple) per pool) -> (those tuples, the
+        #: measure of the model's dynamic parts): the same, for a whole selection
+        self.measures: dict[tuple[Any, ...], tuple[tuple[Any, ...], int]] = {}
 
     @staticmethod
     def remember(cache: dict[Any, Any], key: Any, value: Any, bound: int) -> Any:
@@ -71,5 +74,6 @@ class RenderCaches:
             self.knowledge,
             self.models,
             self.slot_states,
+            self.measures,
         ):
             cache.clear()

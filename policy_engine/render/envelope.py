@@ -17,7 +17,7 @@ still counts the final prompt once as proof.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -46,6 +46,48 @@ _PACK_LISTS = (
 
 def _slot(name: str) -> str:
     return f"\x00slot:{name}\x00"
+
+
+class _PackItems(Sequence[tuple[str, Any]]):
+    """A pack list's ``(id, item)`` pairs, built only when read. A run's packs mostly share
+    their lists, and a list measured before (its slot found in the shared caches by the
+    loader's content key) is never read again: building its pairs for every pack was the
+    largest cost of a new pack's prompt model."""
+
+    __slots__ = ("_built", "_id_key", "_rows")
+
+    def __init__(self, rows: Sequence[Any], id_key: str | None) -> None:
+        self._rows, self._id_key = rows, id_key
+        self._built: list[tuple[str, Any]] | None = None
+
+    def _pairs(self) -> list[tuple[str, Any]]:
+        if self._built is None:
+            key = self._id_key
+            self._built = [((row if key is None else row[key]), row) for row in self._rows]
+        return self._built
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._pairs()[index]
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        return iter(self._pairs())
+
+
+class _SlotOrders(dict[str, tuple[str, ...]]):
+    """Slot -> its item ids in order, computed on first use (see `_PackItems`)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, Sequence[tuple[str, Any]]]) -> None:
+        super().__init__()
+        self._items = items
+
+    def __missing__(self, name: str) -> tuple[str, ...]:
+        order = self[name] = tuple(map(_first, self._items[name]))
+        return order
 
 
 def _value(name: str) -> str:
@@ -216,7 +258,7 @@ class TemplateModel:
         self._dynamic = [p for p in self._parts if not isinstance(p, str)]
         self._comma_costs: dict[str, dict[str, int]] = {}
         self._plain_costs: dict[str, dict[str, int]] = {}
-        self._slot_order = {name: tuple(map(_first, items)) for name, items in self._items.items()}
+        self._slot_order = _SlotOrders(self._items)
         self._blocks: dict[str, dict[str, str]] = {}
         self._slot_meta: dict[str, tuple[int, int, int]] = {}
         #: the pool a pack list follows (its lane lists follow the pool too)
@@ -232,6 +274,15 @@ class TemplateModel:
         for part in self._parts:
             if isinstance(part, _Slot):
                 self._prepare_slot(part)
+        #: everything the dynamic parts' measure depends on besides the selection: each
+        #: list's content key and bracket costs, each value line's text. Models with equal
+        #: signatures (a run's packs that differ outside their lists) share measures.
+        self._signature = tuple(
+            (p.name, self._slot_keys[p.name], self._slot_meta[p.name])
+            if isinstance(p, _Slot)
+            else (p.name, p.before, p.after)
+            for p in self._dynamic
+        )
 
     @property
     def template(self) -> Template:
@@ -262,7 +313,7 @@ class TemplateModel:
         for key, pool, id_key in _PACK_LISTS:
             if key in rp:
                 rp[key] = _slot(pool)
-                self._items[pool] = [((item if id_key is None else item[id_key]), item) for item in pack[key]]
+                self._items[pool] = _PackItems(pack[key], id_key)
                 self._item_sources[pool] = key
         if "lanes" in rp:
             lanes: dict[str, Any] = {}
@@ -271,8 +322,8 @@ class TemplateModel:
                 if lane in ("exploit", "explore"):
                     new["field_ids"] = _slot(f"lane.{lane}.fields")
                     new["operator_names"] = _slot(f"lane.{lane}.operators")
-                    self._items[f"lane.{lane}.fields"] = [(x, x) for x in lists["field_ids"]]
-                    self._items[f"lane.{lane}.operators"] = [(x, x) for x in lists["operator_names"]]
+                    self._items[f"lane.{lane}.fields"] = _PackItems(lists["field_ids"], None)
+                    self._items[f"lane.{lane}.operators"] = _PackItems(lists["operator_names"], None)
                     self._item_sources[f"lane.{lane}.fields"] = "lanes"
                     self._item_sources[f"lane.{lane}.operators"] = "lanes"
                 lanes[lane] = new
@@ -412,13 +463,15 @@ class TemplateModel:
         items = self._items.get(slot.name, ())
         knowledge_slot = slot.name in self._lists
         if knowledge_slot and self._knowledge_digest and self._knowledge_digest != "none":
-            content_key: bytes | str | tuple[str, bytes] = f"{slot.name}:{self._template.digest}:{self._knowledge_digest}"
+            content_key: bytes | str | tuple[str, bytes] = (
+                f"{slot.name}:{self._template.digest}:{self._knowledge_digest}"
+            )
         else:
             # a pack's list by its own content: packs of a run that share a list (the same
             # operators, the same datasets) measure it once. The loader has the content key
             # of the document part the items come from (the items are a function of it).
             source = self._pools.content_keys.get(self._item_sources.get(slot.name, ""))
-            content_key = (slot.name, source) if source is not None else content_key_of(items)
+            content_key = (slot.name, source) if source is not None else content_key_of(list(items))
         slot_key = (self._counter_key, indent, content_key)
         self._slot_keys[slot.name] = slot_key
         # knowledge lists (shared by every pack of a run) live apart from the packs' own
@@ -574,15 +627,21 @@ class TemplateModel:
         hit = self._measures.get(key)
         if hit is not None:  # the entry keeps its tuples alive: an id in the key is never reused meanwhile
             return hit[1]
-        total = self._measure_parts(selection)
+        shared_key = (self._signature, *key)
+        shared = self._caches.measures.get(shared_key)
+        if shared is None:
+            dynamic = sum(self._part_measure(part, selection) for part in self._dynamic)
+            # kept with the tuples whose ids the key holds, as above
+            self._caches.remember(
+                self._caches.measures, shared_key, (tuple(selection.values()), dynamic), SLOT_STATES_MAX
+            )
+        else:
+            dynamic = shared[1]
+        total = self._fixed_measure + dynamic
         if len(self._measures) >= 256:
             self._measures.clear()
         self._measures[key] = (tuple(selection.values()), total)  # the tuples kept alive with their ids
         return total
-
-    def _measure_parts(self, selection: Selection) -> int:
-        # each list slot's measure is memoised by the selections it follows (`_slot_state`)
-        return self._fixed_measure + sum(self._part_measure(part, selection) for part in self._dynamic)
 
     def tokens(self, selection: Selection) -> int:
         return self._counter.finish(self.measure(selection))
