@@ -73,11 +73,12 @@ def load_pack(
             ]
         )
     fmt = find_format(document, label, format)
-    if fmt.quick_check is not None and fmt.quick_check(document):
+    quick_parts = _marshalled(document) if fmt.quick_check is not None else None
+    if fmt.quick_check is not None and fmt.quick_check(document, quick_parts):
         # Valid, and plain JSON values only, of the exact built-in types (the check is
         # bounded: a cyclic or too deep document fails it): its marshal bytes are the
         # digest's input and, loaded back, an exact copy.
-        parts = _content_parts(document, label)
+        parts = _content_parts(document, label, quick_parts)
         doc = {key: marshal.loads(data) for key, data in parts.items()} if copy else document
         return _identified(fmt, fmt.adapt(doc, idea=idea), parts)
     deep = depth_exceeds(document, PACK_BOUNDS.max_depth)
@@ -105,7 +106,20 @@ def load_pack(
 _SURROGATE_BYTES = re.compile(rb"\xed[\xa0-\xbf]")
 
 
-def _content_parts(document: Mapping[str, Any], label: str) -> dict[str, bytes]:
+def _marshalled(document: Any) -> dict[str, bytes] | None:
+    """Each top-level value's marshal bytes, or None when marshal refuses one (a type it
+    does not know, a cycle: its depth limit stops it) or the document is no dict."""
+    if type(document) is not dict:
+        return None
+    try:
+        return {key: marshal.dumps(value, 2) for key, value in document.items()}
+    except ValueError:
+        return None
+
+
+def _content_parts(
+    document: Mapping[str, Any], label: str, marshalled: dict[str, bytes] | None = None
+) -> dict[str, bytes]:
     """Each top-level value's content key: its marshal bytes in format 2 (C speed, no
     back-references, so equal values give equal bytes; `render.caches.content_key`). A
     document with values of other types (a str subclass, on the precise path) is taken
@@ -113,9 +127,8 @@ def _content_parts(document: Mapping[str, Any], label: str) -> dict[str, bytes]:
     document handed over by an API caller (files are checked when read) may hold a lone
     surrogate, which is no Unicode text: refused (P121). The byte search may also hit a
     number's binary form; then the walk finds nothing."""
-    try:
-        parts = {key: marshal.dumps(value, 2) for key, value in document.items()}
-    except ValueError:  # the JSON round trip keeps a lone surrogate: the search below finds it
+    parts = marshalled if marshalled is not None else _marshalled(document)
+    if parts is None:  # the JSON round trip keeps a lone surrogate: the search below finds it
         plain = json.loads(document_text(document))
         parts = {key: marshal.dumps(value, 2) for key, value in plain.items()}
     if any(_SURROGATE_BYTES.search(data) is not None for data in parts.values()):

@@ -13,6 +13,7 @@ The walk is bounded by the nesting limit, so a cyclic or too-deep document ends 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from policy_engine.reading.bounds import MAX_JSON_INTEGER, PACK_BOUNDS
@@ -139,8 +140,27 @@ _KNOWN = frozenset(
 )
 
 
-def pack_is_valid(doc: Any) -> bool:
-    """True only if the agent-format pack `doc` has no problem at all (see the module doc)."""
+#: the parts whose validity depends on each other (ids, parents, lanes): checked together
+_STRUCTURE = ("selected_subcategories", "candidate_datasets", "candidate_fields", "candidate_operators", "lanes")
+#: verdicts by content (a part's marshal bytes, see `packs._content_parts`): a run's packs
+#: mostly share their lists, and equal bytes are equal plain JSON values (marshal tells
+#: every type apart), whose verdict is the same. Bounded: cleared when full.
+_STRUCTURE_VERDICTS: dict[tuple[bytes, ...], bool] = {}
+_PART_VERDICTS: dict[tuple[str, bytes], bool] = {}
+_MEMO_MAX = 512
+
+
+def _remember(memo: dict[Any, bool], key: Any, verdict: bool) -> bool:
+    if len(memo) >= _MEMO_MAX:
+        memo.clear()
+    memo[key] = verdict
+    return verdict
+
+
+def pack_is_valid(doc: Any, parts: Mapping[str, bytes] | None = None) -> bool:
+    """True only if the agent-format pack `doc` has no problem at all (see the module doc).
+    ``parts`` (top-level key -> its value's marshal bytes), when given, lets verdicts on
+    parts seen before in this process stand."""
     if type(doc) is not dict:
         return False
     try:
@@ -149,9 +169,13 @@ def pack_is_valid(doc: Any) -> bool:
                 return False
             if key in _KNOWN:
                 continue
-            if key in _OBJECT_KEYS and type(value) is not dict:
-                return False
-            if not _json(value, 1):
+            data = parts.get(key) if parts is not None else None
+            verdict = _PART_VERDICTS.get((key, data)) if data is not None else None
+            if verdict is None:
+                verdict = (key not in _OBJECT_KEYS or type(value) is dict) and _json(value, 1)
+                if data is not None:
+                    _remember(_PART_VERDICTS, (key, data), verdict)
+            if not verdict:
                 return False
         if type(doc["idea_id"]) is not str or type(doc["query"]) is not str:
             return False
@@ -165,38 +189,46 @@ def pack_is_valid(doc: Any) -> bool:
             delay = target["delay"]
             if not (type(delay) is int or (type(delay) is float and delay.is_integer())) or delay < 0:
                 return False
-        subcategories = doc["selected_subcategories"]
-        if not _strings(subcategories, non_empty=True):
-            return False
-        subs = set(subcategories)
-        if len(subs) != len(subcategories):
-            return False
-        lanes = doc["lanes"]
-        if type(lanes) is not dict or "exploit" not in lanes or "explore" not in lanes or not _json(lanes, 1):
-            return False
-        for lane in _LANES:
-            lists = lanes[lane]
-            if (
-                type(lists) is not dict
-                or not _strings(lists.get("field_ids"))
-                or not _strings(lists.get("operator_names"))
-            ):
-                return False
-        by_lane: dict[str, dict[str, list[str]]] = {
-            pool: {lane: [] for lane in _LANES} for pool in ("datasets", "fields", "operators")
-        }
-        datasets = _candidates(doc["candidate_datasets"], "id", *_DATASET, "subcategory_id", subs, by_lane["datasets"])
-        if datasets is None:
-            return False
-        fields = _candidates(doc["candidate_fields"], "id", *_FIELD, "dataset_id", datasets, by_lane["fields"])
-        operators = _candidates(doc["candidate_operators"], "name", *_OPERATOR, None, None, by_lane["operators"])
-        if fields is None or operators is None:
-            return False
-        for lane in _LANES:
-            if sorted(lanes[lane]["field_ids"]) != sorted(by_lane["fields"][lane]):
-                return False
-            if sorted(lanes[lane]["operator_names"]) != sorted(by_lane["operators"][lane]):
-                return False
+        structure = tuple(parts.get(key, b"") for key in _STRUCTURE) if parts is not None else ()
+        if structure and all(structure):
+            known = _STRUCTURE_VERDICTS.get(structure)
+            if known is None:
+                known = _remember(_STRUCTURE_VERDICTS, structure, _structure_valid(doc))
+            return known
+        return _structure_valid(doc)
     except KeyError:
         return False
+
+
+def _structure_valid(doc: dict[str, Any]) -> bool:
+    """The candidate lists and the lanes: each list valid, ids unique, parents listed, and
+    the lanes' id lists in agreement with the candidates' lanes. KeyError: a part is missing."""
+    subcategories = doc["selected_subcategories"]
+    if not _strings(subcategories, non_empty=True):
+        return False
+    subs = set(subcategories)
+    if len(subs) != len(subcategories):
+        return False
+    lanes = doc["lanes"]
+    if type(lanes) is not dict or "exploit" not in lanes or "explore" not in lanes or not _json(lanes, 1):
+        return False
+    for lane in _LANES:
+        lists = lanes[lane]
+        if type(lists) is not dict or not _strings(lists.get("field_ids")) or not _strings(lists.get("operator_names")):
+            return False
+    by_lane: dict[str, dict[str, list[str]]] = {
+        pool: {lane: [] for lane in _LANES} for pool in ("datasets", "fields", "operators")
+    }
+    datasets = _candidates(doc["candidate_datasets"], "id", *_DATASET, "subcategory_id", subs, by_lane["datasets"])
+    if datasets is None:
+        return False
+    fields = _candidates(doc["candidate_fields"], "id", *_FIELD, "dataset_id", datasets, by_lane["fields"])
+    operators = _candidates(doc["candidate_operators"], "name", *_OPERATOR, None, None, by_lane["operators"])
+    if fields is None or operators is None:
+        return False
+    for lane in _LANES:
+        if sorted(lanes[lane]["field_ids"]) != sorted(by_lane["fields"][lane]):
+            return False
+        if sorted(lanes[lane]["operator_names"]) != sorted(by_lane["operators"][lane]):
+            return False
     return True

@@ -26,10 +26,12 @@ class PackFormat:
     adapt: Callable[..., Pools]
     validate: Callable[[Any, str], list[Diagnostic]]
     trim: Callable[[Mapping[str, Any], Mapping[str, Mapping[str, tuple[str, ...]]]], dict[str, Any]]
-    #: optional fast path: True only for a document `validate` finds nothing wrong with (a
-    #: plain-JSON dict, so it copies exactly through JSON text); False sends the document
-    #: through `validate` for the precise errors
-    quick_check: Callable[[Any], bool] | None = None
+    #: optional fast path, called as ``quick_check(document, parts)``: True only for a
+    #: document `validate` finds nothing wrong with (a plain-JSON dict, so it copies exactly
+    #: through JSON text); False sends the document through `validate` for the precise
+    #: errors. ``parts`` maps each top-level key to its value's marshal bytes (None when
+    #: marshal refuses the document), so verdicts on parts seen before may stand.
+    quick_check: Callable[[Any, Mapping[str, bytes] | None], bool] | None = None
     #: the document's top-level keys whose content alone determines the pools `adapt`
     #: returns (not their attributes): packs equal there start the ladder from one state.
     #: Empty: unknown (each pack's own, by its digest)

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 
 from policy_engine.errors import PackError
-from policy_engine.packs import load_pack
-from policy_engine.packs.fast_check import pack_is_valid
+from policy_engine.packs import _marshalled, load_pack
+from policy_engine.packs.fast_check import _STRUCTURE, pack_is_valid
 from policy_engine.packs.validate import validate_pack_document
 from tests.conftest import SHARED
 from tests.packs.test_pack_fuzz import json_values, mutated_packs
@@ -28,17 +28,37 @@ def _precise_ok(doc: Any) -> bool:
     return isinstance(doc, dict) and not validate_pack_document(copy.deepcopy(doc), "p.json")
 
 
+def _fast_verdicts(doc: Any) -> set[bool]:
+    """The fast path's verdicts: without parts, and with them twice (the second time the
+    verdicts kept by content answer)."""
+    parts = _marshalled(doc)
+    return {pack_is_valid(doc, None), pack_is_valid(doc, parts), pack_is_valid(doc, parts)}
+
+
 @settings(max_examples=300)
 @given(mutated_packs())
 def test_fast_path_verdict_equals_the_schema_and_checks_verdict(doc: Any) -> None:
     """Both ways: the documents are plain JSON values (as read from a file), where the fast
     path has no reason to defer (it defers only on str/int subclasses, tuples and the like)."""
-    assert pack_is_valid(doc) == _precise_ok(doc)
+    assert _fast_verdicts(doc) == {_precise_ok(doc)}
 
 
 @given(json_values)
 def test_random_json_verdict_equals_the_precise_verdict(doc: Any) -> None:
-    assert pack_is_valid(doc) == _precise_ok(doc)
+    assert _fast_verdicts(doc) == {_precise_ok(doc)}
+
+
+@settings(max_examples=200)
+@given(packs(), mutated_packs())
+def test_verdicts_kept_by_content_serve_only_equal_parts(valid: Any, other: Any) -> None:
+    """A pack whose lists equal a valid pack's, with another pack's other parts (or the
+    reverse): the verdict kept for the shared parts must not stand for what differs."""
+    for base, donor in ((valid, other), (other, valid)):
+        if not isinstance(base, dict) or not isinstance(donor, dict):
+            continue
+        pack_is_valid(base, _marshalled(base))
+        mixed = {**donor, **{k: base[k] for k in _STRUCTURE if k in base}}
+        assert _fast_verdicts(mixed) == {_precise_ok(mixed)}
 
 
 @settings(max_examples=100)
