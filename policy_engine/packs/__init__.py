@@ -80,7 +80,8 @@ def load_pack(
         # digest's input and, loaded back, an exact copy.
         parts = _content_parts(document, label, quick_parts)
         doc = {key: marshal.loads(data) for key, data in parts.items()} if copy else document
-        return _identified(fmt, fmt.adapt(doc, idea=idea), parts)
+        pools = fmt.adapt(doc, idea=idea, parts=parts) if fmt.candidate_keys else fmt.adapt(doc, idea=idea)
+        return _identified(fmt, pools, parts)
     deep = depth_exceeds(document, PACK_BOUNDS.max_depth)
     if deep is not None:  # before deepcopy, which recurses (and a cyclic dict is infinitely deep)
         raise PackError(

@@ -32,7 +32,43 @@ def _counts(pools: Mapping[str, tuple[Candidate, ...]]) -> dict[str, int]:
     return out
 
 
-def adapt(doc: Mapping[str, Any], *, idea: Mapping[str, Any] | None = None) -> Pools:
+#: candidate lists' content (their marshal bytes) -> their pools and counts: a run's packs
+#: mostly share their lists. Bounded: cleared when full.
+_CANDIDATES: dict[tuple[bytes, ...], tuple[Mapping[str, tuple[Candidate, ...]], dict[str, int]]] = {}
+_CANDIDATES_MAX = 256
+
+
+def adapt(
+    doc: Mapping[str, Any], *, idea: Mapping[str, Any] | None = None, parts: Mapping[str, bytes] | None = None
+) -> Pools:
+    """The pack's pools and attributes. ``parts`` (each top-level key's marshal bytes, from
+    the loader) lets pools built before from equal candidate lists stand."""
+    key = tuple(parts.get(name, b"") for name in CANDIDATE_KEYS) if parts is not None else ()
+    known = _CANDIDATES.get(key) if key and all(key) else None
+    if known is None:
+        built = MappingProxyType(_pools(doc))
+        known = (built, _counts(built))
+        if key and all(key):
+            if len(_CANDIDATES) >= _CANDIDATES_MAX:
+                _CANDIDATES.clear()
+            _CANDIDATES[key] = known
+    candidates, counts = known
+    target = doc.get("target") or {}
+    attributes: dict[str, Any] = {
+        "region": target.get("region"),
+        "universe": target.get("universe"),
+        "delay": target.get("delay"),
+        "instrument_type": target.get("instrumentType"),
+        "query": doc.get("query"),
+        "idea_id": doc.get("idea_id"),
+        **counts,
+    }
+    if idea is not None:
+        attributes["tags"] = tuple(idea.get("theme_tags") or ())
+    return Pools(candidates, MappingProxyType(attributes), NAME, source=doc)
+
+
+def _pools(doc: Mapping[str, Any]) -> dict[str, tuple[Candidate, ...]]:
     datasets = tuple(Candidate(d["id"], "datasets", d["lane"], d["subcategory_id"]) for d in doc["candidate_datasets"])
     lanes_by_sub: dict[str, set[str]] = {}
     for d in datasets:
@@ -43,20 +79,7 @@ def adapt(doc: Mapping[str, Any], *, idea: Mapping[str, Any] | None = None) -> P
     )
     fields = tuple(Candidate(f["id"], "fields", f["lane"], f["dataset_id"]) for f in doc["candidate_fields"])
     operators = tuple(Candidate(o["name"], "operators", o["lane"], None) for o in doc["candidate_operators"])
-    pools = {"subcategories": subcategories, "datasets": datasets, "fields": fields, "operators": operators}
-    target = doc.get("target") or {}
-    attributes: dict[str, Any] = {
-        "region": target.get("region"),
-        "universe": target.get("universe"),
-        "delay": target.get("delay"),
-        "instrument_type": target.get("instrumentType"),
-        "query": doc.get("query"),
-        "idea_id": doc.get("idea_id"),
-        **_counts(pools),
-    }
-    if idea is not None:
-        attributes["tags"] = tuple(idea.get("theme_tags") or ())
-    return Pools(MappingProxyType(pools), MappingProxyType(attributes), NAME, source=doc)
+    return {"subcategories": subcategories, "datasets": datasets, "fields": fields, "operators": operators}
 
 
 def _copy(value: Any) -> Any:

@@ -34,7 +34,8 @@ class PackFormat:
     quick_check: Callable[[Any, Mapping[str, bytes] | None], bool] | None = None
     #: the document's top-level keys whose content alone determines the pools `adapt`
     #: returns (not their attributes): packs equal there start the ladder from one state.
-    #: Empty: unknown (each pack's own, by its digest)
+    #: Empty: unknown (each pack's own, by its digest). A format that names them is also
+    #: given ``parts=`` (each top-level key's marshal bytes) by `load_pack`'s fast path.
     candidate_keys: tuple[str, ...] = ()
 
 

@@ -13,6 +13,23 @@ from tests.conftest import SHARED
 SEED = json.loads((SHARED / "packs" / "seed_5x15x72x60.json").read_text())
 
 
+def test_packs_with_equal_lists_share_candidates_not_attributes() -> None:
+    """Pools built from equal candidate lists are reused (the loader passes their bytes);
+    the attributes are each pack's own, and other lists give other pools."""
+    other_target = {**SEED, "idea_id": "another", "target": {**SEED["target"], "region": "EUR"}}
+    first, second = load_pack(SEED), load_pack(other_target)
+    assert all(first.pools[p] is second.pools[p] for p in POOLS)
+    assert second.attributes["region"] == "EUR" and second.attributes["idea_id"] == "another"
+    assert first.attributes["region"] == "USA"
+    fewer = copy.deepcopy(SEED)
+    dropped = fewer["candidate_operators"].pop()
+    fewer["lanes"][dropped["lane"]]["operator_names"].remove(dropped["name"])
+    third = load_pack(fewer)
+    assert third.pools["operators"] == first.pools["operators"][:-1]
+    assert third.attributes["operators.count"] == first.attributes["operators.count"] - 1
+    assert agent_format.adapt(SEED).pools == first.pools  # without parts: built afresh, equal
+
+
 def test_attributes_come_from_the_target_the_query_and_the_idea() -> None:
     pools = load_pack(SEED, idea={"theme_tags": ["momentum", "quality"]})
     a = pools.attributes
