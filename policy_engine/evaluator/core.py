@@ -182,6 +182,12 @@ def _prove(engine: Engine, model: Any, walk: LadderWalk) -> tuple[int, int, list
     if not counter.exact and not engine.verify_counts:
         chars = model.measure(selection)
         return counter.finish(chars), chars, notes
+    render_parts = getattr(model, "render_parts", None)
+    count_parts = getattr(counter, "count_parts", None)
+    if render_parts is not None and count_parts is not None and not engine.verify_counts:
+        # the pieces most packs of a run share are counted already (`count_parts`)
+        parts = render_parts(selection)
+        return count_parts(parts), sum(map(len, parts)), notes
     text = model.render(selection)
     exact = counter.count(text)
     if engine.verify_counts:

@@ -647,6 +647,13 @@ class TemplateModel:
         return self._counter.finish(self.measure(selection))
 
     def render(self, selection: Selection) -> str:
+        return "".join(self.render_parts(selection))
+
+    def render_parts(self, selection: Selection) -> list[str]:
+        """The prompt for ``selection`` as the pieces `render` joins: the skeleton's fixed
+        runs of lines, each list whole, each value line (each piece but the last ends with a
+        newline). A run's packs share most pieces, so counting by pieces
+        (`TiktokenCounter.count_parts`) finds most of them counted already."""
         out: list[str] = []
         for part in self._parts:
             if isinstance(part, str):
@@ -670,7 +677,7 @@ class TemplateModel:
                 )
             else:
                 out.append(part.before + str(self._value_of(part.name, selection)) + part.after)
-        return "".join(out)
+        return out
 
     def item_tokens(self, pool: str, ident: str) -> int:
         """Cost of one candidate's own blocks: in its pool's list, its lane list and every

@@ -68,6 +68,17 @@ def split_pieces(text: str, boundary: re.Pattern[str] | None) -> list[str]:
     return boundary.split(text)
 
 
+def safe_joint(piece: str, boundary: re.Pattern[str] | None) -> bool:
+    """Whether a newline followed by ``piece`` (the rest of the text) is a safe boundary:
+    the same unsafe-newline search as `safe_lines`, on the newline and what it can see (the
+    piece's leading spaces and the character after them, or the end)."""
+    unsafe = _UNSAFE.get(boundary) if boundary is not None else None
+    if unsafe is None:
+        return False
+    spaces = len(piece) - len(piece.lstrip(" "))
+    return unsafe.match("\n" + piece[: spaces + 1]) is None
+
+
 def safe_lines(text: str, boundary: re.Pattern[str] | None) -> list[str] | None:
     """``text.split("\n")`` when every newline in it is a safe boundary (the usual case for
     printed JSON, which has no blank lines and no line opening with ``/``), else None.

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from policy_engine.errors import Diagnostic, TokenizerError
 from policy_engine.policy import Tokenizer
-from policy_engine.tokens.compose import boundary_pattern, safe_lines, split_pieces
+from policy_engine.tokens.compose import boundary_pattern, safe_joint, safe_lines, split_pieces
 from policy_engine.tokens.resolve import encoding_for_model, resolve_encoding
 
 if TYPE_CHECKING:
@@ -155,6 +155,18 @@ class TiktokenCounter:
         if len(text) <= _PIECE_MAX_CHARS:
             pieces.remember(text, n)
         return n
+
+    def count_parts(self, parts: Sequence[str]) -> int:
+        """``count("".join(parts))``, counted part by part when every part but the last ends
+        with a newline and each newline between two parts is a safe boundary (then the
+        counts add up exactly, as lines do): a part counted before, such as a list a run's
+        packs share, costs a lookup. Otherwise the joined text is counted."""
+        pieces = [part for part in parts if part]
+        last = len(pieces) - 1
+        for i, piece in enumerate(pieces):
+            if (i < last and not piece.endswith("\n")) or (i and not safe_joint(piece, self._boundary)):
+                return self.count("".join(pieces))
+        return sum(map(self.count, pieces))
 
     def count_whole(self, text: str) -> int:
         return len(self._encode(text))

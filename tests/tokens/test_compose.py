@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policy_engine.tokens.compose import boundary_pattern, safe_lines, split_pieces
+from policy_engine.tokens.compose import safe_joint as compose_safe_joint
 from policy_engine.tokens.counter import _PIECE_MAX_CHARS, TiktokenCounter, _line_counts
 from tests.conftest import SHARED
 
@@ -201,3 +202,40 @@ def test_counting_nothing_and_duplicates(counter: TiktokenCounter) -> None:
     assert counter.measure_many([]) == []
     block = '  {\n    "id": "f1"\n  },\n'
     assert counter.measure_many([block] * 40) == [counter.count_whole(block)] * 40
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    parts=st.lists(
+        st.one_of(
+            st.just(""),
+            st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=10).map(lambda f: "".join(f) + "\n"),
+            st.lists(SAFE_LINE, min_size=1, max_size=4).map(lambda lines: "\n".join(lines) + "\n"),
+            st.lists(st.sampled_from(FRAGMENTS), max_size=5).map("".join),  # not newline-terminated
+        ),
+        max_size=12,
+    ),
+    encoding=st.sampled_from(ENCODINGS),
+)
+def test_counting_by_parts_equals_counting_the_joined_text(parts: list[str], encoding: str) -> None:
+    """The final proof counts the rendered prompt by its parts: exact whatever the parts,
+    whether each joint is a safe boundary (added) or not (the joined text is counted)."""
+    counter = _fresh(encoding)
+    for _ in range(2):  # the second time, parts counted before answer
+        assert counter.count_parts(parts) == counter.count_whole("".join(parts))
+
+
+def test_an_agent_prompt_counted_by_parts_equals_the_whole_count(counter: TiktokenCounter) -> None:
+    """A rendered prompt's parts (fixed runs, lists, value lines) meet at safe joints."""
+    from policy_engine.dsl import default_rules_path, load_policy
+    from policy_engine.evaluator import Engine
+    from policy_engine.packs import load_pack_file
+    from policy_engine.render import limits_view
+
+    policy = load_policy(default_rules_path())
+    engine = Engine.build(policy, counter=counter)
+    pools = load_pack_file(SHARED / "packs" / "seed_5x15x72x60.json")
+    model = engine.prompt_model(pools, idea=None, knowledge=None, limits=limits_view(policy.settings))
+    parts = model.render_parts(engine.start_state(pools, policy.settings.topk).selection())  # type: ignore[attr-defined]
+    assert len(parts) > 10 and all(compose_safe_joint(p, counter._boundary) for p in parts[1:] if p)
+    assert counter.count_parts(parts) == counter.count_whole("".join(parts))
