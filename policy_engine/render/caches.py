@@ -15,6 +15,8 @@ ITEM_CACHE_MAX = 65536
 DOC_CACHE_MAX = 256
 MODEL_CACHE_MAX = 32
 SLOT_STATES_MAX = 4096
+#: rendered lists are kilobytes each: fewer of them
+SLOT_TEXTS_MAX = 256
 
 
 def content_key(value: Any) -> bytes | str:
@@ -34,7 +36,17 @@ def content_key(value: Any) -> bytes | str:
 class RenderCaches:
     """Rendered and measured pieces shared by every prompt model built with this object."""
 
-    __slots__ = ("items", "knowledge", "knowledge_slots", "measures", "models", "skeletons", "slot_states", "slots")
+    __slots__ = (
+        "items",
+        "knowledge",
+        "knowledge_slots",
+        "measures",
+        "models",
+        "skeletons",
+        "slot_states",
+        "slot_texts",
+        "slots",
+    )
 
     def __init__(self) -> None:
         #: (counter, json options, indent, content_key(item)) -> (block, measure with a trailing comma, measure without)
@@ -57,6 +69,9 @@ class RenderCaches:
         #: (model signature, (pool, id of its ids tuple) per pool) -> (those tuples, the
         #: measure of the model's dynamic parts): the same, for a whole selection
         self.measures: dict[tuple[Any, ...], tuple[tuple[Any, ...], int]] = {}
+        #: (slot key, its prefix, suffix and newline, id of the kept ids list) -> (that list,
+        #: the list's printed text)
+        self.slot_texts: dict[tuple[Any, ...], tuple[list[str], str]] = {}
 
     @staticmethod
     def remember(cache: dict[Any, Any], key: Any, value: Any, bound: int) -> Any:
@@ -75,5 +90,6 @@ class RenderCaches:
             self.models,
             self.slot_states,
             self.measures,
+            self.slot_texts,
         ):
             cache.clear()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from policy_engine.errors import Diagnostic, PackError
 from policy_engine.pools import Pools, Selection
 from policy_engine.pretty_json import dumps_indented
-from policy_engine.render.caches import DOC_CACHE_MAX, ITEM_CACHE_MAX, SLOT_STATES_MAX, RenderCaches
+from policy_engine.render.caches import DOC_CACHE_MAX, ITEM_CACHE_MAX, SLOT_STATES_MAX, SLOT_TEXTS_MAX, RenderCaches
 from policy_engine.render.caches import content_key as content_key_of
 from policy_engine.render.knowledge import KnowledgePack
 from policy_engine.render.template import Template, shipped_template, thaw
@@ -663,9 +663,18 @@ class TemplateModel:
                 if not kept:
                     out.append(part.prefix + "[]" + part.suffix + part.newline)
                     continue
+                # a list's text by its content key, its place and its kept ids (the list
+                # object models share for a selection, `slot_states`): packs of a run that
+                # keep the same candidates print the same list, and the same text object
+                # is counted by a lookup whose hash is already known
+                key = (self._slot_keys[part.name], part.prefix, part.suffix, part.newline, id(kept))
+                hit = self._caches.slot_texts.get(key)
+                if hit is not None:  # the entry keeps its list alive: the id is never reused meanwhile
+                    out.append(hit[1])
+                    continue
                 blocks = self._blocks[part.name]
                 indent = " " * (len(part.prefix) - len(part.prefix.lstrip(" ")))
-                out.append(
+                text = (
                     part.prefix
                     + "[\n"
                     + ",\n".join(map(blocks.__getitem__, kept))
@@ -675,6 +684,8 @@ class TemplateModel:
                     + part.suffix
                     + part.newline
                 )
+                self._caches.remember(self._caches.slot_texts, key, (kept, text), SLOT_TEXTS_MAX)
+                out.append(text)
             else:
                 out.append(part.before + str(self._value_of(part.name, selection)) + part.after)
         return out
