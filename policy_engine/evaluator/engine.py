@@ -9,7 +9,7 @@ blocks, the skeleton lines and every candidate block seen before are measured on
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,15 +59,10 @@ class Engine:
         object for the same matches only when no condition applies, so the memo is bounded)."""
         from policy_engine.evaluator.limits import limit_table
 
-        key = (id(settings), bool(request.expansion))
-        hit = self.tables.get(key)
-        if hit is not None:
-            return hit[1]
-        if len(self.tables) >= 64:
-            self.tables.clear()
-        table = limit_table(settings, request)
-        self.tables[key] = (settings, table)  # the settings live with the entry: the id stays theirs
-        return table
+        # the settings live with the entry: the id in the key stays theirs
+        return _kept(
+            self.tables, (id(settings), bool(request.expansion)), settings, 64, lambda: limit_table(settings, request)
+        )
 
     def start_state(self, pools: Pools, topk: tuple[Any, ...]) -> Any:
         """The pack's top-k state (`evaluator/state.py`), built once per pack and top-k."""
@@ -76,15 +71,7 @@ class Engine:
         # packs whose candidates come from equal lists (a corpus of one agent's packs) share
         # the state, and with it the memo of cuts and the prompt models' memos of the lists
         identity = ("lists", pools.structure_key) if pools.structure_key else ("pack", pools.digest or id(pools))
-        key = (pools.format, identity, topk)
-        hit = self.starts.get(key)
-        if hit is not None:
-            return hit[1]
-        if len(self.starts) >= 32:
-            self.starts.clear()
-        state = initial_state(pools, topk)
-        self.starts[key] = (pools, state)
-        return state
+        return _kept(self.starts, (pools.format, identity, topk), pools, 32, lambda: initial_state(pools, topk))
 
     @classmethod
     def build(
@@ -172,3 +159,17 @@ def evaluate(
         explain=explain,
         prompt_model=prompt_model,
     )
+
+
+def _kept(store: dict[Any, tuple[Any, Any]], key: Any, alive: Any, bound: int, build: Callable[[], Any]) -> Any:
+    """``store[key]``'s value, built on a miss. Each entry keeps ``alive`` (what an id in
+    its key names) with the value, so that id is never reused while the entry lives. A
+    full store is cleared."""
+    hit = store.get(key)
+    if hit is not None:
+        return hit[1]
+    if len(store) >= bound:
+        store.clear()
+    value = build()
+    store[key] = (alive, value)
+    return value
