@@ -217,13 +217,25 @@ def issue_table(args: argparse.Namespace, repeats: int, out: dict[str, Any]) -> 
                 lambda untrimmed=untrimmed: encoding.encode_ordinary(untrimmed),
                 max(3, repeats // 2),
             )
+            # a tighter floor: every distinct line encoded once (the engine counts a line once,
+            # and this pack repeats its fields' lines under new ids)
+            distinct = "\n".join(dict.fromkeys(untrimmed.split("\n")))
+            _, t_distinct, distinct_ratio = paired(
+                lambda p=p: run(Engine.build(exact, knowledge=knowledge), p, idea=idea),
+                lambda distinct=distinct: encoding.encode_ordinary(distinct),
+                max(3, repeats // 2),
+            )
             row.update(cold_ms=t_cold * 1e3, cold_ratio=cold_ratio, untrimmed_encode_ms=t_floor * 1e3)
-            row.update(cold_vs_untrimmed_encode=floor_ratio)
+            row.update(cold_vs_untrimmed_encode=floor_ratio, distinct_lines_encode_ms=t_distinct * 1e3)
+            row.update(cold_vs_distinct_lines_encode=distinct_ratio)
             print(
                 f"  exact cold decision (fresh engine), 1000-field  {t_cold * 1e3:8.2f} ms   {cold_ratio:5.2f}x one encode   goal <= 20 ms"
             )
             print(
                 f"    floor: one encode of its untrimmed prompt ({len(untrimmed):,} chars)  {t_floor * 1e3:8.2f} ms;  cold decision {floor_ratio:.2f}x that"
+            )
+            print(
+                f"    tighter floor: its distinct lines encoded once ({len(distinct):,} chars)  {t_distinct * 1e3:8.2f} ms;  cold decision {distinct_ratio:.2f}x that"
             )
         rows[label] = row
 
