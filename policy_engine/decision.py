@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from policy_engine.pretty_json import dumps_indented
+from policy_engine.pretty_json import dumps_indented, plain_float
 from policy_engine.trace import TraceStep
 
 SCHEMA_VERSION = "1.0"
@@ -111,4 +111,6 @@ class Decision:
         return out
 
     def to_json(self) -> str:
-        return dumps_indented(self.to_dict(), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+        # the only float is the novelty (tests/test_decision_json.py)
+        plain = plain_float(self.kpis.get("novelty"))
+        return dumps_indented(self.to_dict(), sort_keys=True, indent=2, ensure_ascii=False, plain_floats=plain) + "\n"

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policy_engine import msgspec_rent
+from policy_engine import msgspec_rent, pretty_json
 from policy_engine.pretty_json import dumps_indented
 from tests.conftest import ROOT, fresh_python
 
@@ -92,3 +92,35 @@ def test_msgspec_takes_over_once_the_rent_is_paid() -> None:
         "print('msgspec' in sys.modules, calls > 0)"
     )
     assert out == "True True"
+
+
+plain_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63)
+    | st.floats(min_value=1e-4, max_value=1e16, exclude_max=True).flatmap(lambda f: st.sampled_from([f, -f, 0.0]))
+    | st.text(),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=plain_values, indent=st.integers(1, 4), sort_keys=st.booleans())
+def test_plain_floats_by_msgspec_equal_the_standard_library(value: Any, indent: int, sort_keys: bool) -> None:
+    """With floats where msgspec writes them as json does, msgspec writes the whole text."""
+    expected = json.dumps(value, indent=indent, ensure_ascii=False, sort_keys=sort_keys)
+    assert dumps_indented(value, indent=indent, ensure_ascii=False, sort_keys=sort_keys, plain_floats=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "plain"),
+    [(2.5e-05, False), (1e16, False), (-1e-07, False), (1.5e300, False), (0.0001, True), (9999999999999998.0, True)]
+    + [(0.0, True), (-0.0, True), (None, True), (0.333333, True)],
+)
+def test_plain_float_marks_where_msgspec_writes_floats_as_json(value: float | None, plain: bool) -> None:
+    import msgspec
+
+    assert pretty_json.plain_float(value) == plain
+    if plain:
+        assert msgspec.json.encode(value).decode() == json.dumps(value)

@@ -21,7 +21,7 @@ import policy_engine
 from policy_engine.decision import Decision
 from policy_engine.diagnostics import render_text
 from policy_engine.errors import Diagnostic, Severity
-from policy_engine.pretty_json import dumps_indented
+from policy_engine.pretty_json import dumps_indented, plain_float
 
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET
@@ -171,7 +171,9 @@ def result_json_text(r: PackResult) -> str:
     """One result's entry in the JSON report's ``results`` list, indented for that depth:
     what ``json.dumps(..., indent=2)`` prints there (a nested value's lines are its own,
     moved right by its depth; JSON strings hold no raw newline)."""
-    text = dumps_indented(_result_item(r), indent=2, sort_keys=True, ensure_ascii=False)
+    # a decision's only float is its novelty (tests/test_decision_json.py holds it to that)
+    plain = r.decision is None or plain_float(r.decision.kpis.get("novelty"))
+    text = dumps_indented(_result_item(r), indent=2, sort_keys=True, ensure_ascii=False, plain_floats=plain)
     return "    " + text.replace("\n", "\n    ")
 
 
