@@ -68,6 +68,10 @@ def split_pieces(text: str, boundary: re.Pattern[str] | None) -> list[str]:
     return boundary.split(text)
 
 
+#: characters of a piece's start `safe_joint` looks at first (an indentation is shorter)
+_JOINT_HEAD = 64
+
+
 def safe_joint(piece: str, boundary: re.Pattern[str] | None) -> bool:
     """Whether a newline followed by ``piece`` (the rest of the text) is a safe boundary:
     the same unsafe-newline search as `safe_lines`, on the newline and what it can see (the
@@ -75,7 +79,10 @@ def safe_joint(piece: str, boundary: re.Pattern[str] | None) -> bool:
     unsafe = _UNSAFE.get(boundary) if boundary is not None else None
     if unsafe is None:
         return False
-    spaces = len(piece) - len(piece.lstrip(" "))
+    head = piece[:_JOINT_HEAD]  # the piece may be a whole list: look at its start only
+    spaces = len(head) - len(head.lstrip(" "))
+    if spaces == len(head) and len(piece) > len(head):  # a longer run of spaces: measure it all
+        spaces = len(piece) - len(piece.lstrip(" "))
     return unsafe.match("\n" + piece[: spaces + 1]) is None
 
 

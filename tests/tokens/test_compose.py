@@ -232,3 +232,18 @@ def test_an_agent_prompt_counted_by_parts_equals_the_whole_count(counter: Tiktok
     parts = model.render_parts(engine.start_state(pools, policy.settings.topk).selection())  # type: ignore[attr-defined]
     assert len(parts) > 10 and all(compose_safe_joint(p, counter._boundary) for p in parts[1:] if p)
     assert counter.count_parts(parts) == counter.count_whole("".join(parts))
+
+
+@pytest.mark.parametrize("spaces", [0, 1, 63, 64, 65, 200])
+@pytest.mark.parametrize("then", ["x", "\t", "/", "", "\n"])
+def test_a_joint_sees_past_long_indentation(spaces: int, then: str) -> None:
+    """`safe_joint` says what the unsafe-newline search says of "\n" + the whole piece,
+    whatever the length of its leading spaces (it looks at a bounded head first)."""
+    from policy_engine.tokens.compose import _UNSAFE
+
+    piece = " " * spaces + then + ("rest\n" if then else "")
+    for encoding in ("cl100k_base", "o200k_base", "r50k_base"):
+        boundary = boundary_pattern(encoding)
+        assert boundary is not None
+        expected = _UNSAFE[boundary].match("\n" + piece) is None
+        assert compose_safe_joint(piece, boundary) == expected, (encoding, spaces, then)
