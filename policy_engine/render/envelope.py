@@ -274,14 +274,17 @@ class TemplateModel:
         for part in self._parts:
             if isinstance(part, _Slot):
                 self._prepare_slot(part)
-        #: everything the dynamic parts' measure depends on besides the selection: each
-        #: list's content key and bracket costs, each value line's text. Models with equal
+        #: everything the dynamic parts' measure depends on besides the selection: the
+        #: counter, each list's content key and bracket costs, each value line's text. Models with equal
         #: signatures (a run's packs that differ outside their lists) share measures.
-        self._signature = tuple(
-            (p.name, self._slot_keys[p.name], self._slot_meta[p.name])
-            if isinstance(p, _Slot)
-            else (p.name, p.before, p.after)
-            for p in self._dynamic
+        self._signature = (
+            self._counter_key,
+            *(
+                (p.name, self._slot_keys[p.name], self._slot_meta[p.name])
+                if isinstance(p, _Slot)
+                else (p.name, p.before, p.after)
+                for p in self._dynamic
+            ),
         )
 
     @property
