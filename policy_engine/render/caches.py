@@ -37,6 +37,7 @@ class RenderCaches:
     """Rendered and measured pieces shared by every prompt model built with this object."""
 
     __slots__ = (
+        "brackets",
         "items",
         "knowledge",
         "knowledge_slots",
@@ -72,6 +73,9 @@ class RenderCaches:
         #: (slot key, its prefix, suffix and newline, id of the kept ids list) -> (that list,
         #: the list's printed text)
         self.slot_texts: dict[tuple[Any, ...], tuple[list[str], str]] = {}
+        #: (counter, indent, text before and after a list) -> measures of its opening line,
+        #: its closing line and the empty list's line
+        self.brackets: dict[tuple[Any, ...], tuple[int, int, int]] = {}
 
     @staticmethod
     def remember(cache: dict[Any, Any], key: Any, value: Any, bound: int) -> Any:
@@ -91,5 +95,6 @@ class RenderCaches:
             self.slot_states,
             self.measures,
             self.slot_texts,
+            self.brackets,
         ):
             cache.clear()

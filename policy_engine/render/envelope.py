@@ -484,12 +484,22 @@ class TemplateModel:
         if cached is None:
             cached = self._caches.remember(store, slot_key, self._measure_items(indent, items), DOC_CACHE_MAX)
         self._blocks[slot.name], self._comma_costs[slot.name], self._plain_costs[slot.name] = cached
-        closing_indent = indent[: -self._indent_width]
-        self._slot_meta[slot.name] = (
-            self._measure(slot.prefix + "[\n"),
-            self._measure(closing_indent + "]" + slot.suffix + slot.newline),
-            self._measure(slot.prefix + "[]" + slot.suffix + slot.newline),
-        )
+        # the brackets' costs, by the text around the list (the same in every pack of a run)
+        brackets_key = (self._counter_key, indent, slot.prefix, slot.suffix, slot.newline)
+        brackets = self._caches.brackets.get(brackets_key)
+        if brackets is None:
+            closing_indent = indent[: -self._indent_width]
+            brackets = self._caches.remember(
+                self._caches.brackets,
+                brackets_key,
+                (
+                    self._measure(slot.prefix + "[\n"),
+                    self._measure(closing_indent + "]" + slot.suffix + slot.newline),
+                    self._measure(slot.prefix + "[]" + slot.suffix + slot.newline),
+                ),
+                DOC_CACHE_MAX,
+            )
+        self._slot_meta[slot.name] = brackets
 
     def _measure_items(
         self, indent: str, items: Sequence[tuple[str, Any]]
