@@ -70,19 +70,6 @@ def effective_limit(limit: Limit, settings: Settings, request: Request) -> int:
     return limit.value
 
 
-def failing(settings: Settings, request: Request, measured: Measured, severity: Enforcement) -> tuple[str, ...]:
-    out = []
-    for limit in settings.limits:
-        if limit.severity is not severity:
-            continue
-        value = measured.value(limit.metric)
-        if value is None:
-            continue
-        if value > effective_limit(limit, settings, request):
-            out.append(limit.metric)
-    return tuple(out)
-
-
 @dataclass(frozen=True, slots=True)
 class LimitCheck:
     """One limit as a request checks it: the `Measured` field it reads, the value it is
@@ -101,7 +88,7 @@ class LimitTable:
     """The limits of one resolved settings for one kind of request (ordinary or
     expansion), prepared once: a decision checks them at every rung and reports them at
     the end, and re-deriving each effective value, unit and span there was most of a
-    rough decision's time. Same verdicts as `failing` (a property test compares them)."""
+    rough decision's time."""
 
     checks: tuple[LimitCheck, ...]
 
@@ -131,6 +118,12 @@ def limit_table(settings: Settings, request: Request) -> LimitTable:
             LimitCheck(limit, _METRIC_FIELDS[limit.metric], effective, limit.severity is Enforcement.BLOCK, report)
         )
     return LimitTable(tuple(checks))
+
+
+def failing(settings: Settings, request: Request, measured: Measured, severity: Enforcement) -> tuple[str, ...]:
+    """The metrics of the limits of ``severity`` that ``measured`` exceeds, for a caller
+    without an engine's prepared table (`Engine.limit_table`)."""
+    return limit_table(settings, request).failing(measured, block=severity is Enforcement.BLOCK)
 
 
 def unfixable(
