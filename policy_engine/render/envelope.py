@@ -556,10 +556,11 @@ class TemplateModel:
         identity of the selections it follows, so a rung re-measures only the lists of
         the pools it changed (and the knowledge lists that follow them)."""
         rule = self._lists.get(name)
+        # the id tuples it follows (no sets: a list found in the shared states needs none)
         if rule is None:
-            deps: tuple[Sequence[str], ...] = (self._chosen(self._slot_pool[name], selection)[0],)
+            deps: tuple[Sequence[str], ...] = (selection.get(self._slot_pool[name], ()),)
         else:
-            deps = tuple(self._chosen(t.pool, selection)[0] for t in rule.tests)
+            deps = tuple(selection.get(t.pool, ()) for t in rule.tests)
         hit = self._slot_memo.get(name)
         if hit is not None and all(a is b for a, b in zip(hit[0], deps, strict=True)):
             return hit[1], hit[2]
@@ -567,7 +568,7 @@ class TemplateModel:
         # their selections share the same id tuples) computed it already
         shared_key = (self._slot_keys[name], *map(id, deps))
         shared = self._caches.slot_states.get(shared_key)
-        if shared is not None and all(a is b for a, b in zip(shared[0], deps, strict=True)):
+        if shared is not None:  # the entry keeps its deps alive: the ids in its key are theirs
             kept, items_cost = shared[1], shared[2]
         else:
             if rule is None:
@@ -580,7 +581,6 @@ class TemplateModel:
                 with_comma, without = self._comma_costs[name], self._plain_costs[name]
                 last = kept[-1]
                 items_cost = sum(map(with_comma.__getitem__, kept)) - with_comma[last] + without[last]
-            # the entry keeps its deps alive: an id in its key is never reused meanwhile
             self._caches.remember(self._caches.slot_states, shared_key, (deps, kept, items_cost), SLOT_STATES_MAX)
         opening, closing, empty = self._slot_meta[name]
         cost = opening + closing + items_cost if kept else empty
