@@ -85,16 +85,5 @@ class RenderCaches:
         return value
 
     def clear(self) -> None:
-        for cache in (
-            self.items,
-            self.skeletons,
-            self.slots,
-            self.knowledge_slots,
-            self.knowledge,
-            self.models,
-            self.slot_states,
-            self.measures,
-            self.slot_texts,
-            self.brackets,
-        ):
-            cache.clear()
+        for name in self.__slots__:
+            getattr(self, name).clear()
