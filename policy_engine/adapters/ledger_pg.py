@@ -580,7 +580,7 @@ class PgLedger:
 
     def _lock_totals(self, db: Any, day: str, run_id: str) -> None:
         """Lock the day's and then the run's counter rows (``ledger_lock``: FOR UPDATE,
-        created on first use; the locks `ledger_admit` takes), so no other caller admits
+        created on first use; the locks `ledger_reserve` takes), so no other caller admits
         against this day or run until the transaction ends."""
         db.execute("SELECT ledger_lock(%s, %s)", (run_id, day))
 

@@ -1,6 +1,6 @@
 """One gate step and its flush wait in one simple-protocol message (one round trip).
 
-A step (`ledger_admit`, `ledger_settle`) commits asynchronously so it holds its row locks
+A step (`ledger_reserve`, `ledger_settle`) commits asynchronously so it holds its row locks
 only for its own work; the caller may be answered only once its commit is on disk, which a
 second, synchronously committed transaction waits for (docs/postgresql-ledger.md). The
 extended protocol takes one statement per message, so the two cost two round trips and
