@@ -50,11 +50,11 @@ class RenderCaches:
     )
 
     def __init__(self) -> None:
-        #: (counter, json options, indent, content_key(item)) -> (block, measure with a trailing comma, measure without)
-        self.items: dict[tuple[Any, ...], tuple[str, int, int]] = {}
+        #: (counter, json options, indent, content_key(item)) -> (block, measure with a trailing comma, head measure, last line)
+        self.items: dict[tuple[Any, ...], tuple[str, int, int, str]] = {}
         #: (counter, skeleton key) -> (parts, fixed measure)
         self.skeletons: dict[tuple[Any, bytes | str], tuple[tuple[Any, ...], int]] = {}
-        #: (counter, json options, indent, slot key) -> (blocks, comma measures, plain measures) of a whole slot
+        #: (counter, json options, indent, slot key) -> (blocks, comma measures, plain measures: filled when read) of a whole slot
         self.slots: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, int], dict[str, int]]] = {}
         #: the same for the knowledge pack's lists (kept apart: packs come and go, the knowledge pack stays)
         self.knowledge_slots: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, int], dict[str, int]]] = {}

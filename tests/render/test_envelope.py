@@ -8,11 +8,14 @@ import random
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policy_engine.errors import PackError, RuleCheckError
 from policy_engine.packs import load_pack, load_pack_file
 from policy_engine.policy import Tokenizer
 from policy_engine.render import build_prompt_model, load_idea, load_knowledge
+from policy_engine.render.envelope import print_items
 from policy_engine.tokens import get_counter
 from tests.conftest import SHARED
 
@@ -151,3 +154,55 @@ def test_content_caches_never_serve_a_changed_pack_or_knowledge_pack() -> None:
     text, tokens = render(doc, knowledge=other_knowledge)
     assert '"version": "changed"' in text and tokens == CL100K.count(text)
     assert render(doc)[0] == first_text
+
+
+# ---- items printed as one list, cut into each item's lines --------------------------------
+
+#: JSON values, with strings that look like the lines the cut goes by
+_ITEM_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(["", "x", "]", "},", ",\n  {", "\n]\n", "  ", "é", "\u2028"])
+    | st.text(max_size=6),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(_ITEM_VALUES, max_size=8),
+    width=st.integers(1, 4),
+    depth=st.integers(0, 3),
+    ensure_ascii=st.booleans(),
+)
+def test_items_printed_together_are_each_items_own_lines(
+    values: list, width: int, depth: int, ensure_ascii: bool
+) -> None:
+    """Each item's (head, last line) is its own ``json.dumps`` at the slot's indentation:
+    what printing it alone gave before."""
+    indent = " " * (width * (depth + 1))
+
+    def dumps(value):
+        return json.dumps(value, indent=width, ensure_ascii=ensure_ascii)
+
+    printed = print_items(dumps, width, indent, values)
+    assert len(printed) == len(values)
+    for value, (head, last) in zip(values, printed, strict=True):
+        lines = [indent + line for line in dumps(value).split("\n")]
+        assert (head, last) == ("".join(line + "\n" for line in lines[:-1]), lines[-1])
+
+
+@pytest.mark.parametrize("counter", COUNTERS, ids=lambda c: c.name)
+def test_costs_without_the_trailing_comma_are_measured_when_read(counter) -> None:
+    """Only a kept list's last item needs its cost without the comma: each item's, read
+    in any order, is its block's measure with a newline."""
+    _, m = model("seed_5x15x72x60", DEFAULT_LIMITS, counter=counter)
+    for name, plain in m._plain_costs.items():
+        blocks = m._blocks[name]
+        assert not dict.items(plain)  # nothing measured before it is read
+        for ident in reversed(list(blocks)):
+            assert plain[ident] == counter.measure(blocks[ident] + "\n")
+        assert dict.keys(plain) == blocks.keys()
