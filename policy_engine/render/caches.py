@@ -50,8 +50,8 @@ class RenderCaches:
     )
 
     def __init__(self) -> None:
-        #: (counter, json options, indent, content_key(item)) -> (block, measure with a trailing comma, head measure, last line)
-        self.items: dict[tuple[Any, ...], tuple[str, int, int, str]] = {}
+        #: (counter, json options, indent, content_key(item)) -> (block, measure with a trailing comma)
+        self.items: dict[tuple[Any, ...], tuple[str, int]] = {}
         #: (counter, skeleton key) -> (parts, fixed measure)
         self.skeletons: dict[tuple[Any, bytes | str], tuple[tuple[Any, ...], int]] = {}
         #: (counter, json options, indent, slot key) -> (blocks, comma measures, plain measures: filled when read) of a whole slot
@@ -83,6 +83,16 @@ class RenderCaches:
             cache.clear()
         cache[key] = value
         return value
+
+    @staticmethod
+    def remember_many(cache: dict[Any, Any], entries: dict[Any, Any], bound: int) -> None:
+        """`remember` for many entries at once: cleared first when they would overflow it
+        (entries beyond the bound on their own are not kept)."""
+        if len(cache) + len(entries) > bound:
+            cache.clear()
+            if len(entries) > bound:
+                return
+        cache.update(entries)
 
     def clear(self) -> None:
         for name in self.__slots__:

@@ -114,10 +114,9 @@ def normalise_idea(idea: Mapping[str, Any] | None, pack: Mapping[str, Any]) -> d
     return template_idea(shipped_template("agent_envelope"), idea, pack)
 
 
-def print_items(dumps: Callable[[Any], str], width: int, indent: str, values: list[Any]) -> list[tuple[str, str]]:
-    """(head, last line) of each value as ``dumps`` prints it with ``width`` spaces per
-    level, each line after ``indent``; the head is every line but the last, each
-    newline-terminated.
+def print_items(dumps: Callable[[Any], str], width: int, indent: str, values: list[Any]) -> list[str]:
+    """Each value as ``dumps`` prints it with ``width`` spaces per level, each line after
+    ``indent``.
 
     The values are printed as one list (one call of the printer, not one per item: a
     1,000-field pack is printed about three times faster) and cut where a line at the
@@ -130,27 +129,22 @@ def print_items(dumps: Callable[[Any], str], width: int, indent: str, values: li
     text = dumps(values)  # "[\n" + the items' lines, each after `width` spaces + "\n]"
     inner = indent[width:]
     body = inner + text[2:-2].replace("\n", "\n" + inner) if inner else text[2:-2]
-    out = []
-    for block in re.split(",\n(?=" + indent + "[^ \\]}])", body):
-        head, _, last = block.rpartition("\n")
-        out.append((head + "\n" if head else "", last))
-    return out
+    return re.split(",\n(?=" + indent + "[^ \\]}])", body)
 
 
 class _PlainCosts(dict[str, int]):
-    """Items' costs without their trailing comma, by id, measured when first read from
-    each item's (head cost, last line)."""
+    """Items' costs without their trailing comma, by id, measured when first read (the
+    lines before the last are counted already: lookups)."""
 
-    __slots__ = ("_heads", "_measure")
+    __slots__ = ("_blocks", "_measure")
 
-    def __init__(self, heads: dict[str, tuple[int, str]], measure: Callable[[str], int]) -> None:
+    def __init__(self, blocks: dict[str, str], measure: Callable[[str], int]) -> None:
         super().__init__()
-        self._heads = heads
+        self._blocks = blocks
         self._measure = measure
 
     def __missing__(self, ident: str) -> int:
-        head_measure, last = self._heads[ident]
-        n = self[ident] = head_measure + self._measure(last + "\n")
+        n = self[ident] = self._measure(self._blocks[ident] + "\n")
         return n
 
 
@@ -544,43 +538,26 @@ class TemplateModel:
     def _measure_items(
         self, indent: str, items: Sequence[tuple[str, Any]]
     ) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
-        """Each item's block as the agent's ``json.dumps`` prints it, and its cost with and
-        without a trailing comma, cached by the item's content (`caches.content_key`):
-        printing and measuring are the costly part. The cost without the comma is wanted
-        only for the last item of a kept list, so it is measured when first read
-        (`_PlainCosts`): a list of one-line items (a lane's ids) then encodes each line once."""
-        blocks: dict[str, str] = {}
-        comma: dict[str, int] = {}
-        heads: dict[str, tuple[int, str]] = {}
+        """Each item's block as the agent's ``json.dumps`` prints it, and its cost with a
+        trailing comma, cached by the item's content (`caches.content_key`): printing and
+        measuring are the costly part. The cost without the comma is wanted only for the
+        last item of a kept list, so it is measured when first read (`_PlainCosts`)."""
         cache = self._caches.items
         keys = [(self._counter_key, indent, content_key_of(item)) for _, item in items]
-        found: dict[tuple[Any, str, bytes | str], tuple[str, int, int, str]] = {}
-        missing: dict[tuple[Any, str, bytes | str], Any] = {}
-        for key, (_, item) in zip(keys, items, strict=True):
-            if key in found or key in missing:
-                continue
-            hit = cache.get(key)
-            if hit is not None:
-                found[key] = hit
-            else:
-                missing[key] = item
+        table = {key: cache[key] for key in keys if key in cache}
+        missing = {key: item for key, (_, item) in zip(keys, items, strict=True) if key not in table}
         if missing:
-            printed = print_items(self._dumps, self._indent_width, indent, list(missing.values()))
-            # newline-terminated pieces add up exactly (the final count proves it): each
-            # item's head once, then its last line with the comma (shared by most items).
-            # Measured together: the counter shares one encode among the lines it has
-            # never seen.
-            pieces = [piece for head, last in printed for piece in (head, last + ",\n")]
-            measures = iter(self._measure_many(pieces))
-            for key, (head, last) in zip(missing, printed, strict=True):
-                head_measure = next(measures)
-                found[key] = self._caches.remember(
-                    cache, key, (head + last, head_measure + next(measures), head_measure, last), ITEM_CACHE_MAX
-                )
-        for key, (ident, _) in zip(keys, items, strict=True):
-            blocks[ident], comma[ident], head_measure, last = found[key]
-            heads[ident] = (head_measure, last)
-        return blocks, comma, _PlainCosts(heads, self._measure)
+            blocks = print_items(self._dumps, self._indent_width, indent, list(missing.values()))
+            # newline-terminated pieces add up exactly (the final count proves it), and
+            # the counter shares one encode among the lines it has never seen
+            measures = self._measure_many([block + ",\n" for block in blocks])
+            fresh = dict(zip(missing, zip(blocks, measures, strict=True), strict=True))
+            table.update(fresh)
+            self._caches.remember_many(cache, fresh, ITEM_CACHE_MAX)
+        entries = list(map(table.__getitem__, keys))
+        ids = [ident for ident, _ in items]
+        printed = dict(zip(ids, map(itemgetter(0), entries), strict=True))
+        return printed, dict(zip(ids, map(itemgetter(1), entries), strict=True)), _PlainCosts(printed, self._measure)
 
     # ---- selection -> ordered ids per slot ----------------------------------------------
 

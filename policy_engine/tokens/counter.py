@@ -15,7 +15,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from decimal import ROUND_CEILING, Decimal
 from functools import cache
-from itertools import accumulate, repeat
+from itertools import accumulate, filterfalse, repeat
 from operator import methodcaller, sub
 from typing import TYPE_CHECKING, Protocol
 
@@ -70,6 +70,15 @@ class _PieceCounts(dict[str, int]):
         if len(self) >= _PIECES_MAX:
             self.clear()
         self[text] = n
+
+    def remember_many(self, texts: list[str], counts: list[int]) -> None:
+        """`remember` for each text and its count; texts too long to keep are skipped."""
+        if len(self) + len(texts) > _PIECES_MAX:
+            self.clear()
+        if max(map(len, texts), default=0) <= _PIECE_MAX_CHARS:
+            self.update(zip(texts, counts, strict=True))
+        else:
+            self.update((t, n) for t, n in zip(texts, counts, strict=True) if len(t) <= _PIECE_MAX_CHARS)
 
 
 #: fewer new lines than this are counted one by one (the joined encode saves nothing)
@@ -183,7 +192,7 @@ class TiktokenCounter:
         line, each text's count is the sum of its lines' counts."""
         joined = "".join(texts)
         lines = safe_lines(joined, self._boundary)
-        if lines is None or lines[-1] or not all(text.endswith("\n") for text in texts if text):
+        if lines is None or lines[-1] or not all(map(methodcaller("endswith", "\n"), filter(None, texts))):
             return list(map(self.count, texts))
         del lines[-1]
         self._learn_lines(lines)
@@ -195,14 +204,12 @@ class TiktokenCounter:
         """Count the lines not counted before in one encode (the first line of the list
         need not be a safe continuation: it stays first)."""
         known = self._lines
-        new = [line for line in dict.fromkeys(lines) if line not in known]
+        new = list(filterfalse(known.__contains__, dict.fromkeys(lines)))
         if len(new) < _BATCH_MIN_LINES:
             return
         counts = _line_counts(self._encoding, new)
         if counts is not None:
-            for line, n in zip(new, counts, strict=True):
-                if len(line) <= _PIECE_MAX_CHARS:
-                    known.remember(line, n)
+            known.remember_many(new, counts)
 
     def finish(self, total_measure: int) -> int:
         return total_measure
