@@ -124,3 +124,58 @@ def test_plain_float_marks_where_msgspec_writes_floats_as_json(value: float | No
     assert pretty_json.plain_float(value) == plain
     if plain:
         assert msgspec.json.encode(value).decode() == json.dumps(value)
+
+
+#: JSON values as a validated pack holds them: any finite float, ints within 2**53
+pack_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(["1e5", "0.00001", "x0.0000", "2E3"])
+    | st.text(),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=pack_values, indent=st.integers(1, 4))
+def test_json_values_with_any_floats_equal_the_standard_library(value: Any, indent: int) -> None:
+    """Floats checked on msgspec's text: whatever the floats, the text is json's."""
+    expected = json.dumps(value, indent=indent, ensure_ascii=False)
+    assert dumps_indented(value, indent=indent, ensure_ascii=False, json_values=True) == expected
+
+
+def _floats_across_the_range() -> list[float]:
+    """Every decade from the subnormals to the largest float, with several mantissas and
+    both signs, and the edges of json's plain range."""
+    out = [0.0, -0.0, 5e-324, 1e-4, 9.999999999999999e-05, 1e16, 9999999999999998.0, 1.7976931348623157e308]
+    for exponent in range(-323, 309):
+        for mantissa in ("1", "1.5", "2", "5", "9.999999", "1.2345678901234567", "9.999999999999998"):
+            x = float(f"{mantissa}e{exponent}")
+            if x != float("inf"):
+                out += [x, -x]
+    return out
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.sampled_from(_floats_across_the_range()), st.floats(allow_nan=False, allow_infinity=False)))
+def test_the_float_guard_sees_every_float_msgspec_writes_unlike_json(value: float) -> None:
+    import msgspec
+
+    written = msgspec.json.encode(value)
+    if written.decode() != json.dumps(value):
+        assert pretty_json.floats_may_differ(written)
+
+
+def test_the_float_guard_over_every_decade() -> None:
+    import msgspec
+
+    missed = [
+        x
+        for x in _floats_across_the_range()
+        if msgspec.json.encode(x).decode() != json.dumps(x)
+        and not pretty_json.floats_may_differ(msgspec.json.encode(x))
+    ]
+    assert missed == []

@@ -328,6 +328,11 @@ class TemplateModel:
     def _dumps(self, value: Any) -> str:
         return dumps_indented(value, indent=self._indent_width, ensure_ascii=self._ascii)
 
+    def _dumps_items(self, values: list[Any]) -> str:
+        """A pack's or knowledge pack's list items: validated JSON values (str keys, finite
+        floats, bounded ints), which msgspec may write once its floats are checked."""
+        return dumps_indented(values, indent=self._indent_width, ensure_ascii=self._ascii, json_values=True)
+
     # ---- building ---------------------------------------------------------------------
 
     def _skeleton(
@@ -547,7 +552,7 @@ class TemplateModel:
         table = {key: cache[key] for key in keys if key in cache}
         missing = {key: item for key, (_, item) in zip(keys, items, strict=True) if key not in table}
         if missing:
-            blocks = print_items(self._dumps, self._indent_width, indent, list(missing.values()))
+            blocks = print_items(self._dumps_items, self._indent_width, indent, list(missing.values()))
             # newline-terminated pieces add up exactly (the final count proves it), and
             # the counter shares one encode among the lines it has never seen
             measures = self._measure_many([block + ",\n" for block in blocks])
