@@ -243,8 +243,8 @@ class TemplateModel:
         self._counter = counter
         self._measure: Callable[[str], int] = counter.measure
         # optional for counters written before it existed: one measure per text then
-        self._measure_many: Callable[[Sequence[str]], list[int]] = getattr(
-            counter, "measure_many", lambda texts: list(map(counter.measure, texts))
+        self._measure_many: Callable[..., list[int]] = getattr(
+            counter, "measure_many", lambda texts, **_: list(map(counter.measure, texts))
         )
         pack = pools.source
         kp_spec = self._template["knowledge_pack"]
@@ -555,7 +555,7 @@ class TemplateModel:
             blocks = print_items(self._dumps_items, self._indent_width, indent, list(missing.values()))
             # newline-terminated pieces add up exactly (the final count proves it), and
             # the counter shares one encode among the lines it has never seen
-            measures = self._measure_many([block + ",\n" for block in blocks])
+            measures = self._measure_many([block + ",\n" for block in blocks], json_lines=True)
             fresh = dict(zip(missing, zip(blocks, measures, strict=True), strict=True))
             table.update(fresh)
             self._caches.remember_many(cache, fresh, ITEM_CACHE_MAX)

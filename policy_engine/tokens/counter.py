@@ -41,9 +41,11 @@ class TokenCounter(Protocol):
 
     def measure(self, text: str) -> int: ...
 
-    def measure_many(self, texts: Sequence[str]) -> list[int]:
+    def measure_many(self, texts: Sequence[str], *, json_lines: bool = False) -> list[int]:
         """``[measure(t) for t in texts]``, free to share work between the texts (optional:
-        the prompt model falls back to `measure` per text for a counter without it)."""
+        the prompt model falls back to `measure` per text for a counter without it).
+        ``json_lines``: each text is indented printed JSON ending with a newline (see
+        `TiktokenCounter.measure_many`)."""
         ...
 
     def finish(self, total_measure: int) -> int: ...
@@ -80,6 +82,9 @@ class _PieceCounts(dict[str, int]):
         else:
             self.update((t, n) for t, n in zip(texts, counts, strict=True) if len(t) <= _PIECE_MAX_CHARS)
 
+
+#: the boundary pattern of the cl100k/o200k family (`measure_many`'s ``json_lines``)
+_SPACED = boundary_pattern("o200k_base")
 
 #: fewer new lines than this are counted one by one (the joined encode saves nothing)
 _BATCH_MIN_LINES = 16
@@ -183,15 +188,22 @@ class TiktokenCounter:
     def measure(self, text: str) -> int:
         return self.count(text)
 
-    def measure_many(self, texts: Sequence[str]) -> list[int]:
+    def measure_many(self, texts: Sequence[str], *, json_lines: bool = False) -> list[int]:
         """Each text's count. Lines never counted before are counted together, in one
         encode of the text they make when joined: a tiktoken call per short line costs
         about twice its share of one long call, and a cold prompt is thousands of lines.
 
         When every text ends with a newline and the joined text is safe to cut at every
-        line, each text's count is the sum of its lines' counts."""
+        line, each text's count is the sum of its lines' counts. ``json_lines``: the caller
+        printed the texts as JSON indented by at least one space, so every line opens with
+        spaces and a JSON token (never whitespace, never ``/``) and every newline is safe
+        for the spaced patterns; the search for an unsafe one (a third of the work on a
+        list of new items) is skipped. The final count of the prompt still checks."""
         joined = "".join(texts)
-        lines = safe_lines(joined, self._boundary)
+        if json_lines and self._boundary is _SPACED and joined.endswith("\n"):
+            lines: list[str] | None = joined.split("\n")
+        else:
+            lines = safe_lines(joined, self._boundary)
         if lines is None or lines[-1] or not all(map(methodcaller("endswith", "\n"), filter(None, texts))):
             return list(map(self.count, texts))
         del lines[-1]
@@ -244,7 +256,7 @@ class RoughCounter:
     def measure(self, text: str) -> int:
         return len(text)
 
-    def measure_many(self, texts: Sequence[str]) -> list[int]:
+    def measure_many(self, texts: Sequence[str], *, json_lines: bool = False) -> list[int]:
         return list(map(len, texts))
 
     def finish(self, total_measure: int) -> int:

@@ -247,3 +247,39 @@ def test_a_joint_sees_past_long_indentation(spaces: int, then: str) -> None:
         assert boundary is not None
         expected = _UNSAFE[boundary].match("\n" + piece) is None
         assert compose_safe_joint(piece, boundary) == expected, (encoding, spaces, then)
+
+
+#: JSON values whose strings hold what the patterns treat specially at a line's start
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.lists(st.sampled_from(FRAGMENTS), max_size=4).map("".join),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(FRAGMENTS), children, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    values=st.lists(_JSON_VALUES, max_size=12),
+    width=st.integers(1, 4),
+    depth=st.integers(0, 2),
+    ensure_ascii=st.booleans(),
+    encoding=st.sampled_from(ENCODINGS),
+)
+def test_printed_json_lines_need_no_safety_search(
+    values: list, width: int, depth: int, ensure_ascii: bool, encoding: str
+) -> None:
+    """``json_lines=True`` skips the unsafe-newline search: for JSON printed with an
+    indentation, as the prompt model prints list items, the counts are still the whole
+    counts."""
+    import json
+
+    indent = " " * (width * (depth + 1))
+    texts = [
+        "\n".join(indent + line for line in json.dumps(v, indent=width, ensure_ascii=ensure_ascii).split("\n")) + ",\n"
+        for v in values
+    ]
+    assert _fresh(encoding).measure_many(texts, json_lines=True) == [_fresh(encoding).count_whole(t) for t in texts]
