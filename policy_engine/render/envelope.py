@@ -282,7 +282,12 @@ class TemplateModel:
         if cached is None:
             self._parts: list[str | _Slot | _ValueLine] = []
             self._split(self._dumps(skeleton))
-            fixed = sum(self._measure(p) for p in self._parts if isinstance(p, str))
+            # the fixed runs of lines measured together (a cold counter shares one encode
+            # among their new lines; a run that does not end with a newline, the prompt's
+            # last line, is measured alone)
+            runs = [p for p in self._parts if isinstance(p, str)]
+            whole = [run for run in runs if run.endswith("\n")]
+            fixed = sum(self._measure_many(whole)) + sum(self._measure(run) for run in runs if not run.endswith("\n"))
             cached = self._caches.remember(
                 self._caches.skeletons, (self._counter_key, skeleton_key), (tuple(self._parts), fixed), DOC_CACHE_MAX
             )
