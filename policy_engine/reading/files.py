@@ -10,6 +10,7 @@ import errno
 import os
 import sys
 from pathlib import Path
+from typing import BinaryIO
 
 from policy_engine.errors import Diagnostic, PolicyError
 from policy_engine.reading.bounds import Bounds
@@ -44,7 +45,7 @@ def read_bounded(
             if p.is_dir():
                 raise _problem(error, f"{prefix}102", "is a directory, not a file", "pass a file", label)
             with p.open("rb") as handle:
-                raw = handle.read(bounds.max_bytes + 1)
+                raw = _read_at_most(handle, bounds.max_bytes + 1)
         except FileNotFoundError:
             raise _problem(error, f"{prefix}101", "no such file", "check the path", label) from None
         except OSError as exc:
@@ -63,6 +64,21 @@ def read_bounded(
             label,
         )
     return raw, label
+
+
+def _read_at_most(handle: BinaryIO, limit: int) -> bytes:
+    """Up to ``limit`` bytes. A read asked for the limit allocates the whole limit first
+    (4 MB for a pack: most of the time a corpus spent reading a 20 KB file), so a file
+    whose ``stat`` size is below the limit is read for that size plus one byte, which
+    tells whether it is longer (it grew): only then is the rest read. A device or a pipe
+    (size 0) and a file at the limit are read up to the limit directly."""
+    size = os.fstat(handle.fileno()).st_size
+    if not 0 < size < limit:
+        return handle.read(limit)
+    head = handle.read(size + 1)
+    if len(head) <= size:  # the end came first
+        return head
+    return head + handle.read(limit - len(head))
 
 
 def decode_utf8(raw: bytes, label: str, *, error: type[PolicyError], code: str) -> str:

@@ -74,6 +74,43 @@ def test_a_device_is_read_only_up_to_the_bound() -> None:
     assert code_of(read_json_file, "/dev/zero", bounds=SMALL_DOCUMENT_BOUNDS) == "P106"
 
 
+@pytest.mark.parametrize("size", [0, 1, 99, 100, 101, 150])
+def test_a_file_is_read_whole_up_to_the_bound_and_refused_beyond(tmp_path: Path, size: int) -> None:
+    """The read asks for the file's size (plus a byte), not the bound: the same bytes, the
+    same verdict at the bound's edges."""
+    from policy_engine.reading.bounds import Bounds
+    from policy_engine.reading.files import read_bounded
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"x" * size)
+    if size <= 100:
+        assert read_bounded(path, Bounds(max_bytes=100), error=PackError) == (b"x" * size, str(path))
+    else:
+        assert code_of(read_bounded, path, Bounds(max_bytes=100), error=PackError) == "P106"
+
+
+def test_a_file_that_grows_past_its_stat_size_is_read_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``stat`` is only a hint: a file longer than it said (written meanwhile) is read on,
+    up to the bound."""
+    import os
+
+    from policy_engine.reading.bounds import Bounds
+    from policy_engine.reading.files import read_bounded
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"y" * 60)
+    real = os.fstat
+
+    def stale(fd: int) -> os.stat_result:
+        st = real(fd)
+        return os.stat_result((st.st_mode, st.st_ino, st.st_dev, st.st_nlink, st.st_uid, st.st_gid, 10, *st[7:10]))
+
+    monkeypatch.setattr(os, "fstat", stale)
+    assert read_bounded(path, Bounds(max_bytes=100), error=PackError)[0] == b"y" * 60
+    path.write_bytes(b"y" * 101)
+    assert code_of(read_bounded, path, Bounds(max_bytes=100), error=PackError) == "P106"
+
+
 def test_a_name_too_long_is_an_error_not_a_crash() -> None:
     assert code_of(read_json_file, "x" * 5000 + ".json") == "P102"
 
