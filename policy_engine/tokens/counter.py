@@ -199,6 +199,9 @@ class TiktokenCounter:
         spaces and a JSON token (never whitespace, never ``/``) and every newline is safe
         for the spaced patterns; the search for an unsafe one (a third of the work on a
         list of new items) is skipped. The final count of the prompt still checks."""
+        known = list(map(self._pieces.get, texts))  # texts counted before (a run's fixed lines)
+        if None not in known:
+            return known  # type: ignore[return-value]
         joined = "".join(texts)
         if json_lines and self._boundary is _SPACED and joined.endswith("\n"):
             lines: list[str] | None = joined.split("\n")
@@ -210,7 +213,9 @@ class TiktokenCounter:
         self._learn_lines(lines)
         totals = [0, *accumulate(map(self._lines.__getitem__, lines))]
         ends = list(accumulate(map(methodcaller("count", "\n"), texts), initial=0))
-        return list(map(sub, map(totals.__getitem__, ends[1:]), map(totals.__getitem__, ends[:-1])))
+        counts = list(map(sub, map(totals.__getitem__, ends[1:]), map(totals.__getitem__, ends[:-1])))
+        self._pieces.remember_many(list(texts), counts)
+        return counts
 
     def _learn_lines(self, lines: list[str]) -> None:
         """Count the lines not counted before in one encode (the first line of the list
