@@ -43,6 +43,7 @@ class RenderCaches:
         "knowledge_slots",
         "measures",
         "models",
+        "object_brackets",
         "skeletons",
         "slot_states",
         "slot_texts",
@@ -52,8 +53,9 @@ class RenderCaches:
     def __init__(self) -> None:
         #: (counter, json options, indent, content_key(item)) -> (block, measure with a trailing comma)
         self.items: dict[tuple[Any, ...], tuple[str, int]] = {}
-        #: (counter, skeleton key) -> (parts, fixed measure)
-        self.skeletons: dict[tuple[Any, bytes | str], tuple[tuple[Any, ...], int]] = {}
+        #: (counter, depth, whether it is the last entry, its content key) -> (parts of an
+        #: envelope entry's printed lines, their fixed measure)
+        self.skeletons: dict[tuple[Any, ...], tuple[tuple[Any, ...], int]] = {}
         #: (counter, json options, indent, slot key) -> (blocks, comma measures, plain measures: filled when read) of a whole slot
         self.slots: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, int], dict[str, int]]] = {}
         #: the same for the knowledge pack's lists (kept apart: packs come and go, the knowledge pack stays)
@@ -76,6 +78,9 @@ class RenderCaches:
         #: (counter, indent, text before and after a list) -> measures of its opening line,
         #: its closing line and the empty list's line
         self.brackets: dict[tuple[Any, ...], tuple[int, int, int]] = {}
+        #: (counter, key, whether last) -> the opening and closing lines of an envelope entry
+        #: printed as its own entries
+        self.object_brackets: dict[tuple[Any, ...], tuple[str, str]] = {}
 
     @staticmethod
     def remember(cache: dict[Any, Any], key: Any, value: Any, bound: int) -> Any:

@@ -217,6 +217,34 @@ def _item_values(item: Mapping[str, Any], by: str, match: str, where: str, file:
     return frozenset(value)
 
 
+def _split(text: str) -> list[str | _Slot | _ValueLine]:
+    """Cut printed envelope lines into fixed text and the lines holding a mark (a list
+    slot or a value). Fixed text runs whole lines (newline-terminated, so its measure
+    adds up exactly); a line's first mark is its part, as the printer never puts two
+    values on one line (a second mark would stay literal text, as before)."""
+    parts: list[str | _Slot | _ValueLine] = []
+    pos = 0
+    for match in _MARK.finditer(text):
+        if match.start() < pos:  # a second mark on a line already cut
+            continue
+        start = text.rfind("\n", 0, match.start()) + 1
+        end = text.find("\n", match.end())
+        newline = "\n" if end >= 0 else ""
+        end = end if end >= 0 else len(text)
+        if start > pos:
+            parts.append(text[pos:start])
+        kind, name = match.group(1), match.group(2)
+        before, after = text[start : match.start()], text[match.end() : end]
+        if kind == "slot":
+            parts.append(_Slot(name, before, after, newline))
+        else:
+            parts.append(_ValueLine(name, before, after + newline))
+        pos = end + len(newline)
+    if pos < len(text):
+        parts.append(text[pos:])
+    return parts
+
+
 class TemplateModel:
     """A template applied to one (pack, idea, knowledge pack, limits, counter).
 
@@ -258,39 +286,10 @@ class TemplateModel:
         self._lists: dict[str, _KnowledgeList] = {}
         self._knowledge = knowledge
         self._kept_memo: dict[tuple[Any, ...], list[str]] = {}
-        skeleton = self._skeleton(pack, idea, knowledge, limits)
+        sections = self._skeleton(pack, idea, knowledge, limits)
         self._counter_key = (counter.name, getattr(counter, "vocab_hash", ""), self._indent_width, self._ascii)
-        # Packs in one run share the knowledge pack, rules and most of the skeleton: with
-        # digests (set when pack and knowledge pack are loaded) the skeleton is keyed by its
-        # inputs; without, by its own content. "none": no knowledge pack at all.
         self._knowledge_digest = "none" if knowledge is None else getattr(knowledge, "digest", "")
-        self._pack_digest = pools.digest
-        if self._pack_digest and self._knowledge_digest:
-            skeleton_key = content_key_of(
-                (
-                    self._template.digest,
-                    pools.format,
-                    self._pack_digest,
-                    self._knowledge_digest,
-                    idea,
-                    sorted(limits.items()),
-                )
-            )
-        else:
-            skeleton_key = content_key_of((self._template.digest, skeleton))
-        cached = self._caches.skeletons.get((self._counter_key, skeleton_key))
-        if cached is None:
-            self._parts: list[str | _Slot | _ValueLine] = []
-            self._split(self._dumps(skeleton))
-            # the fixed runs of lines measured together (a cold counter shares one encode
-            # among their new lines; a run that does not end with a newline, the prompt's
-            # last line, is measured alone)
-            runs = [p for p in self._parts if isinstance(p, str)]
-            whole = [run for run in runs if run.endswith("\n")]
-            fixed = sum(self._measure_many(whole)) + sum(self._measure(run) for run in runs if not run.endswith("\n"))
-            cached = self._caches.remember(
-                self._caches.skeletons, (self._counter_key, skeleton_key), (tuple(self._parts), fixed), DOC_CACHE_MAX
-            )
+        cached = self._assemble(sections)
         self._parts = list(cached[0])
         self._fixed_measure = cached[1]
         #: the parts whose cost depends on the selection (the fixed ones are summed above)
@@ -342,16 +341,90 @@ class TemplateModel:
 
     def _skeleton(
         self, pack: Mapping[str, Any], idea: Any, knowledge: KnowledgePack | None, limits: Mapping[str, int | None]
-    ) -> dict[str, Any]:
+    ) -> list[tuple[str, Any, Any]]:
+        """The envelope's entries as (key, content key, value). A constant entry is keyed by
+        the template and copied only if it must be printed. A built entry (the pack's lists
+        and the knowledge pack's become slots here) is an object: it is given as its own
+        entries, each keyed by content, so a pack whose idea id alone is new prints one
+        line anew, not its whole retrieval pack."""
         sections = {
             "idea": lambda: template_idea(self._template, idea, pack),
             "retrieval_pack": lambda: self._pack_skeleton(pack, limits),
             "knowledge_pack": lambda: self._knowledge_skeleton(knowledge),
         }
-        return {
-            entry["key"]: (thaw(entry["const"]) if "const" in entry else sections[entry["insert"]]())
-            for entry in self._template["envelope"]
-        }
+        out: list[tuple[str, Any, Any]] = []
+        for entry in self._template["envelope"]:
+            key = entry["key"]
+            if "const" in entry:
+                out.append((key, ("const", self._template.digest, key), entry))
+                continue
+            value = sections[entry["insert"]]()
+            if isinstance(value, dict) and value:
+                out.append((key, None, [(k, content_key_of((k, v)), v) for k, v in value.items()]))
+            else:
+                out.append((key, content_key_of((key, value)), value))
+        return out
+
+    def _assemble(self, sections: list[tuple[str, Any, Any]]) -> tuple[tuple[Any, ...], int]:
+        """(parts, fixed measure) of the printed envelope, from each entry's printed lines.
+        ``json.dumps`` prints an object as ``{``, its entries' lines (each but the last
+        followed by a comma) and ``}``, at each depth, so an entry's lines are a function
+        of its key, value, depth and place (last or not) alone: cut into parts once and
+        shared by every pack whose entry prints alike (a run's packs differ in a few
+        values: their idea id, their query)."""
+        if not sections:
+            return ("{}",), self._measure("{}")
+        parts: list[str | _Slot | _ValueLine] = ["{\n"]
+        fixed = self._measure("{\n") + self._measure("}")
+        last = len(sections) - 1
+        for i, (key, content, value) in enumerate(sections):
+            if content is not None:
+                fixed += self._entry(parts, 1, key, content, value, i == last)
+                continue
+            # an object given as its entries: its opening line, its entries one level
+            # deeper, its closing line
+            opening, closing = self._brackets_of(key, i == last)
+            parts.append(opening)
+            fixed += self._measure(opening) + self._measure(closing)
+            inner_last = len(value) - 1
+            for j, (inner_key, inner_content, inner_value) in enumerate(value):
+                fixed += self._entry(parts, 2, inner_key, inner_content, inner_value, j == inner_last)
+            parts.append(closing)
+        parts.append("}")
+        return tuple(parts), fixed
+
+    def _entry(self, parts: list[Any], depth: int, key: str, content: Any, value: Any, last: bool) -> int:
+        """Append one object entry's parts (its lines at ``depth``, then a comma unless it
+        is the last) and return their fixed measure; cached by what prints them."""
+        cache_key = (self._counter_key, depth, last, content)
+        hit = self._caches.skeletons.get(cache_key)
+        if hit is None:
+            if isinstance(content, tuple):  # a constant entry: its template value
+                value = thaw(value["const"])
+            wrapped: Any = {key: value}
+            for _ in range(depth - 1):
+                wrapped = {"": wrapped}
+            text = self._dumps(wrapped)  # the entry's lines between `depth` lines of brackets
+            lines = text.split("\n")[depth:-depth]
+            entry_parts = _split("\n".join(lines) + ("\n" if last else ",\n"))
+            runs = [part for part in entry_parts if isinstance(part, str)]  # each ends with a newline
+            hit = self._caches.remember(
+                self._caches.skeletons, cache_key, (tuple(entry_parts), sum(self._measure_many(runs))), DOC_CACHE_MAX
+            )
+        parts.extend(hit[0])
+        return int(hit[1])
+
+    def _brackets_of(self, key: str, last: bool) -> tuple[str, str]:
+        """The opening and closing lines of a non-empty object entry at depth 1."""
+        cache_key = (self._counter_key, key, last)
+        hit = self._caches.object_brackets.get(cache_key)
+        if hit is None:
+            line = self._dumps({key: {}}).split("\n")[1]  # '  "key": {}'
+            closing = line[: len(line) - len(line.lstrip(" "))] + "}" + ("\n" if last else ",\n")
+            hit = self._caches.remember(
+                self._caches.object_brackets, cache_key, (line[:-1] + "\n", closing), DOC_CACHE_MAX
+            )
+        return hit
 
     def _pack_skeleton(self, pack: Mapping[str, Any], limits: Mapping[str, int | None]) -> dict[str, Any]:
         spec = self._template.doc.get("retrieval_pack", {})
@@ -479,31 +552,6 @@ class TemplateModel:
             self._max_examples if cap == "max_examples" else cap,
             {pool: {n: tuple(ids) for n, ids in by.items()} for pool, by in named.items()},
         )
-
-    def _split(self, text: str) -> None:
-        """Cut the printed skeleton into fixed text and the lines holding a mark (a list
-        slot or a value). Fixed text runs whole lines (newline-terminated, so its measure
-        adds up exactly); a line's first mark is its part, as the printer never puts two
-        values on one line (a second mark would stay literal text, as before)."""
-        pos = 0
-        for match in _MARK.finditer(text):
-            if match.start() < pos:  # a second mark on a line already cut
-                continue
-            start = text.rfind("\n", 0, match.start()) + 1
-            end = text.find("\n", match.end())
-            newline = "\n" if end >= 0 else ""
-            end = end if end >= 0 else len(text)
-            if start > pos:
-                self._parts.append(text[pos:start])
-            kind, name = match.group(1), match.group(2)
-            before, after = text[start : match.start()], text[match.end() : end]
-            if kind == "slot":
-                self._parts.append(_Slot(name, before, after, newline))
-            else:
-                self._parts.append(_ValueLine(name, before, after + newline))
-            pos = end + len(newline)
-        if pos < len(text):
-            self._parts.append(text[pos:])
 
     def _prepare_slot(self, slot: _Slot) -> None:
         indent = " " * (len(slot.prefix) - len(slot.prefix.lstrip(" ")) + self._indent_width)

@@ -202,6 +202,12 @@ class TiktokenCounter:
         known = list(map(self._pieces.get, texts))  # texts counted before (a run's fixed lines)
         if None not in known:
             return known  # type: ignore[return-value]
+        if any(known):  # only the new texts go by lines (a pack's own lines among fixed ones)
+            counted = iter(self._measure_new([t for t, n in zip(texts, known, strict=True) if n is None], json_lines))
+            return [next(counted) if n is None else n for n in known]
+        return self._measure_new(texts, json_lines)
+
+    def _measure_new(self, texts: Sequence[str], json_lines: bool) -> list[int]:
         joined = "".join(texts)
         if json_lines and self._boundary is _SPACED and joined.endswith("\n"):
             lines: list[str] | None = joined.split("\n")

@@ -203,3 +203,58 @@ def test_costs_without_the_trailing_comma_are_measured_when_read(counter) -> Non
         for ident in reversed(list(blocks)):
             assert plain[ident] == counter.measure(blocks[ident] + "\n")
         assert dict.keys(plain) == blocks.keys()
+
+
+# ---- the envelope printed entry by entry ---------------------------------------------------
+
+_MARKS = st.sampled_from(["\x00slot:fields\x00", "\x00value:count.fields\x00", "\x00slot:k0.1\x00"])
+_SKELETON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-1000, 1000) | st.text(max_size=5) | _MARKS,
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    max_leaves=10,
+)
+
+
+def _text_of(parts) -> str:
+    out = []
+    for part in parts:
+        if isinstance(part, str):
+            out.append(part)
+        elif hasattr(part, "prefix"):  # a list slot's line
+            out.append(part.prefix + json.dumps(f"\x00slot:{part.name}\x00") + part.suffix + part.newline)
+        else:  # a value line
+            out.append(part.before + json.dumps(f"\x00value:{part.name}\x00") + part.after)
+    return "".join(out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    entries=st.lists(
+        st.tuples(
+            st.text(max_size=5),
+            st.booleans(),
+            _SKELETON_VALUES | st.dictionaries(st.text(max_size=4), _SKELETON_VALUES, max_size=4),
+        ),
+        max_size=5,
+        unique_by=lambda e: e[0],
+    )
+)
+def test_the_envelope_assembled_from_its_entries_is_printed_whole(entries) -> None:
+    """Entries printed one by one (objects one level deeper, entry by entry), cut and
+    reassembled, give the text ``json.dumps`` prints for the whole envelope, and the
+    fixed measure is the fixed text's count."""
+    from policy_engine.render.caches import content_key
+
+    _, m = model("small_2x4x10x8", DEFAULT_LIMITS)
+    sections = []
+    for key, nested, value in entries:
+        if nested and isinstance(value, dict) and value:
+            sections.append((key, None, [(k, content_key((k, v)), v) for k, v in value.items()]))
+        else:
+            sections.append((key, content_key((key, value)), value))
+    parts, fixed = m._assemble(sections)
+    whole = {key: value for key, _, value in entries}
+    assert _text_of(parts) == json.dumps(whole, indent=2, ensure_ascii=False)
+    assert fixed == sum(CL100K.count(p) for p in parts if isinstance(p, str))
+    again, _ = m._assemble(sections)  # from the cache
+    assert again == parts

@@ -150,6 +150,17 @@ def test_counting_many_texts_equals_counting_each_whole(texts: list[str], encodi
     assert _fresh(encoding).measure_many(texts) == [_fresh(encoding).count_whole(t) for t in texts]
 
 
+@settings(max_examples=100, deadline=None)
+@given(texts=st.lists(ANY_TEXT, max_size=30), seen=st.data(), encoding=st.sampled_from(ENCODINGS))
+def test_counting_many_texts_some_counted_before(texts: list[str], seen: st.DataObject, encoding: str) -> None:
+    """Texts counted before come from the cache and only the others go by lines: the
+    counts are still each text's whole count, in order."""
+    counter = _fresh(encoding)
+    earlier = seen.draw(st.lists(st.sampled_from(texts), max_size=len(texts)) if texts else st.just([]))
+    counter.measure_many(earlier)
+    assert counter.measure_many(texts) == [_fresh(encoding).count_whole(t) for t in texts]
+
+
 #: a line that may follow a newline at a safe boundary: spaces, then not whitespace nor "/"
 SAFE_LINE = st.tuples(
     st.sampled_from(["", " ", "    "]),
