@@ -371,48 +371,65 @@ class TemplateModel:
         followed by a comma) and ``}``, at each depth, so an entry's lines are a function
         of its key, value, depth and place (last or not) alone: cut into parts once and
         shared by every pack whose entry prints alike (a run's packs differ in a few
-        values: their idea id, their query)."""
+        values: their idea id, their query). The entries not printed before are measured
+        together (a cold counter shares one encode among their new lines)."""
         if not sections:
             return ("{}",), self._measure("{}")
-        parts: list[str | _Slot | _ValueLine] = ["{\n"]
-        fixed = self._measure("{\n") + self._measure("}")
+        # the envelope in order: fixed lines, and entries as (depth, key, content, value, last)
+        layout: list[str | tuple[int, str, Any, Any, bool]] = ["{\n"]
         last = len(sections) - 1
         for i, (key, content, value) in enumerate(sections):
             if content is not None:
-                fixed += self._entry(parts, 1, key, content, value, i == last)
+                layout.append((1, key, content, value, i == last))
                 continue
             # an object given as its entries: its opening line, its entries one level
             # deeper, its closing line
             opening, closing = self._brackets_of(key, i == last)
-            parts.append(opening)
-            fixed += self._measure(opening) + self._measure(closing)
             inner_last = len(value) - 1
-            for j, (inner_key, inner_content, inner_value) in enumerate(value):
-                fixed += self._entry(parts, 2, inner_key, inner_content, inner_value, j == inner_last)
-            parts.append(closing)
+            layout.append(opening)
+            layout.extend((2, k, c, v, j == inner_last) for j, (k, c, v) in enumerate(value))
+            layout.append(closing)
+        fixed_lines = [piece for piece in layout if isinstance(piece, str)]
+        # each entry's (parts, fixed measure): from the cache, or printed now
+        entries: dict[tuple[Any, ...], tuple[tuple[Any, ...], int]] = {}
+        printed: dict[tuple[Any, ...], list[str | _Slot | _ValueLine]] = {}
+        for piece in layout:
+            if not isinstance(piece, str):
+                key_of = (self._counter_key, piece[0], piece[4], piece[2])
+                hit = self._caches.skeletons.get(key_of)
+                if hit is not None:
+                    entries[key_of] = hit
+                elif key_of not in printed:
+                    printed[key_of] = self._print_entry(*piece)
+        runs = [[part for part in entry if isinstance(part, str)] for entry in printed.values()]
+        measures = iter(self._measure_many([*fixed_lines, *(run for entry in runs for run in entry)]))
+        fixed = sum(next(measures) for _ in fixed_lines) + self._measure("}")
+        for (key_of, new_parts), entry_runs in zip(printed.items(), runs, strict=True):
+            entries[key_of] = (tuple(new_parts), sum(next(measures) for _ in entry_runs))
+            self._caches.remember(self._caches.skeletons, key_of, entries[key_of], DOC_CACHE_MAX)
+        parts: list[str | _Slot | _ValueLine] = []
+        for piece in layout:
+            if isinstance(piece, str):
+                parts.append(piece)
+            else:
+                entry_parts, measure = entries[(self._counter_key, piece[0], piece[4], piece[2])]
+                parts.extend(entry_parts)
+                fixed += measure
         parts.append("}")
         return tuple(parts), fixed
 
-    def _entry(self, parts: list[Any], depth: int, key: str, content: Any, value: Any, last: bool) -> int:
-        """Append one object entry's parts (its lines at ``depth``, then a comma unless it
-        is the last) and return their fixed measure; cached by what prints them."""
-        cache_key = (self._counter_key, depth, last, content)
-        hit = self._caches.skeletons.get(cache_key)
-        if hit is None:
-            if isinstance(content, tuple):  # a constant entry: its template value
-                value = thaw(value["const"])
-            wrapped: Any = {key: value}
-            for _ in range(depth - 1):
-                wrapped = {"": wrapped}
-            text = self._dumps(wrapped)  # the entry's lines between `depth` lines of brackets
-            lines = text.split("\n")[depth:-depth]
-            entry_parts = _split("\n".join(lines) + ("\n" if last else ",\n"))
-            runs = [part for part in entry_parts if isinstance(part, str)]  # each ends with a newline
-            hit = self._caches.remember(
-                self._caches.skeletons, cache_key, (tuple(entry_parts), sum(self._measure_many(runs))), DOC_CACHE_MAX
-            )
-        parts.extend(hit[0])
-        return int(hit[1])
+    def _print_entry(
+        self, depth: int, key: str, content: Any, value: Any, last: bool
+    ) -> list[str | _Slot | _ValueLine]:
+        """One object entry's parts: its lines at ``depth``, then a comma unless it is the
+        last, cut into fixed runs (each newline-terminated), slots and value lines."""
+        if isinstance(content, tuple):  # a constant entry: its template value
+            value = thaw(value["const"])
+        wrapped: Any = {key: value}
+        for _ in range(depth - 1):
+            wrapped = {"": wrapped}
+        lines = self._dumps(wrapped).split("\n")[depth:-depth]  # between `depth` lines of brackets
+        return _split("\n".join(lines) + ("\n" if last else ",\n"))
 
     def _brackets_of(self, key: str, last: bool) -> tuple[str, str]:
         """The opening and closing lines of a non-empty object entry at depth 1."""

@@ -258,3 +258,17 @@ def test_the_envelope_assembled_from_its_entries_is_printed_whole(entries) -> No
     assert fixed == sum(CL100K.count(p) for p in parts if isinstance(p, str))
     again, _ = m._assemble(sections)  # from the cache
     assert again == parts
+
+
+def test_assembling_when_the_entry_cache_fills_up() -> None:
+    """Entries found in the cache stay in hand when storing the new ones clears it."""
+    from policy_engine.render.caches import DOC_CACHE_MAX, content_key
+
+    _, m = model("small_2x4x10x8", DEFAULT_LIMITS)
+    old = [(f"k{i}", content_key((f"k{i}", i)), i) for i in range(3)]
+    m._assemble(old)
+    for i in range(DOC_CACHE_MAX - len(m._caches.skeletons) - 1):
+        m._caches.skeletons[("filler", i)] = ((), 0)
+    sections = [*old, ("new", content_key(("new", [1, 2])), [1, 2]), ("more", content_key(("more", "x")), "x")]
+    parts, _ = m._assemble(sections)
+    assert _text_of(parts) == json.dumps({k: v for k, _, v in sections}, indent=2, ensure_ascii=False)
