@@ -245,6 +245,24 @@ def _split(text: str) -> list[str | _Slot | _ValueLine]:
     return parts
 
 
+def _merged(parts: list[str | _Slot | _ValueLine]) -> tuple[str | _Slot | _ValueLine, ...]:
+    """Adjacent fixed runs joined into one: the prompt has as few pieces to render and to
+    count as when it was printed whole."""
+    out: list[str | _Slot | _ValueLine] = []
+    run: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            run.append(part)
+            continue
+        if run:
+            out.append("".join(run))
+            run = []
+        out.append(part)
+    if run:
+        out.append("".join(run))
+    return tuple(out)
+
+
 class TemplateModel:
     """A template applied to one (pack, idea, knowledge pack, limits, counter).
 
@@ -286,9 +304,9 @@ class TemplateModel:
         self._lists: dict[str, _KnowledgeList] = {}
         self._knowledge = knowledge
         self._kept_memo: dict[tuple[Any, ...], list[str]] = {}
+        self._knowledge_digest = "none" if knowledge is None else getattr(knowledge, "digest", "")
         sections = self._skeleton(pack, idea, knowledge, limits)
         self._counter_key = (counter.name, getattr(counter, "vocab_hash", ""), self._indent_width, self._ascii)
-        self._knowledge_digest = "none" if knowledge is None else getattr(knowledge, "digest", "")
         cached = self._assemble(sections)
         self._parts = list(cached[0])
         self._fixed_measure = cached[1]
@@ -360,10 +378,25 @@ class TemplateModel:
                 continue
             value = sections[entry["insert"]]()
             if isinstance(value, dict) and value:
-                out.append((key, None, [(k, content_key_of((k, v)), v) for k, v in value.items()]))
+                out.append(
+                    (key, None, [(k, self._entry_key(entry["insert"], pack, k, v), v) for k, v in value.items()])
+                )
             else:
                 out.append((key, content_key_of((key, value)), value))
         return out
+
+    def _entry_key(self, section: str, pack: Mapping[str, Any], key: str, value: Any) -> Any:
+        """The content key of one entry of a built object. A retrieval pack entry that is
+        the pack's own value, untouched, has the loader's bytes for it; a knowledge pack
+        entry is a function of the template and the knowledge pack (their digests); any
+        other is marshalled. Two keys for one printed entry cost a miss, never a wrong hit."""
+        if section == "retrieval_pack" and pack.get(key) is value:
+            part = self._pools.content_keys.get(key)
+            if part is not None:
+                return ("pack part", key, part)
+        elif section == "knowledge_pack" and self._knowledge_digest and self._knowledge_digest != "none":
+            return ("knowledge", self._template.digest, self._knowledge_digest, self._max_examples, key)
+        return content_key_of((key, value))
 
     def _assemble(self, sections: list[tuple[str, Any, Any]]) -> tuple[tuple[Any, ...], int]:
         """(parts, fixed measure) of the printed envelope, from each entry's printed lines.
@@ -416,14 +449,14 @@ class TemplateModel:
                 parts.extend(entry_parts)
                 fixed += measure
         parts.append("}")
-        return tuple(parts), fixed
+        return _merged(parts), fixed
 
     def _print_entry(
         self, depth: int, key: str, content: Any, value: Any, last: bool
     ) -> list[str | _Slot | _ValueLine]:
         """One object entry's parts: its lines at ``depth``, then a comma unless it is the
         last, cut into fixed runs (each newline-terminated), slots and value lines."""
-        if isinstance(content, tuple):  # a constant entry: its template value
+        if isinstance(content, tuple) and content[0] == "const":  # its template value
             value = thaw(value["const"])
         wrapped: Any = {key: value}
         for _ in range(depth - 1):
