@@ -12,9 +12,13 @@ prefix; the pool keeps the pack's rank order.
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
+from itertools import compress
+from operator import attrgetter
 
 from policy_engine.evaluator.state import PoolState
 from policy_engine.pools import Candidate
+
+_id_of = attrgetter("id")
 
 
 def split_lanes(
@@ -32,5 +36,5 @@ def split_lanes(
 def keep_lane_prefixes(pool: PoolState, n_exploit: int, n_explore: int) -> tuple[Candidate, ...]:
     """The pool cut to the first ``n_exploit`` exploit and ``n_explore`` explore candidates,
     in the pool's rank order."""
-    keep = {c.id for c in pool.exploit[:n_exploit]} | {c.id for c in pool.explore[:n_explore]}
-    return tuple(c for c in pool.items if c.id in keep)
+    keep = {*map(_id_of, pool.exploit[:n_exploit]), *map(_id_of, pool.explore[:n_explore])}
+    return tuple(compress(pool.items, map(keep.__contains__, pool.ids)))

@@ -12,10 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from itertools import compress
+from operator import attrgetter
 from typing import Any, TypeVar
 
 from policy_engine.policy import POOLS, TopK
 from policy_engine.pools import Candidate, Pools
+
+_id_of = attrgetter("id")
+_lane_of = attrgetter("lane")
+_parent_of = attrgetter("parent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +35,13 @@ class PoolState:
 
     @classmethod
     def of(cls, items: tuple[Candidate, ...]) -> PoolState:
+        # C-level passes (attrgetter, compress): a rung on a 1,000-field pool builds one
+        lanes = list(map(_lane_of, items))
         return cls(
             items,
-            tuple(c.id for c in items),
-            tuple(c for c in items if c.lane == "exploit"),
-            tuple(c for c in items if c.lane == "explore"),
+            tuple(map(_id_of, items)),
+            tuple(compress(items, map("exploit".__eq__, lanes))),
+            tuple(compress(items, map("explore".__eq__, lanes))),
         )
 
     def counts(self) -> dict[str, int]:
@@ -97,6 +105,11 @@ State = LadderState
 _OWNER = {"datasets": "subcategories", "fields": "datasets"}
 
 
+def _children_of(items: tuple[Candidate, ...], owners: set[str]) -> tuple[Candidate, ...]:
+    """The candidates whose parent is kept (C-level passes: a cut cascades through every field)."""
+    return tuple(compress(items, map(owners.__contains__, map(_parent_of, items))))
+
+
 def initial_state(pools: Pools, topk: tuple[TopK, ...]) -> State:
     """The pack's top-k per pool and lane, cascaded."""
     limits = {(t.pool, t.lane): t.value for t in topk}
@@ -112,8 +125,7 @@ def initial_state(pools: Pools, topk: tuple[TopK, ...]) -> State:
             kept.append(cand)
         raw[pool] = tuple(kept)
     for pool, owner in _OWNER.items():
-        owners = set(c.id for c in raw[owner])
-        raw[pool] = tuple(c for c in raw[pool] if c.parent in owners)
+        raw[pool] = _children_of(raw[pool], set(map(_id_of, raw[owner])))
     return LadderState({pool: PoolState.of(items) for pool, items in raw.items()})
 
 
@@ -128,7 +140,7 @@ def with_pool(state: State, pool: str, items: tuple[Candidate, ...]) -> State:
             continue
         owners = set(out[owner].ids)
         before = out[child].items
-        after = tuple(c for c in before if c.parent in owners)
+        after = _children_of(before, owners)
         if len(after) == len(before):
             break
         out[child] = PoolState.of(after)
