@@ -272,3 +272,32 @@ def test_assembling_when_the_entry_cache_fills_up() -> None:
     sections = [*old, ("new", content_key(("new", [1, 2])), [1, 2]), ("more", content_key(("more", "x")), "x")]
     parts, _ = m._assemble(sections)
     assert _text_of(parts) == json.dumps({k: v for k, _, v in sections}, indent=2, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(("indent", "ascii_only"), [(4, True), (1, False), (3, True)])
+def test_other_json_options_print_what_json_dumps_prints(indent: int, ascii_only: bool, tmp_path) -> None:
+    """A template with other JSON options (indent, ensure_ascii) renders, entry by entry
+    and item by item, exactly what ``json.dumps`` prints for the same envelope, on a pack
+    holding non-ASCII text, and its arithmetic stays exact."""
+    from policy_engine.render.template import shipped_template, template_from_document, thaw
+
+    doc = thaw(shipped_template("agent_envelope").doc)
+    doc["json"] = {"indent": indent, "ensure_ascii": ascii_only}
+    template = template_from_document(doc, "custom.template.json")
+    raw = json.loads((SHARED / "packs" / "small_2x4x10x8.json").read_text(encoding="utf-8"))
+    raw["query"] = "résumé 中文 \u2028 🙂"
+    raw["candidate_fields"][0]["description"] = "naïve é"
+    pools = load_pack(raw)
+    counter = get_counter(Tokenizer("tiktoken", "o200k_base"))
+    plain = build_prompt_model(
+        "agent_envelope", pools, idea=IDEA, knowledge=KNOWLEDGE, counter=counter, limits=DEFAULT_LIMITS
+    )
+    custom = build_prompt_model(
+        "agent_envelope", pools, idea=IDEA, knowledge=KNOWLEDGE, counter=counter, limits=DEFAULT_LIMITS, spec=template
+    )
+    rng = random.Random(indent)
+    for keep in (1.0, 0.5, 0.0):
+        selection = {name: tuple(c.id for c in items if rng.random() < keep) for name, items in pools.pools.items()}
+        expected = json.dumps(json.loads(plain.render(selection)), indent=indent, ensure_ascii=ascii_only)
+        assert custom.render(selection) == expected
+        assert custom.tokens(selection) == counter.count(expected)
