@@ -104,3 +104,21 @@ def knowledge_documents(draw: Any, pack: dict[str, Any]) -> dict[str, Any]:
     if draw(st.booleans()):
         docs["fastexpr_counterexamples_pack"] = {"cases": [{"never": "sent"}]}
     return docs
+
+
+# ---- JSON values, for the tests of printed JSON -------------------------------------------
+
+
+def json_values(strings: st.SearchStrategy[str], keys: st.SearchStrategy[str], max_leaves: int = 10) -> Any:
+    """Finite JSON values whose strings and keys come from the given strategies: a test
+    of printed JSON aims them at what it cuts by (brackets, commas, newlines, a
+    tokenizer's special fragments)."""
+    return st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-(10**6), 10**6)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | strings,
+        lambda children: st.lists(children, max_size=3) | st.dictionaries(keys, children, max_size=3),
+        max_leaves=max_leaves,
+    )
