@@ -11,7 +11,6 @@ from __future__ import annotations
 import marshal
 from typing import Any
 
-ITEM_CACHE_MAX = 65536
 DOC_CACHE_MAX = 256
 MODEL_CACHE_MAX = 32
 SLOT_STATES_MAX = 4096
@@ -38,7 +37,6 @@ class RenderCaches:
 
     __slots__ = (
         "brackets",
-        "items",
         "knowledge",
         "knowledge_slots",
         "measures",
@@ -51,8 +49,6 @@ class RenderCaches:
     )
 
     def __init__(self) -> None:
-        #: (counter, json options, indent, content_key(item)) -> (block, measure with a trailing comma)
-        self.items: dict[tuple[Any, ...], tuple[str, int]] = {}
         #: (counter, depth, whether it is the last entry, its content key) -> (parts of an
         #: envelope entry's printed lines, their fixed measure)
         self.skeletons: dict[tuple[Any, ...], tuple[tuple[Any, ...], int]] = {}
@@ -88,16 +84,6 @@ class RenderCaches:
             cache.clear()
         cache[key] = value
         return value
-
-    @staticmethod
-    def remember_many(cache: dict[Any, Any], entries: dict[Any, Any], bound: int) -> None:
-        """`remember` for many entries at once: cleared first when they would overflow it
-        (entries beyond the bound on their own are not kept)."""
-        if len(cache) + len(entries) > bound:
-            cache.clear()
-            if len(entries) > bound:
-                return
-        cache.update(entries)
 
     def clear(self) -> None:
         for name in self.__slots__:

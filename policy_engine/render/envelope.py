@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from policy_engine.errors import Diagnostic, PackError
 from policy_engine.pools import Pools, Selection
 from policy_engine.pretty_json import dumps_indented
-from policy_engine.render.caches import DOC_CACHE_MAX, ITEM_CACHE_MAX, SLOT_STATES_MAX, SLOT_TEXTS_MAX, RenderCaches
+from policy_engine.render.caches import DOC_CACHE_MAX, SLOT_STATES_MAX, SLOT_TEXTS_MAX, RenderCaches
 from policy_engine.render.caches import content_key as content_key_of
 from policy_engine.render.knowledge import KnowledgePack
 from policy_engine.render.template import Template, shipped_template, thaw
@@ -647,25 +647,16 @@ class TemplateModel:
         self, indent: str, items: Sequence[tuple[str, Any]]
     ) -> tuple[dict[str, str], dict[str, int], dict[str, int]]:
         """Each item's block as the agent's ``json.dumps`` prints it, and its cost with a
-        trailing comma, cached by the item's content (`caches.content_key`): printing and
-        measuring are the costly part. The cost without the comma is wanted only for the
-        last item of a kept list, so it is measured when first read (`_PlainCosts`)."""
-        cache = self._caches.items
-        keys = [(self._counter_key, indent, content_key_of(item)) for _, item in items]
-        table = {key: cache[key] for key in keys if key in cache}
-        missing = {key: item for key, (_, item) in zip(keys, items, strict=True) if key not in table}
-        if missing:
-            blocks = print_items(self._dumps_items, self._indent_width, indent, list(missing.values()))
-            # newline-terminated pieces add up exactly (the final count proves it), and
-            # the counter shares one encode among the lines it has never seen
-            measures = self._measure_many([block + ",\n" for block in blocks], json_lines=True)
-            fresh = dict(zip(missing, zip(blocks, measures, strict=True), strict=True))
-            table.update(fresh)
-            self._caches.remember_many(cache, fresh, ITEM_CACHE_MAX)
-        entries = list(map(table.__getitem__, keys))
+        trailing comma. The items are printed together (`print_items`: one printer call)
+        and measured together: the counter answers a block it has counted before (an item
+        of an earlier pack's list) from its piece cache and shares one encode among the
+        lines it has never seen. The cost without the comma is wanted only for the last
+        item a list keeps, so it is measured when first read (`_PlainCosts`)."""
         ids = [ident for ident, _ in items]
-        printed = dict(zip(ids, map(itemgetter(0), entries), strict=True))
-        return printed, dict(zip(ids, map(itemgetter(1), entries), strict=True)), _PlainCosts(printed, self._measure)
+        blocks = print_items(self._dumps_items, self._indent_width, indent, [item for _, item in items])
+        measures = self._measure_many([block + ",\n" for block in blocks], json_lines=True)
+        printed = dict(zip(ids, blocks, strict=True))
+        return printed, dict(zip(ids, measures, strict=True)), _PlainCosts(printed, self._measure)
 
     # ---- selection -> ordered ids per slot ----------------------------------------------
 
