@@ -13,12 +13,9 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
 from itertools import compress
-from operator import attrgetter
 
-from policy_engine.evaluator.state import PoolState
+from policy_engine.evaluator.state import PoolState, candidate_id
 from policy_engine.pools import Candidate
-
-_id_of = attrgetter("id")
 
 
 def split_lanes(
@@ -36,5 +33,5 @@ def split_lanes(
 def keep_lane_prefixes(pool: PoolState, n_exploit: int, n_explore: int) -> tuple[Candidate, ...]:
     """The pool cut to the first ``n_exploit`` exploit and ``n_explore`` explore candidates,
     in the pool's rank order."""
-    keep = {*map(_id_of, pool.exploit[:n_exploit]), *map(_id_of, pool.explore[:n_explore])}
+    keep = {*map(candidate_id, pool.exploit[:n_exploit]), *map(candidate_id, pool.explore[:n_explore])}
     return tuple(compress(pool.items, map(keep.__contains__, pool.ids)))

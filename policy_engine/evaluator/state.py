@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 from policy_engine.policy import POOLS, TopK
 from policy_engine.pools import Candidate, Pools
 
-_id_of = attrgetter("id")
+#: a candidate's id (also `lanes`' key for the ids it keeps)
+candidate_id = attrgetter("id")
 _lane_of = attrgetter("lane")
 _parent_of = attrgetter("parent")
 
@@ -39,7 +40,7 @@ class PoolState:
         lanes = list(map(_lane_of, items))
         return cls(
             items,
-            tuple(map(_id_of, items)),
+            tuple(map(candidate_id, items)),
             tuple(compress(items, map("exploit".__eq__, lanes))),
             tuple(compress(items, map("explore".__eq__, lanes))),
         )
@@ -125,7 +126,7 @@ def initial_state(pools: Pools, topk: tuple[TopK, ...]) -> State:
             kept.append(cand)
         raw[pool] = tuple(kept)
     for pool, owner in _OWNER.items():
-        raw[pool] = _children_of(raw[pool], set(map(_id_of, raw[owner])))
+        raw[pool] = _children_of(raw[pool], set(map(candidate_id, raw[owner])))
     return LadderState({pool: PoolState.of(items) for pool, items in raw.items()})
 
 

@@ -245,6 +245,11 @@ def _split(text: str) -> list[str | _Slot | _ValueLine]:
     return parts
 
 
+def _indentation(line: str) -> str:
+    """A printed line's leading spaces (its depth in the JSON)."""
+    return line[: len(line) - len(line.lstrip(" "))]
+
+
 def _merged(parts: list[str | _Slot | _ValueLine]) -> tuple[str | _Slot | _ValueLine, ...]:
     """Adjacent fixed runs joined into one: the prompt has as few pieces to render and to
     count as when it was printed whole."""
@@ -305,11 +310,12 @@ class TemplateModel:
         self._knowledge = knowledge
         self._kept_memo: dict[tuple[Any, ...], list[str]] = {}
         self._knowledge_digest = "none" if knowledge is None else getattr(knowledge, "digest", "")
+        #: the knowledge pack's lists and entries are keyed by its digest (else by content)
+        self._knowledge_keyed = bool(self._knowledge_digest) and self._knowledge_digest != "none"
         sections = self._skeleton(pack, idea, knowledge, limits)
         self._counter_key = (counter.name, getattr(counter, "vocab_hash", ""), self._indent_width, self._ascii)
-        cached = self._assemble(sections)
-        self._parts = list(cached[0])
-        self._fixed_measure = cached[1]
+        parts, self._fixed_measure = self._assemble(sections)
+        self._parts = list(parts)
         #: the parts whose cost depends on the selection (the fixed ones are summed above)
         self._dynamic = [p for p in self._parts if not isinstance(p, str)]
         self._comma_costs: dict[str, dict[str, int]] = {}
@@ -394,7 +400,7 @@ class TemplateModel:
             part = self._pools.content_keys.get(key)
             if part is not None:
                 return ("pack part", key, part)
-        elif section == "knowledge_pack" and self._knowledge_digest and self._knowledge_digest != "none":
+        elif section == "knowledge_pack" and self._knowledge_keyed:
             return ("knowledge", self._template.digest, self._knowledge_digest, self._max_examples, key)
         return content_key_of((key, value))
 
@@ -408,19 +414,20 @@ class TemplateModel:
         together (a cold counter shares one encode among their new lines)."""
         if not sections:
             return ("{}",), self._measure("{}")
-        # the envelope in order: fixed lines, and entries as (depth, key, content, value, last)
-        layout: list[str | tuple[int, str, Any, Any, bool]] = ["{\n"]
+        # the envelope in order: fixed lines, and entries as (cache key, (depth, key, content,
+        # value, last))
+        layout: list[str | tuple[tuple[Any, ...], tuple[int, str, Any, Any, bool]]] = ["{\n"]
         last = len(sections) - 1
         for i, (key, content, value) in enumerate(sections):
             if content is not None:
-                layout.append((1, key, content, value, i == last))
+                layout.append(self._entry_of(1, key, content, value, i == last))
                 continue
             # an object given as its entries: its opening line, its entries one level
             # deeper, its closing line
             opening, closing = self._brackets_of(key, i == last)
             inner_last = len(value) - 1
             layout.append(opening)
-            layout.extend((2, k, c, v, j == inner_last) for j, (k, c, v) in enumerate(value))
+            layout.extend(self._entry_of(2, k, c, v, j == inner_last) for j, (k, c, v) in enumerate(value))
             layout.append(closing)
         fixed_lines = [piece for piece in layout if isinstance(piece, str)]
         # each entry's (parts, fixed measure): from the cache, or printed now
@@ -428,12 +435,12 @@ class TemplateModel:
         printed: dict[tuple[Any, ...], list[str | _Slot | _ValueLine]] = {}
         for piece in layout:
             if not isinstance(piece, str):
-                key_of = (self._counter_key, piece[0], piece[4], piece[2])
+                key_of, entry = piece
                 hit = self._caches.skeletons.get(key_of)
                 if hit is not None:
                     entries[key_of] = hit
                 elif key_of not in printed:
-                    printed[key_of] = self._print_entry(*piece)
+                    printed[key_of] = self._print_entry(*entry)
         runs = [[part for part in entry if isinstance(part, str)] for entry in printed.values()]
         measures = iter(self._measure_many([*fixed_lines, *(run for entry in runs for run in entry)]))
         fixed = sum(next(measures) for _ in fixed_lines) + self._measure("}")
@@ -445,11 +452,18 @@ class TemplateModel:
             if isinstance(piece, str):
                 parts.append(piece)
             else:
-                entry_parts, measure = entries[(self._counter_key, piece[0], piece[4], piece[2])]
+                entry_parts, measure = entries[piece[0]]
                 parts.extend(entry_parts)
                 fixed += measure
         parts.append("}")
         return _merged(parts), fixed
+
+    def _entry_of(
+        self, depth: int, key: str, content: Any, value: Any, last: bool
+    ) -> tuple[tuple[Any, ...], tuple[int, str, Any, Any, bool]]:
+        """An entry of the layout: its key in the shared cache (what its printed lines
+        depend on), and what prints it."""
+        return (self._counter_key, depth, last, content), (depth, key, content, value, last)
 
     def _print_entry(
         self, depth: int, key: str, content: Any, value: Any, last: bool
@@ -470,7 +484,7 @@ class TemplateModel:
         hit = self._caches.object_brackets.get(cache_key)
         if hit is None:
             line = self._dumps({key: {}}).split("\n")[1]  # '  "key": {}'
-            closing = line[: len(line) - len(line.lstrip(" "))] + "}" + ("\n" if last else ",\n")
+            closing = _indentation(line) + "}" + ("\n" if last else ",\n")
             hit = self._caches.remember(
                 self._caches.object_brackets, cache_key, (line[:-1] + "\n", closing), DOC_CACHE_MAX
             )
@@ -604,10 +618,10 @@ class TemplateModel:
         )
 
     def _prepare_slot(self, slot: _Slot) -> None:
-        indent = " " * (len(slot.prefix) - len(slot.prefix.lstrip(" ")) + self._indent_width)
+        indent = _indentation(slot.prefix) + " " * self._indent_width
         items = self._items.get(slot.name, ())
         knowledge_slot = slot.name in self._lists
-        if knowledge_slot and self._knowledge_digest and self._knowledge_digest != "none":
+        if knowledge_slot and self._knowledge_keyed:
             content_key: bytes | str | tuple[str, bytes] = (
                 f"{slot.name}:{self._template.digest}:{self._knowledge_digest}"
             )
@@ -805,7 +819,7 @@ class TemplateModel:
                     out.append(hit[1])
                     continue
                 blocks = self._blocks[part.name]
-                indent = " " * (len(part.prefix) - len(part.prefix.lstrip(" ")))
+                indent = _indentation(part.prefix)
                 text = (
                     part.prefix
                     + "[\n"
