@@ -86,6 +86,34 @@ def safe_joint(piece: str, boundary: re.Pattern[str] | None) -> bool:
     return unsafe.match("\n" + piece[: spaces + 1]) is None
 
 
+#: a line's head, after the newline before it (the cl100k/o200k family, see
+#: `heads_and_tails`): its leading spaces but the last, when a non-whitespace character
+#: follows them, and then the JSON key opening the line when a space and a non-whitespace
+#: character follow its colon; else nothing
+_HEAD = re.compile(r'\n( *(?= \S)(?: "[^"\\\n]*":(?= \S))?|)')
+
+
+def heads_and_tails(lines: list[str]) -> tuple[list[str], list[str]]:
+    """Each line (no newline in it) cut in two, so that for the cl100k and o200k patterns
+    count(line + "\n") = count(head) + count(tail + "\n").
+
+    Why: a cold prompt's distinct lines are mostly the same few keys at a few indentations
+    before values that recur under other keys and in the lanes' id lists (`"id": "X",` and
+    `"X",` share the tail ` "X",`). Cut, the tails are a third of the lines' text, and only
+    they are encoded; the heads are a hundred or so.
+
+    Both cuts are safe boundaries (the argument is in docs/architecture.md, "Heads and
+    tails"): a pre-token holding a colon ends at the colon when a space follows (only the
+    punctuation run takes a colon, and it stops at whitespace), and leading spaces followed
+    by a non-whitespace character are matched as a whitespace pre-token without their last
+    space (``\\s+(?!\\S)``). A tail opens with a space and a non-whitespace character, or is
+    its whole line: joined by newlines, the tails after the first are safe continuations
+    whenever the lines after the first were. One regex search from each newline (a scan
+    from the start of each line for its first colon took twice as long)."""
+    heads: list[str] = _HEAD.findall("\n" + "\n".join(lines))
+    return heads, list(map(str.removeprefix, lines, heads))
+
+
 def safe_lines(text: str, boundary: re.Pattern[str] | None) -> list[str] | None:
     """``text.split("\n")`` when every newline in it is a safe boundary (the usual case for
     printed JSON, which has no blank lines and no line opening with ``/``), else None.

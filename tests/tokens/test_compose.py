@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policy_engine.tokens.compose import boundary_pattern, safe_lines, split_pieces
+from policy_engine.tokens.compose import boundary_pattern, heads_and_tails, safe_lines, split_pieces
 from policy_engine.tokens.compose import safe_joint as compose_safe_joint
 from policy_engine.tokens.counter import _PIECE_MAX_CHARS, TiktokenCounter, _line_counts
 from tests.conftest import SHARED
@@ -289,3 +289,102 @@ def test_printed_json_lines_need_no_safety_search(
         for v in values
     ]
     assert _fresh(encoding).measure_many(texts, json_lines=True) == [_fresh(encoding).count_whole(t) for t in texts]
+
+
+# ---- heads and tails: a line's count is its head's plus its tail's ----------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "head"),
+    [
+        ('  "id": "X",', '  "id":'),  # indentation and key
+        ('    "X",', "   "),  # a list item: the indentation but its last space
+        (' "a": 1', ' "a":'),  # one space of indentation: the key alone
+        ("{", ""),  # no indentation
+        ('"a": 1', ""),  # a key at column 0 is not cut
+        ('  "a":  1', " "),  # two spaces after the colon: only the indentation is cut
+        ('  "a":', " "),  # nothing after the colon
+        ('  "a\\"b": 1', " "),  # an escaped quote: the key is not looked into
+        ('  "a": /', '  "a":'),  # a slash after a space is a safe continuation
+        ("   \tx", ""),  # other whitespace after the spaces: no cut
+        ("     ", ""),  # blank
+        ("", ""),
+        ('  "k": "v: w"', '  "k":'),  # only the key's colon
+    ],
+)
+def test_heads_and_tails_cases(line: str, head: str) -> None:
+    heads, tails = heads_and_tails([line, line])
+    assert heads == [head, head] and tails == [line[len(head) :]] * 2
+    for encoding in ENCODINGS:
+        counter = _fresh(encoding)
+        assert counter.count_whole(line + "\n") == counter.count_whole(head) + counter.count_whole(tails[0] + "\n")
+
+
+#: a line of anything but a newline, often shaped like a printed JSON line
+ANY_LINE = st.one_of(
+    st.lists(st.sampled_from([f for f in FRAGMENTS if "\n" not in f]), max_size=10).map("".join),
+    st.tuples(
+        st.sampled_from(["", " ", "  ", "      "]),
+        st.sampled_from(["", '"id": ', '"a b": ', '"é": ', '"": ', '"k":  ', '"k":']),
+        st.lists(st.sampled_from([f for f in FRAGMENTS if "\n" not in f]), max_size=6).map("".join),
+    ).map("".join),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(line=ANY_LINE, encoding=st.sampled_from(ENCODINGS))
+def test_a_line_counts_as_its_head_and_its_tail(line: str, encoding: str) -> None:
+    """The lemma the cold count rests on, on adversarial lines: both cuts are safe
+    boundaries of the line followed by its newline."""
+    counter = _fresh(encoding)
+    (head,), (tail,) = heads_and_tails([line])
+    assert head + tail == line
+    assert counter.count_whole(line + "\n") == counter.count_whole(head) + counter.count_whole(tail + "\n")
+
+
+@settings(max_examples=150, deadline=None)
+@given(first=ANY_LINE, lines=st.lists(SAFE_LINE, min_size=16, max_size=60), encoding=st.sampled_from(ENCODINGS))
+def test_new_lines_are_counted_by_heads_and_tails(first: str, lines: list[str], encoding: str) -> None:
+    """A batch of new lines (any first line, then safe continuations) gets each line's
+    own count through its head and tail, also when the heads and tails are learnt first
+    from other lines with the same pieces."""
+    lines = [first, *lines]
+    counter = _fresh(encoding)
+    counter._learn_lines(lines)
+    assert [counter._lines[line] for line in lines] == [counter.count_whole(line + "\n") for line in lines]
+    reindented = [" " + line for line in lines[1:]]  # new heads, the same tails
+    counter._learn_lines(reindented)
+    assert [counter._lines[line] for line in reindented] == [counter.count_whole(line + "\n") for line in reindented]
+
+
+def test_only_heads_and_tails_never_counted_are_encoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second list of the same values under other keys and indentation encodes only
+    its new heads (each with the probe tail): its tails are known."""
+    from policy_engine.tokens import counter as counter_module
+
+    batches: list[list[str]] = []
+    real = counter_module._line_counts
+    monkeypatch.setattr(counter_module, "_line_counts", lambda enc, lines: batches.append(lines) or real(enc, lines))
+    counter = _fresh("o200k_base")
+    values = [f'"field_{i}",' for i in range(40)]
+    counter._learn_lines(["    " + v for v in values])
+    assert batches[-1][:40] == [" " + v for v in values]  # the tails, then the one head's probe
+    assert batches[-1][40:] == ["    0"]
+    keyed = [f'      "key_{i}": {v}' for i, v in enumerate(values)]
+    counter._learn_lines(keyed)
+    assert batches[-1] == [f'      "key_{i}": 0' for i in range(40)]
+    few = [f'  "name": {v}' for v in values[:20]]  # one new head: encoded alone, no batch
+    counter._learn_lines(few)
+    assert len(batches) == 2
+    for line in keyed + few:
+        assert counter._lines[line] == counter.count_whole(line + "\n")
+
+
+def test_a_huge_line_among_new_lines() -> None:
+    """A line too long to keep is still counted exactly (its tail is encoded on its own)."""
+    counter = _fresh("o200k_base")
+    huge = '  "blob": "' + "word " * (_PIECE_MAX_CHARS // 5 + 10) + '",'
+    lines = [f'  "k{i}": {i},' for i in range(20)] + [huge]
+    counter._learn_lines(lines)
+    assert counter._lines[huge] == counter.count_whole(huge + "\n")
+    assert huge[len('  "blob":') :] not in counter._tails
