@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from itertools import compress
+from itertools import compress, filterfalse
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -116,9 +116,14 @@ def initial_state(pools: Pools, topk: tuple[TopK, ...]) -> State:
     limits = {(t.pool, t.lane): t.value for t in topk}
     raw: dict[str, tuple[Candidate, ...]] = {}
     for pool in POOLS:
+        items = tuple(pools.pool(pool))
+        caps = [limits.get((pool, lane)) for lane in ("exploit", "explore")]
+        if caps == [None, None]:  # no top-k for the pool (the default rules): a C-level copy
+            raw[pool] = items
+            continue
         kept: list[Candidate] = []
         taken = {"exploit": 0, "explore": 0}
-        for cand in pools.pool(pool):
+        for cand in items:
             cap = limits.get((pool, cand.lane))
             if cap is not None and taken[cand.lane] >= cap:
                 continue
@@ -167,8 +172,7 @@ def removed_between(before: State, after: State) -> dict[str, tuple[str, ...]]:
         new = after[pool]  # every state holds every pool
         if new is old:
             continue
-        kept = set(new.ids)
-        gone = tuple(i for i in old.ids if i not in kept)
+        gone = tuple(filterfalse(set(new.ids).__contains__, old.ids))
         if gone:
             out[pool] = gone
     return out

@@ -66,6 +66,14 @@ class _PackItems(Sequence[tuple[str, Any]]):
             self._built = [((row if key is None else row[key]), row) for row in self._rows]
         return self._built
 
+    def ids(self) -> list[str]:
+        """The items' ids, without building the pairs."""
+        key = self._id_key
+        return list(self._rows) if key is None else list(map(itemgetter(key), self._rows))
+
+    def values(self) -> list[Any]:
+        return list(self._rows)
+
     def __len__(self) -> int:
         return len(self._rows)
 
@@ -86,7 +94,8 @@ class _SlotOrders(dict[str, tuple[str, ...]]):
         self._items = items
 
     def __missing__(self, name: str) -> tuple[str, ...]:
-        order = self[name] = tuple(map(_first, self._items[name]))
+        items = self._items[name]
+        order = self[name] = tuple(items.ids() if isinstance(items, _PackItems) else map(_first, items))
         return order
 
 
@@ -133,18 +142,26 @@ def print_items(dumps: Callable[[Any], str], width: int, indent: str, values: li
 
 
 class _PlainCosts(dict[str, int]):
-    """Items' costs without their trailing comma, by id, measured when first read (the
-    lines before the last are counted already: lookups)."""
+    """Items' costs without their trailing comma, by id, computed when first read.
 
-    __slots__ = ("_blocks", "_measure")
+    Only the last line differs from the item with its comma (a newline between printed
+    JSON lines is a safe boundary, so costs add up by lines): the cost is the one with the
+    comma, less its last line's with the comma, plus that line's without it. An object's
+    last line is its closing brace, the same for every item: lookups, not a count of the
+    whole item per rung."""
 
-    def __init__(self, blocks: dict[str, str], measure: Callable[[str], int]) -> None:
+    __slots__ = ("_blocks", "_measure", "_with_comma")
+
+    def __init__(self, blocks: dict[str, str], with_comma: dict[str, int], measure: Callable[[str], int]) -> None:
         super().__init__()
         self._blocks = blocks
+        self._with_comma = with_comma
         self._measure = measure
 
     def __missing__(self, ident: str) -> int:
-        n = self[ident] = self._measure(self._blocks[ident] + "\n")
+        block = self._blocks[ident]
+        last = block[block.rfind("\n") + 1 :]
+        n = self[ident] = self._with_comma[ident] - self._measure(last + ",\n") + self._measure(last + "\n")
         return n
 
 
@@ -666,11 +683,15 @@ class TemplateModel:
         of an earlier pack's list) from its piece cache and shares one encode among the
         lines it has never seen. The cost without the comma is wanted only for the last
         item a list keeps, so it is measured when first read (`_PlainCosts`)."""
-        ids = [ident for ident, _ in items]
-        blocks = print_items(self._dumps_items, self._indent_width, indent, [item for _, item in items])
+        if isinstance(items, _PackItems):
+            ids, values = items.ids(), items.values()
+        else:
+            ids, values = [ident for ident, _ in items], [item for _, item in items]
+        blocks = print_items(self._dumps_items, self._indent_width, indent, values)
         measures = self._measure_many([block + ",\n" for block in blocks], json_lines=True)
         printed = dict(zip(ids, blocks, strict=True))
-        return printed, dict(zip(ids, measures, strict=True)), _PlainCosts(printed, self._measure)
+        with_comma = dict(zip(ids, measures, strict=True))
+        return printed, with_comma, _PlainCosts(printed, with_comma, self._measure)
 
     # ---- selection -> ordered ids per slot ----------------------------------------------
 
