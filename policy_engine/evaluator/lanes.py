@@ -15,7 +15,6 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from itertools import compress
 
 from policy_engine.evaluator.state import PoolState, candidate_id
-from policy_engine.pools import Candidate
 
 
 def split_lanes(
@@ -30,8 +29,15 @@ def split_lanes(
     return exploit, explore
 
 
-def keep_lane_prefixes(pool: PoolState, n_exploit: int, n_explore: int) -> tuple[Candidate, ...]:
+def keep_lane_prefixes(pool: PoolState, n_exploit: int, n_explore: int) -> PoolState:
     """The pool cut to the first ``n_exploit`` exploit and ``n_explore`` explore candidates,
-    in the pool's rank order."""
-    keep = {*map(candidate_id, pool.exploit[:n_exploit]), *map(candidate_id, pool.explore[:n_explore])}
-    return tuple(compress(pool.items, map(keep.__contains__, pool.ids)))
+    in the pool's rank order. The lanes of the cut are the prefixes themselves (no pass
+    over the kept candidates' lanes) unless the pool repeats an id (a pool built without
+    the pack loader, which refuses that: P108), when more than the prefixes are kept."""
+    exploit, explore = pool.exploit[:n_exploit], pool.explore[:n_explore]
+    keep = {*map(candidate_id, exploit), *map(candidate_id, explore)}
+    flags = list(map(keep.__contains__, pool.ids))
+    items = tuple(compress(pool.items, flags))
+    if len(items) != len(exploit) + len(explore):
+        return PoolState.of(items)
+    return PoolState(items, tuple(compress(pool.ids, flags)), exploit, explore)

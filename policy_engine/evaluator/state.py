@@ -135,11 +135,12 @@ def initial_state(pools: Pools, topk: tuple[TopK, ...]) -> State:
     return LadderState({pool: PoolState.of(items) for pool, items in raw.items()})
 
 
-def with_pool(state: State, pool: str, items: tuple[Candidate, ...]) -> State:
-    """``state`` with ``pool`` cut to ``items``, cascaded to the pools it owns. Pools the
-    cut leaves untouched keep their `PoolState` object."""
+def with_pool(state: State, pool: str, items: tuple[Candidate, ...] | PoolState) -> State:
+    """``state`` with ``pool`` cut to ``items`` (or to a `PoolState` built for it),
+    cascaded to the pools it owns. Pools the cut leaves untouched keep their `PoolState`
+    object."""
     out = dict(state)
-    out[pool] = PoolState.of(items)
+    out[pool] = items if isinstance(items, PoolState) else PoolState.of(items)
     changed = pool
     for child, owner in _OWNER.items():
         if owner != changed:
