@@ -112,16 +112,26 @@ def _line_counts(encoding: tiktoken.Encoding, lines: list[str]) -> list[int] | N
     return [b - a for a, b in zip([-1, *positions[:-1]], positions, strict=True)]
 
 
+class _TokenSizes(dict[int, int]):
+    """Byte length of each token met so far, by rank. Filled on a miss: a table of all
+    200,000 ranks cost 20 ms on a process's first batch (a cold start pays it), while a
+    batch meets a few thousand distinct tokens."""
+
+    __slots__ = ("_decode",)
+
+    def __init__(self, decode: Callable[[int], bytes]) -> None:
+        super().__init__()
+        self._decode = decode
+
+    def __missing__(self, rank: int) -> int:
+        n = self[rank] = len(self._decode(rank))
+        return n
+
+
 @cache
-def _token_sizes(encoding: tiktoken.Encoding) -> Sequence[int]:
-    """Byte length of every token, by rank (built once per encoding, on the first batch)."""
-    ranks: dict[bytes, int] = encoding._mergeable_ranks
-    if list(ranks.values()) == list(range(len(ranks))):  # the verified files: in rank order
-        return list(map(len, ranks))
-    sizes = [0] * (max(ranks.values(), default=-1) + 1)
-    for token, rank in ranks.items():
-        sizes[rank] = len(token)
-    return sizes
+def _token_sizes(encoding: tiktoken.Encoding) -> _TokenSizes:
+    """The byte lengths of ``encoding``'s tokens (one table per process and encoding)."""
+    return _TokenSizes(encoding.decode_single_token_bytes)
 
 
 #: the tail a line's head is measured with in a batch (`TiktokenCounter._learn_lines`): a
