@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import is_, itemgetter
 from typing import TYPE_CHECKING, Any
 
 from policy_engine.errors import Diagnostic, PackError
@@ -54,11 +54,12 @@ class _PackItems(Sequence[tuple[str, Any]]):
     loader's content key) is never read again: building its pairs for every pack was the
     largest cost of a new pack's prompt model."""
 
-    __slots__ = ("_built", "_id_key", "_rows")
+    __slots__ = ("_built", "_id_key", "_ids", "_rows")
 
     def __init__(self, rows: Sequence[Any], id_key: str | None) -> None:
         self._rows, self._id_key = rows, id_key
         self._built: list[tuple[str, Any]] | None = None
+        self._ids: list[str] | None = None
 
     def _pairs(self) -> list[tuple[str, Any]]:
         if self._built is None:
@@ -67,9 +68,11 @@ class _PackItems(Sequence[tuple[str, Any]]):
         return self._built
 
     def ids(self) -> list[str]:
-        """The items' ids, without building the pairs."""
-        key = self._id_key
-        return list(self._rows) if key is None else list(map(itemgetter(key), self._rows))
+        """The items' ids, without building the pairs (computed once: shared, never changed)."""
+        if self._ids is None:
+            key = self._id_key
+            self._ids = list(self._rows) if key is None else list(map(itemgetter(key), self._rows))
+        return self._ids
 
     def values(self) -> list[Any]:
         return list(self._rows)
@@ -716,7 +719,7 @@ class TemplateModel:
         else:
             deps = tuple(selection.get(t.pool, ()) for t in rule.tests)
         hit = self._slot_memo.get(name)
-        if hit is not None and all(a is b for a, b in zip(hit[0], deps, strict=True)):
+        if hit is not None and all(map(is_, hit[0], deps)):
             return hit[1], hit[2]
         # other models of the run (packs with equal lists start from one ladder state, so
         # their selections share the same id tuples) computed it already
