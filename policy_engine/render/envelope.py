@@ -163,7 +163,11 @@ class _PlainCosts(dict[str, int]):
 
     def __missing__(self, ident: str) -> int:
         block = self._blocks[ident]
-        last = block[block.rfind("\n") + 1 :]
+        cut = block.rfind("\n") + 1
+        if not cut:  # one line: measured as it is
+            n = self[ident] = self._measure(block + "\n")
+            return n
+        last = block[cut:]
         n = self[ident] = self._with_comma[ident] - self._measure(last + ",\n") + self._measure(last + "\n")
         return n
 
@@ -745,9 +749,11 @@ class TemplateModel:
         return kept, cost
 
     def _kept_items(self, name: str, rule: _KnowledgeList, selection: Selection) -> list[str]:
-        """Memoised by the selected names of the pools the list follows (equal selections
-        in other states, or other decisions on this model, reuse it)."""
-        key = (name,) + tuple(frozenset(self._chosen(t.pool, selection)[1]) for t in rule.tests)
+        """Memoised by the selected ids of the pools the list follows (equal selections in
+        other states, or other decisions on this model, reuse it). A pool's ids are in its
+        rank order in every selection, so the tuples themselves are the key: hashing them
+        costs less than building sets of a 1,000-field pool's names per rung."""
+        key = (name, *(selection.get(t.pool, ()) for t in rule.tests))
         hit = self._kept_memo.get(key)
         if hit is None:
             if len(self._kept_memo) > 4096:
