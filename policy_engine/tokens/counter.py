@@ -173,8 +173,11 @@ class TiktokenCounter:
 
     def count(self, text: str) -> int:
         pieces = self._pieces
-        if "\n" not in text:
+        newline = text.find("\n")
+        if newline < 0:
             return pieces[text]
+        if newline == len(text) - 1:  # one line and its newline (a value line): no boundary to check
+            return self._lines[text[:-1]]
         known = pieces.get(text)  # a block counted before (a candidate seen in an earlier pack)
         if known is not None:
             return known
