@@ -135,12 +135,27 @@ def print_items(dumps: Callable[[Any], str], width: int, indent: str, values: li
     items' own indentation opens an item: JSON strings hold no raw newline, an item's inner
     lines are indented deeper, and its closing line at that indentation is a bracket.
     ``width`` is at least 1 (the template schema's minimum): with no indentation the cut
-    would find nothing to go by."""
+    would find nothing to go by.
+
+    The list is printed inside as many outer lists as put its items at ``indent`` (the
+    printer writes the indentation, and only the outer lists' bracket lines are cut off):
+    moving every line right afterwards cost as much as printing. An indentation that is no
+    multiple of ``width`` is added line by line."""
     if not values:
         return []
-    text = dumps(values)  # "[\n" + the items' lines, each after `width` spaces + "\n]"
-    inner = indent[width:]
-    body = inner + text[2:-2].replace("\n", "\n" + inner) if inner else text[2:-2]
+    depth, odd = divmod(len(indent), width)
+    if odd or not depth:
+        text = dumps(values)  # "[\n" + the items' lines, each after `width` spaces + "\n]"
+        inner = indent[width:]
+        body = inner + text[2:-2].replace("\n", "\n" + inner) if inner else text[2:-2]
+    else:
+        wrapped: Any = values
+        for _ in range(depth - 1):
+            wrapped = [wrapped]
+        text = dumps(wrapped)  # one "[" line per level, the items, one "]" line per level
+        # each level's "[" and newline before the items; a newline and its "]" after them
+        edge = sum(width * level + 2 for level in range(depth))
+        body = text[edge:-edge]
     return re.split(",\n(?=" + indent + "[^ \\]}])", body)
 
 

@@ -172,14 +172,15 @@ _ITEM_VALUES = json_values(
     values=st.lists(_ITEM_VALUES, max_size=8),
     width=st.integers(1, 4),
     depth=st.integers(0, 3),
+    odd=st.integers(0, 1),
     ensure_ascii=st.booleans(),
 )
 def test_items_printed_together_are_each_items_own_lines(
-    values: list, width: int, depth: int, ensure_ascii: bool
+    values: list, width: int, depth: int, odd: int, ensure_ascii: bool
 ) -> None:
     """Each item's block is its own ``json.dumps`` at the slot's indentation: what printing
-    it alone gave before."""
-    indent = " " * (width * (depth + 1))
+    it alone gave before (also at an indentation that is no multiple of the width)."""
+    indent = " " * (width * (depth + 1) + odd)
 
     def dumps(value):
         return json.dumps(value, indent=width, ensure_ascii=ensure_ascii)
