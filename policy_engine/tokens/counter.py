@@ -72,11 +72,12 @@ class _PieceCounts(dict[str, int]):
             self.clear()
         self[text] = n
 
-    def remember_many(self, texts: list[str], counts: list[int]) -> None:
-        """`remember` for each text and its count; texts too long to keep are skipped."""
+    def remember_many(self, texts: list[str], counts: list[int], *, longest: int | None = None) -> None:
+        """`remember` for each text and its count; texts too long to keep are skipped.
+        ``longest``: no text is longer (the caller knows, so the texts are not measured)."""
         if len(self) + len(texts) > _PIECES_MAX:
             self.clear()
-        if max(map(len, texts), default=0) <= _PIECE_MAX_CHARS:
+        if (longest if longest is not None else max(map(len, texts), default=0)) <= _PIECE_MAX_CHARS:
             self.update(zip(texts, counts, strict=True))
         else:
             self.update((t, n) for t, n in zip(texts, counts, strict=True) if len(t) <= _PIECE_MAX_CHARS)
@@ -261,10 +262,11 @@ class TiktokenCounter:
         new = list(filterfalse(known.__contains__, dict.fromkeys(lines)))
         if len(new) < _BATCH_MIN_LINES:
             return
+        longest = max(map(len, new))  # a head or a tail is no longer than its line
         if self._boundary is not _SPACED:
             counts = _line_counts(self._encoding, new)
             if counts is not None:
-                known.remember_many(new, counts)
+                known.remember_many(new, counts, longest=longest)
             return
         heads, tails = heads_and_tails(new)
         head_counts, tail_counts = self._pieces, self._tails
@@ -276,11 +278,11 @@ class TiktokenCounter:
             counted = _line_counts(self._encoding, fresh_tails + probes)
             if counted is None:
                 return
-            tail_counts.remember_many(fresh_tails, counted[: len(fresh_tails)])
+            tail_counts.remember_many(fresh_tails, counted[: len(fresh_tails)], longest=longest)
             probe = tail_counts[_PROBE]
-            head_counts.remember_many(fresh_heads, [n - probe for n in counted[len(fresh_tails) :]])
+            head_counts.remember_many(fresh_heads, [n - probe for n in counted[len(fresh_tails) :]], longest=longest)
         sums = map(add, map(head_counts.__getitem__, heads), map(tail_counts.__getitem__, tails))
-        known.remember_many(new, list(sums))
+        known.remember_many(new, list(sums), longest=longest)
 
     def finish(self, total_measure: int) -> int:
         return total_measure
