@@ -33,6 +33,8 @@ a boundary. Any other encoding is never split (counted whole).
 from __future__ import annotations
 
 import re
+from itertools import repeat
+from operator import getitem
 
 #: after a newline: optional spaces, then a non-whitespace character; ``/`` only after a space
 _SAFE_NEXT_SPACED = re.compile(r"(?<=\n)(?= *[^\s/]| +/)")
@@ -109,8 +111,27 @@ def heads_and_tails(lines: list[str]) -> tuple[list[str], list[str]]:
     space (``\\s+(?!\\S)``). A tail opens with a space and a non-whitespace character, or is
     its whole line: joined by newlines, the tails after the first are safe continuations
     whenever the lines after the first were. One regex search from each newline (a scan
-    from the start of each line for its first colon took twice as long)."""
-    heads: list[str] = _HEAD.findall("\n" + "\n".join(lines))
+    from the start of each line for its first colon took twice as long).
+
+    A list of scalars (a lane's ids) has no key and one indentation: then every head is
+    that indentation but its last space, found without a search per line (the lines'
+    least and greatest share it, one search finds no line with more spaces or other
+    whitespace after it, and no ``": `` occurs). Same heads as the search, in a third of
+    the time."""
+    text = "\n" + "\n".join(lines)
+    if lines and '": ' not in text:
+        least = min(lines)
+        indent = least[: len(least) - len(least.lstrip(" "))]
+        if max(lines).startswith(indent) and re.search("\n" + indent + r"(?!\S)", text) is None:
+            head = indent[:-1]
+            return [head] * len(lines), list(map(getitem, lines, repeat(slice(len(head), None))))
+    return _cut_by_search(lines, text)
+
+
+def _cut_by_search(lines: list[str], text: str) -> tuple[list[str], list[str]]:
+    """`heads_and_tails` by one search from each newline of ``text`` (the lines joined, after
+    a newline)."""
+    heads: list[str] = _HEAD.findall(text)
     return heads, list(map(str.removeprefix, lines, heads))
 
 

@@ -388,3 +388,20 @@ def test_a_huge_line_among_new_lines() -> None:
     counter._learn_lines(lines)
     assert counter._lines[huge] == counter.count_whole(huge + "\n")
     assert huge[len('  "blob":') :] not in counter._tails
+
+
+#: lines at one indentation with no key, as a lane's id list prints them (the cut's fast
+#: path), sometimes spoiled by a line that is deeper, blank, keyed or opens with a tab
+_SCALAR_LINES = st.tuples(
+    st.sampled_from(["", " ", "  ", "        "]),
+    st.lists(st.sampled_from(['"x",', '"é"', "12,", "true", '"a: b",', '"a\\": b",', "{", "]"]), min_size=1, max_size=8),
+    st.sampled_from([None, "", "   ", '  "k": 1', "\t1", "  x", "\u3000x"]),
+).map(lambda t: [t[0] + v for v in t[1]] + ([] if t[2] is None else [t[2]]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.one_of(_SCALAR_LINES, st.lists(ANY_LINE, max_size=8)))
+def test_the_cut_without_a_search_per_line_gives_the_searchs_heads(lines: list[str]) -> None:
+    from policy_engine.tokens.compose import _cut_by_search
+
+    assert heads_and_tails(lines) == _cut_by_search(lines, "\n" + "\n".join(lines))
