@@ -394,7 +394,9 @@ def test_a_huge_line_among_new_lines() -> None:
 #: path), sometimes spoiled by a line that is deeper, blank, keyed or opens with a tab
 _SCALAR_LINES = st.tuples(
     st.sampled_from(["", " ", "  ", "        "]),
-    st.lists(st.sampled_from(['"x",', '"é"', "12,", "true", '"a: b",', '"a\\": b",', "{", "]"]), min_size=1, max_size=8),
+    st.lists(
+        st.sampled_from(['"x",', '"é"', "12,", "true", '"a: b",', '"a\\": b",', "{", "]"]), min_size=1, max_size=8
+    ),
     st.sampled_from([None, "", "   ", '  "k": 1', "\t1", "  x", "\u3000x"]),
 ).map(lambda t: [t[0] + v for v in t[1]] + ([] if t[2] is None else [t[2]]))
 
