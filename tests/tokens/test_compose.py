@@ -407,3 +407,15 @@ def test_the_cut_without_a_search_per_line_gives_the_searchs_heads(lines: list[s
     from policy_engine.tokens.compose import _cut_by_search
 
     assert heads_and_tails(lines) == _cut_by_search(lines, "\n" + "\n".join(lines))
+
+
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_one_line_texts_and_texts_that_only_look_so(json_lines: bool) -> None:
+    """Texts of one line each are counted line by line; an empty text beside a two-line one
+    (as many lines as texts, but not one each) is not taken for that."""
+    counter = _fresh("o200k_base")
+    one_each = [f'  "id_{i}",\n' for i in range(20)]
+    assert counter.measure_many(one_each, json_lines=json_lines) == [counter.count_whole(t) for t in one_each]
+    tricky = ["", '  "a",\n  "b",\n', *[f'  "c{i}",\n' for i in range(18)]]
+    counter = _fresh("o200k_base")
+    assert counter.measure_many(tricky, json_lines=json_lines) == [counter.count_whole(t) for t in tricky]
