@@ -246,11 +246,10 @@ class TiktokenCounter:
         self._learn_lines(lines)
         if len(lines) == len(texts) and all(texts):  # each text one line (a list of scalars)
             counts = list(map(self._lines.__getitem__, lines))
-            self._pieces.remember_many(list(texts), counts)
-            return counts
-        totals = [0, *accumulate(map(self._lines.__getitem__, lines))]
-        ends = list(accumulate(map(str.count, texts, repeat("\n")), initial=0))
-        counts = list(map(sub, map(totals.__getitem__, ends[1:]), map(totals.__getitem__, ends[:-1])))
+        else:
+            totals = [0, *accumulate(map(self._lines.__getitem__, lines))]
+            ends = list(accumulate(map(str.count, texts, repeat("\n")), initial=0))
+            counts = list(map(sub, map(totals.__getitem__, ends[1:]), map(totals.__getitem__, ends[:-1])))
         self._pieces.remember_many(list(texts), counts)
         return counts
 
