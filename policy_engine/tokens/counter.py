@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
+from array import array
 from collections.abc import Callable, Sequence
 from decimal import ROUND_CEILING, Decimal
 from functools import cache
@@ -99,19 +101,19 @@ def _line_counts(encoding: tiktoken.Encoding, lines: list[str]) -> list[int] | N
     last. A line's last token is the one whose bytes end with its newline: the text holds
     one newline per line, so when exactly as many tokens end with a newline (and hold no
     other), every line end is a token end; if not (which the lemma rules out), nothing is
-    returned and the lines are counted one by one. One pass over the tokens in C (a
-    lookup per token), no byte offsets."""
+    returned and the lines are counted one by one. No byte offsets: the tokens are cut
+    where such a token stands (`_LineEnds.cut`)."""
     text = "\n".join(lines) + "\n"
     if not text.isascii():
         try:
             text.encode()
         except UnicodeEncodeError:  # a lone surrogate: tiktoken would replace it
             return None
-    tokens = encoding.encode_ordinary(text)
-    ends = list(compress(range(len(tokens)), map(_line_ends(encoding).__getitem__, tokens)))
-    if len(ends) != len(lines):
-        return None
-    return list(map(sub, ends, [-1, *ends[:-1]]))
+    return _line_ends(encoding).cut(encoding.encode_ordinary(text), len(lines))
+
+
+#: array typecode of a 32-bit unsigned int (a token rank as one UTF-32 code unit)
+_RANK_CODE = "I" if array("I").itemsize == 4 else "L"
 
 
 class _LineEnds(dict[int, bool]):
@@ -119,16 +121,46 @@ class _LineEnds(dict[int, bool]):
     far. Filled on a miss: a table of all 200,000 ranks cost 20 ms on a process's first
     batch (a cold start pays it), while a 1,000-field batch meets 600 distinct tokens."""
 
-    __slots__ = ("_decode",)
+    __slots__ = ("_decode", "_ends")
 
     def __init__(self, decode: Callable[[int], bytes]) -> None:
         super().__init__()
         self._decode = decode
+        #: a character class of the ranks known to end a line (None: rebuild it)
+        self._ends: re.Pattern[str] | None = None
 
     def __missing__(self, rank: int) -> bool:
         token = self._decode(rank)
         ends = self[rank] = token.endswith(b"\n") and token.count(b"\n") == 1
+        if ends:
+            self._ends = None
         return ends
+
+    def cut(self, tokens: list[int], lines: int) -> list[int] | None:
+        """Tokens per line, when exactly ``lines`` tokens end a line (see `_line_counts`).
+
+        The tokens are read as a string of one character per rank (their UTF-32 bytes,
+        written in C), split at the ranks known to end a line: a regex split and the parts'
+        lengths cost a third of a lookup per token. The split trusts only ranks known to end
+        a line, so a part is a line exactly when ``lines`` of them are found; a rank not met
+        before (or none known yet) sends the tokens through the lookup, which learns it."""
+        pattern = self._ends
+        if pattern is None and any(self.values()):
+            pattern = self._ends = re.compile("[" + "".join(re.escape(chr(r)) for r, e in self.items() if e) + "]")
+        if pattern is not None:
+            try:
+                ranks = array(_RANK_CODE, tokens).tobytes().decode("utf-32-le", "surrogatepass")
+            except (OverflowError, UnicodeDecodeError):  # a rank beyond Unicode's range
+                ranks = None
+            if ranks is not None:
+                parts = pattern.split(ranks)
+                if len(parts) == lines + 1 and not parts[-1]:
+                    del parts[-1]
+                    return [len(part) + 1 for part in parts]
+        ends = list(compress(range(len(tokens)), map(self.__getitem__, tokens)))
+        if len(ends) != lines:
+            return None
+        return list(map(sub, ends, [-1, *ends[:-1]]))
 
 
 @cache

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from policy_engine.tokens.compose import boundary_pattern, heads_and_tails, safe_lines, split_pieces
 from policy_engine.tokens.compose import safe_joint as compose_safe_joint
-from policy_engine.tokens.counter import _PIECE_MAX_CHARS, TiktokenCounter, _line_counts
+from policy_engine.tokens.counter import _PIECE_MAX_CHARS, TiktokenCounter, _line_counts, _LineEnds
 from tests.conftest import SHARED
 from tests.strategies import json_values
 
@@ -186,6 +186,48 @@ def test_one_encode_gives_each_line_its_own_count(first: str, lines: list[str], 
     counts = _line_counts(counter._encoding, lines)
     assert counts is not None
     assert counts == [counter.count_whole(line + "\n") for line in lines]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    learnt=st.lists(SAFE_LINE, max_size=20),
+    lines=st.lists(SAFE_LINE, min_size=1, max_size=40),
+    encoding=st.sampled_from(ENCODINGS),
+)
+def test_the_split_at_known_line_ends_gives_the_lookups_counts(
+    learnt: list[str], lines: list[str], encoding: str
+) -> None:
+    """`_LineEnds.cut` splits the tokens at the ranks it knows end a line; ranks it has not
+    met yet (here: whatever an earlier batch did not hold) must not make it cut wrongly: it
+    answers as the per-token lookup does, and knows the new ranks afterwards."""
+    encoding_ = _fresh(encoding)._encoding
+    ends = _LineEnds(encoding_.decode_single_token_bytes)
+    if learnt:
+        ends.cut(encoding_.encode_ordinary("\n".join(learnt) + "\n"), len(learnt))
+    tokens = encoding_.encode_ordinary("\n".join(lines) + "\n")
+    expected = [len(encoding_.encode_ordinary(line + "\n")) for line in lines]
+    assert ends.cut(tokens, len(lines)) == expected
+    assert ends.cut(tokens, len(lines)) == expected  # now by the split alone
+    assert ends.cut(tokens, len(lines) + 1) is None
+
+
+def test_a_token_that_holds_a_newline_inside_is_no_line_end(counter: TiktokenCounter) -> None:
+    """A rank ending a line in one batch does not make a token with a newline inside (or two)
+    count as one: the count of parts is checked, and the lookup refuses too."""
+    encoding = counter._encoding
+    ends = _LineEnds(encoding.decode_single_token_bytes)
+    assert ends.cut(encoding.encode_ordinary("a\nb\n"), 2) == [2, 2]
+    two = encoding.encode_ordinary("a\n\nb\n")  # "\n\n" is one token: three newlines, two line ends
+    assert ends.cut(two, 3) is None
+    assert ends.cut([], 0) == []
+
+
+def test_ranks_beyond_unicode_are_cut_by_the_lookup() -> None:
+    """A vocabulary larger than Unicode's range (none ships today) cannot be read as one
+    character per rank: its tokens go through the lookup, with the same answer."""
+    ends = _LineEnds(lambda rank: b"\n" if rank == 1 else b"x")
+    assert ends.cut([7, 1], 1) == [2]  # learns rank 1; the next cut has a pattern
+    assert ends.cut([0x110000, 7, 1, 1], 2) == [3, 1]
 
 
 def test_a_lone_surrogate_is_left_to_the_line_by_line_count(counter: TiktokenCounter) -> None:
