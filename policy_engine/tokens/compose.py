@@ -135,6 +135,47 @@ def _cut_by_search(lines: list[str], text: str) -> tuple[list[str], list[str]]:
     return heads, list(map(str.removeprefix, lines, heads))
 
 
+#: ASCII characters neither letter, digit nor whitespace: every pattern of the family takes
+#: them in its punctuation run and in no other alternative that can end at them
+_ASCII_PUNCT = frozenset("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+#: ASCII characters a letter or digit run is made of
+_ASCII_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+
+def comma_end(line: str) -> str | None:
+    """The end of ``line`` that a comma joins (cl100k/o200k family), or None when the rule
+    below does not apply: then count(line + "\n") = count(line + ",\n") - count(end + ",\n")
+    + count(end + "\n").
+
+    Why: the last item a list keeps is printed without its comma, and its line is new even
+    though the line with the comma was counted with its list (a lane's last id is
+    ``"X"``, counted as ``"X",``). Its count follows from the counted one with no encode.
+
+    The end is the line's trailing run of ASCII punctuation, with the one space before it if
+    there is one. The punctuation alternative (`` ?[^\\s\\p{L}\\p{N}]+``, then ``[\\r\\n]*`` or
+    o200k's ``[\\r\\n/]*``) takes that run, the comma and the newline as one pre-token, or
+    the run and the newline without the comma; no other alternative can start inside the
+    run (a letter run may open with one punctuation character but then needs a letter).
+    Everything before the end is cut alike either way: a letter or digit run stops at the
+    run, and whitespace before the space sees a non-whitespace character after it in both
+    texts. So only the last pre-token differs. Without a space before the run, the character
+    before it must be an ASCII letter or digit (a mark, say, would join o200k's or
+    cl100k's punctuation run); with no run, the line must end with one (then ``,\n`` is
+    one pre-token and ``\n`` another)."""
+    if not line or "\n" in line:
+        return None
+    start = len(line)
+    while start and line[start - 1] in _ASCII_PUNCT:
+        start -= 1
+    if start == len(line):  # no punctuation at the end
+        return "" if line[-1] in _ASCII_ALNUM else None
+    if start and line[start - 1] == " ":
+        return line[start - 1 :]
+    if not start or line[start - 1] in _ASCII_ALNUM:
+        return line[start:]
+    return None
+
+
 def safe_lines(text: str, boundary: re.Pattern[str] | None) -> list[str] | None:
     """``text.split("\n")`` when every newline in it is a safe boundary (the usual case for
     printed JSON, which has no blank lines and no line opening with ``/``), else None.

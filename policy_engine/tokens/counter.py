@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Protocol
 
 from policy_engine.errors import Diagnostic, TokenizerError
 from policy_engine.policy import Tokenizer
-from policy_engine.tokens.compose import boundary_pattern, heads_and_tails, safe_joint, safe_lines, split_pieces
+from policy_engine.tokens.compose import (
+    boundary_pattern,
+    comma_end,
+    heads_and_tails,
+    safe_joint,
+    safe_lines,
+    split_pieces,
+)
 from policy_engine.tokens.resolve import encoding_for_model, resolve_encoding
 
 if TYPE_CHECKING:
@@ -57,14 +64,14 @@ class _PieceCounts(dict[str, int]):
     runs in C and calls back into Python only for a piece never counted. Bounded: when
     full it is cleared (pieces of the next prompt refill it)."""
 
-    __slots__ = ("_encode",)
+    __slots__ = ("_count",)
 
-    def __init__(self, encode: Callable[[str], list[int]]) -> None:
+    def __init__(self, count: Callable[[str], int]) -> None:
         super().__init__()
-        self._encode = encode
+        self._count = count
 
     def __missing__(self, piece: str) -> int:
-        n = len(self._encode(piece))
+        n = self._count(piece)
         if len(piece) <= _PIECE_MAX_CHARS:
             self.remember(piece, n)
         return n
@@ -176,6 +183,8 @@ _PROBE = " 0"
 #: pieces longer than this (one huge line) are counted but not kept
 _PIECE_MAX_CHARS = 16_384
 _PIECES_MAX = 262_144
+#: distinct line ends kept (`TiktokenCounter._count_line`): a few in printed JSON
+_COMMA_DELTAS_MAX = 1024
 
 
 class TiktokenCounter:
@@ -198,11 +207,31 @@ class TiktokenCounter:
         self.vocab_hash = resolved.sha256
         self.source = resolved.source
         self._boundary = boundary_pattern(encoding_name)
-        self._pieces = _PieceCounts(self._encode)
+        self._pieces = _PieceCounts(self.count_whole)
         #: line (without its newline) -> count of the line with its newline
-        self._lines = _PieceCounts(lambda line: self._encode(line + "\n"))
+        self._lines = _PieceCounts(self._count_line)
+        #: a line's end (`compose.comma_end`) -> count(end + "\n") - count(end + ",\n")
+        self._comma_deltas: dict[str, int] = {}
         #: a line's tail (`compose.heads_and_tails`) -> count of the tail with a newline
-        self._tails = _PieceCounts(lambda tail: self._encode(tail + "\n"))
+        self._tails = _PieceCounts(lambda tail: len(self._encode(tail + "\n")))
+
+    def _count_line(self, line: str) -> int:
+        """What `_lines` counts a line it has not met by: the line with its newline encoded,
+        or, when the same line with a trailing comma was counted (the last item a list keeps,
+        printed without its comma), that count adjusted by the end the comma joins
+        (`compose.comma_end`), with no encode of the line."""
+        if self._boundary is _SPACED:
+            with_comma = self._lines.get(line + ",")
+            if with_comma is not None:
+                end = comma_end(line)
+                if end is not None:
+                    delta = self._comma_deltas.get(end)
+                    if delta is None:
+                        if len(self._comma_deltas) >= _COMMA_DELTAS_MAX:
+                            self._comma_deltas.clear()
+                        delta = self._comma_deltas[end] = len(self._encode(end + "\n")) - len(self._encode(end + ",\n"))
+                    return with_comma + delta
+        return len(self._encode(line + "\n"))
 
     def count(self, text: str) -> int:
         pieces = self._pieces

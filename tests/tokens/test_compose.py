@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policy_engine.tokens.compose import boundary_pattern, heads_and_tails, safe_lines, split_pieces
+from policy_engine.tokens.compose import boundary_pattern, comma_end, heads_and_tails, safe_lines, split_pieces
 from policy_engine.tokens.compose import safe_joint as compose_safe_joint
 from policy_engine.tokens.counter import _PIECE_MAX_CHARS, TiktokenCounter, _line_counts, _LineEnds
 from tests.conftest import SHARED
@@ -230,6 +230,69 @@ def test_ranks_beyond_unicode_are_cut_by_the_lookup() -> None:
     assert ends.cut([0x110000, 7, 1, 1], 2) == [3, 1]
 
 
+#: line material for the comma rule: ASCII punctuation runs, spaces, letters, digits, and
+#: what may join a punctuation run (marks, symbols, non-ASCII letters, other whitespace)
+COMMA_FRAGMENTS = [
+    " ", "  ", "\t", "\u00a0", '"', '",', "'", "'s", "}", "]", "},", "])", "/", "//", ":", "-", "_", ".", "!",
+    "x", "Ab", "1", "1234", "é", "e\u0301", "\u0301", "中文", "🙂", "€", "\x1c", '"id": ', "null", "true",
+]  # fmt: skip
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    line=st.lists(st.sampled_from(COMMA_FRAGMENTS), min_size=1, max_size=10).map("".join),
+    encoding=st.sampled_from(ENCODINGS),
+)
+def test_a_line_without_its_comma_counts_from_the_line_with_it(line: str, encoding: str) -> None:
+    """Where `comma_end` names the end a comma joins, the line's count follows from the
+    count with the comma: only the last pre-token differs."""
+    end = comma_end(line)
+    counter = _fresh(encoding)
+    if end is None:
+        return
+    assert line.endswith(end)
+    derived = counter.count_whole(line + ",\n") - counter.count_whole(end + ",\n") + counter.count_whole(end + "\n")
+    assert derived == counter.count_whole(line + "\n")
+
+
+@pytest.mark.parametrize(
+    ("line", "end"),
+    [
+        ('      "X"', '"'),
+        ("    }", " }"),
+        ('"a"', '"'),
+        ('"', '"'),
+        ('a "]', ' "]'),
+        ("x", ""),
+        ("12", ""),
+        ("a]", "]"),
+        ("a ", None),  # a space at the end: whitespace, not a run
+        ("é]", None),  # a non-ASCII character before the run may join it
+        ("\u0301", None),
+        ("", None),
+        ("a\nb", None),
+    ],
+)
+def test_the_end_a_comma_joins(line: str, end: str | None) -> None:
+    assert comma_end(line) == end
+
+
+def test_the_last_id_of_a_list_is_counted_without_an_encode(counter: TiktokenCounter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A list's last item, printed without its comma, is counted from the line with the
+    comma the list's batch counted: no encode of the line (the ends' deltas are encoded
+    once per counter)."""
+    fresh = TiktokenCounter(counter.encoding_name)
+    lines = [f'      "field_{i}",\n' for i in range(40)]
+    fresh.measure_many(lines, json_lines=True)
+    fresh.count('      "field_0"\n')  # learns the delta of ' "field_0"'-like ends... per end text
+    encoded: list[str] = []
+    real = fresh._encode
+    monkeypatch.setattr(fresh, "_encode", lambda text: encoded.append(text) or real(text))
+    for i in (1, 7, 39):
+        assert fresh.count(f'      "field_{i}"\n') == counter.count_whole(f'      "field_{i}"\n')
+    assert all("field" not in text for text in encoded), encoded
+
+
 def test_a_lone_surrogate_is_left_to_the_line_by_line_count(counter: TiktokenCounter) -> None:
     assert _line_counts(counter._encoding, ["a", "\ud800"]) is None
     texts = [f"x{i}\n" for i in range(20)] + ["\ud800\n"]
@@ -243,8 +306,8 @@ def test_a_cold_prompt_is_counted_in_a_few_encodes(counter: TiktokenCounter) -> 
     pieces = [line + "\n" for line in text.split("\n")[:-1]]
     fresh = TiktokenCounter(counter.encoding_name)
     calls: list[str] = []
-    real = fresh._lines._encode
-    fresh._lines._encode = lambda line: calls.append(line) or real(line)  # type: ignore[method-assign]
+    real = fresh._lines._count
+    fresh._lines._count = lambda line: calls.append(line) or real(line)  # type: ignore[method-assign]
     assert fresh.measure_many(pieces) == [fresh.count_whole(p) for p in pieces]
     assert len(pieces) > 100
     assert len(calls) == 0
