@@ -33,8 +33,8 @@ a boundary. Any other encoding is never split (counted whole).
 from __future__ import annotations
 
 import re
-from itertools import repeat
-from operator import getitem
+from itertools import accumulate, repeat
+from operator import add, getitem
 
 #: after a newline: optional spaces, then a non-whitespace character; ``/`` only after a space
 _SAFE_NEXT_SPACED = re.compile(r"(?<=\n)(?= *[^\s/]| +/)")
@@ -133,6 +133,56 @@ def _cut_by_search(lines: list[str], text: str) -> tuple[list[str], list[str]]:
     a newline)."""
     heads: list[str] = _HEAD.findall(text)
     return heads, list(map(str.removeprefix, lines, heads))
+
+
+#: a cut that is no safe boundary: the mark at the start or after anything but an ASCII
+#: letter or digit (`word_pieces`)
+_UNSAFE_CUT = re.compile("(?:^|(?<![A-Za-z0-9]))\x00")
+#: byte -> "a" for an ASCII letter or digit, "_" for the underscore, "." for any other
+#: (bytes of non-ASCII characters included)
+_CHARACTER_KINDS = bytes(
+    ord("a") if chr(b).isascii() and chr(b).isalnum() else ord("_") if b == ord("_") else ord(".") for b in range(256)
+)
+
+
+def word_pieces(tails: list[str]) -> tuple[list[str], list[int]] | None:
+    """The tails (no newline in them) cut before each ``_`` that follows an ASCII letter or
+    digit, as one flat list (a tail's last piece ends with a newline, the others do not),
+    and the index after each tail's last piece.
+    count(tail + "\\n") is the sum of its pieces' counts (cl100k/o200k family). None when a
+    tail holds the character the cut marks with (NUL), or there is nothing to cut.
+
+    Why: a cold pack's new tails are mostly identifiers (``"fnd6_newa1_capxq",``) made of a
+    few dataset prefixes, names and numbers: on the 1,000-field pack 1,094 tails of 10,100
+    tokens are 276 distinct pieces of 900 tokens. Encoding the pieces instead of the tails is
+    most of a cold decision's encode saved.
+
+    Why the cut is safe: the pre-token holding the letter or digit before the ``_`` is a
+    letter run (possibly opened by one other character or closed by a contraction such as
+    ``'s``), a digit run of at most three, or a contraction: none can hold a ``_``, so it
+    ends there in the whole text and, being greedy, alone too (no alternative that could
+    have matched first looks past it: the look-ahead ``(?!\\S)`` and cl100k's end anchor
+    belong to whitespace runs, and the character before the cut is no whitespace). The
+    patterns have no look-behind, so the text from the ``_`` is cut alike alone. The same
+    argument makes the newline after a piece ending with a letter or digit a boundary of its
+    own, so a piece can be measured as a line of a batch, less the newline's count."""
+    text = "\n".join(tails) + "\n"
+    if "_" not in text or "\x00" in text:
+        return None
+    marked = text.replace("_", "\x00_")
+    # each character as its kind (a regular expression over the text took five times as
+    # long): a cut is unsafe where an underscore opens the text or follows one that is no
+    # ASCII letter or digit (another underscore included)
+    kinds = text.encode("utf-8", "surrogatepass").translate(_CHARACTER_KINDS)
+    if kinds.startswith(b"_") or b"._" in kinds or b"__" in kinds:
+        marked = _UNSAFE_CUT.sub("", marked)
+    pieces = marked.replace("\n", "\n\x00").split("\x00")
+    del pieces[-1]  # after the last newline
+    # where each tail's pieces end: its cuts and its last piece (a scan per tail in C; a
+    # test of each piece for its newline took three times as long)
+    per_tail = marked.split("\n")
+    del per_tail[-1]
+    return pieces, list(accumulate(map(add, map(str.count, per_tail, repeat("\x00")), repeat(1))))
 
 
 #: ASCII characters neither letter, digit nor whitespace: every pattern of the family takes

@@ -29,6 +29,7 @@ from policy_engine.tokens.compose import (
     safe_joint,
     safe_lines,
     split_pieces,
+    word_pieces,
 )
 from policy_engine.tokens.resolve import encoding_for_model, resolve_encoding
 
@@ -336,17 +337,47 @@ class TiktokenCounter:
         head_counts, tail_counts = self._pieces, self._tails
         fresh_tails = list(filterfalse(tail_counts.__contains__, dict.fromkeys(tails)))
         fresh_heads = list(filterfalse(head_counts.__contains__, dict.fromkeys(heads)))
-        if len(fresh_tails) + len(fresh_heads) >= _BATCH_MIN_LINES:
-            # a head is measured as the line head + " 0": the probe's own count is taken off
-            probes = [head + _PROBE for head in fresh_heads]
-            counted = _line_counts(self._encoding, fresh_tails + probes)
-            if counted is None:
-                return
-            tail_counts.remember_many(fresh_tails, counted[: len(fresh_tails)], longest=longest)
-            probe = tail_counts[_PROBE]
-            head_counts.remember_many(fresh_heads, [n - probe for n in counted[len(fresh_tails) :]], longest=longest)
+        enough = len(fresh_tails) + len(fresh_heads) >= _BATCH_MIN_LINES
+        if enough and not self._learn_tails_and_heads(fresh_tails, fresh_heads, longest):
+            return
         sums = map(add, map(head_counts.__getitem__, heads), map(tail_counts.__getitem__, tails))
         known.remember_many(new, list(sums), longest=longest)
+
+    def _learn_tails_and_heads(self, tails: list[str], heads: list[str], longest: int) -> bool:
+        """Count new tails and heads in one encode; False if the batch could not be cut into
+        lines (then they are counted one by one when read).
+
+        The tails are cut into word pieces first (`compose.word_pieces`): only the pieces
+        never counted are encoded, each as a line of the batch (less the newline's own count
+        when the piece does not end the tail), and a tail's count is its pieces' sum. A head
+        is measured as the line head + " 0": the probe's own count is taken off."""
+        cut = word_pieces(tails) if tails else None
+        piece_counts, tail_counts = self._pieces, self._tails
+        if cut is None:
+            units = lines = tails
+        else:
+            pieces, ends = cut
+            units = list(filterfalse(piece_counts.__contains__, dict.fromkeys(pieces)))
+            lines = [unit.removesuffix("\n") for unit in units]
+        counted = _line_counts(self._encoding, lines + [head + _PROBE for head in heads])
+        if counted is None:
+            return False
+        if cut is None:
+            tail_counts.remember_many(tails, counted[: len(tails)], longest=longest)
+        else:
+            newline = piece_counts["\n"]
+            piece_counts.remember_many(
+                units,
+                [n if unit.endswith("\n") else n - newline for unit, n in zip(units, counted, strict=False)],
+                longest=longest + 1,
+            )
+            # each tail's count: its pieces' sum (a tail's last piece ends with the newline)
+            totals = list(accumulate(map(piece_counts.__getitem__, pieces), initial=0))
+            sums = map(sub, map(totals.__getitem__, ends), map(totals.__getitem__, [0, *ends[:-1]]))
+            tail_counts.remember_many(tails, list(sums), longest=longest)
+        probe = tail_counts[_PROBE]
+        self._pieces.remember_many(heads, [n - probe for n in counted[len(lines) :]], longest=longest)
+        return True
 
     def finish(self, total_measure: int) -> int:
         return total_measure

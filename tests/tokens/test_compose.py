@@ -7,7 +7,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policy_engine.tokens.compose import boundary_pattern, comma_end, heads_and_tails, safe_lines, split_pieces
+from policy_engine.tokens.compose import (
+    boundary_pattern,
+    comma_end,
+    heads_and_tails,
+    safe_lines,
+    split_pieces,
+    word_pieces,
+)
 from policy_engine.tokens.compose import safe_joint as compose_safe_joint
 from policy_engine.tokens.counter import _PIECE_MAX_CHARS, TiktokenCounter, _line_counts, _LineEnds
 from tests.conftest import SHARED
@@ -22,6 +29,7 @@ FRAGMENTS = [
     " ", "  ", "\n", "\r", "\r\n", "\t", "\x0b", "\x0c", "\x85", "\u2028", "\u00a0", "\x1c",
     "/", "//", "'", "'s", "'LL", "s", "x", "Ab", "ABc", "1", "1234", ",", '",', "{", "}", "[", "]",
     ":", "-", "é", "e\u0301", "中文", "🙂", '  "id": ', "\n  ", "\n\n", " \n", "/\n", "\n/", "<|endoftext|>",
+    "_", "_x", "ab_1", "__", "'s_", "1_",
 ]  # fmt: skip
 
 
@@ -277,7 +285,9 @@ def test_the_end_a_comma_joins(line: str, end: str | None) -> None:
     assert comma_end(line) == end
 
 
-def test_the_last_id_of_a_list_is_counted_without_an_encode(counter: TiktokenCounter, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_last_id_of_a_list_is_counted_without_an_encode(
+    counter: TiktokenCounter, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A list's last item, printed without its comma, is counted from the line with the
     comma the list's batch counted: no encode of the line (the ends' deltas are encoded
     once per counter)."""
@@ -462,9 +472,61 @@ def test_new_lines_are_counted_by_heads_and_tails(first: str, lines: list[str], 
     assert [counter._lines[line] for line in reindented] == [counter.count_whole(line + "\n") for line in reindented]
 
 
+#: identifier material: ASCII words and numbers joined by underscores, and what may stand
+#: before an underscore without making it a cut (punctuation, marks, non-ASCII letters,
+#: spaces, contractions)
+WORD_FRAGMENTS = [
+    "_", "__", "a", "Ab", "ABC", "x1", "1", "123", "1234", "'s", "'S", "'ll", '"', '",', " ", "  ", "\t",
+    "é", "e\u0301", "\u0301", "中", "🙂", "-", "/", ".", ":", "\x0b", "\u00a0",
+]  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    tails=st.lists(st.lists(st.sampled_from(WORD_FRAGMENTS), max_size=12).map("".join), min_size=1, max_size=6),
+    encoding=st.sampled_from(ENCODINGS),
+)
+def test_a_tail_counts_as_its_word_pieces(tails: list[str], encoding: str) -> None:
+    """The lemma of the word cut, on adversarial text: each tail's pieces, counted alone,
+    add up to the tail's count with its newline; a piece that does not end its tail ends
+    with an ASCII letter or digit (so its newline in a batch is a boundary of its own)."""
+    cut = word_pieces(tails)
+    if cut is None:
+        assert all("_" not in tail for tail in tails) or any("\x00" in tail for tail in tails)
+        return
+    pieces, ends = cut
+    assert len(ends) == len(tails) and ends[-1] == len(pieces)
+    counter = _fresh(encoding)
+    at = 0
+    for tail, end in zip(tails, ends, strict=True):
+        own = pieces[at:end]
+        at = end
+        assert "".join(own) == tail + "\n"
+        assert all("\n" not in piece for piece in own[:-1])
+        assert all(piece[-1:].isascii() and piece[-1:].isalnum() for piece in own[:-1])
+        assert sum(map(counter.count_whole, own)) == counter.count_whole(tail + "\n")
+    assert at == len(pieces)
+
+
+@pytest.mark.parametrize(
+    ("tails", "pieces"),
+    [
+        ([' "fnd6_newa1_capxq",'], [' "fnd6', "_newa1", '_capxq",\n']),
+        ([" a__b", " _x", " é_x", ' "_y', " 's_t"], [" a", "__b\n", " _x\n", " é_x\n", ' "_y\n', " 's", "_t\n"]),
+        ([" plain", " x_"], [" plain\n", " x", "_\n"]),
+        ([" no cut here"], None),
+        ([" a_b\x00"], None),
+    ],
+)
+def test_word_pieces_cases(tails: list[str], pieces: list[str] | None) -> None:
+    cut = word_pieces(tails)
+    assert (cut[0] if cut is not None else None) == pieces
+
+
 def test_only_heads_and_tails_never_counted_are_encoded(monkeypatch: pytest.MonkeyPatch) -> None:
     """A second list of the same values under other keys and indentation encodes only
-    its new heads (each with the probe tail): its tails are known."""
+    its new heads (each with the probe tail): its tails are known. The first list's tails
+    are encoded as their word pieces (the shared ``"field`` once)."""
     from policy_engine.tokens import counter as counter_module
 
     batches: list[list[str]] = []
@@ -473,8 +535,8 @@ def test_only_heads_and_tails_never_counted_are_encoded(monkeypatch: pytest.Monk
     counter = _fresh("o200k_base")
     values = [f'"field_{i}",' for i in range(40)]
     counter._learn_lines(["    " + v for v in values])
-    assert batches[-1][:40] == [" " + v for v in values]  # the tails, then the one head's probe
-    assert batches[-1][40:] == ["    0"]
+    assert batches[-1][:41] == [' "field'] + [f'_{i}",' for i in range(40)]  # the tails' pieces
+    assert batches[-1][41:] == ["    0"]  # then the one head's probe
     keyed = [f'      "key_{i}": {v}' for i, v in enumerate(values)]
     counter._learn_lines(keyed)
     assert batches[-1] == [f'      "key_{i}": 0' for i in range(40)]
