@@ -359,7 +359,9 @@ class TiktokenCounter:
             pieces, ends = cut
             units = list(filterfalse(piece_counts.__contains__, dict.fromkeys(pieces)))
             lines = [unit.removesuffix("\n") for unit in units]
-        counted = _line_counts(self._encoding, lines + [head + _PROBE for head in heads])
+        batch = lines + [head + _PROBE for head in heads]
+        # new tails made of pieces all counted before need no encode
+        counted = _line_counts(self._encoding, batch) if batch else []
         if counted is None:
             return False
         if cut is None:

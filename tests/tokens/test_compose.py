@@ -547,6 +547,22 @@ def test_only_heads_and_tails_never_counted_are_encoded(monkeypatch: pytest.Monk
         assert counter._lines[line] == counter.count_whole(line + "\n")
 
 
+def test_new_tails_of_known_pieces_are_counted_without_an_encode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tails never seen whose word pieces were all counted (``"a_y",`` after ``"a_x",`` and
+    ``"b_y",``) are summed from the pieces: nothing is encoded, and every count is exact."""
+    from policy_engine.tokens import counter as counter_module
+
+    counter = _fresh("o200k_base")
+    counter._learn_lines([f'    "p{i}_x{i}",' for i in range(20)] + [f'    "q{i}_y{i}",' for i in range(20)])
+    batches: list[list[str]] = []
+    real = counter_module._line_counts
+    monkeypatch.setattr(counter_module, "_line_counts", lambda enc, lines: batches.append(lines) or real(enc, lines))
+    mixed = [f'    "p{i}_y{i}",' for i in range(20)]
+    counter._learn_lines(mixed)
+    assert batches == []
+    assert [counter._lines[line] for line in mixed] == [counter.count_whole(line + "\n") for line in mixed]
+
+
 def test_a_huge_line_among_new_lines() -> None:
     """A line too long to keep is still counted exactly (its tail is encoded on its own)."""
     counter = _fresh("o200k_base")
