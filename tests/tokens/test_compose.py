@@ -3,10 +3,13 @@ count of the whole text: the lemma the evaluator's final count rests on."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from policy_engine.tokens import counter as counter_module
 from policy_engine.tokens.compose import (
     boundary_pattern,
     comma_end,
@@ -457,19 +460,30 @@ def test_a_line_counts_as_its_head_and_its_tail(line: str, encoding: str) -> Non
     assert counter.count_whole(line + "\n") == counter.count_whole(head) + counter.count_whole(tail + "\n")
 
 
-@settings(max_examples=150, deadline=None)
-@given(first=ANY_LINE, lines=st.lists(SAFE_LINE, min_size=16, max_size=60), encoding=st.sampled_from(ENCODINGS))
-def test_new_lines_are_counted_by_heads_and_tails(first: str, lines: list[str], encoding: str) -> None:
+@settings(max_examples=200, deadline=None)
+@given(
+    first=ANY_LINE,
+    lines=st.lists(SAFE_LINE, min_size=16, max_size=60),
+    encoding=st.sampled_from(ENCODINGS),
+    pieces_from=st.sampled_from([1, counter_module._WORD_PIECES_MIN]),
+)
+def test_new_lines_are_counted_by_heads_and_tails(
+    first: str, lines: list[str], encoding: str, pieces_from: int
+) -> None:
     """A batch of new lines (any first line, then safe continuations) gets each line's
     own count through its head and tail, also when the heads and tails are learnt first
-    from other lines with the same pieces."""
+    from other lines with the same pieces, whether the tails are cut into word pieces
+    (``pieces_from`` 1: every batch that may be) or not."""
     lines = [first, *lines]
     counter = _fresh(encoding)
-    counter._learn_lines(lines)
-    assert [counter._lines[line] for line in lines] == [counter.count_whole(line + "\n") for line in lines]
-    reindented = [" " + line for line in lines[1:]]  # new heads, the same tails
-    counter._learn_lines(reindented)
-    assert [counter._lines[line] for line in reindented] == [counter.count_whole(line + "\n") for line in reindented]
+    with mock.patch.object(counter_module, "_WORD_PIECES_MIN", pieces_from):
+        counter._learn_lines(lines)
+        assert [counter._lines[line] for line in lines] == [counter.count_whole(line + "\n") for line in lines]
+        reindented = [" " + line for line in lines[1:]]  # new heads, the same tails
+        counter._learn_lines(reindented)
+        assert [counter._lines[line] for line in reindented] == [
+            counter.count_whole(line + "\n") for line in reindented
+        ]
 
 
 #: identifier material: ASCII words and numbers joined by underscores, and what may stand
@@ -532,6 +546,7 @@ def test_only_heads_and_tails_never_counted_are_encoded(monkeypatch: pytest.Monk
     batches: list[list[str]] = []
     real = counter_module._line_counts
     monkeypatch.setattr(counter_module, "_line_counts", lambda enc, lines: batches.append(lines) or real(enc, lines))
+    monkeypatch.setattr(counter_module, "_WORD_PIECES_MIN", 1)  # a large list's tails, in small
     counter = _fresh("o200k_base")
     values = [f'"field_{i}",' for i in range(40)]
     counter._learn_lines(["    " + v for v in values])
@@ -552,8 +567,10 @@ def test_new_tails_of_known_pieces_are_counted_without_an_encode(monkeypatch: py
     ``"b_y",``) are summed from the pieces: nothing is encoded, and every count is exact."""
     from policy_engine.tokens import counter as counter_module
 
+    monkeypatch.setattr(counter_module, "_WORD_PIECES_MIN", 1)
     counter = _fresh("o200k_base")
-    counter._learn_lines([f'    "p{i}_x{i}",' for i in range(20)] + [f'    "q{i}_y{i}",' for i in range(20)])
+    first = [f'    "p{i}_x{j}",' for i in range(20) for j in range(5)]
+    counter._learn_lines(first + [f'    "q{j}_y{i}",' for i in range(20) for j in range(5)])
     batches: list[list[str]] = []
     real = counter_module._line_counts
     monkeypatch.setattr(counter_module, "_line_counts", lambda enc, lines: batches.append(lines) or real(enc, lines))
@@ -561,6 +578,31 @@ def test_new_tails_of_known_pieces_are_counted_without_an_encode(monkeypatch: py
     counter._learn_lines(mixed)
     assert batches == []
     assert [counter._lines[line] for line in mixed] == [counter.count_whole(line + "\n") for line in mixed]
+
+
+@pytest.mark.parametrize(
+    ("tails", "cut"),
+    [
+        ([f'"fnd6_item{i % 40}_q{i % 7}",' for i in range(300)], True),  # many, repeating pieces
+        ([f'"fnd6_item{i % 40}_q{i % 7}",' for i in range(100)], False),  # too few to pay
+        ([f'"w{i}x_y{i}z_{i}k",' for i in range(300)], False),  # many, but the pieces do not repeat
+    ],
+)
+def test_tails_are_cut_into_word_pieces_only_when_it_pays(
+    tails: list[str], cut: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch is cut into word pieces when it has many new tails whose new pieces hold at
+    most half their text; else its tails are encoded whole. The counts are exact either way."""
+    from policy_engine.tokens import counter as counter_module
+
+    batches: list[list[str]] = []
+    real = counter_module._line_counts
+    monkeypatch.setattr(counter_module, "_line_counts", lambda enc, lines: batches.append(lines) or real(enc, lines))
+    counter = _fresh("o200k_base")
+    lines = ["    " + tail for tail in dict.fromkeys(tails)]
+    counter._learn_lines(lines)
+    assert (batches[-1][0] == ' "fnd6') is cut
+    assert [counter._lines[line] for line in lines] == [counter.count_whole(line + "\n") for line in lines]
 
 
 def test_a_huge_line_among_new_lines() -> None:
