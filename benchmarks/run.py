@@ -225,9 +225,10 @@ def issue_table(args: argparse.Namespace, repeats: int, out: dict[str, Any]) -> 
                 lambda distinct=distinct: encoding.encode_ordinary(distinct),
                 max(3, repeats // 2),
             )
-            # the floor of the engine's own method: what a cold decision encodes, the distinct
-            # heads of those lines and the distinct word pieces of their distinct tails
-            # (tokens/compose.py: heads_and_tails, word_pieces)
+            # the floor of the engine's own method: about what a cold decision encodes, the
+            # distinct heads of those lines and the distinct word pieces of their distinct tails
+            # (tokens/compose.py: heads_and_tails, word_pieces). The counter cuts only batches
+            # where that pays; here every tail is cut, so this approximates what it encodes.
             from policy_engine.tokens.compose import heads_and_tails, word_pieces
 
             heads, tails = heads_and_tails(list(dict.fromkeys(untrimmed.split("\n")[:-1])))

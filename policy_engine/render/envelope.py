@@ -29,6 +29,7 @@ from policy_engine.render.caches import DOC_CACHE_MAX, SLOT_STATES_MAX, SLOT_TEX
 from policy_engine.render.caches import content_key as content_key_of
 from policy_engine.render.knowledge import KnowledgePack
 from policy_engine.render.template import Template, shipped_template, thaw
+from policy_engine.tokens.compose import indentation
 
 if TYPE_CHECKING:
     from policy_engine.tokens.counter import TokenCounter
@@ -284,11 +285,6 @@ def _split(text: str) -> list[str | _Slot | _ValueLine]:
     return parts
 
 
-def _indentation(line: str) -> str:
-    """A printed line's leading spaces (its depth in the JSON)."""
-    return line[: len(line) - len(line.lstrip(" "))]
-
-
 def _merged(parts: list[str | _Slot | _ValueLine]) -> tuple[str | _Slot | _ValueLine, ...]:
     """Adjacent fixed runs joined into one: the prompt has as few pieces to render and to
     count as when it was printed whole."""
@@ -523,7 +519,7 @@ class TemplateModel:
         hit = self._caches.object_brackets.get(cache_key)
         if hit is None:
             line = self._dumps({key: {}}).split("\n")[1]  # '  "key": {}'
-            closing = _indentation(line) + "}" + ("\n" if last else ",\n")
+            closing = indentation(line) + "}" + ("\n" if last else ",\n")
             hit = self._caches.remember(
                 self._caches.object_brackets, cache_key, (line[:-1] + "\n", closing), DOC_CACHE_MAX
             )
@@ -657,7 +653,7 @@ class TemplateModel:
         )
 
     def _prepare_slot(self, slot: _Slot) -> None:
-        indent = _indentation(slot.prefix) + " " * self._indent_width
+        indent = indentation(slot.prefix) + " " * self._indent_width
         items = self._items.get(slot.name, ())
         knowledge_slot = slot.name in self._lists
         if knowledge_slot and self._knowledge_keyed:
@@ -864,7 +860,7 @@ class TemplateModel:
                     out.append(hit[1])
                     continue
                 blocks = self._blocks[part.name]
-                indent = _indentation(part.prefix)
+                indent = indentation(part.prefix)
                 text = (
                     part.prefix
                     + "[\n"

@@ -364,12 +364,11 @@ class TiktokenCounter:
         probe's own count is taken off."""
         cut = word_pieces(tails) if len(tails) >= _WORD_PIECES_MIN else None
         piece_counts, tail_counts = self._pieces, self._tails
-        units = lines = tails
+        lines = tails
         if cut is not None:
-            pieces, ends = cut
-            units = list(filterfalse(piece_counts.__contains__, dict.fromkeys(pieces)))
+            units = list(filterfalse(piece_counts.__contains__, dict.fromkeys(cut[0])))
             if 2 * sum(map(len, units)) > sum(map(len, tails)) + len(tails):  # most of the text is new
-                cut, units = None, tails
+                cut = None
             else:
                 lines = [unit.removesuffix("\n") for unit in units]
         batch = lines + [head + _PROBE for head in heads]
@@ -380,6 +379,7 @@ class TiktokenCounter:
         if cut is None:
             tail_counts.remember_many(tails, counted[: len(tails)], longest=longest)
         else:
+            pieces, ends = cut
             newline = piece_counts["\n"]
             piece_counts.remember_many(
                 units,
@@ -391,7 +391,7 @@ class TiktokenCounter:
             sums = map(sub, map(totals.__getitem__, ends), map(totals.__getitem__, [0, *ends[:-1]]))
             tail_counts.remember_many(tails, list(sums), longest=longest)
         probe = tail_counts[_PROBE]
-        self._pieces.remember_many(heads, [n - probe for n in counted[len(lines) :]], longest=longest)
+        piece_counts.remember_many(heads, [n - probe for n in counted[len(lines) :]], longest=longest)
         return True
 
     def finish(self, total_measure: int) -> int:
