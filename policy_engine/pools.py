@@ -40,8 +40,9 @@ class Pools:
     #: content without re-reading the document. Empty when a caller built the pools itself.
     digest: str = field(default="", compare=False, repr=False)
     #: top-level key of the source document -> its value's content key (marshal bytes, as
-    #: `render.caches.content_key`), set by `load_pack`: packs of one run that share a list
-    #: share its key, so what depends on that list alone is computed once per run
+    #: `render.caches.content_key`, or the reader's JSON text of it: `packs.read_pack_parts`),
+    #: set by `load_pack`: packs of one run that share a list share its key, so what
+    #: depends on that list alone is computed once per run
     content_keys: Mapping[str, bytes] = field(default_factory=dict, compare=False, repr=False)
     #: the content keys of the document's parts that alone determine ``pools`` (the
     #: format's `candidate_keys`); empty when unknown

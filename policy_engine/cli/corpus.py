@@ -28,17 +28,17 @@ _STATE: dict[str, Any] = {}
 def evaluate_one(engine: Any, path: str, common: dict[str, Any], explain: str) -> tuple[PackResult, Any]:
     """One pack: read, validate, evaluate. A bad pack is a result with its problems, not an
     exception, so one bad file never stops a corpus run."""
-    from policy_engine.packs import read_pack_document
+    from policy_engine.packs import read_pack_parts
 
     started = time.perf_counter()
     try:
-        doc, label = read_pack_document(path, check_nesting=False)  # load_pack bounds it
+        doc, label, parts = read_pack_parts(path, check_nesting=False)  # load_pack bounds it
     except PackError as exc:
         return PackResult(
             path if path != "-" else "<stdin>", problems=exc.diagnostics, seconds=time.perf_counter() - started
         ), None
     # the document was read here and is never mutated: no defensive copy
-    return evaluate_document(engine, doc, label, common, explain, copy=False, started=started), doc
+    return evaluate_document(engine, doc, label, common, explain, copy=False, started=started, reader_parts=parts), doc
 
 
 def evaluate_document(
@@ -50,14 +50,16 @@ def evaluate_document(
     *,
     copy: bool = True,
     started: float | None = None,
+    reader_parts: Any = None,
 ) -> PackResult:
-    """A pack document already in hand (read from a file, or recorded in the ledger)."""
+    """A pack document already in hand (read from a file, or recorded in the ledger).
+    ``reader_parts``: the reader's content parts of ``doc`` (`packs.read_pack_parts`)."""
     from policy_engine.evaluator.engine import evaluate
     from policy_engine.packs import load_pack
 
     started = time.perf_counter() if started is None else started
     try:
-        pools = load_pack(doc, file=label, idea=common["idea"], copy=copy)
+        pools = load_pack(doc, file=label, idea=common["idea"], copy=copy, reader_parts=reader_parts)
     except PackError as exc:
         return PackResult(label, problems=exc.diagnostics, seconds=time.perf_counter() - started)
     decision = evaluate(

@@ -21,7 +21,13 @@ from policy_engine.packs.usage_input import load_seen_combos, load_usage, usage_
 from policy_engine.packs.validate import validate_pack_document
 from policy_engine.pools import Pools
 from policy_engine.reading.bounds import PACK_BOUNDS
-from policy_engine.reading.json_text import depth_exceeds, json_pointer, lone_surrogate_error
+from policy_engine.reading.json_text import (
+    JSON_PART,
+    depth_exceeds,
+    json_pointer,
+    lone_surrogate_error,
+    read_json_parts,
+)
 
 __all__ = [
     "PackFormat",
@@ -32,6 +38,7 @@ __all__ = [
     "load_usage",
     "parse_json_text",
     "read_pack_document",
+    "read_pack_parts",
     "register_format",
     "usage_from_document",
     "validate_pack_document",
@@ -45,6 +52,15 @@ def read_pack_document(path: str | os.PathLike[str], *, check_nesting: bool = Tr
     return read_json_file(path, check_nesting=check_nesting)
 
 
+def read_pack_parts(
+    path: str | os.PathLike[str], *, check_nesting: bool = True
+) -> tuple[Any, str, dict[str, bytes] | None]:
+    """`read_pack_document`, and the reader's content parts of the document (each
+    top-level value's JSON text, when the fast reader read it; else None), which
+    `load_pack` takes as ``reader_parts`` instead of encoding the document again."""
+    return read_json_parts(path, check_nesting=check_nesting)
+
+
 def load_pack(
     document: Mapping[str, Any],
     *,
@@ -52,12 +68,17 @@ def load_pack(
     format: str | None = None,
     idea: Mapping[str, Any] | None = None,
     copy: bool = True,
+    reader_parts: Mapping[str, bytes] | None = None,
 ) -> Pools:
     """Validate and map a pack document. A pack is a JSON object, full stop: a string is
     never taken for a path (that would let a pack's content read any file); loading from a
     path is the separate `load_pack_file`. The document is copied first, so the caller's
     object is never shared with (or mutated through) the returned pools; ``copy=False`` is
-    for a caller that hands the document over (it just read it and will not change it)."""
+    for a caller that hands the document over (it just read it and will not change it).
+
+    ``reader_parts``: what `read_pack_parts` returned with this very document, unchanged
+    since. The caches are keyed by them, so parts of another document would have them
+    answer for that one: pass nothing rather than anything else."""
     label = file or "<pack>"
     if not isinstance(document, Mapping):
         kind = "JSON string" if isinstance(document, str) else type(document).__name__
@@ -73,13 +94,16 @@ def load_pack(
             ]
         )
     fmt = find_format(document, label, format)
-    quick_parts = _marshalled(document) if fmt.quick_check is not None else None
+    quick_parts = None
+    if fmt.quick_check is not None:
+        quick_parts = dict(reader_parts) if reader_parts is not None else _marshalled(document)
     if fmt.quick_check is not None and fmt.quick_check(document, quick_parts):
         # Valid, and plain JSON values only, of the exact built-in types (the check is
-        # bounded: a cyclic or too deep document fails it): its marshal bytes are the
-        # digest's input and, loaded back, an exact copy.
-        parts = _content_parts(document, label, quick_parts)
-        doc = {key: marshal.loads(data) for key, data in parts.items()} if copy else document
+        # bounded: a cyclic or too deep document fails it): its parts are the digest's
+        # input and, read back, an exact copy. The reader's parts hold no lone surrogate
+        # (it refuses them).
+        parts = dict(reader_parts) if reader_parts is not None else _content_parts(document, label, quick_parts)
+        doc = {key: _part_value(data) for key, data in parts.items()} if copy else document
         pools = fmt.adapt(doc, idea=idea, parts=parts) if fmt.candidate_keys else fmt.adapt(doc, idea=idea)
         return _identified(fmt, pools, parts)
     deep = depth_exceeds(document, PACK_BOUNDS.max_depth)
@@ -99,12 +123,21 @@ def load_pack(
     problems = fmt.validate(doc, label)
     if problems:
         raise PackError(problems)
-    parts = _content_parts(doc, label)
+    parts = dict(reader_parts) if reader_parts is not None else _content_parts(doc, label)
     return _identified(fmt, fmt.adapt(doc, idea=idea), parts)
 
 
 #: UTF-8 never holds these bytes; marshal writes a surrogate's code unit as them
 _SURROGATE_BYTES = re.compile(rb"\xed[\xa0-\xbf]")
+
+
+def _part_value(data: bytes) -> Any:
+    """A content part read back: the reader's JSON text (`JSON_PART` first), or marshal's."""
+    if data.startswith(JSON_PART):
+        import msgspec  # the reader's parts were written by it
+
+        return msgspec.json.decode(data[len(JSON_PART) :])
+    return marshal.loads(data)
 
 
 def _marshalled(document: Any) -> dict[str, bytes] | None:
@@ -157,5 +190,5 @@ def load_pack_file(
     path: str | os.PathLike[str], *, format: str | None = None, idea: Mapping[str, Any] | None = None
 ) -> Pools:
     """Read a pack file (``-`` for standard input) and load it: the explicit path form."""
-    doc, label = read_json_file(path)
-    return load_pack(doc, file=label, format=format, idea=idea, copy=False)
+    doc, label, parts = read_json_parts(path)
+    return load_pack(doc, file=label, format=format, idea=idea, copy=False, reader_parts=parts)

@@ -143,12 +143,12 @@ def json_pointer(path: tuple[Any, ...]) -> str:
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
-def _may_hold_surrogates(text: str) -> bool:
+def _may_hold_surrogates(text: str, *, from_utf8: bool = False) -> bool:
     """A surrogate escape, or a surrogate in the text itself (text not read from UTF-8):
-    the only ways a lone one gets in. Cheap for the usual pack: two C scans."""
+    the only ways a lone one gets in. Cheap for the usual pack: one or two C scans."""
     if "\\u" in text and _SURROGATE_ESCAPE.search(text) is not None:
         return True
-    return not text.isascii() and not _encodable(text)
+    return not from_utf8 and not text.isascii() and not _encodable(text)
 
 
 def lone_surrogate_path(doc: Any) -> tuple[Any, ...] | None:
@@ -214,10 +214,16 @@ _FAST_DEPTH = 900
 _SLOW = object()
 
 
-def _fast_document(text: str) -> Any:
+#: what marks a content part as the reader's JSON text (`_fast_document`), not marshal
+#: bytes: marshal's first byte is a type code, never NUL, so the two kinds never collide
+JSON_PART = b"\x00"
+
+
+def _fast_document(text: str) -> tuple[Any, dict[str, bytes] | None]:
     """The document ``text`` holds, parsed by msgspec's C decoder, when that provably is
-    what the strict reader would return; `_SLOW` otherwise (the strict reader then parses
-    it and names any problem precisely). The strict reader's hooks are Python calls per
+    what the strict reader would return (`_SLOW` otherwise: the strict reader then parses
+    it and names any problem precisely), with each top-level value's compact JSON text
+    (None for a document that is no object). The strict reader's hooks are Python calls per
     object and per number, most of the time a corpus spends reading.
 
     msgspec itself refuses NaN, Infinity, numbers that overflow a float, lone surrogate
@@ -231,20 +237,30 @@ def _fast_document(text: str) -> Any:
       U+003A; any ``u003`` after a backslash sends to the strict reader);
     - nesting the standard library's recursion limit refuses: a document with 900
       containers or more is walked first.
+    The re-encoding is done value by value for an object: those texts are the content
+    parts the pack loader keys its caches by (`JSON_PART` first), which spares it a
+    marshal of the whole document (msgspec writes a pack twice as fast).
     tests/reading/test_json_fast.py compares the two readers on generated texts."""
     if "\\u003" in text or _LONG_DIGITS in text.encode("utf-8", "surrogatepass").translate(_DIGITS_AS_ONES):
-        return _SLOW
+        return _SLOW, None
     import msgspec
 
     try:
         doc = msgspec.json.decode(text)
     except (msgspec.DecodeError, RecursionError, ValueError):  # UnicodeError is a ValueError
-        return _SLOW
-    if msgspec.json.encode(doc).count(b":") != text.count(":"):
-        return _SLOW
+        return _SLOW, None
+    encode = msgspec.json.encode
+    parts: dict[str, bytes] | None = None
+    if type(doc) is dict:
+        parts = {key: JSON_PART + encode(value) for key, value in doc.items()}
+        colons = len(parts) + sum(key.count(":") for key in parts) + sum(part.count(b":") for part in parts.values())
+    else:
+        colons = encode(doc).count(b":")
+    if colons != text.count(":"):
+        return _SLOW, None
     if text.count("[") + text.count("{") >= _FAST_DEPTH and depth_exceeds(doc, _FAST_DEPTH) is not None:
-        return _SLOW
-    return doc
+        return _SLOW, None
+    return doc, parts
 
 
 def _strict_document(text: str) -> Any:
@@ -273,12 +289,30 @@ def parse_json_text(
     """The document in ``text``, strictly parsed. ``check_nesting=False`` is for a caller
     that bounds the nesting itself before anything recurses into the document (the pack
     loader: its fast check is a bounded walk, its slow path checks the depth first)."""
+    return parse_json_parts(
+        text, file, error=error, code_prefix=code_prefix, bounds=bounds, check_nesting=check_nesting
+    )[0]
+
+
+def parse_json_parts(
+    text: str,
+    file: str,
+    *,
+    error: type[PolicyError] = PackError,
+    code_prefix: str = "P",
+    bounds: Bounds = DEFAULT_BOUNDS,
+    check_nesting: bool = True,
+    from_utf8: bool = False,
+) -> tuple[Any, dict[str, bytes] | None]:
+    """`parse_json_text`, and each top-level value's content part when the fast reader
+    had them (see `_fast_document`; None otherwise). ``from_utf8``: ``text`` was decoded
+    from strict UTF-8, which holds no surrogate, so only an escape can bring one in."""
     if not text.strip():
         raise error(
             [Diagnostic(f"{code_prefix}115", "the file is empty", hint="give a JSON document", file=file, pointer="")]
         )
     try:
-        doc = _fast_document(text) if msgspec_rent.owned() else _SLOW
+        doc, parts = _fast_document(text) if msgspec_rent.owned() else (_SLOW, None)
         if doc is _SLOW:
             doc = _strict_document(text)
     except _Refused as bad:
@@ -315,11 +349,11 @@ def parse_json_text(
         ) from None
     if check_nesting:
         check_depth(doc, bounds, error=error, code=f"{code_prefix}119", file=file)
-    if _may_hold_surrogates(text):  # rare: only then is every string looked at
+    if _may_hold_surrogates(text, from_utf8=from_utf8):  # rare: only then is every string looked at
         surrogate = lone_surrogate_error(doc, file, error=error, code_prefix=code_prefix)
         if surrogate is not None:
             raise surrogate
-    return doc
+    return doc, parts
 
 
 def read_json_file(
@@ -331,7 +365,25 @@ def read_json_file(
     check_nesting: bool = True,
 ) -> tuple[Any, str]:
     """(document, label). ``-`` reads standard input, under the same size bound as a file."""
+    doc, label, _ = read_json_parts(
+        path, error=error, code_prefix=code_prefix, bounds=bounds, check_nesting=check_nesting
+    )
+    return doc, label
+
+
+def read_json_parts(
+    path: str | os.PathLike[str],
+    *,
+    error: type[PolicyError] = PackError,
+    code_prefix: str = "P",
+    bounds: Bounds = DEFAULT_BOUNDS,
+    check_nesting: bool = True,
+) -> tuple[Any, str, dict[str, bytes] | None]:
+    """(document, label, content parts): `read_json_file` and the parts of
+    `parse_json_parts`."""
     raw, label = read_bounded(path, bounds, error=error, prefix=code_prefix)
     text = decode_utf8(raw, label, error=error, code=f"{code_prefix}103")
-    doc = parse_json_text(text, label, error=error, code_prefix=code_prefix, bounds=bounds, check_nesting=check_nesting)
-    return doc, label
+    doc, parts = parse_json_parts(
+        text, label, error=error, code_prefix=code_prefix, bounds=bounds, check_nesting=check_nesting, from_utf8=True
+    )
+    return doc, label, parts

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from policy_engine import msgspec_rent
 from policy_engine.errors import PackError
-from policy_engine.reading.json_text import _SLOW, _fast_document, _strict_document, parse_json_text
+from policy_engine.reading.json_text import _SLOW, JSON_PART, _fast_document, _strict_document, parse_json_text
 from tests.conftest import ROOT, fresh_python
 
 keys = st.text(alphabet=st.sampled_from('ab:"\\é\u2028\x1f\ud83d\ude00 1'), max_size=4)
@@ -51,12 +51,27 @@ def _strict(text: str) -> tuple[str, Any]:
 
 
 def _same_as_strict(text: str) -> None:
-    fast = _fast_document(text)
+    fast, parts = _fast_document(text)
     if fast is _SLOW:
+        assert parts is None
         return
     kind, strict = _strict(text)
     assert kind == "doc", f"fast path accepted what the strict reader refuses: {text!r}"
     assert marshal.dumps(fast, 2) == marshal.dumps(strict, 2)
+    _parts_are_the_values(fast, parts)
+
+
+def _parts_are_the_values(doc: Any, parts: dict[str, bytes] | None) -> None:
+    """An object's parts are its values' JSON texts, marked, in its key order; they read
+    back as the values (so equal parts are equal values, of the same JSON types)."""
+    if type(doc) is not dict:
+        assert parts is None
+        return
+    assert parts is not None and list(parts) == list(doc)
+    for key, part in parts.items():
+        assert part.startswith(JSON_PART)
+        back = json.loads(part[len(JSON_PART) :])
+        assert marshal.dumps(back, 2) == marshal.dumps(doc[key], 2)
 
 
 def _texts(value: Any, ascii_: bool, indent: int | None) -> str:
@@ -118,7 +133,7 @@ def test_texts_the_strict_reader_refuses_or_reads_differently(obj: dict[str, Any
     ],
 )
 def test_each_trap_is_left_to_the_strict_reader(text: str) -> None:
-    assert _fast_document(text) is _SLOW
+    assert _fast_document(text) == (_SLOW, None)
 
 
 def test_the_fast_path_reads_the_packs_it_is_for() -> None:
@@ -127,9 +142,10 @@ def test_the_fast_path_reads_the_packs_it_is_for() -> None:
     assert paths
     for path in paths:
         text = path.read_text(encoding="utf-8")
-        doc = _fast_document(text)
+        doc, parts = _fast_document(text)
         assert doc is not _SLOW, path.name
         assert marshal.dumps(doc, 2) == marshal.dumps(_strict_document(text), 2)
+        _parts_are_the_values(doc, parts)
 
 
 @settings(max_examples=200, deadline=None)
@@ -158,6 +174,6 @@ def test_a_run_that_reads_many_packs_moves_to_the_fast_path() -> None:
         "parse_json_text(text, 'p.json'); first = 'msgspec' in sys.modules; reads = 1\n"
         "while 'msgspec' not in sys.modules and reads < 100_000:\n"
         "    parse_json_text(text, 'p.json'); reads += 1\n"
-        "print(first, reads > 1, _fast_document(text) is not _SLOW)"
+        "print(first, reads > 1, _fast_document(text)[0] is not _SLOW)"
     )
     assert out.strip() == "False True True"
