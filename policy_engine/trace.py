@@ -16,11 +16,11 @@ def span_json(span: Span | None) -> dict[str, Any] | None:
     return {"file": span.file, "line": span.line, "column": span.column}
 
 
-#: what a frozen dataclass's ``__init__`` calls per field (bound once here, see `TraceStep`)
+#: what sets a frozen dataclass's ``__dict__`` in one go (see `TraceStep`)
 _PUT = object.__setattr__
 
 
-@dataclass(frozen=True, slots=True, init=False)
+@dataclass(frozen=True, init=False)
 class TraceStep:
     """``kind``: ``condition`` (a `when` block matched), ``start`` (the initial selection),
     ``rung`` (a ladder step tried), ``check`` (a limit evaluated at the final state),
@@ -65,27 +65,34 @@ class TraceStep:
         message: str = "",
         item_tokens: Mapping[str, Mapping[str, int]] | None = None,
     ) -> None:
-        # The generated frozen __init__ looks ``object.__setattr__`` up again for each of the
-        # 17 fields; a decision builds a dozen steps, and those lookups were about a tenth of
-        # a rough decision's time. Same fields, order and defaults (tests/test_trace.py).
-        put = _PUT
-        put(self, "kind", kind)
-        put(self, "rule", rule)
-        put(self, "verdict", verdict)
-        put(self, "span", span)
-        put(self, "stage", stage)
-        put(self, "pool", pool)
-        put(self, "step_kind", step_kind)
-        put(self, "step_value", step_value)
-        put(self, "rung", rung)
-        put(self, "counts_before", counts_before)
-        put(self, "counts_after", counts_after)
-        put(self, "prompt_tokens_before", prompt_tokens_before)
-        put(self, "prompt_tokens_after", prompt_tokens_after)
-        put(self, "removed", removed)
-        put(self, "failing", failing)
-        put(self, "message", message)
-        put(self, "item_tokens", item_tokens)
+        # The generated frozen __init__ sets its 17 fields one ``object.__setattr__`` call
+        # at a time; a decision builds a dozen steps, and those calls were a tenth of a rough
+        # decision's time. The instance's ``__dict__`` is set whole instead (the class has
+        # no slots for that reason): half the time. Same fields, order and defaults
+        # (tests/test_trace.py).
+        _PUT(
+            self,
+            "__dict__",
+            {
+                "kind": kind,
+                "rule": rule,
+                "verdict": verdict,
+                "span": span,
+                "stage": stage,
+                "pool": pool,
+                "step_kind": step_kind,
+                "step_value": step_value,
+                "rung": rung,
+                "counts_before": counts_before,
+                "counts_after": counts_after,
+                "prompt_tokens_before": prompt_tokens_before,
+                "prompt_tokens_after": prompt_tokens_after,
+                "removed": removed,
+                "failing": failing,
+                "message": message,
+                "item_tokens": item_tokens,
+            },
+        )
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

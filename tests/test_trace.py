@@ -40,3 +40,15 @@ def test_still_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         step.verdict = "fail"  # type: ignore[misc]
     assert step.failing == () and step.message == "" and step.span is None
+
+
+def test_a_step_survives_pickling_and_replace() -> None:
+    """`--jobs` workers send decisions back pickled; `dataclasses.replace` builds through
+    the hand-written ``__init__``."""
+    import pickle
+
+    step = TraceStep("rung", "trim_fields", "fail", rung=2, removed={"fields": ("a",)}, failing=("x",))
+    back = pickle.loads(pickle.dumps(step))
+    assert back == step and back.removed == {"fields": ("a",)}
+    changed = dataclasses.replace(step, verdict="pass")
+    assert changed.verdict == "pass" and changed.rung == 2 and step.verdict == "fail"
