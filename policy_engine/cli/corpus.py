@@ -15,24 +15,32 @@ import gc
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policy_engine.cli.formats import PackResult
 from policy_engine.errors import PackError
+
+if TYPE_CHECKING:
+    from policy_engine.reading.json_text import SharedValues
 
 #: what a worker evaluates with: set by the parent before forking (inherited), or by the
 #: initializer on platforms that spawn
 _STATE: dict[str, Any] = {}
 
 
-def evaluate_one(engine: Any, path: str, common: dict[str, Any], explain: str) -> tuple[PackResult, Any]:
+def evaluate_one(
+    engine: Any, path: str, common: dict[str, Any], explain: str, shared: SharedValues | None = None
+) -> tuple[PackResult, Any]:
     """One pack: read, validate, evaluate. A bad pack is a result with its problems, not an
-    exception, so one bad file never stops a corpus run."""
+    exception, so one bad file never stops a corpus run. ``shared``: the run's values read
+    before (`reading.json_text.SharedValues`); the document returned is then not the
+    caller's to change."""
     from policy_engine.packs import read_pack_parts
 
     started = time.perf_counter()
     try:
-        doc, label, parts = read_pack_parts(path, check_nesting=False)  # load_pack bounds it
+        # load_pack bounds the nesting
+        doc, label, parts = read_pack_parts(path, check_nesting=False, shared=shared)
     except PackError as exc:
         return PackResult(
             path if path != "-" else "<stdin>", problems=exc.diagnostics, seconds=time.perf_counter() - started
@@ -77,7 +85,16 @@ def evaluate_document(
 def _work(paths: Sequence[str]) -> list[PackResult]:
     engine, common, explain = _STATE["engine"], _STATE["common"], _STATE["explain"]
     finish = _STATE.get("finish") or _unchanged
-    return [finish(evaluate_one(engine, path, common, explain)[0]) for path in paths]
+    shared = _STATE.setdefault("shared", _shared_values())
+    return [finish(evaluate_one(engine, path, common, explain, shared)[0]) for path in paths]
+
+
+def _shared_values() -> SharedValues:
+    """A run's memory of the pack values it has read (see `SharedValues`): the documents
+    of a corpus run go straight to the evaluator, and nothing changes them."""
+    from policy_engine.reading.json_text import SharedValues
+
+    return SharedValues()
 
 
 def _unchanged(result: PackResult) -> PackResult:
@@ -131,10 +148,11 @@ def evaluate_many(
     output's share of the work that a worker can do on its own results (a module-level
     function, so a spawned worker can receive it); a single process leaves it to the
     report, which does the same."""
+    shared = _shared_values()
     if jobs <= 1 or len(paths) < 2 or "-" in paths:  # standard input is read by this process
         out = []
         for path in paths:
-            out.append(evaluate_one(engine, path, common, explain)[0])
+            out.append(evaluate_one(engine, path, common, explain, shared)[0])
             advance(1)
         return out
     import multiprocessing  # only here: a one-process run does not pay for its import
@@ -143,7 +161,7 @@ def evaluate_many(
     # The first pack is evaluated here, before forking: the workers inherit what it
     # warmed (the knowledge pack's lists measured, the tokenizer's line counts, the
     # skeleton), instead of each measuring them cold.
-    first = evaluate_one(engine, paths[0], common, explain)[0]
+    first = evaluate_one(engine, paths[0], common, explain, shared)[0]
     advance(1)
     rest = paths[1:]
     jobs = min(jobs, len(rest))
@@ -152,7 +170,7 @@ def evaluate_many(
     chunks = [rest[i : i + size] for i in range(0, len(rest), size)]
     fork = "fork" in multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if fork else "spawn")
-    _STATE.update(engine=engine, common=common, explain=explain, finish=finish)
+    _STATE.update(engine=engine, common=common, explain=explain, finish=finish, shared=shared)
     try:
         if fork:  # the workers inherit the engine, warm
             gc.freeze()  # what the first pack built too: the workers' collectors leave those pages alone

@@ -23,6 +23,7 @@ from policy_engine.pools import Pools
 from policy_engine.reading.bounds import PACK_BOUNDS
 from policy_engine.reading.json_text import (
     JSON_PART,
+    SharedValues,
     depth_exceeds,
     json_pointer,
     lone_surrogate_error,
@@ -53,12 +54,14 @@ def read_pack_document(path: str | os.PathLike[str], *, check_nesting: bool = Tr
 
 
 def read_pack_parts(
-    path: str | os.PathLike[str], *, check_nesting: bool = True
+    path: str | os.PathLike[str], *, check_nesting: bool = True, shared: SharedValues | None = None
 ) -> tuple[Any, str, dict[str, bytes] | None]:
     """`read_pack_document`, and the reader's content parts of the document (each
     top-level value's JSON text, when the fast reader read it; else None), which
-    `load_pack` takes as ``reader_parts`` instead of encoding the document again."""
-    return read_json_parts(path, check_nesting=check_nesting)
+    `load_pack` takes as ``reader_parts`` instead of encoding the document again.
+    ``shared``: the values a run has read before, shared with this document (which must
+    then never be changed; `reading.json_text.SharedValues`)."""
+    return read_json_parts(path, check_nesting=check_nesting, shared=shared)
 
 
 def load_pack(

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+from functools import cache
 from time import perf_counter
 from typing import Any
 
@@ -219,6 +220,86 @@ _SLOW = object()
 JSON_PART = b"\x00"
 
 
+class SharedValues(dict[bytes, tuple[Any, int, bytes]]):
+    """A run's memory of the top-level values it has read: a value's exact JSON text ->
+    (the value, the ``:`` in that text, its content part). A corpus's packs mostly repeat
+    their candidate lists word for word, and parsing them again was the largest cost of
+    reading one: with this memory each distinct text is parsed once per run.
+
+    The values are shared by every document that holds the same text, so a document read
+    with it must never be changed: only a reader that hands its documents straight to
+    the evaluator (a corpus run) uses one. Bounded: cleared when full."""
+
+    __slots__ = ()
+
+    #: distinct values kept (a run's packs hold a few distinct lists each)
+    MAX = 1024
+
+
+def _fast_shared(text: str, shared: SharedValues) -> tuple[Any, dict[str, bytes] | None]:
+    """`_fast_document` for an object, its top-level values taken from ``shared`` when their
+    exact text was read before. The object is cut into its values' texts by msgspec
+    (without building them); only a text not seen before is parsed, and checked as a
+    whole document is (its digits, its colons, its depth: one level less). The
+    duplicate-key check adds up: the text's colons are one per top-level key, those in
+    the keys, and those in each value's text. A text that is no object, or a value that
+    fails a check, goes to `_fast_document` or the strict reader."""
+    if "\\u003" in text:  # a colon may hide in an escape (see `_fast_document`)
+        return _SLOW, None
+    import msgspec
+
+    try:
+        top = _top_level().decode(text)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, ValueError):
+        return _fast_document(text)
+    doc: dict[str, Any] = {}
+    parts: dict[str, bytes] = {}
+    colons = len(top) + sum(key.count(":") for key in top)
+    for key, raw in top.items():
+        data = bytes(raw)
+        known = shared.get(data)
+        if known is None:
+            known = _fresh_value(data)
+            if known is None:
+                return _SLOW, None
+            if len(shared) >= SharedValues.MAX:
+                shared.clear()
+            shared[data] = known
+        doc[key], n, parts[key] = known
+        colons += n
+    if colons != text.count(":"):
+        return _SLOW, None
+    return doc, parts
+
+
+@cache
+def _top_level() -> Any:
+    """msgspec's decoder of an object into its values' raw texts (built once)."""
+    import msgspec
+
+    return msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def _fresh_value(data: bytes) -> tuple[Any, int, bytes] | None:
+    """(value, its text's colons, its content part) of one top-level value's text, under
+    the checks `_fast_document` makes on a whole text; None when one fails."""
+    import msgspec
+
+    if _LONG_DIGITS in data.translate(_DIGITS_AS_ONES):
+        return None
+    try:
+        value = msgspec.json.decode(data)
+    except (msgspec.DecodeError, RecursionError, ValueError):
+        return None
+    colons = data.count(b":")
+    if msgspec.json.encode(value).count(b":") != colons:
+        return None
+    depth = _FAST_DEPTH - 1  # the value sits one level inside the document
+    if data.count(b"[") + data.count(b"{") >= depth and depth_exceeds(value, depth) is not None:
+        return None
+    return value, colons, JSON_PART + data
+
+
 def _fast_document(text: str) -> tuple[Any, dict[str, bytes] | None]:
     """The document ``text`` holds, parsed by msgspec's C decoder, when that provably is
     what the strict reader would return (`_SLOW` otherwise: the strict reader then parses
@@ -303,17 +384,28 @@ def parse_json_parts(
     bounds: Bounds = DEFAULT_BOUNDS,
     check_nesting: bool = True,
     from_utf8: bool = False,
+    shared: SharedValues | None = None,
 ) -> tuple[Any, dict[str, bytes] | None]:
     """`parse_json_text`, and each top-level value's content part when the fast reader
     had them (see `_fast_document`; None otherwise). ``from_utf8``: ``text`` was decoded
-    from strict UTF-8, which holds no surrogate, so only an escape can bring one in."""
+    from strict UTF-8, which holds no surrogate, so only an escape can bring one in.
+    ``shared``: the run's values read before (`SharedValues`: the document must then never
+    be changed)."""
     if not text.strip():
         raise error(
             [Diagnostic(f"{code_prefix}115", "the file is empty", hint="give a JSON document", file=file, pointer="")]
         )
     try:
-        doc, parts = _fast_document(text) if msgspec_rent.owned() else (_SLOW, None)
-        if doc is _SLOW:
+        if not msgspec_rent.owned():
+            doc, parts = _SLOW, None
+        elif shared is not None:
+            doc, parts = _fast_shared(text, shared)
+        else:
+            doc, parts = _fast_document(text)
+        # msgspec refuses a lone surrogate, escaped or not: only the strict reader's
+        # documents need the search below
+        strict = doc is _SLOW
+        if strict:
             doc = _strict_document(text)
     except _Refused as bad:
         line, col = _position(text, bad.needle, second=bad.code == "104")
@@ -349,7 +441,7 @@ def parse_json_parts(
         ) from None
     if check_nesting:
         check_depth(doc, bounds, error=error, code=f"{code_prefix}119", file=file)
-    if _may_hold_surrogates(text, from_utf8=from_utf8):  # rare: only then is every string looked at
+    if strict and _may_hold_surrogates(text, from_utf8=from_utf8):  # rare: only then is every string looked at
         surrogate = lone_surrogate_error(doc, file, error=error, code_prefix=code_prefix)
         if surrogate is not None:
             raise surrogate
@@ -378,12 +470,20 @@ def read_json_parts(
     code_prefix: str = "P",
     bounds: Bounds = DEFAULT_BOUNDS,
     check_nesting: bool = True,
+    shared: SharedValues | None = None,
 ) -> tuple[Any, str, dict[str, bytes] | None]:
     """(document, label, content parts): `read_json_file` and the parts of
-    `parse_json_parts`."""
+    `parse_json_parts` (``shared``: see there)."""
     raw, label = read_bounded(path, bounds, error=error, prefix=code_prefix)
     text = decode_utf8(raw, label, error=error, code=f"{code_prefix}103")
     doc, parts = parse_json_parts(
-        text, label, error=error, code_prefix=code_prefix, bounds=bounds, check_nesting=check_nesting, from_utf8=True
+        text,
+        label,
+        error=error,
+        code_prefix=code_prefix,
+        bounds=bounds,
+        check_nesting=check_nesting,
+        from_utf8=True,
+        shared=shared,
     )
     return doc, label, parts

@@ -139,3 +139,33 @@ def test_the_json_report_joined_from_entries_is_the_whole_document_dumped(corpus
     expected = json.dumps(whole, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     assert decision_json(report) == expected
     assert decision_json(Report(tuple(map(with_json_item, results)))) == expected
+
+
+def test_a_run_decides_each_pack_as_it_would_alone(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run reads its packs with a shared memory of the values read before (the same list
+    parsed once, its objects shared by every pack that holds it): each decision is still
+    the one a fresh engine makes on that pack read on its own."""
+    from policy_engine import msgspec_rent
+    from policy_engine.cli.main import main
+    from policy_engine.dsl import default_rules_path, load_policy
+    from policy_engine.evaluator import Engine
+    from policy_engine.evaluator.engine import evaluate
+    from policy_engine.packs import load_pack
+    from policy_engine.render import load_knowledge
+
+    monkeypatch.setattr(msgspec_rent._Rent, "spent", msgspec_rent.RENT_LIMIT)  # fast readers from the first pack
+    out = tmp_path / "out.json"
+    assert main(["eval", str(corpus), *KNOW, "--format", "json", "--output", str(out)]) == ExitCode.INVALID_INPUT
+    results = json.loads(out.read_text(encoding="utf-8"))["results"]
+    policy, knowledge = load_policy(default_rules_path()), load_knowledge(EX / "knowledge")
+    decided = 0
+    for result in results:
+        if result.get("decision") is None:
+            continue
+        doc = json.loads(Path(result["file"]).read_text(encoding="utf-8"))
+        alone = evaluate(Engine.build(policy, knowledge=knowledge), load_pack(doc))
+        assert json.loads(json.dumps(alone.to_dict())) == result["decision"], result["file"]
+        decided += 1
+    assert decided == 12

@@ -18,7 +18,15 @@ from hypothesis import strategies as st
 
 from policy_engine import msgspec_rent
 from policy_engine.errors import PackError
-from policy_engine.reading.json_text import _SLOW, JSON_PART, _fast_document, _strict_document, parse_json_text
+from policy_engine.reading.json_text import (
+    _SLOW,
+    JSON_PART,
+    SharedValues,
+    _fast_document,
+    _fast_shared,
+    _strict_document,
+    parse_json_parts,
+)
 from tests.conftest import ROOT, fresh_python
 
 keys = st.text(alphabet=st.sampled_from('ab:"\\é\u2028\x1f\ud83d\ude00 1'), max_size=4)
@@ -50,15 +58,22 @@ def _strict(text: str) -> tuple[str, Any]:
         return "refused", type(exc).__name__
 
 
-def _same_as_strict(text: str) -> None:
-    fast, parts = _fast_document(text)
-    if fast is _SLOW:
-        assert parts is None
-        return
-    kind, strict = _strict(text)
-    assert kind == "doc", f"fast path accepted what the strict reader refuses: {text!r}"
-    assert marshal.dumps(fast, 2) == marshal.dumps(strict, 2)
-    _parts_are_the_values(fast, parts)
+def _same_as_strict(text: str, shared: SharedValues | None = None) -> None:
+    """Both fast readers: the whole-text one, and the one that takes values read before
+    from a run's memory (fresh, then warm with this very text's values)."""
+    for fast, parts in (
+        _fast_document(text),
+        _fast_shared(text, SharedValues()),
+        _fast_shared(text, shared if shared is not None else SharedValues()),
+        _fast_shared(text, shared if shared is not None else SharedValues()),
+    ):
+        if fast is _SLOW:
+            assert parts is None
+            continue
+        kind, strict = _strict(text)
+        assert kind == "doc", f"fast path accepted what the strict reader refuses: {text!r}"
+        assert marshal.dumps(fast, 2) == marshal.dumps(strict, 2)
+        _parts_are_the_values(fast, parts)
 
 
 def _parts_are_the_values(doc: Any, parts: dict[str, bytes] | None) -> None:
@@ -88,11 +103,15 @@ def test_generated_documents(value: Any, ascii_: bool, indent: int | None) -> No
 @given(
     st.dictionaries(keys, json_values, min_size=1, max_size=4),
     st.data(),
-    st.sampled_from(["dup", "escaped dup", "colon value", "nan", "big", "cut", "deep"]),
+    st.sampled_from(
+        ["dup", "escaped dup", "colon value", "nan", "big", "cut", "deep", "inner dup", "big inside", "deep inside"]
+    ),
 )
 def test_texts_the_strict_reader_refuses_or_reads_differently(obj: dict[str, Any], data: Any, how: str) -> None:
-    """Duplicate keys (also spelled with escapes, also hiding a colon in a string),
-    NaN, integers just past 2^53, cut texts and deep nesting."""
+    """Duplicate keys (also spelled with escapes, also hiding a colon in a string, also
+    in a value), NaN, integers just past 2^53, cut texts and deep nesting (also in a
+    value of an object, where the reader with a memory cuts the text). The memory is
+    warm with the object's own values: the trap's text must still be refused."""
     key = data.draw(st.sampled_from(sorted(obj)))
     body = json.dumps(obj)[1:-1]
     member = json.dumps(key) + ": " + json.dumps(obj[key])
@@ -109,10 +128,19 @@ def test_texts_the_strict_reader_refuses_or_reads_differently(obj: dict[str, Any
     elif how == "cut":
         full = json.dumps(obj)
         text = full[: data.draw(st.integers(0, len(full) - 1))]
+    elif how == "inner dup":
+        text = json.dumps({"outer": obj})[:-2] + ", " + member + "}}"
+    elif how == "big inside":
+        text = json.dumps({"n": [data.draw(st.sampled_from([2**53 - 1, 2**53, -(2**53), 10**16, 10**400]))]})
+    elif how == "deep inside":
+        depth = data.draw(st.integers(880, 1100))
+        text = '{"v": ' + "[" * depth + json.dumps(obj) + "]" * depth + "}"
     else:
         depth = data.draw(st.integers(880, 1100))
         text = "[" * depth + json.dumps(obj) + "]" * depth
-    _same_as_strict(text)
+    warm = SharedValues()
+    _fast_shared(json.dumps(obj), warm)
+    _same_as_strict(text, warm)
 
 
 @pytest.mark.parametrize(
@@ -134,6 +162,24 @@ def test_texts_the_strict_reader_refuses_or_reads_differently(obj: dict[str, Any
 )
 def test_each_trap_is_left_to_the_strict_reader(text: str) -> None:
     assert _fast_document(text) == (_SLOW, None)
+    inside = '{"k": ' + text + "}"
+    assert _fast_shared(inside, SharedValues()) == (_SLOW, None)
+    assert _fast_document(inside) == (_SLOW, None)
+
+
+def test_a_memory_shares_equal_values_between_documents_and_is_bounded() -> None:
+    shared = SharedValues()
+    first, first_parts = _fast_shared('{"a": [1, {"b": "x"}], "q": "one"}', shared)
+    second, second_parts = _fast_shared('{"q": "two", "a": [1, {"b": "x"}]}', shared)
+    assert first["a"] is second["a"]  # the same text, parsed once
+    assert first_parts is not None and second_parts is not None
+    assert first_parts["a"] is second_parts["a"] and first_parts["q"] != second_parts["q"]
+    assert second == {"q": "two", "a": [1, {"b": "x"}]} and list(second) == ["q", "a"]
+    for i in range(SharedValues.MAX + 5):
+        _fast_shared(f'{{"n": {i}}}', shared)
+    assert 0 < len(shared) <= SharedValues.MAX
+    # a text that is no object is read whole
+    assert _fast_shared("[1, 2]", shared) == ([1, 2], None)
 
 
 def test_the_fast_path_reads_the_packs_it_is_for() -> None:
@@ -151,18 +197,22 @@ def test_the_fast_path_reads_the_packs_it_is_for() -> None:
 @settings(max_examples=200, deadline=None)
 @given(json_values, st.sampled_from(['{"a": 1, "a": 2}', "[NaN]", "[12345678901234567890]", "[1,]", "", "{}"]))
 def test_parse_json_text_says_the_same_on_either_path(value: Any, bad: str) -> None:
-    for text in (json.dumps(value), bad, json.dumps([value, value])[:-1]):
+    """The strict reader, the fast one and the fast one with a run's memory (warm from the
+    text before) give the same document or the same errors."""
+    shared = SharedValues()
+    for text in (json.dumps({"v": value}), json.dumps(value), bad, json.dumps([value, value])[:-1]):
         answers = []
-        for owned in (False, True):
+        for owned, memory in ((False, None), (True, None), (True, shared), (True, shared)):
             real = msgspec_rent.owned
             msgspec_rent.owned = lambda owned=owned: owned  # type: ignore[assignment]
             try:
-                answers.append(("doc", marshal.dumps(parse_json_text(text, "f.json"), 2)))
+                doc, _ = parse_json_parts(text, "f.json", shared=memory)
+                answers.append(("doc", marshal.dumps(doc, 2)))
             except PackError as exc:
                 answers.append(("error", [d.to_dict() for d in exc.diagnostics]))
             finally:
                 msgspec_rent.owned = real  # type: ignore[method-assign]
-        assert answers[0] == answers[1]
+        assert answers[0] == answers[1] == answers[2] == answers[3]
 
 
 def test_a_run_that_reads_many_packs_moves_to_the_fast_path() -> None:
