@@ -227,18 +227,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
             json.dumps(trimmed_pack(docs[0], results[0].decision), indent=2, ensure_ascii=False) + "\n",
             encoding="utf-8",
         )
-    for r in results:
-        if r.decision is not None and r.decision.outcome == "blocked":
-            print(blocked_line(r.decision, r.file), file=sys.stderr)
-    if any(r.decision is None for r in results):
+    briefs = [r.brief() for r in results]  # a --jobs worker's JSON results carry only these
+    for r, brief in zip(results, briefs, strict=True):
+        if brief is not None and brief.outcome == "blocked":
+            print(blocked_line(brief.reason, r.file), file=sys.stderr)
+    if None in briefs:
         if fmt not in ("text", "github") or args.output:
-            for r in results:
-                if r.decision is None:
+            for r, brief in zip(results, briefs, strict=True):
+                if brief is None:
                     from policy_engine.diagnostics import render_text
 
                     sys.stderr.write(render_text(r.problems))
         return ExitCode.INVALID_INPUT
-    if any(r.decision.outcome == "blocked" for r in results if r.decision):
+    if any(brief is not None and brief.outcome == "blocked" for brief in briefs):
         return ExitCode.BLOCKED
     if any(report.failure(r) for r in results):
         return ExitCode.FAILED

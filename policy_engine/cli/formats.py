@@ -31,8 +31,23 @@ DOCS_URI = "https://github.com/policy-engine/policy-engine/blob/main/docs/rules-
 
 
 @dataclass(frozen=True, slots=True)
+class Brief:
+    """What a run's report and exit code read of a decision: its outcome, its reason and
+    how many warnings it has (`PackResult.brief`)."""
+
+    outcome: str
+    reason: str | None
+    warnings: int
+
+
+@dataclass(frozen=True, slots=True)
 class PackResult:
-    """One pack's outcome: a decision, or the diagnostics that stopped it."""
+    """One pack's outcome: a decision, or the diagnostics that stopped it.
+
+    A `--jobs` worker that has written a result's JSON entry (`with_json_item`) sends the
+    entry and the decision's `Brief` back instead of the decision: pickling the decision
+    and its trace cost the parent more than a third of what evaluating the pack had cost
+    the worker, and the JSON report reads nothing else of it."""
 
     file: str
     decision: Decision | None = None
@@ -41,10 +56,20 @@ class PackResult:
     #: this result as it stands in the JSON report (`result_json_text`), when a `--jobs`
     #: worker has already written it
     json_item: str | None = field(default=None, compare=False, repr=False)
+    #: the decision's brief, when the worker kept the entry and dropped the decision
+    briefed: Brief | None = None
+
+    def brief(self) -> Brief | None:
+        """The decision's brief; None for an invalid pack."""
+        if self.briefed is not None:
+            return self.briefed
+        d = self.decision
+        return None if d is None else Brief(d.outcome, d.reason, len(d.warnings))
 
     @property
     def status(self) -> str:
-        return "invalid" if self.decision is None else self.decision.outcome
+        brief = self.brief()
+        return "invalid" if brief is None else brief.outcome
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,21 +84,22 @@ class Report:
     def failure(self, r: PackResult) -> str | None:
         """Why this pack fails the run ("blocked", "warning"), None if it passes; invalid
         packs are errors, not failures."""
-        if r.decision is None:
+        brief = r.brief()
+        if brief is None:
             return None
-        if r.decision.outcome == "blocked":
+        if brief.outcome == "blocked":
             return "blocked"
-        if self.fail_on_warn and r.decision.warnings:
+        if self.fail_on_warn and brief.warnings:
             return "warning"
         return None
 
 
-def blocked_line(decision: Decision, file: str) -> str:
+def blocked_line(reason: str | None, file: str) -> str:
     """The agent's contract line on stderr, naming the pack (one line per blocked pack)."""
     return json.dumps(
         {
             "error": "budget_blocked",
-            "message": f"alpha generation blocked by budget policy: {decision.reason}",
+            "message": f"alpha generation blocked by budget policy: {reason}",
             "pack": file,
         },
         separators=(",", ":"),
@@ -84,7 +110,7 @@ def blocked_line(decision: Decision, file: str) -> str:
 def summary_counts(results: Sequence[PackResult]) -> dict[str, int]:
     counts = {k: sum(1 for r in results if r.status == k) for k in ("allowed", "trimmed", "blocked", "invalid")}
     counts["packs"] = len(results)
-    counts["warnings"] = sum(len(r.decision.warnings) for r in results if r.decision is not None)
+    counts["warnings"] = sum(brief.warnings for brief in map(PackResult.brief, results) if brief is not None)
     return counts
 
 
@@ -178,9 +204,12 @@ def result_json_text(r: PackResult) -> str:
 
 
 def with_json_item(r: PackResult) -> PackResult:
-    """``r`` carrying its JSON entry: a `--jobs` worker writes it, so the parent only joins
-    the entries (writing them was most of the parent's serial work)."""
-    return dataclasses.replace(r, json_item=result_json_text(r))
+    """``r`` as its JSON entry and its decision's brief: a `--jobs` worker writes the
+    entry, so the parent only joins the entries (writing them was most of the parent's
+    serial work), and sends no decision back (see `PackResult`)."""
+    if r.decision is None:
+        return dataclasses.replace(r, json_item=result_json_text(r))
+    return PackResult(r.file, None, r.problems, r.seconds, json_item=result_json_text(r), briefed=r.brief())
 
 
 def decision_json(report: Report) -> str:

@@ -138,7 +138,16 @@ def test_the_json_report_joined_from_entries_is_the_whole_document_dumped(corpus
     whole = {"results": [_result_item(r) for r in results], "summary": summary_counts(results)}
     expected = json.dumps(whole, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     assert decision_json(report) == expected
-    assert decision_json(Report(tuple(map(with_json_item, results)))) == expected
+    finished = tuple(map(with_json_item, results))
+    assert decision_json(Report(finished)) == expected
+    # a worker sends the entry and the brief, not the decision: the report reads the same
+    assert all(r.decision is None for r in finished)
+    assert [r.status for r in finished] == [r.status for r in results]
+    assert [r.brief() for r in finished] == [r.brief() for r in results]
+    for fail_on_warn in (False, True):
+        assert [Report(finished, fail_on_warn).failure(r) for r in finished] == [
+            Report(report.results, fail_on_warn).failure(r) for r in results
+        ]
 
 
 def test_a_run_decides_each_pack_as_it_would_alone(
