@@ -228,12 +228,29 @@ class SharedValues(dict[bytes, tuple[Any, int, bytes]]):
 
     The values are shared by every document that holds the same text, so a document read
     with it must never be changed: only a reader that hands its documents straight to
-    the evaluator (a corpus run) uses one. Bounded: cleared when full."""
+    the evaluator (a corpus run) uses one. Bounded by entries and by the texts' total
+    size (a run whose packs never repeat a list must not hold them all): cleared when
+    either is full."""
 
-    __slots__ = ()
+    __slots__ = ("held", "max_bytes")
 
     #: distinct values kept (a run's packs hold a few distinct lists each)
     MAX = 1024
+    #: total characters of the texts kept (their parsed values take a few times more)
+    MAX_BYTES = 16 * 1024 * 1024
+
+    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+        super().__init__()
+        self.held = 0
+        self.max_bytes = max_bytes
+
+    def keep(self, text: bytes, known: tuple[Any, int, bytes]) -> None:
+        if len(self) >= self.MAX or self.held + len(text) > self.max_bytes:
+            self.clear()
+            self.held = 0
+        if len(text) <= self.max_bytes:
+            self[text] = known
+            self.held += len(text)
 
 
 def _fast_shared(text: str, shared: SharedValues) -> tuple[Any, dict[str, bytes] | None]:
@@ -262,9 +279,7 @@ def _fast_shared(text: str, shared: SharedValues) -> tuple[Any, dict[str, bytes]
             known = _fresh_value(data)
             if known is None:
                 return _SLOW, None
-            if len(shared) >= SharedValues.MAX:
-                shared.clear()
-            shared[data] = known
+            shared.keep(data, known)
         doc[key], n, parts[key] = known
         colons += n
     if colons != text.count(":"):

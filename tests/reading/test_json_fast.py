@@ -178,6 +178,11 @@ def test_a_memory_shares_equal_values_between_documents_and_is_bounded() -> None
     for i in range(SharedValues.MAX + 5):
         _fast_shared(f'{{"n": {i}}}', shared)
     assert 0 < len(shared) <= SharedValues.MAX
+    # and by size: texts over the budget are not all kept
+    big = SharedValues(max_bytes=100)
+    for i in range(10):
+        _fast_shared('{"s": "%s"}' % ("abcdefghij"[i] * 40), big)
+    assert 0 < big.held <= 100 and big.held == sum(map(len, big))
     # a text that is no object is read whole
     assert _fast_shared("[1, 2]", shared) == ([1, 2], None)
 
