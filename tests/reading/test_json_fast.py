@@ -162,6 +162,7 @@ def test_texts_the_strict_reader_refuses_or_reads_differently(obj: dict[str, Any
 )
 def test_each_trap_is_left_to_the_strict_reader(text: str) -> None:
     assert _fast_document(text) == (_SLOW, None)
+    assert _fast_shared(text, SharedValues()) == (_SLOW, None)
     inside = '{"k": ' + text + "}"
     assert _fast_shared(inside, SharedValues()) == (_SLOW, None)
     assert _fast_document(inside) == (_SLOW, None)
