@@ -41,6 +41,18 @@ settings.register_profile("thorough", max_examples=400, deadline=None, suppress_
 settings.load_profile(os.environ.get("POLICY_ENGINE_HYPOTHESIS_PROFILE", "fast"))
 
 
+@pytest.fixture
+def msgspec_rent_paid() -> Iterator[None]:
+    """The fast JSON readers, which start once msgspec's import has paid for itself
+    (`msgspec_rent`), from the first document on; the rent is restored afterwards."""
+    from policy_engine import msgspec_rent
+
+    before = msgspec_rent._Rent.spent
+    msgspec_rent._Rent.spent = msgspec_rent.RENT_LIMIT
+    yield
+    msgspec_rent._Rent.spent = before
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     return SHARED

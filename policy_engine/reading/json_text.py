@@ -385,27 +385,31 @@ def parse_json_text(
     """The document in ``text``, strictly parsed. ``check_nesting=False`` is for a caller
     that bounds the nesting itself before anything recurses into the document (the pack
     loader: its fast check is a bounded walk, its slow path checks the depth first)."""
-    return parse_json_parts(
-        text, file, error=error, code_prefix=code_prefix, bounds=bounds, check_nesting=check_nesting
-    )[0]
+    return _parse(text, file, error, code_prefix, bounds, check_nesting, False, None)[0]
 
 
 def parse_json_parts(
-    text: str,
-    file: str,
-    *,
-    error: type[PolicyError] = PackError,
-    code_prefix: str = "P",
-    bounds: Bounds = DEFAULT_BOUNDS,
-    check_nesting: bool = True,
-    from_utf8: bool = False,
-    shared: SharedValues | None = None,
+    text: str, file: str, *, check_nesting: bool = True, shared: SharedValues | None = None
 ) -> tuple[Any, dict[str, bytes] | None]:
-    """`parse_json_text`, and each top-level value's content part when the fast reader
-    had them (see `_fast_document`; None otherwise). ``from_utf8``: ``text`` was decoded
-    from strict UTF-8, which holds no surrogate, so only an escape can bring one in.
+    """`parse_json_text` of a pack (its errors and bounds), and each top-level value's
+    content part when the fast reader had them (see `_fast_document`; None otherwise).
     ``shared``: the run's values read before (`SharedValues`: the document must then never
     be changed)."""
+    return _parse(text, file, PackError, "P", DEFAULT_BOUNDS, check_nesting, False, shared)
+
+
+def _parse(
+    text: str,
+    file: str,
+    error: type[PolicyError],
+    code_prefix: str,
+    bounds: Bounds,
+    check_nesting: bool,
+    from_utf8: bool,
+    shared: SharedValues | None,
+) -> tuple[Any, dict[str, bytes] | None]:
+    """(document, content parts). ``from_utf8``: ``text`` was decoded from strict UTF-8,
+    which holds no surrogate, so only an escape can bring one in."""
     if not text.strip():
         raise error(
             [Diagnostic(f"{code_prefix}115", "the file is empty", hint="give a JSON document", file=file, pointer="")]
@@ -472,33 +476,22 @@ def read_json_file(
     check_nesting: bool = True,
 ) -> tuple[Any, str]:
     """(document, label). ``-`` reads standard input, under the same size bound as a file."""
-    doc, label, _ = read_json_parts(
-        path, error=error, code_prefix=code_prefix, bounds=bounds, check_nesting=check_nesting
-    )
-    return doc, label
+    text, label = _read_text(path, error, code_prefix, bounds)
+    return _parse(text, label, error, code_prefix, bounds, check_nesting, True, None)[0], label
 
 
 def read_json_parts(
-    path: str | os.PathLike[str],
-    *,
-    error: type[PolicyError] = PackError,
-    code_prefix: str = "P",
-    bounds: Bounds = DEFAULT_BOUNDS,
-    check_nesting: bool = True,
-    shared: SharedValues | None = None,
+    path: str | os.PathLike[str], *, check_nesting: bool = True, shared: SharedValues | None = None
 ) -> tuple[Any, str, dict[str, bytes] | None]:
-    """(document, label, content parts): `read_json_file` and the parts of
+    """(document, label, content parts) of a pack file: `read_json_file` and the parts of
     `parse_json_parts` (``shared``: see there)."""
-    raw, label = read_bounded(path, bounds, error=error, prefix=code_prefix)
-    text = decode_utf8(raw, label, error=error, code=f"{code_prefix}103")
-    doc, parts = parse_json_parts(
-        text,
-        label,
-        error=error,
-        code_prefix=code_prefix,
-        bounds=bounds,
-        check_nesting=check_nesting,
-        from_utf8=True,
-        shared=shared,
-    )
+    text, label = _read_text(path, PackError, "P", DEFAULT_BOUNDS)
+    doc, parts = _parse(text, label, PackError, "P", DEFAULT_BOUNDS, check_nesting, True, shared)
     return doc, label, parts
+
+
+def _read_text(
+    path: str | os.PathLike[str], error: type[PolicyError], code_prefix: str, bounds: Bounds
+) -> tuple[str, str]:
+    raw, label = read_bounded(path, bounds, error=error, prefix=code_prefix)
+    return decode_utf8(raw, label, error=error, code=f"{code_prefix}103"), label

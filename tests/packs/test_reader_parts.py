@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import marshal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,8 @@ SEED_PATH = SHARED / "packs" / "seed_5x15x72x60.json"
 SEED = json.loads(SEED_PATH.read_text(encoding="utf-8"))
 
 
-@pytest.fixture(autouse=True)
-def rent_paid() -> Iterator[None]:
-    """The fast reader (the one that has parts) is used once msgspec's rent is paid."""
-    before = msgspec_rent._Rent.spent
-    msgspec_rent._Rent.spent = msgspec_rent.RENT_LIMIT
-    yield
-    msgspec_rent._Rent.spent = before
+#: the fast readers (the ones with parts) from the first document on
+pytestmark = pytest.mark.usefixtures("msgspec_rent_paid")
 
 
 def test_a_read_pack_has_one_json_part_per_top_level_value() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import marshal
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -43,12 +42,8 @@ json_values = st.recursive(
 )
 
 
-@pytest.fixture(autouse=True)
-def rent_paid() -> Iterator[None]:
-    before = msgspec_rent._Rent.spent
-    msgspec_rent._Rent.spent = msgspec_rent.RENT_LIMIT
-    yield
-    msgspec_rent._Rent.spent = before
+#: the fast readers (the ones with parts) from the first document on
+pytestmark = pytest.mark.usefixtures("msgspec_rent_paid")
 
 
 def _strict(text: str) -> tuple[str, Any]:
