@@ -32,7 +32,7 @@ def _counts(pools: Mapping[str, tuple[Candidate, ...]]) -> dict[str, int]:
     return out
 
 
-#: candidate lists' content (their marshal bytes) -> their pools and counts: a run's packs
+#: candidate lists' content (their content keys) -> their pools and counts: a run's packs
 #: mostly share their lists. Bounded: cleared when full.
 _CANDIDATES: dict[tuple[bytes, ...], tuple[Mapping[str, tuple[Candidate, ...]], dict[str, int]]] = {}
 _CANDIDATES_MAX = 256
@@ -41,7 +41,7 @@ _CANDIDATES_MAX = 256
 def adapt(
     doc: Mapping[str, Any], *, idea: Mapping[str, Any] | None = None, parts: Mapping[str, bytes] | None = None
 ) -> Pools:
-    """The pack's pools and attributes. ``parts`` (each top-level key's marshal bytes, from
+    """The pack's pools and attributes. ``parts`` (each top-level key's content key, from
     the loader) lets pools built before from equal candidate lists stand."""
     key = tuple(parts.get(name, b"") for name in CANDIDATE_KEYS) if parts is not None else ()
     known = _CANDIDATES.get(key) if key and all(key) else None

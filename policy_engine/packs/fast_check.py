@@ -142,9 +142,10 @@ _KNOWN = frozenset(
 
 #: the parts whose validity depends on each other (ids, parents, lanes): checked together
 _STRUCTURE = ("selected_subcategories", "candidate_datasets", "candidate_fields", "candidate_operators", "lanes")
-#: verdicts by content (a part's marshal bytes, see `packs._content_parts`): a run's packs
-#: mostly share their lists, and equal bytes are equal plain JSON values (marshal tells
-#: every type apart), whose verdict is the same. Bounded: cleared when full.
+#: verdicts by content (a part's content key: its marshal bytes or the reader's JSON text,
+#: see `packs._content_parts`): a run's packs mostly share their lists, and equal keys are
+#: equal plain JSON values (both kinds tell every type apart), whose verdict is the same.
+#: Bounded: cleared when full.
 _STRUCTURE_VERDICTS: dict[tuple[bytes, ...], bool] = {}
 _PART_VERDICTS: dict[tuple[str, bytes], bool] = {}
 _MEMO_MAX = 512
@@ -159,7 +160,7 @@ def _remember(memo: dict[Any, bool], key: Any, verdict: bool) -> bool:
 
 def pack_is_valid(doc: Any, parts: Mapping[str, bytes] | None = None) -> bool:
     """True only if the agent-format pack `doc` has no problem at all (see the module doc).
-    ``parts`` (top-level key -> its value's marshal bytes), when given, lets verdicts on
+    ``parts`` (top-level key -> its value's content key), when given, lets verdicts on
     parts seen before in this process stand."""
     if type(doc) is not dict:
         return False

@@ -29,13 +29,13 @@ class PackFormat:
     #: optional fast path, called as ``quick_check(document, parts)``: True only for a
     #: document `validate` finds nothing wrong with (a plain-JSON dict, so it copies exactly
     #: through JSON text); False sends the document through `validate` for the precise
-    #: errors. ``parts`` maps each top-level key to its value's marshal bytes (None when
-    #: marshal refuses the document), so verdicts on parts seen before may stand.
+    #: errors. ``parts`` maps each top-level key to its value's content key (marshal bytes or
+    #: the reader's JSON text; None when marshal refuses the document), so verdicts on parts seen before may stand.
     quick_check: Callable[[Any, Mapping[str, bytes] | None], bool] | None = None
     #: the document's top-level keys whose content alone determines the pools `adapt`
     #: returns (not their attributes): packs equal there start the ladder from one state.
     #: Empty: unknown (each pack's own, by its digest). A format that names them is also
-    #: given ``parts=`` (each top-level key's marshal bytes) by `load_pack`'s fast path.
+    #: given ``parts=`` (each top-level key's content key) by `load_pack`'s fast path.
     candidate_keys: tuple[str, ...] = ()
 
 
