@@ -368,9 +368,10 @@ class TemplateModel:
         self._slot_memo: dict[str, tuple[tuple[Sequence[str], ...], list[str], int]] = {}
         #: measures by the identity of the selection's ids tuples (a ladder state walked again)
         self._measures: dict[tuple[tuple[str, int], ...], tuple[tuple[Sequence[str], ...], int]] = {}
-        for part in self._parts:
-            if isinstance(part, _Slot):
-                self._prepare_slot(part)
+        slots = [part for part in self._parts if isinstance(part, _Slot)]
+        for slot in slots:
+            self._prepare_slot(slot)
+        self._measure_brackets(slots)
         #: everything the dynamic parts' measure depends on besides the selection: the
         #: counter, each list's content key and bracket costs, each value line's text. Models with equal
         #: signatures (a run's packs that differ outside their lists) share measures.
@@ -675,22 +676,29 @@ class TemplateModel:
         if cached is None:
             cached = self._caches.remember(store, slot_key, self._measure_items(indent, items), DOC_CACHE_MAX)
         self._blocks[slot.name], self._comma_costs[slot.name], self._plain_costs[slot.name] = cached
-        # the brackets' costs, by the text around the list (the same in every pack of a run)
-        brackets_key = (self._counter_key, indent, slot.prefix, slot.suffix, slot.newline)
-        brackets = self._caches.brackets.get(brackets_key)
-        if brackets is None:
-            closing_indent = indent[: -self._indent_width]
-            brackets = self._caches.remember(
-                self._caches.brackets,
-                brackets_key,
-                (
-                    self._measure(slot.prefix + "[\n"),
-                    self._measure(closing_indent + "]" + slot.suffix + slot.newline),
-                    self._measure(slot.prefix + "[]" + slot.suffix + slot.newline),
-                ),
-                DOC_CACHE_MAX,
-            )
-        self._slot_meta[slot.name] = brackets
+
+    def _measure_brackets(self, slots: list[_Slot]) -> None:
+        """Each list's opening line, closing line and empty list's line, measured by the
+        text around the list (the same in every pack of a run). The ones not measured
+        before are measured together: a cold counter then shares one encode among them,
+        where each had cost an encode of its own (a dozen lists, three lines each)."""
+        keys = []
+        missing: dict[tuple[Any, ...], tuple[str, str, str]] = {}
+        for slot in slots:
+            indent = indentation(slot.prefix) + " " * self._indent_width
+            key = (self._counter_key, indent, slot.prefix, slot.suffix, slot.newline)
+            keys.append(key)
+            if key not in missing and key not in self._caches.brackets:
+                closing = indent[: -self._indent_width] + "]" + slot.suffix + slot.newline
+                missing[key] = (slot.prefix + "[\n", closing, slot.prefix + "[]" + slot.suffix + slot.newline)
+        found = {key: self._caches.brackets[key] for key in keys if key not in missing}
+        if missing:
+            measures = iter(self._measure_many([text for texts in missing.values() for text in texts]))
+            for key in missing:
+                found[key] = (next(measures), next(measures), next(measures))
+                self._caches.remember(self._caches.brackets, key, found[key], DOC_CACHE_MAX)
+        for slot, key in zip(slots, keys, strict=True):
+            self._slot_meta[slot.name] = found[key]
 
     def _measure_items(
         self, indent: str, items: Sequence[tuple[str, Any]]
