@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +58,7 @@ def evaluate_document(
     *,
     copy: bool = True,
     started: float | None = None,
-    reader_parts: Any = None,
+    reader_parts: Mapping[str, bytes] | None = None,
 ) -> PackResult:
     """A pack document already in hand (read from a file, or recorded in the ledger).
     ``reader_parts``: the reader's content parts of ``doc`` (`packs.read_pack_parts`)."""
@@ -85,7 +85,9 @@ def evaluate_document(
 def _work(paths: Sequence[str]) -> list[PackResult]:
     engine, common, explain = _STATE["engine"], _STATE["common"], _STATE["explain"]
     finish = _STATE.get("finish") or _unchanged
-    shared = _STATE.setdefault("shared", _shared_values())
+    if "shared" not in _STATE:  # a spawned worker: a memory of its own
+        _STATE["shared"] = _shared_values()
+    shared = _STATE["shared"]
     return [finish(evaluate_one(engine, path, common, explain, shared)[0]) for path in paths]
 
 

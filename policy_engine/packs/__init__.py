@@ -97,15 +97,16 @@ def load_pack(
             ]
         )
     fmt = find_format(document, label, format)
+    given = dict(reader_parts) if reader_parts is not None else None
     quick_parts = None
     if fmt.quick_check is not None:
-        quick_parts = dict(reader_parts) if reader_parts is not None else _marshalled(document)
+        quick_parts = given if given is not None else _marshalled(document)
     if fmt.quick_check is not None and fmt.quick_check(document, quick_parts):
         # Valid, and plain JSON values only, of the exact built-in types (the check is
         # bounded: a cyclic or too deep document fails it): its parts are the digest's
         # input and, read back, an exact copy. The reader's parts hold no lone surrogate
         # (it refuses them).
-        parts = dict(reader_parts) if reader_parts is not None else _content_parts(document, label, quick_parts)
+        parts = given if given is not None else _content_parts(document, label, quick_parts)
         doc = {key: _part_value(data) for key, data in parts.items()} if copy else document
         pools = fmt.adapt(doc, idea=idea, parts=parts) if fmt.candidate_keys else fmt.adapt(doc, idea=idea)
         return _identified(fmt, pools, parts)
@@ -126,7 +127,7 @@ def load_pack(
     problems = fmt.validate(doc, label)
     if problems:
         raise PackError(problems)
-    parts = dict(reader_parts) if reader_parts is not None else _content_parts(doc, label)
+    parts = given if given is not None else _content_parts(doc, label)
     return _identified(fmt, fmt.adapt(doc, idea=idea), parts)
 
 

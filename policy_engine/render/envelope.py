@@ -653,8 +653,12 @@ class TemplateModel:
             {pool: {n: tuple(ids) for n, ids in by.items()} for pool, by in named.items()},
         )
 
+    def _items_indent(self, slot: _Slot) -> str:
+        """The indentation of a list slot's items: one level deeper than its opening line."""
+        return indentation(slot.prefix) + " " * self._indent_width
+
     def _prepare_slot(self, slot: _Slot) -> None:
-        indent = indentation(slot.prefix) + " " * self._indent_width
+        indent = self._items_indent(slot)
         items = self._items.get(slot.name, ())
         knowledge_slot = slot.name in self._lists
         if knowledge_slot and self._knowledge_keyed:
@@ -685,7 +689,7 @@ class TemplateModel:
         keys = []
         missing: dict[tuple[Any, ...], tuple[str, str, str]] = {}
         for slot in slots:
-            indent = indentation(slot.prefix) + " " * self._indent_width
+            indent = self._items_indent(slot)
             key = (self._counter_key, indent, slot.prefix, slot.suffix, slot.newline)
             keys.append(key)
             if key not in missing and key not in self._caches.brackets:
