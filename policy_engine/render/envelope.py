@@ -16,10 +16,12 @@ still counts the final prompt once as proof.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from operator import is_, itemgetter
+from itertools import filterfalse, repeat
+from operator import add, is_, itemgetter
 from typing import TYPE_CHECKING, Any
 
 from policy_engine.errors import Diagnostic, PackError
@@ -185,6 +187,51 @@ class _PlainCosts(dict[str, int]):
             return n
         last = block[cut:]
         n = self[ident] = self._with_comma[ident] - self._measure(last + ",\n") + self._measure(last + "\n")
+        return n
+
+
+class _RecordBlocks(dict[str, str]):
+    """Items' printed blocks by id, printed when first read (`TemplateModel._measure_records`).
+
+    A list measured by columns needs no printed item to know its costs; only the items a
+    prompt keeps are ever printed (a 1,000-field pack's prompt keeps a few dozen), and the
+    ones a render asks for are printed together (`fill`: one printer call)."""
+
+    __slots__ = ("_ascii", "_indent", "_rows", "_width")
+
+    def __init__(self, rows: dict[str, Any], width: int, indent: str, ascii_only: bool) -> None:
+        super().__init__()
+        # what prints the items, not the model (a shared cache keeps this mapping alive)
+        self._rows, self._width, self._indent, self._ascii = rows, width, indent, ascii_only
+
+    def fill(self, ids: Sequence[str]) -> None:
+        missing = list(dict.fromkeys(filterfalse(self.__contains__, ids)))
+        if missing:
+            rows = list(map(self._rows.__getitem__, missing))
+            self.update(zip(missing, print_items(self._dumps, self._width, self._indent, rows), strict=True))
+
+    def _dumps(self, values: list[Any]) -> str:
+        return dumps_indented(values, indent=self._width, ensure_ascii=self._ascii, json_values=True)
+
+    def __missing__(self, ident: str) -> str:
+        self.fill((ident,))
+        return self[ident]
+
+
+class _ShiftedCosts(dict[str, int]):
+    """Items' costs without their trailing comma when every item ends with the same line
+    (a flat object's closing brace): the cost with the comma plus one constant, per id as
+    read."""
+
+    __slots__ = ("_shift", "_with_comma")
+
+    def __init__(self, with_comma: dict[str, int], shift: int) -> None:
+        super().__init__()
+        self._with_comma = with_comma
+        self._shift = shift
+
+    def __missing__(self, ident: str) -> int:
+        n = self[ident] = self._with_comma[ident] + self._shift
         return n
 
 
@@ -717,11 +764,57 @@ class TemplateModel:
             ids, values = items.ids(), items.values()
         else:
             ids, values = [ident for ident, _ in items], [item for _, item in items]
+        records = self._measure_records(indent, ids, values)
+        if records is not None:
+            return records
         blocks = print_items(self._dumps_items, self._indent_width, indent, values)
         measures = self._measure_many([block + ",\n" for block in blocks], json_lines=True)
         printed = dict(zip(ids, blocks, strict=True))
         with_comma = dict(zip(ids, measures, strict=True))
         return printed, with_comma, _PlainCosts(printed, with_comma, self._measure)
+
+    def _measure_records(
+        self, indent: str, ids: list[str], values: list[Any]
+    ) -> tuple[dict[str, str], dict[str, int], dict[str, int]] | None:
+        """`_measure_items` for a list of flat objects (the same keys in the same order, each
+        value printed on its key's line), measured by columns: each key's values printed as
+        one list (``json.dumps(values, indent=1)`` puts each on its own line after one
+        space: the tail its item's line ends with) and each item's cost summed from cached
+        tail counts (`TiktokenCounter.measure_columns`). No item is printed until a prompt
+        keeps it. None when the list is anything else or the counter cannot (then the
+        items are printed and measured by lines)."""
+        measure_columns = getattr(self._counter, "measure_columns", None)
+        if measure_columns is None or not values or type(values[0]) is not dict or not values[0]:
+            return None
+        keys = tuple(values[0])
+        if set(map(type, values)) != {dict} or len(set(map(tuple, values))) != 1:
+            return None
+        columns: list[list[str]] = []
+        last = len(keys) - 1
+        for j, key in enumerate(keys):
+            text = self._dumps_column(list(map(itemgetter(key), values)))
+            if j == last:  # the last key's line has no comma (JSON strings hold no raw newline)
+                text = text.replace(",\n", "\n")
+            tails = text.split("\n")
+            if len(tails) != len(values) + 2:  # a value printed over several lines
+                return None
+            del tails[0], tails[-1]
+            if j != last:
+                tails[-1] += ","
+            columns.append(tails)
+        inner = indent + " " * self._indent_width
+        heads = [inner + json.dumps(key, ensure_ascii=self._ascii) + ":" for key in keys]
+        sums = measure_columns(heads, columns)
+        if sums is None:
+            return None
+        opening, closing, closing_last = self._measure_many([indent + "{\n", indent + "},\n", indent + "}\n"])
+        with_comma = dict(zip(ids, map(add, sums, repeat(opening + closing)), strict=True))
+        printed = _RecordBlocks(dict(zip(ids, values, strict=True)), self._indent_width, indent, self._ascii)
+        return printed, with_comma, _ShiftedCosts(with_comma, closing_last - closing)
+
+    def _dumps_column(self, values: list[Any]) -> str:
+        """One key's values as a list, one element per line after one space."""
+        return dumps_indented(values, indent=1, ensure_ascii=self._ascii, json_values=True)
 
     # ---- selection -> ordered ids per slot ----------------------------------------------
 
@@ -872,6 +965,8 @@ class TemplateModel:
                     out.append(hit[1])
                     continue
                 blocks = self._blocks[part.name]
+                if isinstance(blocks, _RecordBlocks):
+                    blocks.fill(kept)
                 indent = indentation(part.prefix)
                 text = (
                     part.prefix

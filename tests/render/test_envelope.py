@@ -194,12 +194,14 @@ def test_costs_without_the_trailing_comma_are_measured_when_read(counter) -> Non
     """Only a kept list's last item needs its cost without the comma: each item's, read
     in any order, is its block's measure with a newline."""
     _, m = model("seed_5x15x72x60", DEFAULT_LIMITS, counter=counter)
+    assert sum(map(len, m._comma_costs.values())) > 100
     for name, plain in m._plain_costs.items():
-        blocks = m._blocks[name]
+        blocks, ids = m._blocks[name], list(m._comma_costs[name])
         assert not dict.items(plain)  # nothing measured before it is read
-        for ident in reversed(list(blocks)):
-            assert plain[ident] == counter.measure(blocks[ident] + "\n")
-        assert dict.keys(plain) == blocks.keys()
+        for ident in reversed(ids):
+            text = blocks[ident] + "\n"
+            assert plain[ident] == (counter.count_whole(text) if counter.exact else counter.measure(text))
+        assert dict.keys(plain) == set(ids)
 
 
 # ---- the envelope printed entry by entry ---------------------------------------------------
@@ -298,3 +300,127 @@ def test_other_json_options_print_what_json_dumps_prints(indent: int, ascii_only
         expected = json.dumps(json.loads(plain.render(selection)), indent=indent, ensure_ascii=ascii_only)
         assert custom.render(selection) == expected
         assert custom.tokens(selection) == counter.count(expected)
+
+
+# ---- lists of flat objects, measured by columns ------------------------------------------
+
+_RECORD_TEXT = st.text(alphabet=list('ab_1 ":\\,/é中\n\u2028'), max_size=8)
+_RECORD_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _RECORD_TEXT
+    | st.sampled_from([[], {}])
+)
+
+
+def _custom_model(indent: int, ascii_only: bool, counter):
+    from policy_engine.render.template import shipped_template, template_from_document, thaw
+
+    doc = thaw(shipped_template("agent_envelope").doc)
+    doc["json"] = {"indent": indent, "ensure_ascii": ascii_only}
+    template = template_from_document(doc, "custom.template.json")
+    pools = load_pack_file(SHARED / "packs" / "small_2x4x10x8.json")
+    return build_prompt_model(
+        "agent_envelope", pools, idea=IDEA, knowledge=KNOWLEDGE, counter=counter, limits=DEFAULT_LIMITS, spec=template
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    keys=st.lists(_RECORD_TEXT, min_size=1, max_size=4, unique=True),
+    n=st.integers(1, 8),
+    data=st.data(),
+    width=st.integers(1, 4),
+    depth=st.integers(1, 3),
+    ascii_only=st.booleans(),
+    encoding=st.sampled_from(["cl100k_base", "o200k_base"]),
+)
+def test_flat_objects_measured_by_columns_cost_what_their_printed_items_cost(
+    keys: list[str], n: int, data: st.DataObject, width: int, depth: int, ascii_only: bool, encoding: str
+) -> None:
+    """A list of objects with the same keys and one-line values is measured without
+    printing its items: each item's cost with and without its comma equals a whole count
+    of the item as ``json.dumps`` prints it at the slot's indentation, and the item a
+    prompt asks for is printed exactly so. Keys the head cut cannot take whole (escapes)
+    fall back to printing, never to a wrong cost."""
+    from policy_engine.tokens.counter import TiktokenCounter
+
+    counter = TiktokenCounter(encoding)
+    m = _custom_model(width, ascii_only, counter)
+    rows = [{key: data.draw(_RECORD_SCALARS) for key in keys} for _ in range(n)]
+    ids = [f"r{i}" for i in range(n)]
+    indent = " " * (width * depth)
+    measured = m._measure_records(indent, ids, rows)
+    simple = all(json.dumps(key, ensure_ascii=ascii_only) == f'"{key}"' for key in keys)
+    if not simple:
+        assert measured is None
+        return
+    assert measured is not None
+    blocks, with_comma, plain = measured
+    assert not dict.items(blocks)  # nothing printed before a prompt asks
+    for ident, row in zip(ids, rows, strict=True):
+        block = "\n".join(indent + line for line in json.dumps(row, indent=width, ensure_ascii=ascii_only).split("\n"))
+        assert with_comma[ident] == counter.count_whole(block + ",\n")
+        assert plain[ident] == counter.count_whole(block + "\n")
+        assert blocks[ident] == block
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"a": 1, "b": [1]}, {"a": 2, "b": []}],  # a value printed over several lines
+        [{"a": 1, "b": 2}, {"b": 2, "a": 1}],  # another key order
+        [{"a": 1}, {"a": 1, "b": 2}],  # another key set
+        [{"a": 1}, "a"],  # not an object
+        [{}, {}],  # no key: no line to measure by
+        [],
+    ],
+    ids=["nested", "order", "keys", "scalar", "empty-objects", "no-items"],
+)
+def test_lists_that_are_not_flat_objects_are_printed_and_measured_by_lines(rows: list) -> None:
+    _, m = model("small_2x4x10x8", DEFAULT_LIMITS)
+    assert m._measure_records("      ", [str(i) for i in range(len(rows))], rows) is None
+    blocks, with_comma, _ = m._measure_items("      ", [(str(i), row) for i, row in enumerate(rows)])
+    assert dict.keys(blocks) == with_comma.keys() == {str(i) for i in range(len(rows))}
+    for ident, row in enumerate(rows):
+        block = "\n".join("      " + line for line in json.dumps(row, indent=2, ensure_ascii=False).split("\n"))
+        assert blocks[str(ident)] == block
+        assert with_comma[str(ident)] == CL100K.count_whole(block + ",\n")
+
+
+def test_a_duplicate_id_keeps_its_last_item_as_printing_did() -> None:
+    _, m = model("small_2x4x10x8", DEFAULT_LIMITS)
+    rows = [{"id": "x", "n": 1}, {"id": "x", "n": 22222}]
+    by_columns = m._measure_records("    ", ["x", "x"], rows)
+    by_lines = print_items(lambda v: json.dumps(v, indent=2, ensure_ascii=False), 2, "    ", rows)
+    assert by_columns is not None
+    assert by_columns[0]["x"] == by_lines[1]
+    assert by_columns[1]["x"] == CL100K.count_whole(by_lines[1] + ",\n")
+
+
+def test_the_rough_counter_measures_flat_objects_by_printing() -> None:
+    _, m = model("small_2x4x10x8", DEFAULT_LIMITS, counter=COUNTERS[2])
+    assert m._measure_records("    ", ["a"], [{"id": "a"}]) is None
+
+
+@pytest.mark.parametrize("pack", ["small_2x4x10x8", "seed_5x15x72x60", "large_8x30x400x120"])
+def test_the_pack_lists_are_measured_by_columns_and_render_alike(pack: str, monkeypatch) -> None:
+    """The shared packs' candidate lists take the column path (it is not dead code), and a
+    model that prints every item instead renders and prices every selection alike."""
+    from policy_engine.render import envelope
+    from policy_engine.tokens.counter import TiktokenCounter
+
+    counter = TiktokenCounter("o200k_base")
+    pools, by_columns = model(pack, DEFAULT_LIMITS, counter=counter)
+    assert isinstance(by_columns._blocks["fields"], envelope._RecordBlocks)
+    monkeypatch.setattr(envelope.TemplateModel, "_measure_records", lambda self, indent, ids, values: None)
+    _, by_lines = model(pack, DEFAULT_LIMITS, counter=TiktokenCounter("o200k_base"))
+    assert not isinstance(by_lines._blocks["fields"], envelope._RecordBlocks)
+    rng = random.Random(pack)
+    for keep in (1.0, 0.9, 0.5, 0.1, 0.0):
+        selection = {name: tuple(c.id for c in items if rng.random() < keep) for name, items in pools.pools.items()}
+        text = by_lines.render(selection)
+        assert by_columns.render(selection) == text
+        assert by_columns.tokens(selection) == by_lines.tokens(selection) == counter.count_whole(text)

@@ -3,6 +3,7 @@ count of the whole text: the lemma the evaluator's final count rests on."""
 
 from __future__ import annotations
 
+import json
 from unittest import mock
 
 import pytest
@@ -644,3 +645,99 @@ def test_one_line_texts_and_texts_that_only_look_so(json_lines: bool) -> None:
     tricky = ["", '  "a",\n  "b",\n', *[f'  "c{i}",\n' for i in range(18)]]
     counter = _fresh("o200k_base")
     assert counter.measure_many(tricky, json_lines=json_lines) == [counter.count_whole(t) for t in tricky]
+
+
+# ---- measuring a list of flat objects by columns -----------------------------------------
+
+#: keys and string values aimed at the head's cut: quotes, escapes, the `": ` a key line
+#: holds, spaces, underscores (word pieces), non-ASCII, the slash o200k's punctuation takes
+_COLUMN_TEXT = st.text(alphabet=list('ab_1 ":\\,/é中\n\t'), max_size=8)
+_COLUMN_VALUES = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _COLUMN_TEXT
+    | st.sampled_from([[], {}])
+)
+
+
+def _column_tails(values: list, last: bool) -> list[str]:
+    """What `TemplateModel._measure_records` passes: each value after one space, with the
+    comma an object's lines but its last carry."""
+    return [" " + json.dumps(v, ensure_ascii=False) + ("" if last else ",") for v in values]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    keys=st.lists(_COLUMN_TEXT, min_size=1, max_size=4, unique=True),
+    rows=st.integers(1, 12),
+    data=st.data(),
+    depth=st.integers(1, 6),
+    encoding=st.sampled_from(ENCODINGS),
+)
+def test_columns_of_flat_objects_cost_what_their_lines_cost(
+    keys: list[str], rows: int, data: st.DataObject, depth: int, encoding: str
+) -> None:
+    """Each row's sum is the whole count of its lines, each counted alone with its newline;
+    a key the head pattern does not take whole (an escape in it) gives None, never a
+    wrong sum."""
+    indent = " " * depth
+    heads = [indent + json.dumps(key, ensure_ascii=False) + ":" for key in keys]
+    values = [data.draw(st.lists(_COLUMN_VALUES, min_size=rows, max_size=rows)) for _ in keys]
+    columns = [_column_tails(column, j == len(keys) - 1) for j, column in enumerate(values)]
+    fresh = TiktokenCounter(encoding)
+    sums = fresh.measure_columns(heads, columns)
+    if any("\\" in head or '"' in json.loads(head[depth:-1]) for head in heads):
+        assert sums is None
+        return
+    assert sums is not None
+    whole = [
+        sum(fresh.count_whole(head + column[i] + "\n") for head, column in zip(heads, columns, strict=True))
+        for i in range(rows)
+    ]
+    assert sums == whole
+
+
+def test_columns_of_many_new_tails_are_counted_in_a_few_encodes(counter: TiktokenCounter) -> None:
+    """A thousand objects' new tails (identifiers made of a few words) share one encode of
+    their word pieces: no encode per tail or per line."""
+    ids = [f"fnd{i % 7}_{['capx', 'eps', 'rev'][i % 3]}_q{i % 11}_{i}" for i in range(1000)]
+    heads = ['    "id":', '    "dataset_id":', '    "score":']
+    columns = [
+        _column_tails(ids, False),
+        _column_tails([f"fundamental{i % 5}" for i in range(1000)], False),
+        _column_tails([round(0.5 + i / 3000, 4) for i in range(1000)], True),
+    ]
+    fresh = TiktokenCounter(counter.encoding_name)
+    calls: list[str] = []
+    real = fresh._encode
+    fresh._encode = lambda text: calls.append(text) or real(text)  # type: ignore[method-assign]
+    sums = fresh.measure_columns(heads, columns)
+    assert len(calls) <= 3, len(calls)
+    assert sums is not None
+    for i in (0, 1, 499, 999):
+        assert sums[i] == sum(counter.count_whole(h + c[i] + "\n") for h, c in zip(heads, columns, strict=True))
+
+
+def test_columns_are_refused_where_lines_do_not_add_up_by_heads() -> None:
+    """The r50k family joins a newline with the next line's indentation: no heads there
+    (its BPE file is not shipped offline, so an o200k counter is given its boundary rule)."""
+    r50k_like = TiktokenCounter("o200k_base")
+    r50k_like._boundary = boundary_pattern("r50k_base")
+    assert r50k_like.measure_columns(['  "a":'], [[" 1"]]) is None
+    o200k = TiktokenCounter("o200k_base")
+    assert o200k.measure_columns([], []) is None
+    assert o200k.measure_columns(['  "a":', '  "b":'], [[" 1,"]]) is None  # a head without its column
+
+
+def test_a_text_of_many_new_lines_is_counted_in_a_few_encodes(counter: TiktokenCounter) -> None:
+    """`count` of a block whose lines were never counted (a kept list measured by columns,
+    then rendered) counts them together: one batch, not one encode per line."""
+    text = "".join(f'    {{\n      "id": "f_{i}_x",\n      "n": {i}\n    }},\n' for i in range(60))
+    fresh = TiktokenCounter(counter.encoding_name)
+    calls: list[str] = []
+    real = fresh._encode
+    fresh._encode = lambda t: calls.append(t) or real(t)  # type: ignore[method-assign]
+    assert fresh.count(text) == counter.count_whole(text)
+    assert len(calls) <= 4, len(calls)
