@@ -235,6 +235,25 @@ class _ShiftedCosts(dict[str, int]):
         return n
 
 
+class _LinePlainCosts(dict[str, int]):
+    """Costs without the trailing comma of one-line items (a lane's ids), by id, computed
+    when first read from the cost with it (`TiktokenCounter.measure_without_comma`): the
+    last id a list keeps changes with every rung, and neither printing it nor encoding its
+    line is needed."""
+
+    __slots__ = ("_lines", "_with_comma", "_without")
+
+    def __init__(self, lines: dict[str, str], with_comma: dict[str, int], without: Callable[[str, int], int]) -> None:
+        super().__init__()
+        self._lines = lines  # each item's line with its comma
+        self._with_comma = with_comma
+        self._without = without
+
+    def __missing__(self, ident: str) -> int:
+        n = self[ident] = self._without(self._lines[ident][:-1], self._with_comma[ident])
+        return n
+
+
 @dataclass(frozen=True, slots=True)
 class _Slot:
     name: str
@@ -776,32 +795,41 @@ class TemplateModel:
     def _measure_records(
         self, indent: str, ids: list[str], values: list[Any]
     ) -> tuple[dict[str, str], dict[str, int], dict[str, int]] | None:
-        """`_measure_items` for a list of flat objects (the same keys in the same order, each
-        value printed on its key's line), measured by columns: each key's values printed as
-        one list (``json.dumps(values, indent=1)`` puts each on its own line after one
-        space: the tail its item's line ends with) and each item's cost summed from cached
-        tail counts (`TiktokenCounter.measure_columns`). No item is printed until a prompt
-        keeps it. None when the list is anything else or the counter cannot (then the
-        items are printed and measured by lines)."""
+        """`_measure_items` without printing the items, for a list of flat objects (the
+        same keys in the same order, each value printed on its key's line) or of one-line
+        values (a lane's ids), measured by columns: each key's values printed as one list
+        (``json.dumps(values, indent=1)`` puts each on its own line after one space: the
+        tail its item's line ends with) and each item's cost summed from cached tail counts
+        (`TiktokenCounter.measure_columns`). A one-line value's head is the items'
+        indentation but its last space. No item is printed until a prompt keeps it. None
+        when the list is anything else or the counter cannot (then the items are printed
+        and measured by lines)."""
         measure_columns = getattr(self._counter, "measure_columns", None)
-        if measure_columns is None or not values or type(values[0]) is not dict or not values[0]:
+        if measure_columns is None or not values or not indent:
             return None
+        printed = _RecordBlocks(dict(zip(ids, values, strict=True)), self._indent_width, indent, self._ascii)
+        if type(values[0]) is not dict or not values[0]:
+            head = indent[:-1]
+            tails = self._column_tails(values, commas=True)
+            sums = measure_columns([head], [tails]) if tails is not None else None
+            if tails is None or sums is None:
+                return None
+            with_comma = dict(zip(ids, sums, strict=True))
+            without = getattr(self._counter, "measure_without_comma", None)
+            if without is None:
+                return printed, with_comma, _PlainCosts(printed, with_comma, self._measure)
+            lines = dict(zip(ids, map(add, repeat(head), tails), strict=True))
+            return printed, with_comma, _LinePlainCosts(lines, with_comma, without)
         keys = tuple(values[0])
         if set(map(type, values)) != {dict} or len(set(map(tuple, values))) != 1:
             return None
-        columns: list[list[str]] = []
-        last = len(keys) - 1
+        columns = []
         for j, key in enumerate(keys):
-            text = self._dumps_column(list(map(itemgetter(key), values)))
-            if j == last:  # the last key's line has no comma (JSON strings hold no raw newline)
-                text = text.replace(",\n", "\n")
-            tails = text.split("\n")
-            if len(tails) != len(values) + 2:  # a value printed over several lines
+            # an object's lines but its last end with a comma
+            column = self._column_tails(list(map(itemgetter(key), values)), commas=j < len(keys) - 1)
+            if column is None:
                 return None
-            del tails[0], tails[-1]
-            if j != last:
-                tails[-1] += ","
-            columns.append(tails)
+            columns.append(column)
         inner = indent + " " * self._indent_width
         heads = [inner + json.dumps(key, ensure_ascii=self._ascii) + ":" for key in keys]
         sums = measure_columns(heads, columns)
@@ -809,12 +837,21 @@ class TemplateModel:
             return None
         opening, closing, closing_last = self._measure_many([indent + "{\n", indent + "},\n", indent + "}\n"])
         with_comma = dict(zip(ids, map(add, sums, repeat(opening + closing)), strict=True))
-        printed = _RecordBlocks(dict(zip(ids, values, strict=True)), self._indent_width, indent, self._ascii)
         return printed, with_comma, _ShiftedCosts(with_comma, closing_last - closing)
 
-    def _dumps_column(self, values: list[Any]) -> str:
-        """One key's values as a list, one element per line after one space."""
-        return dumps_indented(values, indent=1, ensure_ascii=self._ascii, json_values=True)
+    def _column_tails(self, values: list[Any], *, commas: bool) -> list[str] | None:
+        """Each value as its line's tail (a space, the value, a comma if ``commas``), or None
+        when one is printed over several lines (a non-empty list or object)."""
+        text = dumps_indented(values, indent=1, ensure_ascii=self._ascii, json_values=True)
+        if not commas:  # JSON strings hold no raw newline: each ",\n" ends an element
+            text = text.replace(",\n", "\n")
+        tails = text.split("\n")
+        if len(tails) != len(values) + 2:
+            return None
+        del tails[0], tails[-1]
+        if commas:
+            tails[-1] += ","
+        return tails
 
     # ---- selection -> ordered ids per slot ----------------------------------------------
 

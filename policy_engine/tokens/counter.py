@@ -224,20 +224,27 @@ class TiktokenCounter:
     def _count_line(self, line: str) -> int:
         """What `_lines` counts a line it has not met by: the line with its newline encoded,
         or, when the same line with a trailing comma was counted (the last item a list keeps,
-        printed without its comma), that count adjusted by the end the comma joins
-        (`compose.comma_end`), with no encode of the line."""
-        if self._boundary is _SPACED:
-            with_comma = self._lines.get(line + ",")
-            if with_comma is not None:
-                end = comma_end(line)
-                if end is not None:
-                    delta = self._comma_deltas.get(end)
-                    if delta is None:
-                        if len(self._comma_deltas) >= _COMMA_DELTAS_MAX:
-                            self._comma_deltas.clear()
-                        delta = self._comma_deltas[end] = len(self._encode(end + "\n")) - len(self._encode(end + ",\n"))
-                    return with_comma + delta
+        printed without its comma), that count adjusted by the end the comma joins."""
+        with_comma = self._lines.get(line + ",")
+        if with_comma is not None:
+            return self.measure_without_comma(line, with_comma)
         return len(self._encode(line + "\n"))
+
+    def measure_without_comma(self, line: str, with_comma: int) -> int:
+        """count(line + "\n"), given that count(line + ",\n") is ``with_comma`` (``line``
+        holds no newline): the last item a list keeps is printed without its comma, and its
+        count follows from the one with it by the end the comma joins (`compose.comma_end`;
+        each end's delta is encoded once per counter), with no encode of the line. A line
+        the rule does not cover is encoded."""
+        end = comma_end(line) if self._boundary is _SPACED else None
+        if end is None:
+            return len(self._encode(line + "\n"))
+        delta = self._comma_deltas.get(end)
+        if delta is None:
+            if len(self._comma_deltas) >= _COMMA_DELTAS_MAX:
+                self._comma_deltas.clear()
+            delta = self._comma_deltas[end] = len(self._encode(end + "\n")) - len(self._encode(end + ",\n"))
+        return with_comma + delta
 
     def count(self, text: str) -> int:
         pieces = self._pieces

@@ -373,11 +373,11 @@ def test_flat_objects_measured_by_columns_cost_what_their_printed_items_cost(
         [{"a": 1, "b": [1]}, {"a": 2, "b": []}],  # a value printed over several lines
         [{"a": 1, "b": 2}, {"b": 2, "a": 1}],  # another key order
         [{"a": 1}, {"a": 1, "b": 2}],  # another key set
-        [{"a": 1}, "a"],  # not an object
-        [{}, {}],  # no key: no line to measure by
+        [{"a": 1}, "a"],  # an object among one-line values
+        ["a", [1, 2]],  # a list among them
         [],
     ],
-    ids=["nested", "order", "keys", "scalar", "empty-objects", "no-items"],
+    ids=["nested", "order", "keys", "object-and-scalar", "scalar-and-list", "no-items"],
 )
 def test_lists_that_are_not_flat_objects_are_printed_and_measured_by_lines(rows: list) -> None:
     _, m = model("small_2x4x10x8", DEFAULT_LIMITS)
@@ -398,6 +398,35 @@ def test_a_duplicate_id_keeps_its_last_item_as_printing_did() -> None:
     assert by_columns is not None
     assert by_columns[0]["x"] == by_lines[1]
     assert by_columns[1]["x"] == CL100K.count_whole(by_lines[1] + ",\n")
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    values=st.lists(_RECORD_SCALARS, min_size=1, max_size=10),
+    width=st.integers(1, 4),
+    depth=st.integers(1, 3),
+    ascii_only=st.booleans(),
+    encoding=st.sampled_from(["cl100k_base", "o200k_base"]),
+)
+def test_one_line_values_measured_as_one_column_cost_what_their_lines_cost(
+    values: list, width: int, depth: int, ascii_only: bool, encoding: str
+) -> None:
+    """A list of one-line values (a lane's ids; empty lists and objects print on one line
+    too) is one column whose head is the items' indentation but its last space."""
+    from policy_engine.tokens.counter import TiktokenCounter
+
+    counter = TiktokenCounter(encoding)
+    m = _custom_model(width, ascii_only, counter)
+    ids = [f"v{i}" for i in range(len(values))]
+    indent = " " * (width * depth)
+    measured = m._measure_records(indent, ids, values)
+    assert measured is not None
+    blocks, with_comma, plain = measured
+    for ident, value in zip(ids, values, strict=True):
+        line = indent + json.dumps(value, ensure_ascii=ascii_only)
+        assert with_comma[ident] == counter.count_whole(line + ",\n")
+        assert plain[ident] == counter.count_whole(line + "\n")
+        assert blocks[ident] == line
 
 
 def test_the_rough_counter_measures_flat_objects_by_printing() -> None:
