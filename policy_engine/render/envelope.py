@@ -190,6 +190,13 @@ class _PlainCosts(dict[str, int]):
         return n
 
 
+#: shorter lists are printed and measured by lines, not by columns (`TemplateModel._measure_records`):
+#: a prompt keeps most of a short list, and its final count then learns those lines anyway.
+#: Measured in instructions of a cold decision, by columns against by lines: a 72-field pack
+#: +3.5%, 150 fields even, 300 fields -5%, 1,000 fields -15%
+_COLUMNS_MIN_ITEMS = 128
+
+
 class _RecordBlocks(dict[str, str]):
     """Items' printed blocks by id, printed when first read (`TemplateModel._measure_records`).
 
@@ -783,7 +790,7 @@ class TemplateModel:
             ids, values = items.ids(), items.values()
         else:
             ids, values = [ident for ident, _ in items], [item for _, item in items]
-        records = self._measure_records(indent, ids, values)
+        records = self._measure_records(indent, ids, values) if len(values) >= _COLUMNS_MIN_ITEMS else None
         if records is not None:
             return records
         blocks = print_items(self._dumps_items, self._indent_width, indent, values)
@@ -811,10 +818,10 @@ class TemplateModel:
         if type(values[0]) is not dict or not values[0]:
             head = indent[:-1]
             tails = self._column_tails(values, commas=True)
-            sums = measure_columns([head], [tails]) if tails is not None else None
-            if tails is None or sums is None:
+            measured = measure_columns([head], [tails]) if tails is not None else None
+            if tails is None or measured is None:
                 return None
-            with_comma = dict(zip(ids, sums, strict=True))
+            with_comma = dict(zip(ids, measured[0], strict=True))
             without = getattr(self._counter, "measure_without_comma", None)
             if without is None:
                 return printed, with_comma, _PlainCosts(printed, with_comma, self._measure)
@@ -832,10 +839,10 @@ class TemplateModel:
             columns.append(column)
         inner = indent + " " * self._indent_width
         heads = [inner + json.dumps(key, ensure_ascii=self._ascii) + ":" for key in keys]
-        sums = measure_columns(heads, columns)
-        if sums is None:
+        measured = measure_columns(heads, columns, [indent + "{\n", indent + "},\n", indent + "}\n"])
+        if measured is None:
             return None
-        opening, closing, closing_last = self._measure_many([indent + "{\n", indent + "},\n", indent + "}\n"])
+        sums, (opening, closing, closing_last) = measured
         with_comma = dict(zip(ids, map(add, sums, repeat(opening + closing)), strict=True))
         return printed, with_comma, _ShiftedCosts(with_comma, closing_last - closing)
 

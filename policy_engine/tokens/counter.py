@@ -307,9 +307,13 @@ class TiktokenCounter:
             return [next(counted) if n is None else n for n in known]
         return self._measure_new(texts, json_lines)
 
-    def measure_columns(self, heads: Sequence[str], columns: Sequence[Sequence[str]]) -> list[int] | None:
+    def measure_columns(
+        self, heads: Sequence[str], columns: Sequence[Sequence[str]], lines: Sequence[str] = ()
+    ) -> tuple[list[int], list[int]] | None:
         """Per row ``i``, the sum over columns ``j`` of count(heads[j] + columns[j][i] + "\n"),
-        or None when this counter cannot add lines up that way (the caller counts the lines).
+        and the count of each of ``lines`` (more printed lines of the list, such as its items'
+        braces, each with its newline, learned in the same batch); or None when this
+        counter cannot add lines up that way (the caller counts the lines).
 
         Why: a list of flat JSON objects (the pack's fields) prints one line per key and item,
         ``"key": value`` after the items' indentation, so its lines are a few heads (the
@@ -327,18 +331,24 @@ class TiktokenCounter:
         cut_heads, _ = heads_and_tails([head + " 0" for head in heads])
         if cut_heads != list(heads):  # a key the head pattern does not take whole (an escape)
             return None
+        if any(not line.endswith("\n") or "\n" in line[:-1] for line in lines):
+            return None
+        line_heads, line_tails = heads_and_tails([line[:-1] for line in lines])
         tail_counts, head_counts = self._tails, self._pieces
-        fresh_tails = list(filterfalse(tail_counts.__contains__, dict.fromkeys(chain.from_iterable(columns))))
-        fresh_heads = list(filterfalse(head_counts.__contains__, dict.fromkeys(heads)))
+        fresh_tails = list(
+            filterfalse(tail_counts.__contains__, dict.fromkeys(chain(chain.from_iterable(columns), line_tails)))
+        )
+        fresh_heads = list(filterfalse(head_counts.__contains__, dict.fromkeys([*heads, *line_heads])))
         if len(fresh_tails) + len(fresh_heads) >= _BATCH_MIN_LINES:
-            longest = max(max(map(len, fresh_tails), default=0), max(map(len, heads)))
+            longest = max(max(map(len, fresh_tails), default=0), max(map(len, heads)), max(map(len, lines), default=0))
             # if the batch cannot be cut into lines, the lookups below count each one alone
             self._learn_tails_and_heads(fresh_tails, fresh_heads, longest)
         sums = list(map(tail_counts.__getitem__, columns[0]))
         for column in columns[1:]:
             sums = list(map(add, sums, map(tail_counts.__getitem__, column)))
         fixed = sum(map(head_counts.__getitem__, heads))
-        return list(map(add, sums, repeat(fixed)))
+        line_counts = list(map(add, map(head_counts.__getitem__, line_heads), map(tail_counts.__getitem__, line_tails)))
+        return list(map(add, sums, repeat(fixed))), line_counts
 
     def _measure_new(self, texts: Sequence[str], json_lines: bool) -> list[int]:
         joined = "".join(texts)

@@ -429,6 +429,15 @@ def test_one_line_values_measured_as_one_column_cost_what_their_lines_cost(
         assert blocks[ident] == line
 
 
+def test_short_lists_are_measured_by_lines_long_ones_by_columns() -> None:
+    from policy_engine.render import envelope
+
+    pools, m = model("large_8x30x400x120", DEFAULT_LIMITS)
+    assert len(pools.pools["fields"]) >= envelope._COLUMNS_MIN_ITEMS > len(pools.pools["datasets"])
+    assert isinstance(m._blocks["fields"], envelope._RecordBlocks)
+    assert not isinstance(m._blocks["datasets"], envelope._RecordBlocks)
+
+
 def test_the_rough_counter_measures_flat_objects_by_printing() -> None:
     _, m = model("small_2x4x10x8", DEFAULT_LIMITS, counter=COUNTERS[2])
     assert m._measure_records("    ", ["a"], [{"id": "a"}]) is None
@@ -442,6 +451,7 @@ def test_the_pack_lists_are_measured_by_columns_and_render_alike(pack: str, monk
     from policy_engine.tokens.counter import TiktokenCounter
 
     counter = TiktokenCounter("o200k_base")
+    monkeypatch.setattr(envelope, "_COLUMNS_MIN_ITEMS", 1)  # the small packs' lists too
     pools, by_columns = model(pack, DEFAULT_LIMITS, counter=counter)
     assert isinstance(by_columns._blocks["fields"], envelope._RecordBlocks)
     monkeypatch.setattr(envelope.TemplateModel, "_measure_records", lambda self, indent, ids, values: None)

@@ -687,11 +687,14 @@ def test_columns_of_flat_objects_cost_what_their_lines_cost(
     values = [data.draw(st.lists(_COLUMN_VALUES, min_size=rows, max_size=rows)) for _ in keys]
     columns = [_column_tails(column, j == len(keys) - 1) for j, column in enumerate(values)]
     fresh = TiktokenCounter(encoding)
-    sums = fresh.measure_columns(heads, columns)
+    braces = [indent[:-1] + "{\n", indent[:-1] + "},\n"] if depth > 1 else []
+    measured = fresh.measure_columns(heads, columns, braces)
     if any("\\" in head or '"' in json.loads(head[depth:-1]) for head in heads):
-        assert sums is None
+        assert measured is None
         return
-    assert sums is not None
+    assert measured is not None
+    sums, brace_counts = measured
+    assert brace_counts == [fresh.count_whole(line) for line in braces]
     whole = [
         sum(fresh.count_whole(head + column[i] + "\n") for head, column in zip(heads, columns, strict=True))
         for i in range(rows)
@@ -713,9 +716,10 @@ def test_columns_of_many_new_tails_are_counted_in_a_few_encodes(counter: Tiktoke
     calls: list[str] = []
     real = fresh._encode
     fresh._encode = lambda text: calls.append(text) or real(text)  # type: ignore[method-assign]
-    sums = fresh.measure_columns(heads, columns)
+    measured = fresh.measure_columns(heads, columns)
     assert len(calls) <= 3, len(calls)
-    assert sums is not None
+    assert measured is not None
+    sums = measured[0]
     for i in (0, 1, 499, 999):
         assert sums[i] == sum(counter.count_whole(h + c[i] + "\n") for h, c in zip(heads, columns, strict=True))
 
@@ -729,6 +733,7 @@ def test_columns_are_refused_where_lines_do_not_add_up_by_heads() -> None:
     o200k = TiktokenCounter("o200k_base")
     assert o200k.measure_columns([], []) is None
     assert o200k.measure_columns(['  "a":', '  "b":'], [[" 1,"]]) is None  # a head without its column
+    assert o200k.measure_columns(['  "a":'], [[" 1"]], ["  }"]) is None  # a line without its newline
 
 
 def test_a_text_of_many_new_lines_is_counted_in_a_few_encodes(counter: TiktokenCounter) -> None:
