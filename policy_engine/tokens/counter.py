@@ -333,7 +333,7 @@ class TiktokenCounter:
             return None
         if any(not line.endswith("\n") or "\n" in line[:-1] for line in lines):
             return None
-        line_heads, line_tails = heads_and_tails([line[:-1] for line in lines])
+        line_heads, line_tails = heads_and_tails([line[:-1] for line in lines]) if lines else ([], [])
         tail_counts, head_counts = self._tails, self._pieces
         fresh_tails = list(
             filterfalse(tail_counts.__contains__, dict.fromkeys(chain(chain.from_iterable(columns), line_tails)))
