@@ -290,10 +290,15 @@ def issue_table(args: argparse.Namespace, repeats: int, out: dict[str, Any]) -> 
                 )
             return time.perf_counter() - t0
 
-        # best of three: the VM's speed swings by a third between runs a second apart
+        # best of three each, the two alternating: the VM's speed swings by a third between
+        # runs a second apart (three of one and then three of the other put a swing between
+        # them into the speedup)
         corpus_run(1)
-        one = min(corpus_run(1) for _ in range(3))
-        two = min(corpus_run(2) for _ in range(3))
+        ones, twos = [], []
+        for _ in range(3):
+            ones.append(corpus_run(1))
+            twos.append(corpus_run(2))
+        one, two = min(ones), min(twos)
         rows["corpus"] = {
             "packs": n,
             "packs_per_s_jobs1": n / one,
