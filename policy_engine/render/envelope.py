@@ -20,7 +20,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import filterfalse, repeat
+from itertools import repeat
 from operator import add, is_, itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -198,31 +198,30 @@ _COLUMNS_MIN_ITEMS = 128
 
 
 class _RecordBlocks(dict[str, str]):
-    """Items' printed blocks by id, printed when first read (`TemplateModel._measure_records`).
+    """Items' printed blocks by id, built when first read from the lines their columns were
+    measured by (`TemplateModel._measure_records`): a line is its key's head and the value's
+    tail, as ``json.dumps`` prints a flat object (``{``, a ``"key": value`` line per key, the
+    last without its comma, ``}``) or a one-line value (its line less the comma). Only the
+    items a prompt keeps are ever built, and nothing of the pack's own values is kept (a
+    shared cache holds this mapping)."""
 
-    A list measured by columns needs no printed item to know its costs; only the items a
-    prompt keeps are ever printed (a 1,000-field pack's prompt keeps a few dozen), and the
-    ones a render asks for are printed together (`fill`: one printer call)."""
+    __slots__ = ("_braces", "_columns", "_heads", "_ids", "_indent", "_index")
 
-    __slots__ = ("_ascii", "_indent", "_rows", "_width")
-
-    def __init__(self, rows: dict[str, Any], width: int, indent: str, ascii_only: bool) -> None:
+    def __init__(self, ids: list[str], heads: list[str], columns: list[list[str]], indent: str, braces: bool) -> None:
         super().__init__()
-        # what prints the items, not the model (a shared cache keeps this mapping alive)
-        self._rows, self._width, self._indent, self._ascii = rows, width, indent, ascii_only
-
-    def fill(self, ids: Sequence[str]) -> None:
-        missing = list(dict.fromkeys(filterfalse(self.__contains__, ids)))
-        if missing:
-            rows = list(map(self._rows.__getitem__, missing))
-            self.update(zip(missing, print_items(self._dumps, self._width, self._indent, rows), strict=True))
-
-    def _dumps(self, values: list[Any]) -> str:
-        return dumps_indented(values, indent=self._width, ensure_ascii=self._ascii, json_values=True)
+        self._ids, self._heads, self._columns, self._indent, self._braces = ids, heads, columns, indent, braces
+        self._index: dict[str, int] | None = None
 
     def __missing__(self, ident: str) -> str:
-        self.fill((ident,))
-        return self[ident]
+        if self._index is None:  # a repeated id is its last item, as a dict of the items keeps it
+            self._index = dict(zip(self._ids, range(len(self._ids)), strict=True))
+        row = self._index[ident]
+        lines = [head + column[row] for head, column in zip(self._heads, self._columns, strict=True)]
+        if not self._braces:
+            block = self[ident] = lines[0][:-1]
+            return block
+        block = self[ident] = self._indent + "{\n" + "\n".join(lines) + "\n" + self._indent + "}"
+        return block
 
 
 class _ShiftedCosts(dict[str, int]):
@@ -245,19 +244,18 @@ class _ShiftedCosts(dict[str, int]):
 class _LinePlainCosts(dict[str, int]):
     """Costs without the trailing comma of one-line items (a lane's ids), by id, computed
     when first read from the cost with it (`TiktokenCounter.measure_without_comma`): the
-    last id a list keeps changes with every rung, and neither printing it nor encoding its
-    line is needed."""
+    last id a list keeps changes with every rung, and its line need not be encoded."""
 
-    __slots__ = ("_lines", "_with_comma", "_without")
+    __slots__ = ("_blocks", "_with_comma", "_without")
 
-    def __init__(self, lines: dict[str, str], with_comma: dict[str, int], without: Callable[[str, int], int]) -> None:
+    def __init__(self, blocks: dict[str, str], with_comma: dict[str, int], without: Callable[[str, int], int]) -> None:
         super().__init__()
-        self._lines = lines  # each item's line with its comma
+        self._blocks = blocks  # each item's line without its comma
         self._with_comma = with_comma
         self._without = without
 
     def __missing__(self, ident: str) -> int:
-        n = self[ident] = self._without(self._lines[ident][:-1], self._with_comma[ident])
+        n = self[ident] = self._without(self._blocks[ident], self._with_comma[ident])
         return n
 
 
@@ -814,19 +812,18 @@ class TemplateModel:
         measure_columns = getattr(self._counter, "measure_columns", None)
         if measure_columns is None or not values or not indent:
             return None
-        printed = _RecordBlocks(dict(zip(ids, values, strict=True)), self._indent_width, indent, self._ascii)
         if type(values[0]) is not dict or not values[0]:
-            head = indent[:-1]
+            heads = [indent[:-1]]
             tails = self._column_tails(values, commas=True)
-            measured = measure_columns([head], [tails]) if tails is not None else None
+            measured = measure_columns(heads, [tails]) if tails is not None else None
             if tails is None or measured is None:
                 return None
+            printed = _RecordBlocks(ids, heads, [tails], indent, braces=False)
             with_comma = dict(zip(ids, measured[0], strict=True))
             without = getattr(self._counter, "measure_without_comma", None)
             if without is None:
                 return printed, with_comma, _PlainCosts(printed, with_comma, self._measure)
-            lines = dict(zip(ids, map(add, repeat(head), tails), strict=True))
-            return printed, with_comma, _LinePlainCosts(lines, with_comma, without)
+            return printed, with_comma, _LinePlainCosts(printed, with_comma, without)
         keys = tuple(values[0])
         if set(map(type, values)) != {dict} or len(set(map(tuple, values))) != 1:
             return None
@@ -844,6 +841,7 @@ class TemplateModel:
             return None
         sums, (opening, closing, closing_last) = measured
         with_comma = dict(zip(ids, map(add, sums, repeat(opening + closing)), strict=True))
+        printed = _RecordBlocks(ids, heads, columns, indent, braces=True)
         return printed, with_comma, _ShiftedCosts(with_comma, closing_last - closing)
 
     def _column_tails(self, values: list[Any], *, commas: bool) -> list[str] | None:
@@ -1009,8 +1007,6 @@ class TemplateModel:
                     out.append(hit[1])
                     continue
                 blocks = self._blocks[part.name]
-                if isinstance(blocks, _RecordBlocks):
-                    blocks.fill(kept)
                 indent = indentation(part.prefix)
                 text = (
                     part.prefix
