@@ -190,6 +190,11 @@ class _PlainCosts(dict[str, int]):
         return n
 
 
+#: a column of at least this many values whose first `_SHARED_TAILS_SAMPLE` hold at most half as
+#: many distinct ones is checked for repeated strings (`TemplateModel._column_tails`)
+_SHARED_TAILS_MIN = 64
+_SHARED_TAILS_SAMPLE = 32
+
 #: shorter lists are printed and measured by lines, not by columns (`TemplateModel._measure_records`):
 #: a prompt keeps most of a short list, and its final count then learns those lines anyway.
 #: Measured in instructions of a cold decision, by columns against by lines: a 72-field pack
@@ -846,7 +851,26 @@ class TemplateModel:
 
     def _column_tails(self, values: list[Any], *, commas: bool) -> list[str] | None:
         """Each value as its line's tail (a space, the value, a comma if ``commas``), or None
-        when one is printed over several lines (a non-empty list or object)."""
+        when one is printed over several lines (a non-empty list or object).
+
+        A column of few distinct strings (a field's dataset, type, lane) prints each once
+        and shares its tail among the rows: one string object per distinct value, whose
+        hash the counter's lookups then compute once. Only strings are merged (``1``,
+        ``1.0`` and ``True`` are one dictionary key but print apart)."""
+        sample = values[:_SHARED_TAILS_SAMPLE]
+        if (
+            len(values) >= _SHARED_TAILS_MIN
+            and set(map(type, sample)) == {str}  # (unhashable values never reach the set below)
+            and 2 * len(set(sample)) <= len(sample)
+            and set(map(type, values)) == {str}
+        ):
+            distinct = list(dict.fromkeys(values))
+            if 2 * len(distinct) <= len(values):
+                tails = self._printed_tails(distinct, commas)
+                return None if tails is None else list(map(dict(zip(distinct, tails, strict=True)).__getitem__, values))
+        return self._printed_tails(values, commas)
+
+    def _printed_tails(self, values: list[Any], commas: bool) -> list[str] | None:
         text = dumps_indented(values, indent=1, ensure_ascii=self._ascii, json_values=True)
         if not commas:  # JSON strings hold no raw newline: each ",\n" ends an element
             text = text.replace(",\n", "\n")

@@ -463,3 +463,35 @@ def test_the_pack_lists_are_measured_by_columns_and_render_alike(pack: str, monk
         text = by_lines.render(selection)
         assert by_columns.render(selection) == text
         assert by_columns.tokens(selection) == by_lines.tokens(selection) == counter.count_whole(text)
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        ["MATRIX", "VECTOR"] * 100,  # few distinct strings: printed once each
+        ["x", "é", 'a"b', "1", "\u2028"] * 40,  # strings that need escapes or look like numbers
+        ["a", "a", "b", 1, 1.0, True, None, "b"] * 25,  # not all strings: every row printed
+        ["same"] * 150 + ["other"] * 50,
+    ],
+    ids=["two-strings", "escapes", "mixed-types", "skewed"],
+)
+@pytest.mark.parametrize("ascii_only", [False, True])
+def test_a_column_of_repeated_strings_shares_its_tails_and_costs_alike(column: list, ascii_only: bool) -> None:
+    from policy_engine.tokens.counter import TiktokenCounter
+
+    counter = TiktokenCounter("o200k_base")
+    m = _custom_model(2, ascii_only, counter)
+    rows = [{"id": f"r{i}", "kind": value, "n": i % 7} for i, value in enumerate(column)]
+    ids = [row["id"] for row in rows]
+    measured = m._measure_records("    ", ids, rows)
+    assert measured is not None
+    blocks, with_comma, plain = measured
+    for ident, row in list(zip(ids, rows, strict=True))[::17]:
+        block = "\n".join("    " + line for line in json.dumps(row, indent=2, ensure_ascii=ascii_only).split("\n"))
+        assert blocks[ident] == block
+        assert with_comma[ident] == counter.count_whole(block + ",\n")
+        assert plain[ident] == counter.count_whole(block + "\n")
+    tails = m._column_tails(column, commas=True)
+    assert tails == [" " + json.dumps(v, ensure_ascii=ascii_only) + "," for v in column]
+    if all(type(v) is str for v in column):  # each distinct value's tail is one object
+        assert len({id(t) for t in tails}) == len(set(column))
