@@ -217,16 +217,29 @@ class _RecordBlocks(dict[str, str]):
         self._ids, self._heads, self._columns, self._indent, self._braces = ids, heads, columns, indent, braces
         self._index: dict[str, int] | None = None
 
-    def __missing__(self, ident: str) -> str:
+    def fill(self, ids: Sequence[str]) -> None:
+        """Build the blocks of ``ids`` not built yet, together (a render asks for a kept
+        list's items at once): each step a pass over them all, not one call per item."""
+        missing = [ident for ident in dict.fromkeys(ids) if ident not in self]
+        if not missing:
+            return
         if self._index is None:  # a repeated id is its last item, as a dict of the items keeps it
             self._index = dict(zip(self._ids, range(len(self._ids)), strict=True))
-        row = self._index[ident]
-        lines = [head + column[row] for head, column in zip(self._heads, self._columns, strict=True)]
-        if not self._braces:
-            block = self[ident] = lines[0][:-1]
-            return block
-        block = self[ident] = self._indent + "{\n" + "\n".join(lines) + "\n" + self._indent + "}"
-        return block
+        rows = list(map(self._index.__getitem__, missing))
+        lines = [
+            list(map(add, repeat(head), map(column.__getitem__, rows)))
+            for head, column in zip(self._heads, self._columns, strict=True)
+        ]
+        if self._braces:
+            opening, closing = self._indent + "{\n", "\n" + self._indent + "}"
+            blocks = map(add, repeat(opening), map(add, map("\n".join, zip(*lines, strict=True)), repeat(closing)))
+        else:  # a one-line value: its line less the comma
+            blocks = map(str.removesuffix, lines[0], repeat(","))
+        self.update(zip(missing, blocks, strict=True))
+
+    def __missing__(self, ident: str) -> str:
+        self.fill((ident,))
+        return self[ident]
 
 
 class _ShiftedCosts(dict[str, int]):
@@ -1031,6 +1044,8 @@ class TemplateModel:
                     out.append(hit[1])
                     continue
                 blocks = self._blocks[part.name]
+                if isinstance(blocks, _RecordBlocks):
+                    blocks.fill(kept)
                 indent = indentation(part.prefix)
                 text = (
                     part.prefix
