@@ -259,11 +259,13 @@ class TiktokenCounter:
         lines = safe_lines(text, self._boundary)
         if lines is not None:
             last = lines.pop()
-            if not all(map(self._lines.__contains__, lines)):
+            counts = list(map(self._lines.get, lines))
+            if None in counts:
                 # lines never counted (a list's items measured by columns, `measure_columns`):
                 # counted together, not one encode each
                 self._learn_lines(lines)
-            n = sum(map(self._lines.__getitem__, lines)) + (pieces[last] if last else 0)
+                counts = list(map(self._lines.__getitem__, lines))
+            n = sum(counts) + (pieces[last] if last else 0)  # type: ignore[arg-type]
         else:
             n = sum(map(pieces.__getitem__, split_pieces(text, self._boundary)))
         if len(text) <= _PIECE_MAX_CHARS:
