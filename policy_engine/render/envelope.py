@@ -20,7 +20,7 @@ import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 from operator import add, is_, itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -842,8 +842,11 @@ class TemplateModel:
             if without is None:
                 return printed, with_comma, _PlainCosts(printed, with_comma, self._measure)
             return printed, with_comma, _LinePlainCosts(printed, with_comma, without)
-        keys = tuple(values[0])
-        if set(map(type, values)) != {dict} or len(set(map(tuple, values))) != 1:
+        keys = list(values[0])
+        # every row an object with the same keys in the same order: the rows' keys, read in a
+        # row, repeat the first row's (no object repeats a key, so no row can be longer or
+        # shorter than the first and still match)
+        if set(map(type, values)) != {dict} or list(chain.from_iterable(values)) != keys * len(values):
             return None
         columns = []
         for j, key in enumerate(keys):

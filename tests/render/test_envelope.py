@@ -373,11 +373,12 @@ def test_flat_objects_measured_by_columns_cost_what_their_printed_items_cost(
         [{"a": 1, "b": [1]}, {"a": 2, "b": []}],  # a value printed over several lines
         [{"a": 1, "b": 2}, {"b": 2, "a": 1}],  # another key order
         [{"a": 1}, {"a": 1, "b": 2}],  # another key set
+        [{"a": 1, "b": 2}, {"a": 3}, {"b": 4}, {"a": 5, "b": 6}],  # the keys of two rows split over three
         [{"a": 1}, "a"],  # an object among one-line values
         ["a", [1, 2]],  # a list among them
         [],
     ],
-    ids=["nested", "order", "keys", "object-and-scalar", "scalar-and-list", "no-items"],
+    ids=["nested", "order", "keys", "split-keys", "object-and-scalar", "scalar-and-list", "no-items"],
 )
 def test_lists_that_are_not_flat_objects_are_printed_and_measured_by_lines(rows: list) -> None:
     _, m = model("small_2x4x10x8", DEFAULT_LIMITS)
