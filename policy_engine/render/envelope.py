@@ -210,12 +210,22 @@ class _RecordBlocks(dict[str, str]):
     items a prompt keeps are ever built, and nothing of the pack's own values is kept (a
     shared cache holds this mapping)."""
 
-    __slots__ = ("_braces", "_columns", "_heads", "_ids", "_indent", "_index")
+    __slots__ = ("_braces", "_columns", "_heads", "_ids", "_indent", "_index", "_remember")
 
-    def __init__(self, ids: list[str], heads: list[str], columns: list[list[str]], indent: str, braces: bool) -> None:
+    def __init__(
+        self,
+        ids: list[str],
+        heads: list[str],
+        columns: list[list[str]],
+        indent: str,
+        braces: bool,
+        remember: Callable[[str, list[str], list[str]], None] | None = None,
+    ) -> None:
         super().__init__()
         self._ids, self._heads, self._columns, self._indent, self._braces = ids, heads, columns, indent, braces
         self._index: dict[str, int] | None = None
+        #: tells the counter what the built lines count (`TiktokenCounter.remember_lines`)
+        self._remember = remember
 
     def fill(self, ids: Sequence[str]) -> None:
         """Build the blocks of ``ids`` not built yet, together (a render asks for a kept
@@ -226,10 +236,13 @@ class _RecordBlocks(dict[str, str]):
         if self._index is None:  # a repeated id is its last item, as a dict of the items keeps it
             self._index = dict(zip(self._ids, range(len(self._ids)), strict=True))
         rows = list(map(self._index.__getitem__, missing))
-        lines = [
-            list(map(add, repeat(head), map(column.__getitem__, rows)))
-            for head, column in zip(self._heads, self._columns, strict=True)
-        ]
+        lines = []
+        for head, column in zip(self._heads, self._columns, strict=True):
+            tails = list(map(column.__getitem__, rows))
+            lines.append(list(map(add, repeat(head), tails)))
+            if self._remember is not None:
+                # the final count of a prompt that keeps them then finds these lines counted
+                self._remember(head, tails, lines[-1])
         if self._braces:
             opening, closing = self._indent + "{\n", "\n" + self._indent + "}"
             blocks = map(add, repeat(opening), map(add, map("\n".join, zip(*lines, strict=True)), repeat(closing)))
@@ -836,7 +849,8 @@ class TemplateModel:
             measured = measure_columns(heads, [tails]) if tails is not None else None
             if tails is None or measured is None:
                 return None
-            printed = _RecordBlocks(ids, heads, [tails], indent, braces=False)
+            remember = getattr(self._counter, "remember_lines", None)
+            printed = _RecordBlocks(ids, heads, [tails], indent, braces=False, remember=remember)
             with_comma = dict(zip(ids, measured[0], strict=True))
             without = getattr(self._counter, "measure_without_comma", None)
             if without is None:
@@ -862,7 +876,10 @@ class TemplateModel:
             return None
         sums, (opening, closing, closing_last) = measured
         with_comma = dict(zip(ids, map(add, sums, repeat(opening + closing)), strict=True))
-        printed = _RecordBlocks(ids, heads, columns, indent, braces=True)
+        remember = getattr(self._counter, "remember_lines", None)
+        if remember is not None:  # the braces' lines, counted in the columns' batch
+            remember(indent[:-1], [" {", " },", " }"], [indent + "{", indent + "},", indent + "}"])
+        printed = _RecordBlocks(ids, heads, columns, indent, braces=True, remember=remember)
         return printed, with_comma, _ShiftedCosts(with_comma, closing_last - closing)
 
     def _column_tails(self, values: list[Any], *, commas: bool) -> list[str] | None:

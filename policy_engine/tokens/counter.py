@@ -352,6 +352,16 @@ class TiktokenCounter:
         line_counts = list(map(add, map(head_counts.__getitem__, line_heads), map(tail_counts.__getitem__, line_tails)))
         return list(map(add, sums, repeat(fixed))), line_counts
 
+    def remember_lines(self, head: str, tails: list[str], lines: list[str]) -> None:
+        """Keep the count of each of ``lines``, each ``head + tail`` with its tail in
+        ``tails``, as the head's count plus the tail's (the cut `measure_columns` checked):
+        the lines of a list measured by columns are then found counted when a prompt that
+        keeps them is counted, as printed lines measured by lines are."""
+        if self._boundary is not _SPACED:
+            return
+        known = self._pieces[head] if head else 0
+        self._lines.remember_many(lines, list(map(add, repeat(known), map(self._tails.__getitem__, tails))))
+
     def _measure_new(self, texts: Sequence[str], json_lines: bool) -> list[int]:
         joined = "".join(texts)
         if json_lines and self._boundary is _SPACED and joined.endswith("\n"):

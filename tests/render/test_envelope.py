@@ -496,3 +496,30 @@ def test_a_column_of_repeated_strings_shares_its_tails_and_costs_alike(column: l
     assert tails == [" " + json.dumps(v, ensure_ascii=ascii_only) + "," for v in column]
     if all(type(v) is str for v in column):  # each distinct value's tail is one object
         assert len({id(t) for t in tails}) == len(set(column))
+
+
+def test_a_kept_list_measured_by_columns_is_counted_with_no_encode_and_no_line_cut(monkeypatch) -> None:
+    """The lines a render builds from heads and tails are known to the counter with their
+    counts (`remember_lines`): the final count of the prompt encodes nothing new for them
+    and cuts no line into head and tail again, and it equals a whole encode."""
+    from policy_engine.render import envelope
+    from policy_engine.tokens.counter import TiktokenCounter
+
+    counter = TiktokenCounter("o200k_base")
+    pools, m = model("large_8x30x400x120", DEFAULT_LIMITS, counter=counter)
+    assert isinstance(m._blocks["fields"], envelope._RecordBlocks)
+    rng = random.Random(7)
+    selection = {name: tuple(c.id for c in items if rng.random() < 0.3) for name, items in pools.pools.items()}
+    parts = m.render_parts(selection)
+    text = "".join(parts)
+    fields_text = next(part for part in parts if part.lstrip().startswith('"candidate_fields": [\n'))
+    assert fields_text.count("\n") > 200  # a long kept list
+    encoded: list[str] = []
+    learned: list[int] = []
+    real_encode, real_learn = counter._encode, counter._learn_lines
+    monkeypatch.setattr(counter, "_encode", lambda t: encoded.append(t) or real_encode(t))
+    monkeypatch.setattr(counter, "_learn_lines", lambda lines: learned.append(len(lines)) or real_learn(lines))
+    assert counter.count(fields_text) == counter.count_whole(fields_text)
+    assert not learned, learned
+    assert len(encoded) == 1  # the whole count just above
+    assert counter.count_parts(parts) == m.tokens(selection) == counter.count_whole(text)
