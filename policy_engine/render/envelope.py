@@ -169,21 +169,36 @@ class _PlainCosts(dict[str, int]):
     JSON lines is a safe boundary, so costs add up by lines): the cost is the one with the
     comma, less its last line's with the comma, plus that line's without it. An object's
     last line is its closing brace, the same for every item: lookups, not a count of the
-    whole item per rung."""
+    whole item per rung.
 
-    __slots__ = ("_blocks", "_measure", "_with_comma")
+    ``without``: the counter's `measure_without_comma`, for a one-line item whose line with
+    the comma no line-by-line measure taught the counter (a list measured by columns): its
+    cost then comes from the cost with the comma, with no encode of the line (the last id
+    a lane list keeps changes with every rung)."""
 
-    def __init__(self, blocks: dict[str, str], with_comma: dict[str, int], measure: Callable[[str], int]) -> None:
+    __slots__ = ("_blocks", "_measure", "_with_comma", "_without")
+
+    def __init__(
+        self,
+        blocks: dict[str, str],
+        with_comma: dict[str, int],
+        measure: Callable[[str], int],
+        without: Callable[[str, int], int] | None = None,
+    ) -> None:
         super().__init__()
         self._blocks = blocks
         self._with_comma = with_comma
         self._measure = measure
+        self._without = without
 
     def __missing__(self, ident: str) -> int:
         block = self._blocks[ident]
         cut = block.rfind("\n") + 1
-        if not cut:  # one line: measured as it is
-            n = self[ident] = self._measure(block + "\n")
+        if not cut:  # one line: measured as it is, or from its cost with the comma
+            without = self._without
+            n = self[ident] = (
+                self._measure(block + "\n") if without is None else without(block, self._with_comma[ident])
+            )
             return n
         last = block[cut:]
         n = self[ident] = self._with_comma[ident] - self._measure(last + ",\n") + self._measure(last + "\n")
@@ -269,24 +284,6 @@ class _ShiftedCosts(dict[str, int]):
 
     def __missing__(self, ident: str) -> int:
         n = self[ident] = self._with_comma[ident] + self._shift
-        return n
-
-
-class _LinePlainCosts(dict[str, int]):
-    """Costs without the trailing comma of one-line items (a lane's ids), by id, computed
-    when first read from the cost with it (`TiktokenCounter.measure_without_comma`): the
-    last id a list keeps changes with every rung, and its line need not be encoded."""
-
-    __slots__ = ("_blocks", "_with_comma", "_without")
-
-    def __init__(self, blocks: dict[str, str], with_comma: dict[str, int], without: Callable[[str, int], int]) -> None:
-        super().__init__()
-        self._blocks = blocks  # each item's line without its comma
-        self._with_comma = with_comma
-        self._without = without
-
-    def __missing__(self, ident: str) -> int:
-        n = self[ident] = self._without(self._blocks[ident], self._with_comma[ident])
         return n
 
 
@@ -843,19 +840,17 @@ class TemplateModel:
         measure_columns = getattr(self._counter, "measure_columns", None)
         if measure_columns is None or not values or not indent:
             return None
+        remember = getattr(self._counter, "remember_lines", None)
         if type(values[0]) is not dict or not values[0]:
             heads = [indent[:-1]]
             tails = self._column_tails(values, commas=True)
             measured = measure_columns(heads, [tails]) if tails is not None else None
             if tails is None or measured is None:
                 return None
-            remember = getattr(self._counter, "remember_lines", None)
             printed = _RecordBlocks(ids, heads, [tails], indent, braces=False, remember=remember)
             with_comma = dict(zip(ids, measured[0], strict=True))
             without = getattr(self._counter, "measure_without_comma", None)
-            if without is None:
-                return printed, with_comma, _PlainCosts(printed, with_comma, self._measure)
-            return printed, with_comma, _LinePlainCosts(printed, with_comma, without)
+            return printed, with_comma, _PlainCosts(printed, with_comma, self._measure, without)
         keys = list(values[0])
         # every row an object with the same keys in the same order: the rows' keys, read in a
         # row, repeat the first row's (no object repeats a key, so no row can be longer or
@@ -876,9 +871,6 @@ class TemplateModel:
             return None
         sums, (opening, closing, closing_last) = measured
         with_comma = dict(zip(ids, map(add, sums, repeat(opening + closing)), strict=True))
-        remember = getattr(self._counter, "remember_lines", None)
-        if remember is not None:  # the braces' lines, counted in the columns' batch
-            remember(indent[:-1], [" {", " },", " }"], [indent + "{", indent + "},", indent + "}"])
         printed = _RecordBlocks(ids, heads, columns, indent, braces=True, remember=remember)
         return printed, with_comma, _ShiftedCosts(with_comma, closing_last - closing)
 

@@ -314,7 +314,7 @@ class TiktokenCounter:
     ) -> tuple[list[int], list[int]] | None:
         """Per row ``i``, the sum over columns ``j`` of count(heads[j] + columns[j][i] + "\n"),
         and the count of each of ``lines`` (more printed lines of the list, such as its items'
-        braces, each with its newline, learned in the same batch); or None when this
+        braces, each with its newline, learned in the same batch and kept as lines); or None when this
         counter cannot add lines up that way (the caller counts the lines).
 
         Why: a list of flat JSON objects (the pack's fields) prints one line per key and item,
@@ -350,6 +350,8 @@ class TiktokenCounter:
             sums = list(map(add, sums, map(tail_counts.__getitem__, column)))
         fixed = sum(map(head_counts.__getitem__, heads))
         line_counts = list(map(add, map(head_counts.__getitem__, line_heads), map(tail_counts.__getitem__, line_tails)))
+        if lines:  # kept as lines too: the final count of a prompt meets them as lines
+            self._lines.remember_many([line[:-1] for line in lines], line_counts)
         return list(map(add, sums, repeat(fixed))), line_counts
 
     def remember_lines(self, head: str, tails: list[str], lines: list[str]) -> None:
