@@ -122,3 +122,19 @@ def json_values(strings: st.SearchStrategy[str], keys: st.SearchStrategy[str], m
         lambda children: st.lists(children, max_size=3) | st.dictionaries(keys, children, max_size=3),
         max_leaves=max_leaves,
     )
+
+
+#: keys and string values aimed at the head/tail cut of a printed JSON line (the lists
+#: measured by columns): quotes, escapes, the `": ` a key line holds, spaces, underscores
+#: (word pieces), the slash o200k's punctuation takes, non-ASCII, a newline, a tab and a
+#: line separator inside strings
+column_text = st.text(alphabet=list('ab_1 ":\\,/é中\n\t\u2028'), max_size=8)
+#: values printed on one line: scalars of any size, strings from `column_text`, empty containers
+one_line_values = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**20), 10**20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | column_text
+    | st.sampled_from([[], {}])
+)

@@ -18,7 +18,7 @@ from policy_engine.render import build_prompt_model, load_idea, load_knowledge
 from policy_engine.render.envelope import print_items
 from policy_engine.tokens import get_counter
 from tests.conftest import SHARED
-from tests.strategies import json_values
+from tests.strategies import column_text, json_values, one_line_values
 
 UNTRIMMED_LIMITS = {
     "request_prompt": 10_000_000,
@@ -304,16 +304,6 @@ def test_other_json_options_print_what_json_dumps_prints(indent: int, ascii_only
 
 # ---- lists of flat objects, measured by columns ------------------------------------------
 
-_RECORD_TEXT = st.text(alphabet=list('ab_1 ":\\,/é中\n\u2028'), max_size=8)
-_RECORD_SCALARS = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(10**20), 10**20)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | _RECORD_TEXT
-    | st.sampled_from([[], {}])
-)
-
 
 def _custom_model(indent: int, ascii_only: bool, counter):
     from policy_engine.render.template import shipped_template, template_from_document, thaw
@@ -329,7 +319,7 @@ def _custom_model(indent: int, ascii_only: bool, counter):
 
 @settings(max_examples=150, deadline=None)
 @given(
-    keys=st.lists(_RECORD_TEXT, min_size=1, max_size=4, unique=True),
+    keys=st.lists(column_text, min_size=1, max_size=4, unique=True),
     n=st.integers(1, 8),
     data=st.data(),
     width=st.integers(1, 4),
@@ -349,7 +339,7 @@ def test_flat_objects_measured_by_columns_cost_what_their_printed_items_cost(
 
     counter = TiktokenCounter(encoding)
     m = _custom_model(width, ascii_only, counter)
-    rows = [{key: data.draw(_RECORD_SCALARS) for key in keys} for _ in range(n)]
+    rows = [{key: data.draw(one_line_values) for key in keys} for _ in range(n)]
     ids = [f"r{i}" for i in range(n)]
     indent = " " * (width * depth)
     measured = m._measure_records(indent, ids, rows)
@@ -403,7 +393,7 @@ def test_a_duplicate_id_keeps_its_last_item_as_printing_did() -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(
-    values=st.lists(_RECORD_SCALARS, min_size=1, max_size=10),
+    values=st.lists(one_line_values, min_size=1, max_size=10),
     width=st.integers(1, 4),
     depth=st.integers(1, 3),
     ascii_only=st.booleans(),

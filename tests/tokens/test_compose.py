@@ -22,7 +22,7 @@ from policy_engine.tokens.compose import (
 from policy_engine.tokens.compose import safe_joint as compose_safe_joint
 from policy_engine.tokens.counter import _PIECE_MAX_CHARS, TiktokenCounter, _line_counts, _LineEnds
 from tests.conftest import SHARED
-from tests.strategies import json_values
+from tests.strategies import column_text, json_values, one_line_values
 
 ENCODINGS = ("cl100k_base", "o200k_base", "o200k_harmony")
 
@@ -649,18 +649,6 @@ def test_one_line_texts_and_texts_that_only_look_so(json_lines: bool) -> None:
 
 # ---- measuring a list of flat objects by columns -----------------------------------------
 
-#: keys and string values aimed at the head's cut: quotes, escapes, the `": ` a key line
-#: holds, spaces, underscores (word pieces), non-ASCII, the slash o200k's punctuation takes
-_COLUMN_TEXT = st.text(alphabet=list('ab_1 ":\\,/é中\n\t'), max_size=8)
-_COLUMN_VALUES = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(10**20), 10**20)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | _COLUMN_TEXT
-    | st.sampled_from([[], {}])
-)
-
 
 def _column_tails(values: list, last: bool) -> list[str]:
     """What `TemplateModel._measure_records` passes: each value after one space, with the
@@ -670,7 +658,7 @@ def _column_tails(values: list, last: bool) -> list[str]:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    keys=st.lists(_COLUMN_TEXT, min_size=1, max_size=4, unique=True),
+    keys=st.lists(column_text, min_size=1, max_size=4, unique=True),
     rows=st.integers(1, 12),
     data=st.data(),
     depth=st.integers(1, 6),
@@ -684,7 +672,7 @@ def test_columns_of_flat_objects_cost_what_their_lines_cost(
     wrong sum."""
     indent = " " * depth
     heads = [indent + json.dumps(key, ensure_ascii=False) + ":" for key in keys]
-    values = [data.draw(st.lists(_COLUMN_VALUES, min_size=rows, max_size=rows)) for _ in keys]
+    values = [data.draw(st.lists(one_line_values, min_size=rows, max_size=rows)) for _ in keys]
     columns = [_column_tails(column, j == len(keys) - 1) for j, column in enumerate(values)]
     fresh = TiktokenCounter(encoding)
     braces = [indent[:-1] + "{\n", indent[:-1] + "},\n"] if depth > 1 else []
